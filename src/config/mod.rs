@@ -1,0 +1,1 @@
+//! Configuration: TOML and CLI into a validated [`Config`].

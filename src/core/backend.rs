@@ -1,0 +1,37 @@
+//! Backends as the core sees them: identity, address, weight and administrative state.
+
+use std::net::SocketAddr;
+
+/// Index of a backend inside its pool's [`PoolSnapshot`]. Stable for the snapshot's lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u32);
+
+impl BackendId {
+    /// The index into the pool's backend vector.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A backend's administrative / health state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendState {
+    /// Takes new connections.
+    #[default]
+    Up,
+    /// Takes nothing; existing connections are left to the engine (they usually fail anyway).
+    Down,
+    /// Takes no new connections; existing ones continue until they end.
+    Draining,
+}
+
+/// One backend of a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Stable identity used for hashing; defaults to the address written as text.
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Relative weight, at least 1.
+    pub weight: u32,
+}

@@ -1,0 +1,1 @@
+//! Engines: thin shells that turn core actions into system calls.
