@@ -1,0 +1,30 @@
+//! Every default value, named and documented once.
+
+use std::time::Duration;
+
+/// One connect attempt may take this long before the next candidate is tried.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection idle in both directions this long is closed (HAProxy `timeout client/server`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// After SIGTERM/SIGINT, established connections may finish for this long.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Further backends tried after a failed connect.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// listen(2) backlog; the kernel caps it at `net.core.somaxconn`.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+/// Submission queue entries per worker ring.
+pub const DEFAULT_RING_ENTRIES: u32 = 4096;
+/// Buffers per worker in the provided-buffer ring.
+pub const DEFAULT_BUFFER_COUNT: u32 = 4096;
+/// Size of one provided buffer: 16 KiB, one TSO-friendly chunk.
+pub const DEFAULT_BUFFER_SIZE: u32 = 16 * 1024;
+/// Pipe capacity for splice forwarding.
+pub const DEFAULT_PIPE_SIZE: u32 = 256 * 1024;
+/// Idle pipes kept per worker.
+pub const DEFAULT_PIPE_POOL: u32 = 256;
+/// io-wq threads per ring, bounded and unbounded each.
+pub const DEFAULT_IOWQ_MAX_WORKERS: u32 = 4;
+/// Connections per worker (blocking engine: in total).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
+/// Maglev table size: prime, and at least 100 × backends for pools up to 655 backends.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;

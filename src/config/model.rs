@@ -1,0 +1,122 @@
+//! The validated configuration: what the engines read. Every value here has passed validation,
+//! so engines never re-check it. Defaults are the `DEFAULT_*` constants in [`super::defaults`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::backend::BackendInfo;
+use crate::core::balance::Algorithm;
+
+/// Which I/O engine runs the data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EngineKind {
+    /// io_uring, thread per core (the default).
+    #[default]
+    Uring,
+    /// Edge-triggered epoll, thread per core.
+    Epoll,
+    /// One thread per connection with blocking sockets.
+    Blocking,
+}
+
+/// How a listener moves bytes between client and backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Receive into user-space buffers and send them on.
+    Copy,
+    /// Zero-copy socket → pipe → socket.
+    Splice,
+    /// Copy for small exchanges; switch a direction to splice once it streams bulk data.
+    #[default]
+    Auto,
+}
+
+/// How many workers to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// One per CPU in the process's affinity mask.
+    #[default]
+    Auto,
+    /// Exactly this many (at least 1).
+    Count(usize),
+}
+
+/// A listening address and where its connections go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+    pub mode: Mode,
+    /// listen(2) backlog.
+    pub backlog: u32,
+}
+
+/// A named group of backends and how to choose among them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    /// Backends in the order written; names are unique within the pool.
+    pub backends: Vec<BackendInfo>,
+    /// Further backends to try after a failed connect (so at most `retries + 1` attempts).
+    pub retries: u32,
+}
+
+/// Timeouts applied to every connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Limit for one connect attempt to a backend.
+    pub connect: Duration,
+    /// A connection with no traffic in either direction for this long is closed.
+    pub idle: Duration,
+    /// After SIGTERM/SIGINT, how long established connections may continue.
+    pub shutdown_grace: Duration,
+}
+
+/// Kernel features that can be switched off so that every fallback path can be exercised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Multishot accept and multishot recv (off: single-shot operations).
+    pub multishot: bool,
+    /// Provided-buffer rings for copy mode (off: one buffer per connection direction).
+    pub buffer_ring: bool,
+    /// Send bundles (6.10) where the kernel has them.
+    pub send_bundle: bool,
+    /// SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them (off: COOP_TASKRUN only).
+    pub defer_taskrun: bool,
+}
+
+/// Sizes of per-worker resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Submission queue entries per ring (power of two).
+    pub ring_entries: u32,
+    /// Buffers in each worker's provided-buffer ring (power of two).
+    pub buffer_count: u32,
+    /// Bytes per provided buffer.
+    pub buffer_size: u32,
+    /// Pipe capacity for splice, set with F_SETPIPE_SZ.
+    pub pipe_size: u32,
+    /// Most idle pipes each worker keeps for reuse.
+    pub pipe_pool: u32,
+    /// Cap on io-wq worker threads per ring (bounded and unbounded alike).
+    pub iowq_max_workers: u32,
+    /// Most connections per worker (the blocking engine: in total); more are refused.
+    pub max_connections: u32,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub engine: EngineKind,
+    pub workers: Workers,
+    /// CPUs to pin workers to, in order; `None` means the affinity mask in order.
+    pub cpus: Option<Vec<usize>>,
+    pub listeners: Vec<Listener>,
+    pub pools: Vec<Pool>,
+    pub timeouts: Timeouts,
+    pub features: Features,
+    pub tuning: Tuning,
+}
