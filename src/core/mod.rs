@@ -8,3 +8,5 @@
 
 pub mod backend;
 pub mod balance;
+pub mod slot;
+pub mod timer;

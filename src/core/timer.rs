@@ -1,0 +1,202 @@
+//! A per-worker hashed timer wheel on caller-supplied time.
+//!
+//! Connections re-arm their idle deadline on every byte; putting each of those into a sorted
+//! structure (or a kernel timeout per connection) would cost on the hot path. Instead an entry is
+//! inserted only when a connection's deadline moves *earlier* than the one already registered,
+//! and an entry that fires early is simply checked against the connection's current deadline and
+//! re-inserted. Activity therefore costs one store (`last_activity = now`), nothing more.
+//!
+//! Deadlines are rounded up to the next tick, so a timer never fires before its deadline.
+
+use std::time::{Duration, Instant};
+
+use super::slot::SlotKey;
+
+/// Granularity of the wheel.
+pub const TICK: Duration = Duration::from_millis(4);
+/// Slots in the wheel; the horizon is `TICK * WHEEL_SLOTS` (about 4 s). Later deadlines wait in
+/// their slot for as many turns as they need.
+pub const WHEEL_SLOTS: usize = 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: SlotKey,
+    tick: u64,
+}
+
+/// Timers keyed by connection.
+#[derive(Debug)]
+pub struct TimerWheel {
+    origin: Instant,
+    /// Every tick before this one has been expired.
+    current: u64,
+    slots: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl TimerWheel {
+    /// A wheel whose tick 0 starts at `origin`.
+    pub fn new(origin: Instant) -> Self {
+        TimerWheel {
+            origin,
+            current: 0,
+            slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Registered entries (including ones that will turn out stale).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn tick_of(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        let tick = TICK.as_nanos();
+        // Round up: never fire before the deadline.
+        u64::try_from(nanos.div_ceil(tick)).unwrap_or(u64::MAX)
+    }
+
+    fn instant_of(&self, tick: u64) -> Instant {
+        let nanos = u128::from(tick) * TICK.as_nanos();
+        self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Register `key` to fire at or after `deadline`.
+    pub fn insert(&mut self, key: SlotKey, deadline: Instant) {
+        // A deadline in the past fires on the next expiry pass.
+        let tick = self.tick_of(deadline).max(self.current);
+        self.slots[(tick % WHEEL_SLOTS as u64) as usize].push(Entry { key, tick });
+        self.len += 1;
+    }
+
+    /// Move every entry whose deadline is at or before `now` into `fired`.
+    pub fn expire(&mut self, now: Instant, fired: &mut Vec<SlotKey>) {
+        // Entry ticks are rounded up, so tick t is due once now >= t * TICK.
+        let elapsed = now.saturating_duration_since(self.origin).as_nanos() / TICK.as_nanos();
+        let due = u64::try_from(elapsed).unwrap_or(u64::MAX - 1);
+        if due < self.current {
+            return;
+        }
+        if self.len > 0 {
+            // Every entry's tick is >= `current` (insert clamps), so visiting the slots of ticks
+            // current..=due finds all due entries; one full turn visits every slot.
+            let last = due.min(self.current + WHEEL_SLOTS as u64 - 1);
+            for tick in self.current..=last {
+                let slot = &mut self.slots[(tick % WHEEL_SLOTS as u64) as usize];
+                let before = slot.len();
+                slot.retain(|entry| {
+                    let is_due = entry.tick <= due;
+                    if is_due {
+                        fired.push(entry.key);
+                    }
+                    !is_due
+                });
+                self.len -= before - slot.len();
+            }
+        }
+        self.current = due + 1;
+    }
+
+    /// When the next entry may be due: the start of the nearest non-empty slot. A slot holding
+    /// only entries for a later turn makes this early, never late: the caller wakes, expires
+    /// nothing and asks again.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        (0..WHEEL_SLOTS as u64)
+            .map(|offset| self.current + offset)
+            .find(|tick| !self.slots[(tick % WHEEL_SLOTS as u64) as usize].is_empty())
+            .map(|tick| self.instant_of(tick))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::slot::Slab;
+
+    fn keys(n: usize) -> Vec<SlotKey> {
+        let mut slab = Slab::new();
+        (0..n).map(|i| slab.insert(i)).collect()
+    }
+
+    #[test]
+    fn fires_at_or_after_deadline_never_before() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let k = keys(3);
+        wheel.insert(k[0], t0 + Duration::from_millis(10));
+        wheel.insert(k[1], t0 + Duration::from_millis(10_000));
+        wheel.insert(k[2], t0 + Duration::from_millis(3));
+        let mut fired = Vec::new();
+        wheel.expire(t0 + Duration::from_millis(2), &mut fired);
+        assert!(fired.is_empty());
+        wheel.expire(t0 + Duration::from_millis(9), &mut fired);
+        assert_eq!(fired, vec![k[2]]);
+        fired.clear();
+        wheel.expire(t0 + Duration::from_millis(12), &mut fired);
+        assert_eq!(fired, vec![k[0]]);
+        fired.clear();
+        // Far beyond one turn of the wheel: the long timer must wait its turns.
+        wheel.expire(t0 + Duration::from_millis(9_999), &mut fired);
+        assert!(fired.is_empty());
+        wheel.expire(t0 + Duration::from_millis(10_004), &mut fired);
+        assert_eq!(fired, vec![k[1]]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn next_expiry_is_never_after_the_earliest_deadline() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let k = keys(2);
+        assert_eq!(wheel.next_expiry(), None);
+        let d = t0 + Duration::from_millis(5_000);
+        wheel.insert(k[0], d);
+        let next = wheel.next_expiry().expect("one entry");
+        assert!(next <= d + TICK);
+        wheel.insert(k[1], t0 + Duration::from_millis(7));
+        let next = wheel.next_expiry().expect("two entries");
+        assert!(next <= t0 + Duration::from_millis(8));
+    }
+
+    #[test]
+    fn seeded_random_deadlines_all_fire_once_and_in_time() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let k = keys(500);
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut deadlines = Vec::new();
+        for key in &k {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let d = t0 + Duration::from_millis(state % 20_000);
+            deadlines.push((*key, d));
+            wheel.insert(*key, d);
+        }
+        let mut now = t0;
+        let mut seen = std::collections::HashMap::new();
+        while !wheel.is_empty() {
+            // Jump to the next possible expiry, as a virtual-clock driver does.
+            now = wheel.next_expiry().expect("not empty").max(now);
+            let mut fired = Vec::new();
+            wheel.expire(now, &mut fired);
+            for key in fired {
+                assert!(seen.insert(key, now).is_none(), "fired twice");
+            }
+        }
+        for (key, deadline) in deadlines {
+            let at = seen[&key];
+            assert!(at >= deadline, "fired early");
+            assert!(at <= deadline + TICK, "fired late: {:?}", at - deadline);
+        }
+    }
+}
