@@ -10,3 +10,4 @@ pub mod backend;
 pub mod balance;
 pub mod slot;
 pub mod timer;
+pub mod conn;

@@ -1,0 +1,493 @@
+//! The per-connection state machine: which operation each side needs next.
+//!
+//! A [`Conn`] knows nothing of sockets, buffers or pipes. The engine tells it what happened
+//! ([`Event`]) and asks it what to do next ([`Action`]); it carries out the action with whatever
+//! mechanism it has (an SQE, a non-blocking syscall, a blocking syscall) and reports the result.
+//!
+//! # Call order
+//! The order is fixed, as in quinn-proto:
+//! 1. feed every new result with [`Conn::handle_event`], and call [`Conn::handle_timeout`] when
+//!    the deadline from [`Conn::poll_timeout`] has passed;
+//! 2. drain [`Conn::poll_action`] until it returns `None`, carrying out each action;
+//! 3. read [`Conn::poll_timeout`] and arm a timer for it.
+//!
+//! # What the engine promises
+//! - At most one `Recv` and one `Send` are outstanding per direction; the machine never asks for
+//!   a second before the first has reported back.
+//! - `Received { armed: true }` means the receive operation is still armed (multishot) and will
+//!   report again; `armed: false` means it has ended and another `Recv` is needed for more data.
+//! - Bytes reported received for a direction stay queued, in order, until reported `Sent`.
+//! - After `Close`, the engine cancels what is outstanding, closes both sockets and frees the
+//!   connection once the last completion has arrived. Events after `Close` are ignored.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Mode;
+use crate::core::backend::BackendId;
+
+/// Most backends one connection tries (the first pick and its fallbacks).
+pub const MAX_CANDIDATES: usize = 8;
+
+/// In `auto` mode, this many consecutive full-size receipts mark a direction as bulk, and it
+/// switches to splice (HAProxy's splice-auto switches when its buffer fills up).
+pub const AUTO_SPLICE_FULL_RECEIPTS: u8 = 4;
+
+/// One end of a proxied connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The accepted socket.
+    Client,
+    /// The socket connected to the chosen backend.
+    Backend,
+}
+
+/// A direction of data flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dir {
+    /// Client to backend.
+    Upstream,
+    /// Backend to client.
+    Downstream,
+}
+
+impl Dir {
+    /// Both directions, upstream first.
+    pub const BOTH: [Dir; 2] = [Dir::Upstream, Dir::Downstream];
+
+    /// The side bytes of this direction are read from.
+    pub fn source(self) -> Side {
+        match self {
+            Dir::Upstream => Side::Client,
+            Dir::Downstream => Side::Backend,
+        }
+    }
+
+    /// The side bytes of this direction are written to.
+    pub fn sink(self) -> Side {
+        match self {
+            Dir::Upstream => Side::Backend,
+            Dir::Downstream => Side::Client,
+        }
+    }
+
+    /// 0 for upstream, 1 for downstream: an index into per-direction arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a direction moves its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Via {
+    /// Through user-space buffers.
+    Copy,
+    /// Through a pipe, with splice.
+    Splice,
+}
+
+/// What the engine reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The backend connection is established.
+    Connected,
+    /// The current connect attempt failed (refused, unreachable, or timed out).
+    ConnectFailed {
+        /// The attempt ran out of time rather than being refused.
+        timed_out: bool,
+    },
+    /// `bytes` (> 0) more bytes of `dir` are held by the engine, ready to send.
+    Received { dir: Dir, bytes: u64, armed: bool },
+    /// The receive operation of `dir` ended without data (cancelled, or out of buffers).
+    RecvEnded { dir: Dir },
+    /// The source of `dir` reached end of stream; its receive operation has ended.
+    Eof { dir: Dir },
+    /// `bytes` of `dir`'s queue were written to its sink (possibly fewer than were queued).
+    Sent { dir: Dir, bytes: u64 },
+    /// A socket on `side` failed (reset, broken pipe, any other error).
+    Failed { side: Side },
+}
+
+/// Why a connection closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Both directions finished normally.
+    Done,
+    /// Every candidate backend failed to connect.
+    NoBackend,
+    /// The client side failed or reset.
+    ClientFailed,
+    /// The backend side failed or reset.
+    BackendFailed,
+    /// No traffic for the idle timeout.
+    IdleTimeout,
+    /// The worker is shutting down and the grace period has ended.
+    Aborted,
+}
+
+/// What the engine should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a socket to `backend` and connect it (closing any earlier backend socket first).
+    Connect { backend: BackendId, attempt: u32 },
+    /// Receive from the source of `dir` by `via`.
+    Recv { dir: Dir, via: Via },
+    /// Stop a still-armed (multishot) receive of `dir`; it reports `Received{armed: false}` or
+    /// `RecvEnded` when it has stopped.
+    CancelRecv { dir: Dir },
+    /// Write `dir`'s queued bytes (`queued` of them) to its sink by `via`.
+    Send { dir: Dir, via: Via, queued: u64 },
+    /// The source of the opposite direction ended and everything was flushed: shut down
+    /// writing toward `side`.
+    ShutdownWrite { side: Side },
+    /// Close both sockets; with `reset`, abortively (SO_LINGER 0, so the peer sees RST).
+    Close { reset: bool, reason: CloseReason },
+}
+
+/// Per-connection limits, fixed for its lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnParams {
+    /// `Some`: the machine enforces it on its deadline. `None`: the engine enforces it itself
+    /// (io_uring's linked timeout, a blocking connect timeout) and reports
+    /// `ConnectFailed { timed_out: true }`.
+    pub connect_timeout: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub mode: Mode,
+    /// Copy mode: receives pause while this many bytes of a direction wait to be sent.
+    pub copy_high_water: u64,
+    /// Splice mode: receives pause while this many bytes wait in the pipe (its capacity).
+    pub splice_capacity: u64,
+    /// Auto mode: a receipt at least this big counts as "full" (one provided buffer).
+    pub full_receipt: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecvState {
+    Idle,
+    Armed,
+    Cancelling,
+}
+
+/// One direction's progress.
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    via: Via,
+    /// Received and not yet sent.
+    queued: u64,
+    recv: RecvState,
+    sending: bool,
+    eof: bool,
+    shut: bool,
+    forwarded: u64,
+    full_streak: u8,
+    wants_splice: bool,
+}
+
+impl Flow {
+    fn new(via: Via) -> Self {
+        Flow {
+            via,
+            queued: 0,
+            recv: RecvState::Idle,
+            sending: false,
+            eof: false,
+            shut: false,
+            forwarded: 0,
+            full_streak: 0,
+            wants_splice: false,
+        }
+    }
+
+    fn quiescent(&self) -> bool {
+        self.queued == 0 && !self.sending && self.recv == RecvState::Idle
+    }
+
+    fn done(&self) -> bool {
+        self.shut && !self.sending
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting { issued: bool, deadline: Option<Instant> },
+    Established,
+    Closing { reset: bool, reason: CloseReason },
+    Closed(CloseReason),
+}
+
+/// One proxied connection's state.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    params: ConnParams,
+    candidates: [BackendId; MAX_CANDIDATES],
+    candidate_count: u8,
+    attempt: u8,
+    phase: Phase,
+    flows: [Flow; 2],
+    last_activity: Instant,
+}
+
+impl Conn {
+    /// A connection accepted at `now` that will try `candidates` in order (at most
+    /// [`MAX_CANDIDATES`] are used). With no candidates it closes at once.
+    pub fn new(now: Instant, params: ConnParams, candidates: &[BackendId]) -> Self {
+        let mut list = [BackendId(0); MAX_CANDIDATES];
+        let count = candidates.len().min(MAX_CANDIDATES);
+        list[..count].copy_from_slice(&candidates[..count]);
+        let via = match params.mode {
+            Mode::Splice => Via::Splice,
+            Mode::Copy | Mode::Auto => Via::Copy,
+        };
+        let phase = if count == 0 {
+            Phase::Closing {
+                reset: false,
+                reason: CloseReason::NoBackend,
+            }
+        } else {
+            Phase::Connecting {
+                issued: false,
+                deadline: None,
+            }
+        };
+        Conn {
+            params,
+            candidates: list,
+            candidate_count: count as u8,
+            attempt: 0,
+            phase,
+            flows: [Flow::new(via); 2],
+            last_activity: now,
+        }
+    }
+
+    /// The backend of the current (or last) connect attempt; `None` once every candidate failed.
+    pub fn backend(&self) -> Option<BackendId> {
+        (self.attempt < self.candidate_count).then(|| self.candidates[self.attempt as usize])
+    }
+
+    /// True once the backend connection is up and until the connection closes.
+    pub fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+
+    /// `Some(reason)` once `Close` has been handed out.
+    pub fn closed(&self) -> Option<CloseReason> {
+        match self.phase {
+            Phase::Closed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Bytes forwarded in `dir` so far.
+    pub fn forwarded(&self, dir: Dir) -> u64 {
+        self.flows[dir.index()].forwarded
+    }
+
+    /// How `dir` currently moves its bytes.
+    pub fn via(&self, dir: Dir) -> Via {
+        self.flows[dir.index()].via
+    }
+
+    /// Feed one result from the engine.
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_)) {
+            return;
+        }
+        match event {
+            Event::Connected => {
+                if matches!(self.phase, Phase::Connecting { issued: true, .. }) {
+                    self.phase = Phase::Established;
+                    self.last_activity = now;
+                }
+            }
+            Event::ConnectFailed { .. } => {
+                if matches!(self.phase, Phase::Connecting { issued: true, .. }) {
+                    self.last_activity = now;
+                    self.next_candidate();
+                }
+            }
+            Event::Received { dir, bytes, armed } => {
+                self.last_activity = now;
+                let full_receipt = self.params.full_receipt;
+                let auto = self.params.mode == Mode::Auto;
+                let flow = &mut self.flows[dir.index()];
+                flow.queued += bytes;
+                flow.forwarded += bytes;
+                flow.recv = match (flow.recv, armed) {
+                    (_, false) => RecvState::Idle,
+                    (RecvState::Cancelling, true) => RecvState::Cancelling,
+                    (_, true) => RecvState::Armed,
+                };
+                if auto && flow.via == Via::Copy && !flow.wants_splice {
+                    flow.full_streak = if bytes >= full_receipt {
+                        flow.full_streak.saturating_add(1)
+                    } else {
+                        0
+                    };
+                    flow.wants_splice = flow.full_streak >= AUTO_SPLICE_FULL_RECEIPTS;
+                }
+            }
+            Event::RecvEnded { dir } => self.flows[dir.index()].recv = RecvState::Idle,
+            Event::Eof { dir } => {
+                self.last_activity = now;
+                let flow = &mut self.flows[dir.index()];
+                flow.recv = RecvState::Idle;
+                flow.eof = true;
+            }
+            Event::Sent { dir, bytes } => {
+                self.last_activity = now;
+                let flow = &mut self.flows[dir.index()];
+                // An engine never reports more than it was asked to send; saturate all the same
+                // so that a bug there cannot wrap the count.
+                flow.queued = flow.queued.saturating_sub(bytes);
+                flow.sending = false;
+            }
+            Event::Failed { side } => {
+                let reason = match side {
+                    Side::Client => CloseReason::ClientFailed,
+                    Side::Backend => CloseReason::BackendFailed,
+                };
+                self.phase = Phase::Closing {
+                    reset: true,
+                    reason,
+                };
+            }
+        }
+    }
+
+    fn next_candidate(&mut self) {
+        self.attempt += 1;
+        self.phase = if self.attempt < self.candidate_count {
+            Phase::Connecting {
+                issued: false,
+                deadline: None,
+            }
+        } else {
+            Phase::Closing {
+                reset: false,
+                reason: CloseReason::NoBackend,
+            }
+        };
+    }
+
+    /// Act on the passing of time: connect and idle timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Connecting {
+                issued: true,
+                deadline: Some(deadline),
+            } if now >= deadline => {
+                // The next attempt's deadline counts from now.
+                self.last_activity = now;
+                self.next_candidate();
+            }
+            Phase::Established if now >= self.last_activity + self.params.idle_timeout => {
+                self.phase = Phase::Closing {
+                    reset: false,
+                    reason: CloseReason::IdleTimeout,
+                };
+            }
+            _ => {}
+        }
+    }
+
+    /// Close at once (shutdown grace over, or the engine cannot carry the connection on).
+    pub fn abort(&mut self) {
+        if !matches!(self.phase, Phase::Closed(_)) {
+            self.phase = Phase::Closing {
+                reset: true,
+                reason: CloseReason::Aborted,
+            };
+        }
+    }
+
+    /// The next action to carry out, or `None` when nothing more is needed until an event.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        match self.phase {
+            Phase::Connecting { issued: false, .. } => {
+                // `last_activity` is the time of the event that led here (accept or failure).
+                let deadline = self.params.connect_timeout.map(|t| self.last_activity + t);
+                self.phase = Phase::Connecting {
+                    issued: true,
+                    deadline,
+                };
+                Some(Action::Connect {
+                    backend: self.candidates[self.attempt as usize],
+                    attempt: u32::from(self.attempt),
+                })
+            }
+            Phase::Connecting { issued: true, .. } | Phase::Closed(_) => None,
+            Phase::Closing { reset, reason } => {
+                self.phase = Phase::Closed(reason);
+                Some(Action::Close { reset, reason })
+            }
+            Phase::Established => self.poll_established(),
+        }
+    }
+
+    fn poll_established(&mut self) -> Option<Action> {
+        for dir in Dir::BOTH {
+            if let Some(action) = self.poll_flow(dir) {
+                return Some(action);
+            }
+        }
+        if self.flows.iter().all(Flow::done) {
+            self.phase = Phase::Closed(CloseReason::Done);
+            return Some(Action::Close {
+                reset: false,
+                reason: CloseReason::Done,
+            });
+        }
+        None
+    }
+
+    fn poll_flow(&mut self, dir: Dir) -> Option<Action> {
+        let params = self.params;
+        let flow = &mut self.flows[dir.index()];
+        if flow.queued > 0 && !flow.sending {
+            flow.sending = true;
+            return Some(Action::Send {
+                dir,
+                via: flow.via,
+                queued: flow.queued,
+            });
+        }
+        if flow.wants_splice && flow.via == Via::Copy {
+            // Switch only when nothing is in flight, so bytes never overtake each other.
+            if flow.recv == RecvState::Armed {
+                flow.recv = RecvState::Cancelling;
+                return Some(Action::CancelRecv { dir });
+            }
+            if flow.quiescent() {
+                flow.via = Via::Splice;
+            }
+        }
+        let limit = match flow.via {
+            Via::Copy => params.copy_high_water,
+            Via::Splice => params.splice_capacity,
+        };
+        let switching = flow.wants_splice && flow.via == Via::Copy;
+        if !flow.eof && flow.recv == RecvState::Idle && flow.queued < limit && !switching {
+            flow.recv = RecvState::Armed;
+            return Some(Action::Recv { dir, via: flow.via });
+        }
+        if flow.recv == RecvState::Armed && flow.queued >= limit {
+            // A multishot receive would keep filling buffers behind a slow sink: stop it.
+            flow.recv = RecvState::Cancelling;
+            return Some(Action::CancelRecv { dir });
+        }
+        if flow.eof && flow.queued == 0 && !flow.sending && !flow.shut {
+            flow.shut = true;
+            return Some(Action::ShutdownWrite { side: dir.sink() });
+        }
+        None
+    }
+
+    /// When [`Conn::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Connecting { deadline, .. } => deadline,
+            Phase::Established => Some(self.last_activity + self.params.idle_timeout),
+            Phase::Closing { .. } | Phase::Closed(_) => None,
+        }
+    }
+}
