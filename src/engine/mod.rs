@@ -1,5 +1,7 @@
 //! Engines: thin shells that turn core actions into system calls.
 
+pub mod op;
+
 use crate::config::Config;
 
 /// Why an engine could not start or stopped with an error.

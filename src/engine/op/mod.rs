@@ -1,0 +1,35 @@
+//! Each operation the data plane performs, defined once and lowered per engine.
+//!
+//! An op is a small value naming its fd(s) and buffer. [`sqe`](Recv::sqe)-style methods build the
+//! io_uring submission entry (safe: building an entry does nothing; the single place that pushes
+//! entries, in the io_uring engine, carries the `unsafe` and the lifetime obligations), and
+//! [`run`](Recv::run)-style methods perform the same operation as one direct system call, for the
+//! epoll engine (on non-blocking sockets) and the blocking engine (on blocking sockets).
+//!
+//! Ownership: the fds and buffers an op names must stay alive and unmoved until its final
+//! completion (for a multishot op, the completion without `IORING_CQE_F_MORE`). The engines
+//! guarantee this by keeping them in the connection's slot, which is freed only after the last
+//! completion for it has arrived.
+
+mod accept;
+mod connect;
+mod recv;
+mod send;
+mod shutdown;
+mod splice;
+
+pub use accept::Accept;
+pub use connect::Connect;
+pub use recv::{Recv, RecvMulti, RecvSelect};
+pub use send::Send;
+pub use shutdown::Shutdown;
+pub use splice::Splice;
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use io_uring::types::Fd;
+
+/// The io_uring view of a borrowed fd.
+pub(crate) fn fixed(fd: BorrowedFd<'_>) -> Fd {
+    Fd(fd.as_raw_fd())
+}

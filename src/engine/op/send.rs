@@ -1,0 +1,30 @@
+//! Send bytes to a socket.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use io_uring::{opcode, squeue};
+
+use super::fixed;
+
+/// Send `buf`. Never raises SIGPIPE: a peer that vanished is an error result, not a signal.
+#[derive(Clone, Copy, Debug)]
+pub struct Send<'a> {
+    pub socket: BorrowedFd<'a>,
+    pub buf: &'a [u8],
+}
+
+impl Send<'_> {
+    /// `IORING_OP_SEND` with `MSG_NOSIGNAL`.
+    pub fn sqe(&self) -> squeue::Entry {
+        let len = u32::try_from(self.buf.len()).unwrap_or(u32::MAX);
+        opcode::Send::new(fixed(self.socket), self.buf.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+    }
+
+    /// `send(2)` with `MSG_NOSIGNAL`; may write fewer bytes than asked.
+    pub fn run(&self) -> io::Result<usize> {
+        Ok(rustix::net::send(self.socket, self.buf, rustix::net::SendFlags::NOSIGNAL)?)
+    }
+}
