@@ -11,3 +11,4 @@ pub mod balance;
 pub mod slot;
 pub mod timer;
 pub mod conn;
+pub mod shard;

@@ -1,0 +1,338 @@
+//! One worker's share of the data plane: its connections, balancers and timers.
+//!
+//! A [`Shard`] is what an engine drives. It owns a generation-tagged slab of connections (each
+//! with an engine-defined `Io` payload: sockets, buffers, pipes), one [`Balancer`] per pool and a
+//! [`TimerWheel`]. It does the bookkeeping that every engine would otherwise repeat: picking
+//! candidates on accept, counting active connections per backend, arming timers, and routing
+//! stale completions to nowhere.
+//!
+//! # Call order
+//! Each loop turn of an engine:
+//! 1. [`Shard::accept`] new clients, [`Shard::handle_event`] every completion or readiness
+//!    result, and [`Shard::handle_timeouts`] with the current time;
+//! 2. drain [`Shard::poll_action`] until `None`, carrying out each action;
+//! 3. sleep no later than [`Shard::next_timeout`].
+//!
+//! After an `Action::Close`, the engine finishes the connection's outstanding operations and then
+//! calls [`Shard::release`], which frees the slot and hands back the `Io` payload.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::balance::{Balancer, PoolSnapshot};
+use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
+use super::slot::{Slab, SlotKey};
+use super::timer::TimerWheel;
+use crate::core::backend::BackendId;
+
+/// How a listener's connections are handled.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerPolicy {
+    /// Index of the pool (and of its balancer) this listener sends to.
+    pub pool: usize,
+    /// Limits for each of its connections.
+    pub params: ConnParams,
+    /// Backends tried per connection: 1 + retries.
+    pub candidates: usize,
+}
+
+/// Why [`Shard::accept`] turned a client away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The shard holds `max_connections` already.
+    Full,
+    /// No such listener index.
+    UnknownListener,
+}
+
+/// Counters a worker exposes (for logs, the demo, and later metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub accepted: u64,
+    pub refused: u64,
+    pub closed: u64,
+    pub closed_no_backend: u64,
+    pub closed_idle: u64,
+    pub closed_failed: u64,
+    pub connect_failures: u64,
+    pub bytes_upstream: u64,
+    pub bytes_downstream: u64,
+    /// Completions that named a freed or reused slot and were dropped.
+    pub stale_events: u64,
+}
+
+struct Entry<Io> {
+    conn: Conn,
+    pool: usize,
+    /// The backend whose active count this connection holds.
+    counted: Option<BackendId>,
+    /// The deadline registered in the wheel, if any.
+    timer: Option<Instant>,
+    in_ready: bool,
+    io: Io,
+}
+
+/// One worker's connections and balancing state.
+pub struct Shard<Io> {
+    listeners: Vec<ListenerPolicy>,
+    balancers: Vec<Balancer>,
+    conns: Slab<Entry<Io>>,
+    wheel: TimerWheel,
+    /// Connections that may have actions to hand out.
+    ready: Vec<SlotKey>,
+    fired: Vec<SlotKey>,
+    max_connections: usize,
+    stats: ShardStats,
+}
+
+impl<Io> std::fmt::Debug for Shard<Io> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("connections", &self.conns.len())
+            .field("timers", &self.wheel.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<Io> Shard<Io> {
+    /// A shard for `listeners`, balancing over `pools`; `seed` varies random choices per worker.
+    pub fn new(
+        now: Instant,
+        listeners: Vec<ListenerPolicy>,
+        pools: Vec<Arc<PoolSnapshot>>,
+        max_connections: usize,
+        seed: u64,
+    ) -> Self {
+        let balancers = pools
+            .into_iter()
+            .enumerate()
+            .map(|(i, pool)| Balancer::new(pool, seed.wrapping_add(i as u64)))
+            .collect();
+        Shard {
+            listeners,
+            balancers,
+            conns: Slab::new(),
+            wheel: TimerWheel::new(now),
+            ready: Vec::new(),
+            fired: Vec::new(),
+            max_connections,
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Take a new client from listener `listener`. On success the connection's first action
+    /// (a connect, or a close when no backend is up) is ready in [`Shard::poll_action`]. On
+    /// refusal the payload comes back so the engine can close the client.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        client: IpAddr,
+        io: Io,
+    ) -> Result<SlotKey, (Refused, Io)> {
+        let Some(policy) = self.listeners.get(listener).copied() else {
+            return Err((Refused::UnknownListener, io));
+        };
+        if self.conns.len() >= self.max_connections {
+            self.stats.refused += 1;
+            return Err((Refused::Full, io));
+        }
+        // A missing pool is a configuration bug caught by validation; treat it as "no backend".
+        let pick = self
+            .balancers
+            .get_mut(policy.pool)
+            .and_then(|b| b.pick(client, policy.candidates));
+        let candidates = pick.as_ref().map_or(&[][..], |p| p.candidates());
+        let conn = Conn::new(now, policy.params, candidates);
+        let key = self.conns.insert(Entry {
+            conn,
+            pool: policy.pool,
+            counted: None,
+            timer: None,
+            in_ready: true,
+            io,
+        });
+        self.ready.push(key);
+        self.stats.accepted += 1;
+        Ok(key)
+    }
+
+    /// Feed one result for connection `key`. Returns false (and counts it) when the key is
+    /// stale: the connection it named is gone, and the event must not touch its successor.
+    pub fn handle_event(&mut self, now: Instant, key: SlotKey, event: Event) -> bool {
+        let Some(entry) = self.conns.get_mut(key) else {
+            self.stats.stale_events += 1;
+            return false;
+        };
+        match event {
+            Event::ConnectFailed { .. } => {
+                self.stats.connect_failures += 1;
+                if let Some(backend) = entry.counted.take() {
+                    self.balancers[entry.pool].connection_closed(backend);
+                }
+            }
+            Event::Sent { dir, bytes } => match dir {
+                super::conn::Dir::Upstream => self.stats.bytes_upstream += bytes,
+                super::conn::Dir::Downstream => self.stats.bytes_downstream += bytes,
+            },
+            _ => {}
+        }
+        entry.conn.handle_event(now, event);
+        if !entry.in_ready {
+            entry.in_ready = true;
+            self.ready.push(key);
+        }
+        true
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn handle_timeouts(&mut self, now: Instant) {
+        self.wheel.expire(now, &mut self.fired);
+        for key in self.fired.drain(..) {
+            // A timer of a connection that is gone is simply dropped.
+            let Some(entry) = self.conns.get_mut(key) else {
+                continue;
+            };
+            entry.timer = None;
+            entry.conn.handle_timeout(now);
+            if !entry.in_ready {
+                entry.in_ready = true;
+                self.ready.push(key);
+            }
+        }
+    }
+
+    /// The next action for some connection, or `None` when every connection is waiting.
+    pub fn poll_action(&mut self) -> Option<(SlotKey, Action)> {
+        while let Some(&key) = self.ready.last() {
+            let Some(entry) = self.conns.get_mut(key) else {
+                self.ready.pop();
+                continue;
+            };
+            if let Some(action) = entry.conn.poll_action() {
+                match action {
+                    Action::Connect { backend, .. } => {
+                        let balancer = &mut self.balancers[entry.pool];
+                        if let Some(previous) = entry.counted.replace(backend) {
+                            balancer.connection_closed(previous);
+                        }
+                        balancer.connection_opened(backend);
+                    }
+                    Action::Close { reason, .. } => {
+                        if let Some(backend) = entry.counted.take() {
+                            self.balancers[entry.pool].connection_closed(backend);
+                        }
+                        self.stats.closed += 1;
+                        match reason {
+                            CloseReason::NoBackend => self.stats.closed_no_backend += 1,
+                            CloseReason::IdleTimeout => self.stats.closed_idle += 1,
+                            CloseReason::ClientFailed | CloseReason::BackendFailed => {
+                                self.stats.closed_failed += 1
+                            }
+                            CloseReason::Done | CloseReason::Aborted => {}
+                        }
+                    }
+                    _ => {}
+                }
+                return Some((key, action));
+            }
+            self.ready.pop();
+            entry.in_ready = false;
+            // Register the deadline only when it moved earlier than the one in the wheel; a later
+            // one is found when the earlier entry fires (see timer.rs).
+            if let Some(deadline) = entry.conn.poll_timeout()
+                && entry.timer.is_none_or(|armed| deadline < armed)
+            {
+                entry.timer = Some(deadline);
+                self.wheel.insert(key, deadline);
+            }
+        }
+        None
+    }
+
+    /// When [`Shard::handle_timeouts`] should next run (possibly early, never late).
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.wheel.next_expiry()
+    }
+
+    /// Free a closed connection's slot after its last outstanding operation has completed, and
+    /// hand back its payload. Releasing a connection that never closed still settles its
+    /// accounting. Returns `None` for a stale key.
+    pub fn release(&mut self, key: SlotKey) -> Option<Io> {
+        let entry = self.conns.remove(key)?;
+        if let Some(backend) = entry.counted {
+            self.balancers[entry.pool].connection_closed(backend);
+        }
+        Some(entry.io)
+    }
+
+    /// Close every connection now (the shutdown grace period is over).
+    pub fn abort_all(&mut self) {
+        let keys: Vec<SlotKey> = self.conns.keys().collect();
+        for key in keys {
+            if let Some(entry) = self.conns.get_mut(key) {
+                entry.conn.abort();
+                if !entry.in_ready {
+                    entry.in_ready = true;
+                    self.ready.push(key);
+                }
+            }
+        }
+    }
+
+    /// The connection `key` names, if it is current.
+    pub fn conn(&self, key: SlotKey) -> Option<&Conn> {
+        self.conns.get(key).map(|e| &e.conn)
+    }
+
+    /// The engine's payload for `key`, if it is current.
+    pub fn io(&self, key: SlotKey) -> Option<&Io> {
+        self.conns.get(key).map(|e| &e.io)
+    }
+
+    /// Mutable access to the engine's payload for `key`, if it is current.
+    pub fn io_mut(&mut self, key: SlotKey) -> Option<&mut Io> {
+        self.conns.get_mut(key).map(|e| &mut e.io)
+    }
+
+    /// Where backend `backend` of connection `key`'s pool listens.
+    pub fn backend_addr(&self, key: SlotKey, backend: BackendId) -> Option<SocketAddr> {
+        let entry = self.conns.get(key)?;
+        self.balancers.get(entry.pool)?.snapshot().addr(backend)
+    }
+
+    /// Connections in the table, closing ones included.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// True when the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Every current key (for shutdown sweeps).
+    pub fn keys(&self) -> Vec<SlotKey> {
+        self.conns.keys().collect()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// The balancer of pool `pool` (active counts, snapshot).
+    pub fn balancer(&self, pool: usize) -> Option<&Balancer> {
+        self.balancers.get(pool)
+    }
+
+    /// Replace pool `pool`'s snapshot (backend states or weights changed); takes effect for the
+    /// next pick. Established connections are not touched.
+    pub fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        if let Some(balancer) = self.balancers.get_mut(pool) {
+            balancer.update(snapshot);
+        }
+    }
+}
