@@ -1,8 +1,19 @@
 //! Engines: thin shells that turn core actions into system calls.
+//!
+//! Every engine runs the same [`crate::core::shard::Shard`]; what differs is only how an action
+//! becomes a system call: an io_uring submission ([`uring`]), a non-blocking call after epoll
+//! readiness ([`epoll`]), or a blocking call on a thread of its own ([`blocking`]). What the
+//! engines share (worker threads and pinning, listening sockets, signals, per-listener policy)
+//! lives in this module's other files.
 
 pub mod op;
+pub mod plan;
+pub mod signal;
+pub mod socket;
+pub mod uring;
+pub mod worker;
 
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 
 /// Why an engine could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -15,15 +26,33 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("io_uring is unavailable: {0}")]
+    Unsupported(String),
+    #[error("worker {worker} failed: {message}")]
+    Worker { worker: usize, message: String },
 }
 
-/// Run the data plane described by `config` until SIGTERM or SIGINT.
+impl EngineError {
+    /// Wrap an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Run the data plane described by `config` until SIGTERM or SIGINT, then drain for up to
+/// `shutdown_grace` and return.
 pub fn run(config: Config) -> Result<(), EngineError> {
-    let _ = config;
-    Err(EngineError::NotBuilt("uring"))
+    match config.engine {
+        EngineKind::Uring => uring::run(config),
+        EngineKind::Epoll => Err(EngineError::NotBuilt("epoll")),
+        EngineKind::Blocking => Err(EngineError::NotBuilt("blocking")),
+    }
 }
 
 /// A human-readable report of the kernel features ringlb probes and what it will use.
 pub fn doctor() -> Result<String, EngineError> {
-    Err(EngineError::NotBuilt("uring"))
+    uring::probe::report()
 }
