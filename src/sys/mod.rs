@@ -18,7 +18,7 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         && limit.current != Some(hard)
     {
         limit.current = Some(hard);
-        setrlimit(Resource::Nofile, limit.clone()).map_err(io::Error::from)?;
+        setrlimit(Resource::Nofile, limit).map_err(io::Error::from)?;
     }
     Ok(limit.current.unwrap_or(u64::MAX))
 }
