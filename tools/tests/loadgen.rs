@@ -1,0 +1,246 @@
+//! The load generator against the test backends, directly on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringlb_tools::backend::{self, BackendKind};
+use ringlb_tools::loadgen::{self, Direction, LoadConfig, LoadError, Mode};
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("literal address")
+}
+
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn rr_against_echo_verifies_and_stops_on_time() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Rr { size: 100 });
+    c.connections = 10;
+    c.duration = Duration::from_millis(700);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("rr run");
+    let wall = t.elapsed();
+    assert!(wall < Duration::from_millis(1200), "took {wall:?}");
+    assert_eq!(r.connections_opened, 10);
+    assert!(r.requests > 0 && r.requests_per_sec > 0.0);
+    assert_eq!(r.verify_errors, 0);
+    assert_eq!(r.io_errors + r.short_reads + r.connect_errors, 0);
+    let lat = r.latency_us.as_ref().expect("latency recorded");
+    assert_eq!(lat.samples, r.requests);
+    assert!(lat.p50_us <= lat.p99_us && lat.p99_us <= lat.max_us);
+    let json = serde_json::to_value(&r).expect("report serialises");
+    assert_eq!(json["mode"], "rr");
+}
+
+#[test]
+fn rr_max_requests_stops_early_and_large_requests_work() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    // 300 KB requests exceed socket buffers: writing and reading must interleave.
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Rr { size: 300_000 });
+    c.connections = 3;
+    c.duration = Duration::from_secs(4);
+    c.max_requests = Some(30);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("rr run");
+    assert!(t.elapsed() < Duration::from_secs(3), "did not stop early");
+    assert_eq!(r.requests, 30);
+    assert_eq!(r.verify_errors, 0);
+    assert_eq!(r.bytes_received, 30 * 300_000);
+}
+
+#[test]
+fn rr_counts_mismatched_echo() {
+    // The hello greeting shifts every echoed byte, so each response must fail verification.
+    let b = backend::spawn(BackendKind::Hello("x".into()), any_port()).expect("spawn hello");
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Rr { size: 16 });
+    c.max_requests = Some(5);
+    let r = loadgen::run(&c).expect("rr run");
+    assert_eq!(r.requests, 5);
+    assert_eq!(r.verify_errors, 5);
+}
+
+#[test]
+fn stream_upload_bytes_match_sink() {
+    let sink = backend::spawn(BackendKind::Sink, any_port()).expect("spawn sink");
+    let mode = Mode::Stream {
+        direction: Direction::Upload,
+        bytes_per_conn: Some(1 << 20),
+    };
+    let mut c = LoadConfig::new(sink.local_addr(), mode);
+    c.connections = 4;
+    c.duration = Duration::from_secs(3);
+    let r = loadgen::run(&c).expect("stream run");
+    assert_eq!(r.bytes_sent, 4 << 20);
+    // The client waited for the sink's EOF, so the sink has counted everything already.
+    assert_eq!(sink.stats().bytes_in, 4 << 20);
+    assert_eq!(r.io_errors + r.closed_by_peer, 0);
+
+    // Time-bounded upload: whatever was written arrives once the sockets drain.
+    let mode = Mode::Stream {
+        direction: Direction::Upload,
+        bytes_per_conn: None,
+    };
+    let before = sink.stats().bytes_in;
+    let mut c = LoadConfig::new(sink.local_addr(), mode);
+    c.connections = 2;
+    c.duration = Duration::from_millis(300);
+    let r = loadgen::run(&c).expect("stream run");
+    assert!(r.gbit_per_sec > 0.0);
+    assert!(eventually(|| sink.stats().bytes_in - before == r.bytes_sent));
+}
+
+#[test]
+fn stream_download_from_source_verifies_pattern() {
+    let src = backend::spawn(
+        BackendKind::Source {
+            bytes: Some(500_000),
+        },
+        any_port(),
+    )
+    .expect("spawn source");
+    let mode = Mode::Stream {
+        direction: Direction::Download,
+        bytes_per_conn: None,
+    };
+    let mut c = LoadConfig::new(src.local_addr(), mode);
+    c.connections = 3;
+    c.duration = Duration::from_secs(3);
+    let r = loadgen::run(&c).expect("download run");
+    assert_eq!(r.bytes_received, 1_500_000);
+    assert_eq!(r.verify_errors, 0);
+}
+
+#[test]
+fn connect_mode_opens_a_connection_per_request() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Connect { size: 32 });
+    c.connections = 4;
+    c.duration = Duration::from_secs(3);
+    c.max_requests = Some(200);
+    let r = loadgen::run(&c).expect("connect run");
+    assert_eq!(r.requests, 200);
+    assert_eq!(r.connections_opened, 200);
+    assert_eq!(r.verify_errors + r.connect_errors + r.io_errors, 0);
+    assert!(r.latency_us.is_some());
+    assert!(eventually(|| b.stats().connections == 200));
+}
+
+#[test]
+fn idle_mode_holds_connections() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let mut c = LoadConfig::new(
+        b.local_addr(),
+        Mode::Idle {
+            hold: Duration::from_millis(500),
+        },
+    );
+    c.connections = 200;
+    c.threads = 2;
+    c.duration = Duration::from_secs(2);
+    let run = std::thread::spawn(move || loadgen::run(&c));
+    assert!(
+        eventually(|| b.stats().active == 200),
+        "backend saw 200 open"
+    );
+    let r = run.join().expect("loadgen thread").expect("idle run");
+    assert_eq!(r.connections_opened, 200);
+    assert_eq!(r.open_peak, 200);
+    assert_eq!(r.open_at_end, 200);
+    assert!(eventually(|| b.stats().active == 0), "closed after hold");
+}
+
+#[test]
+fn source_range_spreads_client_addresses() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Rr { size: 8 });
+    c.connections = 8;
+    c.threads = 2;
+    c.sources = Some("127.3.0.1-127.3.0.4".parse().expect("valid range"));
+    c.max_requests = Some(100);
+    c.duration = Duration::from_secs(2);
+    let r = loadgen::run(&c).expect("rr run");
+    assert_eq!(r.connect_errors, 0);
+    assert_eq!(r.per_source.len(), 4);
+    assert!(r.per_source.values().all(|&n| n == 2));
+    let peers = b.peers();
+    let want: Vec<IpAddr> = (1..=4).map(|i| IpAddr::from([127, 3, 0, i])).collect();
+    assert_eq!(peers.keys().copied().collect::<Vec<_>>(), want);
+    assert!(peers.values().all(|&n| n == 2));
+}
+
+#[test]
+fn bad_config_and_dead_target_are_reported() {
+    let far: SocketAddr = "10.0.0.1:80".parse().expect("literal address");
+    let c = LoadConfig::new(far, Mode::Rr { size: 8 });
+    assert!(matches!(loadgen::run(&c), Err(LoadError::NotLoopback(_))));
+    let mut c = LoadConfig::new(any_port(), Mode::Rr { size: 8 });
+    c.connections = 0;
+    assert!(matches!(loadgen::run(&c), Err(LoadError::Config(_))));
+
+    // A port nobody listens on: connects fail, and the run still ends by itself.
+    let dead = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let addr = dead.local_addr();
+    drop(dead);
+    let mut c = LoadConfig::new(addr, Mode::Connect { size: 8 });
+    c.connections = 2;
+    c.duration = Duration::from_millis(300);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("run against dead port");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(r.connect_errors > 0);
+    assert_eq!(r.requests, 0);
+}
+
+#[test]
+fn binaries_print_address_and_json() {
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_backend"))
+        .args([
+            "--kind",
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--seconds",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start backend binary");
+    let out = backend.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(out).lines();
+    let addr = lines
+        .next()
+        .expect("first line")
+        .expect("readable first line");
+    let lg = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--mode", "rr", "--target", &addr, "--connections", "2"])
+        .args(["--seconds", "0.3", "--size", "10", "--json"])
+        .output()
+        .expect("run loadgen binary");
+    assert!(lg.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&lg.stdout).expect("one JSON object");
+    assert!(report["requests"].as_u64().expect("requests field") > 0);
+    assert_eq!(report["verify_errors"], 0);
+    // Stop the backend early with SIGTERM; it prints its counters and exits cleanly.
+    let pid = backend.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    let status = backend.wait().expect("backend exits");
+    assert!(status.success());
+    let stats = lines.next().expect("stats line").expect("readable stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
+    assert_eq!(stats["connections"], 2);
+}
