@@ -1,1 +1,106 @@
-fn main() {}
+//! The `ringlb` command: `check`, `run`, `doctor`, `demo`. See `ringlb --help`.
+
+mod cli;
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringlb::config::{self, Config, ConfigError};
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, RunArgs};
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check {
+            config: path,
+            overrides,
+        } => match Config::from_file_with(&path, &overrides.to_overrides()) {
+            Ok(config) => {
+                let valid = format!("{}: configuration is valid\n", path.display());
+                print_out(&(config.summary() + &valid))
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Run(args) => run(args),
+        Command::Doctor => match ringlb::engine::doctor() {
+            Ok(report) => print_out(&report),
+            Err(e) => fail(&e),
+        },
+        Command::Demo(args) => {
+            let options = ringlb::demo::DemoOptions {
+                engine: config::engine_kind(args.engine),
+                mode: config::mode(args.mode),
+                duration: Duration::from_secs(args.seconds),
+                clients: args.clients,
+            };
+            match ringlb::demo::run(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let overrides = args.overrides.to_overrides();
+    let loaded: Result<Config, ConfigError> = match (&args.config, &args.listen) {
+        (Some(path), _) => Config::from_file_with(path, &overrides),
+        (None, Some(listen)) => Config::from_quick(listen, &args.backend, &overrides),
+        // clap requires one of the two; this arm only keeps the match total.
+        (None, None) => {
+            eprintln!("ringlb: run needs --config FILE or --listen ADDR --backend SPEC");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    tracing::info!(
+        listeners = config.listeners.len(),
+        pools = config.pools.len(),
+        workers = config.worker_count(),
+        "configuration loaded"
+    );
+    match ringlb::engine::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Writes `text` to stdout. A closed stdout (`ringlb check … | head`) is not worth a panic,
+/// which is what `print!` would do; the command's work is done either way.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    ExitCode::SUCCESS
+}
+
+/// Prints `error` to stderr; the exit status for any failure. Sources are not chained on:
+/// this crate's error messages already include their cause.
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("ringlb: {error}");
+    ExitCode::FAILURE
+}
+
+/// Logs to stderr, filtered by RINGLB_LOG (default `info`); a bad filter is reported and the
+/// default used, since logging should never stop the balancer from starting.
+fn init_logging() {
+    let filter = match std::env::var("RINGLB_LOG") {
+        Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("ringlb: ignoring RINGLB_LOG={spec:?}: {e}");
+            EnvFilter::new("info")
+        }),
+        Err(_) => EnvFilter::new("info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,159 @@
+//! The command line: clap definitions and the glue from flags to [`Overrides`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ringlb::config::quick::parse_workers;
+use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, RawWorkers};
+use ringlb::config::{BackendSpec, Overrides};
+
+/// ringlb: an L4 TCP load balancer for Linux on io_uring.
+///
+/// Configure it with a TOML file (`--config`), or for a quick start with `--listen` and one or
+/// more `--backend`. Logging goes to stderr; set its level with RINGLB_LOG (default: info),
+/// for example RINGLB_LOG=debug or RINGLB_LOG=ringlb=trace.
+#[derive(Debug, Parser)]
+#[command(name = "ringlb", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration and print a summary of it (exit status 1 on any error).
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Flags that override the file.
+        #[command(flatten)]
+        overrides: OverrideArgs,
+    },
+    /// Run the load balancer until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Report the kernel features ringlb probes and which of them it will use.
+    Doctor,
+    /// Run a self-contained demo: local backends, ringlb in front, a short bounded load.
+    Demo(DemoArgs),
+}
+
+/// `ringlb run`: a configuration file, or the quick form.
+#[derive(Debug, Args)]
+#[group(id = "source", required = true, multiple = false, args = ["config", "listen"])]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Quick form: the address to listen on, such as 0.0.0.0:8080 or [::]:8080.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        conflicts_with = "config",
+        requires = "backend"
+    )]
+    pub listen: Option<String>,
+    /// Quick form: a backend, ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3,name=a.
+    /// Repeat for more backends.
+    #[arg(long, value_name = "SPEC", requires = "listen")]
+    pub backend: Vec<BackendSpec>,
+    /// Flags that override the file, or complete the quick form.
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// Settings that can be given as flags, with `--config` or in the quick form.
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
+    /// I/O engine [default: uring].
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<EngineName>,
+    /// Forwarding mode, for every listener [default: auto].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub mode: Option<ModeName>,
+    /// Balancing algorithm, for every pool [default: round-robin].
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub algorithm: Option<AlgorithmName>,
+    /// Worker threads: a number, or auto for one per CPU in the affinity mask [default: auto].
+    #[arg(long, value_name = "N|auto", value_parser = parse_workers)]
+    pub workers: Option<RawWorkers>,
+    /// CPUs to pin workers to, in order, such as 0,1 [default: the affinity mask].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Further backends to try after a failed connect, for every pool (at most 7) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<i64>,
+    /// Limit for one connect attempt, such as 500ms or 2s [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub connect_timeout: Option<String>,
+    /// Close a connection idle in both directions this long, such as 5m [default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// After SIGTERM/SIGINT, let established connections run this long [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+    /// Use single-shot accept and recv instead of multishot.
+    #[arg(long)]
+    pub no_multishot: bool,
+    /// Use one buffer per connection direction instead of a provided-buffer ring.
+    #[arg(long)]
+    pub no_buffer_ring: bool,
+    /// Do not use send bundles.
+    #[arg(long)]
+    pub no_send_bundle: bool,
+    /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (COOP_TASKRUN only).
+    #[arg(long)]
+    pub no_defer_taskrun: bool,
+    /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub pipe_size: Option<String>,
+    /// Size of one receive buffer, in bytes or such as 16KiB [default: 16KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub buffer_size: Option<String>,
+    /// Most connections per worker (blocking engine: in total) [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<i64>,
+}
+
+impl OverrideArgs {
+    /// The library's form of these flags.
+    pub fn to_overrides(&self) -> Overrides {
+        Overrides {
+            engine: self.engine,
+            workers: self.workers,
+            cpus: self.cpus.clone(),
+            mode: self.mode,
+            algorithm: self.algorithm,
+            retries: self.retries,
+            connect_timeout: self.connect_timeout.clone(),
+            idle_timeout: self.idle_timeout.clone(),
+            shutdown_grace: self.shutdown_grace.clone(),
+            no_multishot: self.no_multishot,
+            no_buffer_ring: self.no_buffer_ring,
+            no_send_bundle: self.no_send_bundle,
+            no_defer_taskrun: self.no_defer_taskrun,
+            pipe_size: self.pipe_size.clone(),
+            buffer_size: self.buffer_size.clone(),
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// `ringlb demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// I/O engine for ringlb in the demo.
+    #[arg(long, value_enum, value_name = "ENGINE", default_value = "uring")]
+    pub engine: EngineName,
+    /// Forwarding mode.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub mode: ModeName,
+    /// How long the load runs, in seconds.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub seconds: u64,
+    /// Concurrent client connections.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub clients: u32,
+}

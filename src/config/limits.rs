@@ -1,0 +1,31 @@
+//! The bounds that validation enforces, each with the reason for it.
+
+/// Most retries per pool: a pick carries at most 8 candidates (the first and 7 fallbacks).
+pub const MAX_RETRIES: u32 = 7;
+/// Largest backend weight; keeps weight sums of large pools far from overflow.
+pub const MAX_WEIGHT: u32 = 65_535;
+/// Most backends in one pool; a Maglev table (65 537 entries) must be larger than the pool.
+pub const MAX_BACKENDS_PER_POOL: usize = 65_536;
+/// Most workers; far above any core count this is meant for, and it catches typos.
+pub const MAX_WORKERS: usize = 1024;
+/// Largest listen(2) backlog accepted (the kernel caps it at `net.core.somaxconn` anyway).
+pub const MAX_BACKLOG: u32 = 1 << 20;
+/// Largest submission queue (the kernel's `IORING_MAX_ENTRIES`).
+pub const MAX_RING_ENTRIES: u32 = 32_768;
+/// Most buffers in a provided-buffer ring (the kernel's limit for one buffer group ring).
+pub const MAX_BUFFER_COUNT: u32 = 32_768;
+/// Largest provided buffer.
+pub const MAX_BUFFER_SIZE: u32 = 16 << 20;
+/// Most memory in one worker's provided buffers (`buffer_count × buffer_size`).
+pub const MAX_BUFFER_MEMORY: u64 = 1 << 30;
+/// Smallest pipe: one page; the kernel rounds pipe sizes up to a power-of-two page count.
+pub const MIN_PIPE_SIZE: u32 = 4096;
+/// Largest pipe asked for. Unprivileged processes are further limited by
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default), which the engine reports at run time.
+pub const MAX_PIPE_SIZE: u32 = 1 << 30;
+/// Most idle pipes kept per worker (0 keeps none).
+pub const MAX_PIPE_POOL: u32 = 65_536;
+/// Most io-wq workers per ring.
+pub const MAX_IOWQ_WORKERS: u32 = 4096;
+/// Most connections per worker; the slot table is sized for this up front.
+pub const MAX_CONNECTIONS: u32 = 1 << 24;

@@ -1,0 +1,239 @@
+//! The command line's share of the configuration: the quick form (`--listen` and `--backend`
+//! with no file) and the flags that override a file.
+//!
+//! Both only build or amend a [`RawConfig`]; validation is the same as for a file. Values from
+//! flags carry [`CLI_SPAN`], so their errors say `command line` and name the flag.
+
+use super::raw::*;
+
+/// Names given to the single listener and pool of the quick form.
+pub const QUICK_LISTENER_NAME: &str = "listen";
+/// See [`QUICK_LISTENER_NAME`].
+pub const QUICK_POOL_NAME: &str = "backends";
+
+/// A parsed `--backend` value: `ADDR[,weight=N][,name=NAME]`.
+///
+/// The address is kept as text and checked during validation, like one from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// `IP:port` as written.
+    pub address: String,
+    /// `weight=N`, range-checked during validation.
+    pub weight: Option<i64>,
+    /// `name=NAME`.
+    pub name: Option<String>,
+}
+
+/// Why a `--backend` value could not be split into its parts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Nothing before the first comma.
+    #[error(
+        "missing address; expected ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3"
+    )]
+    MissingAddress,
+    /// A part after the address that is not `key=value`.
+    #[error("{0:?} is not key=value; expected weight=N or name=NAME")]
+    NotKeyValue(String),
+    /// A key other than `weight` and `name`.
+    #[error("unknown key {0:?}; expected weight or name")]
+    UnknownKey(String),
+    /// The same key twice.
+    #[error("{0} is given twice")]
+    Repeated(&'static str),
+    /// `weight=` not followed by an integer.
+    #[error("weight {0:?} is not an integer")]
+    BadWeight(String),
+    /// `name=` with nothing after it.
+    #[error("name must not be empty")]
+    EmptyName,
+}
+
+impl std::str::FromStr for BackendSpec {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        let mut parts = spec.split(',');
+        let address = parts.next().unwrap_or_default().trim();
+        if address.is_empty() {
+            return Err(SpecError::MissingAddress);
+        }
+        let mut out = BackendSpec {
+            address: address.to_owned(),
+            weight: None,
+            name: None,
+        };
+        for part in parts {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| SpecError::NotKeyValue(part.to_owned()))?;
+            let value = value.trim();
+            match key.trim() {
+                "weight" => {
+                    if out.weight.is_some() {
+                        return Err(SpecError::Repeated("weight"));
+                    }
+                    let weight = value
+                        .parse()
+                        .map_err(|_| SpecError::BadWeight(value.to_owned()))?;
+                    out.weight = Some(weight);
+                }
+                "name" => {
+                    if out.name.is_some() {
+                        return Err(SpecError::Repeated("name"));
+                    }
+                    if value.is_empty() {
+                        return Err(SpecError::EmptyName);
+                    }
+                    out.name = Some(value.to_owned());
+                }
+                other => return Err(SpecError::UnknownKey(other.to_owned())),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses a `--workers` value: `auto` or an integer (range-checked during validation).
+pub fn parse_workers(text: &str) -> Result<RawWorkers, String> {
+    let text = text.trim();
+    if text == "auto" {
+        return Ok(RawWorkers::Auto);
+    }
+    text.parse()
+        .map(RawWorkers::Count)
+        .map_err(|_| format!("{text:?} is neither \"auto\" nor an integer"))
+}
+
+/// Settings given as flags. With `--config` they override the file; in the quick form they
+/// complete the configuration. `None` (or `false`) leaves the file's value or the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--engine`.
+    pub engine: Option<EngineName>,
+    /// `--workers`.
+    pub workers: Option<RawWorkers>,
+    /// `--cpus`.
+    pub cpus: Option<Vec<usize>>,
+    /// `--mode`, for every listener.
+    pub mode: Option<ModeName>,
+    /// `--algorithm`, for every pool.
+    pub algorithm: Option<AlgorithmName>,
+    /// `--retries`, for every pool.
+    pub retries: Option<i64>,
+    /// `--connect-timeout`, as written.
+    pub connect_timeout: Option<String>,
+    /// `--idle-timeout`, as written.
+    pub idle_timeout: Option<String>,
+    /// `--shutdown-grace`, as written.
+    pub shutdown_grace: Option<String>,
+    /// `--no-multishot`.
+    pub no_multishot: bool,
+    /// `--no-buffer-ring`.
+    pub no_buffer_ring: bool,
+    /// `--no-send-bundle`.
+    pub no_send_bundle: bool,
+    /// `--no-defer-taskrun`.
+    pub no_defer_taskrun: bool,
+    /// `--pipe-size`, as written (bytes or `"256KiB"`).
+    pub pipe_size: Option<String>,
+    /// `--buffer-size`, as written.
+    pub buffer_size: Option<String>,
+    /// `--max-connections`.
+    pub max_connections: Option<i64>,
+}
+
+impl Overrides {
+    /// Writes every given flag into `raw`, replacing what the file said.
+    pub fn apply(&self, raw: &mut RawConfig) {
+        if let Some(engine) = self.engine {
+            raw.engine = Some(from_cli(engine));
+        }
+        if let Some(workers) = self.workers {
+            raw.workers = Some(from_cli(workers));
+        }
+        if let Some(cpus) = &self.cpus {
+            let list = cpus
+                .iter()
+                .map(|&c| from_cli(i64::try_from(c).unwrap_or(i64::MAX)))
+                .collect();
+            raw.cpus = Some(from_cli(list));
+        }
+        for listener in &mut raw.listeners {
+            if let Some(mode) = self.mode {
+                listener.get_mut().mode = Some(from_cli(mode));
+            }
+        }
+        for pool in &mut raw.pools {
+            let pool = pool.get_mut();
+            if let Some(algorithm) = self.algorithm {
+                pool.algorithm = Some(from_cli(algorithm));
+            }
+            if let Some(retries) = self.retries {
+                pool.retries = Some(from_cli(retries));
+            }
+        }
+        let t = &mut raw.timeouts;
+        set_text(&mut t.connect, &self.connect_timeout);
+        set_text(&mut t.idle, &self.idle_timeout);
+        set_text(&mut t.shutdown_grace, &self.shutdown_grace);
+        let f = &mut raw.features;
+        for (switch, off) in [
+            (&mut f.multishot, self.no_multishot),
+            (&mut f.buffer_ring, self.no_buffer_ring),
+            (&mut f.send_bundle, self.no_send_bundle),
+            (&mut f.defer_taskrun, self.no_defer_taskrun),
+        ] {
+            if off {
+                *switch = Some(false);
+            }
+        }
+        let tuning = &mut raw.tuning;
+        if let Some(size) = &self.pipe_size {
+            tuning.pipe_size = Some(from_cli(RawSize::Text(size.clone())));
+        }
+        if let Some(size) = &self.buffer_size {
+            tuning.buffer_size = Some(from_cli(RawSize::Text(size.clone())));
+        }
+        if let Some(max) = self.max_connections {
+            tuning.max_connections = Some(from_cli(max));
+        }
+    }
+}
+
+fn set_text(slot: &mut Option<Spanned<String>>, value: &Option<String>) {
+    if let Some(value) = value {
+        *slot = Some(from_cli(value.clone()));
+    }
+}
+
+/// The raw configuration of the quick form: one listener on `listen` forwarding to one pool
+/// of `backends`. Apply [`Overrides`] to it for the other flags.
+pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
+    let backends = backends
+        .iter()
+        .map(|b| {
+            from_cli(RawBackend {
+                address: from_cli(b.address.clone()),
+                weight: b.weight.map(from_cli),
+                name: b.name.clone().map(from_cli),
+            })
+        })
+        .collect();
+    RawConfig {
+        listeners: vec![from_cli(RawListener {
+            name: Some(from_cli(QUICK_LISTENER_NAME.to_owned())),
+            bind: from_cli(listen.to_owned()),
+            pool: from_cli(QUICK_POOL_NAME.to_owned()),
+            mode: None,
+            backlog: None,
+        })],
+        pools: vec![from_cli(RawPool {
+            name: from_cli(QUICK_POOL_NAME.to_owned()),
+            algorithm: None,
+            retries: None,
+            backends,
+        })],
+        ..RawConfig::default()
+    }
+}

@@ -1,0 +1,249 @@
+//! The configuration as written: serde structs mirroring the TOML schema, before validation.
+//!
+//! Every value that validation may reject is wrapped in [`Spanned`], so that an error can point
+//! at the byte range (and so the line and column) where the value was written. Values that come
+//! from command-line flags carry [`CLI_SPAN`] instead. Unknown keys are rejected everywhere
+//! (`deny_unknown_fields`): a misspelt key silently falling back to a default is worse than an
+//! error.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+pub use toml::Spanned;
+
+/// The span given to values that come from the command line rather than from a file.
+///
+/// It lies past the end of any text, so it can never be mistaken for a real position; errors
+/// about such values say `command line` instead of `file:line:col`.
+pub const CLI_SPAN: Range<usize> = usize::MAX..usize::MAX;
+
+/// Wraps a value from the command line in a [`Spanned`] marked with [`CLI_SPAN`].
+pub fn from_cli<T>(value: T) -> Spanned<T> {
+    Spanned::new(CLI_SPAN, value)
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `engine = "uring" | "epoll" | "blocking"`.
+    pub engine: Option<Spanned<EngineName>>,
+    /// `workers = "auto"` or an integer.
+    pub workers: Option<Spanned<RawWorkers>>,
+    /// `cpus = [0, 1]`.
+    pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// `[timeouts]`.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// `[features]`.
+    #[serde(default)]
+    pub features: RawFeatures,
+    /// `[tuning]`.
+    #[serde(default)]
+    pub tuning: RawTuning,
+    /// `[[listener]]` tables, in order.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<RawListener>>,
+    /// `[[pool]]` tables, in order.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<Spanned<RawPool>>,
+}
+
+/// `[timeouts]`: durations written as text such as `"500ms"` or `"2s"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// `connect`, documented in `examples/ringlb.toml`.
+    pub connect: Option<Spanned<String>>,
+    /// `idle`, documented in `examples/ringlb.toml`.
+    pub idle: Option<Spanned<String>>,
+    /// `shutdown_grace`, documented in `examples/ringlb.toml`.
+    pub shutdown_grace: Option<Spanned<String>>,
+}
+
+/// `[features]`: each switch defaults to on.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFeatures {
+    /// `multishot`, documented in `examples/ringlb.toml`.
+    pub multishot: Option<bool>,
+    /// `buffer_ring`, documented in `examples/ringlb.toml`.
+    pub buffer_ring: Option<bool>,
+    /// `send_bundle`, documented in `examples/ringlb.toml`.
+    pub send_bundle: Option<bool>,
+    /// `defer_taskrun`, documented in `examples/ringlb.toml`.
+    pub defer_taskrun: Option<bool>,
+}
+
+/// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTuning {
+    /// `ring_entries`, documented in `examples/ringlb.toml`.
+    pub ring_entries: Option<Spanned<i64>>,
+    /// `buffer_count`, documented in `examples/ringlb.toml`.
+    pub buffer_count: Option<Spanned<i64>>,
+    /// `buffer_size`, documented in `examples/ringlb.toml`.
+    pub buffer_size: Option<Spanned<RawSize>>,
+    /// `pipe_size`, documented in `examples/ringlb.toml`.
+    pub pipe_size: Option<Spanned<RawSize>>,
+    /// `pipe_pool`, documented in `examples/ringlb.toml`.
+    pub pipe_pool: Option<Spanned<i64>>,
+    /// `iowq_max_workers`, documented in `examples/ringlb.toml`.
+    pub iowq_max_workers: Option<Spanned<i64>>,
+    /// `max_connections`, documented in `examples/ringlb.toml`.
+    pub max_connections: Option<Spanned<i64>>,
+}
+
+/// One `[[listener]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Defaults to the bind address as text.
+    pub name: Option<Spanned<String>>,
+    /// `bind`, documented in `examples/ringlb.toml`.
+    pub bind: Spanned<String>,
+    /// Name of a `[[pool]]`.
+    pub pool: Spanned<String>,
+    /// `mode`, documented in `examples/ringlb.toml`.
+    pub mode: Option<Spanned<ModeName>>,
+    /// `backlog`, documented in `examples/ringlb.toml`.
+    pub backlog: Option<Spanned<i64>>,
+}
+
+/// One `[[pool]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// `name`, documented in `examples/ringlb.toml`.
+    pub name: Spanned<String>,
+    /// `algorithm`, documented in `examples/ringlb.toml`.
+    pub algorithm: Option<Spanned<AlgorithmName>>,
+    /// `retries`, documented in `examples/ringlb.toml`.
+    pub retries: Option<Spanned<i64>>,
+    /// `[[pool.backend]]` tables, in order.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Spanned<RawBackend>>,
+}
+
+/// One `[[pool.backend]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `address`, documented in `examples/ringlb.toml`.
+    pub address: Spanned<String>,
+    /// `weight`, documented in `examples/ringlb.toml`.
+    pub weight: Option<Spanned<i64>>,
+    /// Defaults to the address as text.
+    pub name: Option<Spanned<String>>,
+}
+
+/// Engine names as written in TOML and on the command line.
+///
+/// The same type serves both so the spellings can never drift apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineName {
+    /// io_uring, thread per core.
+    Uring,
+    /// Edge-triggered epoll, thread per core.
+    Epoll,
+    /// One thread per connection.
+    Blocking,
+}
+
+/// Forwarding mode names as written in TOML and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeName {
+    /// User-space buffers.
+    Copy,
+    /// socket → pipe → socket.
+    Splice,
+    /// Copy, switching to splice for bulk transfers.
+    Auto,
+}
+
+/// Balancing algorithm names as written in TOML and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlgorithmName {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Weighted least connections.
+    LeastConnections,
+    /// Power of two random choices.
+    RandomTwo,
+    /// Consistent source-IP hashing (Maglev).
+    SourceHash,
+}
+
+/// `workers`: `"auto"` or a count, kept signed so that `workers = -1` reaches validation and
+/// gets a message about workers rather than about integer types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawWorkers {
+    /// `"auto"`.
+    Auto,
+    /// An integer, not yet range-checked.
+    Count(i64),
+}
+
+impl<'de> Deserialize<'de> for RawWorkers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WorkersVisitor;
+        impl Visitor<'_> for WorkersVisitor {
+            type Value = RawWorkers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or an integer ≥ 1")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawWorkers, E> {
+                Ok(RawWorkers::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawWorkers, E> {
+                if v == "auto" {
+                    Ok(RawWorkers::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(WorkersVisitor)
+    }
+}
+
+/// A byte size: an integer, or text with a binary unit such as `"256KiB"` (parsed during
+/// validation by [`super::size::parse_size`], so its errors carry the field name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawSize {
+    /// An integer number of bytes, not yet range-checked.
+    Bytes(i64),
+    /// Text such as `"256KiB"`.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte count such as 262144 or \"256KiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}

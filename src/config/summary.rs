@@ -1,0 +1,127 @@
+//! A readable summary of a validated configuration, printed by `ringlb check`.
+
+use std::fmt::Write as _;
+
+use super::affinity::format_cpu_list;
+use super::duration::format_duration;
+use super::size::format_size;
+use super::{Config, EngineKind, Mode, Workers};
+use crate::core::balance::Algorithm;
+
+/// The spelling used in the configuration, so the summary reads like the file.
+pub(crate) fn engine_name(engine: EngineKind) -> &'static str {
+    match engine {
+        EngineKind::Uring => "uring",
+        EngineKind::Epoll => "epoll",
+        EngineKind::Blocking => "blocking",
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Copy => "copy",
+        Mode::Splice => "splice",
+        Mode::Auto => "auto",
+    }
+}
+
+fn algorithm_name(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::RoundRobin => "round-robin",
+        Algorithm::LeastConnections => "least-connections",
+        Algorithm::RandomTwo => "random-two",
+        Algorithm::SourceHash => "source-hash",
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// Renders `config`, with workers resolved against `available` CPUs.
+pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(out, "engine: {}", engine_name(config.engine));
+    let cpus = config.worker_cpus_in(available);
+    let how = match config.workers {
+        Workers::Auto => "auto",
+        Workers::Count(_) => "fixed",
+    };
+    let _ = writeln!(
+        out,
+        "workers: {} ({how}), pinned to CPUs {}",
+        cpus.len(),
+        cpus.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(out, "affinity mask: {}", format_cpu_list(available));
+    let t = &config.timeouts;
+    let _ = writeln!(
+        out,
+        "timeouts: connect {}, idle {}, shutdown grace {}",
+        format_duration(t.connect),
+        format_duration(t.idle),
+        format_duration(t.shutdown_grace)
+    );
+    let f = &config.features;
+    let _ = writeln!(
+        out,
+        "features: multishot {}, buffer_ring {}, send_bundle {}, defer_taskrun {}",
+        on_off(f.multishot),
+        on_off(f.buffer_ring),
+        on_off(f.send_bundle),
+        on_off(f.defer_taskrun)
+    );
+    let u = &config.tuning;
+    let _ = writeln!(
+        out,
+        "tuning: ring_entries {}, buffer_count {}, buffer_size {}, pipe_size {}, pipe_pool {}, \
+         iowq_max_workers {}, max_connections {}",
+        u.ring_entries,
+        u.buffer_count,
+        format_size(u.buffer_size.into()),
+        format_size(u.pipe_size.into()),
+        u.pipe_pool,
+        u.iowq_max_workers,
+        u.max_connections
+    );
+    let _ = writeln!(out, "listeners ({}):", config.listeners.len());
+    for l in &config.listeners {
+        let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
+        let _ = writeln!(
+            out,
+            "  {} on {} -> pool {pool} (mode {}, backlog {})",
+            l.name,
+            l.bind,
+            mode_name(l.mode),
+            l.backlog
+        );
+    }
+    let _ = writeln!(out, "pools ({}):", config.pools.len());
+    for (i, p) in config.pools.iter().enumerate() {
+        let unused = if config.listeners.iter().any(|l| l.pool == i) {
+            ""
+        } else {
+            " (used by no listener)"
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {}, retries {}, {} backend(s){unused}",
+            p.name,
+            algorithm_name(p.algorithm),
+            p.retries,
+            p.backends.len()
+        );
+        for b in &p.backends {
+            if b.name == b.addr.to_string() {
+                let _ = writeln!(out, "    {} weight {}", b.addr, b.weight);
+            } else {
+                let _ = writeln!(out, "    {}: {} weight {}", b.name, b.addr, b.weight);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,577 @@
+//! Validation: [`RawConfig`] (as written) into [`Config`] (what the engines read).
+//!
+//! Every check that can fail points at the value it rejects. Checks run in the order a reader
+//! would fix them: pools (listeners refer to them), listeners, timeouts, tuning, workers and
+//! CPUs. The first error is returned.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use super::defaults::*;
+use super::duration::parse_duration;
+use super::error::{ConfigError, Source};
+use super::limits::*;
+use super::raw::*;
+use super::size::parse_size;
+use super::{Config, EngineKind, Features, Listener, Mode, Pool, Timeouts, Tuning, Workers};
+use crate::core::backend::BackendInfo;
+use crate::core::balance::Algorithm;
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Validates `raw`, read from `src`, with `available` as the CPUs in the affinity mask.
+pub fn validate(raw: RawConfig, src: &Source<'_>, available: &[usize]) -> Result<Config> {
+    let pools = pools(&raw.pools, src)?;
+    let listeners = listeners(&raw.listeners, &pools, src)?;
+    let timeouts = timeouts(&raw.timeouts, src)?;
+    let tuning = tuning(&raw.tuning, src)?;
+    let (workers, cpus) =
+        workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, available)?;
+    let f = &raw.features;
+    Ok(Config {
+        engine: raw
+            .engine
+            .map_or(EngineKind::default(), |e| engine_kind(*e.get_ref())),
+        workers,
+        cpus,
+        listeners,
+        pools,
+        timeouts,
+        features: Features {
+            multishot: f.multishot.unwrap_or(true),
+            buffer_ring: f.buffer_ring.unwrap_or(true),
+            send_bundle: f.send_bundle.unwrap_or(true),
+            defer_taskrun: f.defer_taskrun.unwrap_or(true),
+        },
+        tuning,
+    })
+}
+
+/// The model's engine kind for a written name.
+pub fn engine_kind(name: EngineName) -> EngineKind {
+    match name {
+        EngineName::Uring => EngineKind::Uring,
+        EngineName::Epoll => EngineKind::Epoll,
+        EngineName::Blocking => EngineKind::Blocking,
+    }
+}
+
+/// The model's mode for a written name.
+pub fn mode(name: ModeName) -> Mode {
+    match name {
+        ModeName::Copy => Mode::Copy,
+        ModeName::Splice => Mode::Splice,
+        ModeName::Auto => Mode::Auto,
+    }
+}
+
+/// The balancing algorithm for a written name.
+pub fn algorithm(name: AlgorithmName) -> Algorithm {
+    match name {
+        AlgorithmName::RoundRobin => Algorithm::RoundRobin,
+        AlgorithmName::LeastConnections => Algorithm::LeastConnections,
+        AlgorithmName::RandomTwo => Algorithm::RandomTwo,
+        AlgorithmName::SourceHash => Algorithm::SourceHash,
+    }
+}
+
+/// An integer field checked against `min..=max`, or `default` when absent.
+fn int<T: TryFrom<i64> + Copy>(
+    value: Option<&Spanned<i64>>,
+    default: T,
+    min: i64,
+    max: i64,
+    field: &str,
+    src: &Source<'_>,
+) -> Result<T> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let v = *value.get_ref();
+    let in_range = (min..=max).contains(&v);
+    match T::try_from(v) {
+        Ok(t) if in_range => Ok(t),
+        _ => Err(src.invalid(value.span(), field, range_message(v, min, max))),
+    }
+}
+
+fn range_message(v: impl std::fmt::Display, min: i64, max: i64) -> String {
+    format!("must be between {min} and {max}, got {v}")
+}
+
+fn non_empty_name(name: &Spanned<String>, field: &str, src: &Source<'_>) -> Result<String> {
+    let text = name.get_ref().trim();
+    if text.is_empty() {
+        return Err(src.invalid(name.span(), field, "must not be empty"));
+    }
+    Ok(text.to_owned())
+}
+
+/// Parses `IP:port`. Host names are not resolved: a load balancer's backends should not
+/// change behind its back, and resolution would make validation depend on the network.
+fn socket_addr(
+    text: &Spanned<String>,
+    field: &str,
+    what: &str,
+    src: &Source<'_>,
+) -> Result<SocketAddr> {
+    let addr: SocketAddr = text.get_ref().trim().parse().map_err(|_| {
+        src.invalid(
+            text.span(),
+            field,
+            format!(
+                "bad address {:?}: expected IP:port such as \"127.0.0.1:9001\" or \
+                 \"[::1]:9001\" (host names are not resolved)",
+                text.get_ref()
+            ),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(src.invalid(text.span(), field, format!("port 0 is not allowed {what}")));
+    }
+    Ok(addr)
+}
+
+/// Remembers names already seen, with where they were first written.
+struct Seen<'a> {
+    first: HashMap<String, Range<usize>>,
+    src: &'a Source<'a>,
+}
+
+impl<'a> Seen<'a> {
+    fn new(src: &'a Source<'a>) -> Self {
+        Self {
+            first: HashMap::new(),
+            src,
+        }
+    }
+
+    /// Records `key`; on a repeat, an error at `span` saying where it was first written.
+    fn insert(&mut self, key: String, span: Range<usize>, field: &str, what: &str) -> Result<()> {
+        if let Some(first) = self.first.get(&key) {
+            return Err(self.src.invalid(
+                span,
+                field,
+                format!(
+                    "duplicate {what} {key:?} (first defined at {})",
+                    self.src.locate(first.clone())
+                ),
+            ));
+        }
+        self.first.insert(key, span);
+        Ok(())
+    }
+}
+
+fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
+    let mut names = Seen::new(src);
+    let mut pools = Vec::with_capacity(raw.len());
+    for (i, spanned) in raw.iter().enumerate() {
+        let p = spanned.get_ref();
+        let at = |leaf: &str| format!("pool[{i}].{leaf}");
+        let name = non_empty_name(&p.name, &at("name"), src)?;
+        names.insert(name.clone(), p.name.span(), &at("name"), "pool name")?;
+        let retries = int(
+            p.retries.as_ref(),
+            DEFAULT_RETRIES,
+            0,
+            MAX_RETRIES.into(),
+            &at("retries"),
+            src,
+        )
+        .map_err(|e| with_hint(e, "a pick carries at most 8 candidates"))?;
+        if p.backends.is_empty() {
+            return Err(src.invalid(
+                spanned.span(),
+                at("backend"),
+                format!("pool {name:?} has no backends; add at least one [[pool.backend]]"),
+            ));
+        }
+        if p.backends.len() > MAX_BACKENDS_PER_POOL {
+            return Err(src.invalid(
+                spanned.span(),
+                at("backend"),
+                format!(
+                    "pool {name:?} has {} backends; at most {MAX_BACKENDS_PER_POOL}",
+                    p.backends.len()
+                ),
+            ));
+        }
+        let mut backend_names = Seen::new(src);
+        let mut backends = Vec::with_capacity(p.backends.len());
+        for (j, b) in p.backends.iter().enumerate() {
+            let b = b.get_ref();
+            let at = |leaf: &str| format!("pool[{i}].backend[{j}].{leaf}");
+            let addr = socket_addr(&b.address, &at("address"), "for a backend", src)?;
+            let weight = int(
+                b.weight.as_ref(),
+                1u32,
+                1,
+                MAX_WEIGHT.into(),
+                &at("weight"),
+                src,
+            )?;
+            let (name, name_span) = match &b.name {
+                Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
+                // The canonical text, so two spellings of one address get one identity.
+                None => (addr.to_string(), b.address.span()),
+            };
+            backend_names.insert(name.clone(), name_span, &at("name"), "backend name")?;
+            backends.push(BackendInfo { name, addr, weight });
+        }
+        pools.push(Pool {
+            name,
+            algorithm: p
+                .algorithm
+                .as_ref()
+                .map_or(Algorithm::default(), |a| algorithm(*a.get_ref())),
+            backends,
+            retries,
+        });
+    }
+    Ok(pools)
+}
+
+fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
+    match error {
+        ConfigError::Invalid {
+            location,
+            field,
+            message,
+        } => ConfigError::Invalid {
+            location,
+            field,
+            message: format!("{message} ({hint})"),
+        },
+        other => other,
+    }
+}
+
+fn listeners(
+    raw: &[Spanned<RawListener>],
+    pools: &[Pool],
+    src: &Source<'_>,
+) -> Result<Vec<Listener>> {
+    if raw.is_empty() {
+        return Err(src.invalid_here(
+            "listener",
+            "no [[listener]] is defined; at least one is needed",
+        ));
+    }
+    let mut names = Seen::new(src);
+    let mut binds = Seen::new(src);
+    let mut listeners = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        let l = l.get_ref();
+        let at = |leaf: &str| format!("listener[{i}].{leaf}");
+        // Every worker binds its own SO_REUSEPORT socket; with port 0 each would get a
+        // different ephemeral port.
+        let bind = socket_addr(
+            &l.bind,
+            &at("bind"),
+            "for a listener (each worker binds its own socket)",
+            src,
+        )?;
+        let (name, name_span) = match &l.name {
+            Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
+            None => (bind.to_string(), l.bind.span()),
+        };
+        names.insert(name.clone(), name_span, &at("name"), "listener name")?;
+        binds.insert(bind.to_string(), l.bind.span(), &at("bind"), "bind address")?;
+        let pool_name = l.pool.get_ref().trim();
+        let pool = pools
+            .iter()
+            .position(|p| p.name == pool_name)
+            .ok_or_else(|| {
+                let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+                let defined = if defined.is_empty() {
+                    "none".to_owned()
+                } else {
+                    defined.join(", ")
+                };
+                src.invalid(
+                    l.pool.span(),
+                    at("pool"),
+                    format!("unknown pool {pool_name:?} (defined pools: {defined})"),
+                )
+            })?;
+        listeners.push(Listener {
+            name,
+            bind,
+            pool,
+            mode: l
+                .mode
+                .as_ref()
+                .map_or(Mode::default(), |m| mode(*m.get_ref())),
+            backlog: int(
+                l.backlog.as_ref(),
+                DEFAULT_BACKLOG,
+                1,
+                MAX_BACKLOG.into(),
+                &at("backlog"),
+                src,
+            )?,
+        });
+    }
+    Ok(listeners)
+}
+
+fn duration(
+    value: Option<&Spanned<String>>,
+    default: Duration,
+    allow_zero: bool,
+    field: &str,
+    src: &Source<'_>,
+) -> Result<Duration> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(value.get_ref())
+        .map_err(|e| src.invalid(value.span(), field, e.to_string()))?;
+    if d.is_zero() && !allow_zero {
+        return Err(src.invalid(value.span(), field, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+fn timeouts(raw: &RawTimeouts, src: &Source<'_>) -> Result<Timeouts> {
+    Ok(Timeouts {
+        connect: duration(
+            raw.connect.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            false,
+            "timeouts.connect",
+            src,
+        )?,
+        idle: duration(
+            raw.idle.as_ref(),
+            DEFAULT_IDLE_TIMEOUT,
+            false,
+            "timeouts.idle",
+            src,
+        )?,
+        // Zero is meaningful here: close everything at once on shutdown.
+        shutdown_grace: duration(
+            raw.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            true,
+            "timeouts.shutdown_grace",
+            src,
+        )?,
+    })
+}
+
+fn size(
+    value: Option<&Spanned<RawSize>>,
+    default: u32,
+    min: u32,
+    max: u32,
+    field: &str,
+    src: &Source<'_>,
+) -> Result<u32> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let bytes: i128 = match value.get_ref() {
+        RawSize::Bytes(n) => i128::from(*n),
+        RawSize::Text(t) => parse_size(t)
+            .map_err(|e| src.invalid(value.span(), field, e.to_string()))?
+            .into(),
+    };
+    if bytes < i128::from(min) || bytes > i128::from(max) {
+        return Err(src.invalid(
+            value.span(),
+            field,
+            format!("must be between {min} and {max} bytes, got {bytes}"),
+        ));
+    }
+    u32::try_from(bytes).map_err(|_| src.invalid(value.span(), field, "too large"))
+}
+
+fn power_of_two(
+    value: u32,
+    raw: Option<&Spanned<i64>>,
+    field: &str,
+    src: &Source<'_>,
+) -> Result<u32> {
+    match raw {
+        Some(r) if !value.is_power_of_two() => {
+            // `value` is at least 1 here (range-checked before), so `below` is too.
+            let below = 1u32 << (31 - value.leading_zeros());
+            Err(src.invalid(
+                r.span(),
+                field,
+                format!(
+                    "must be a power of two such as {below} or {}, got {value}",
+                    u64::from(below) * 2
+                ),
+            ))
+        }
+        _ => Ok(value),
+    }
+}
+
+fn tuning(raw: &RawTuning, src: &Source<'_>) -> Result<Tuning> {
+    let ring_entries = int(
+        raw.ring_entries.as_ref(),
+        DEFAULT_RING_ENTRIES,
+        1,
+        MAX_RING_ENTRIES.into(),
+        "tuning.ring_entries",
+        src,
+    )?;
+    let ring_entries = power_of_two(
+        ring_entries,
+        raw.ring_entries.as_ref(),
+        "tuning.ring_entries",
+        src,
+    )?;
+    let buffer_count = int(
+        raw.buffer_count.as_ref(),
+        DEFAULT_BUFFER_COUNT,
+        1,
+        MAX_BUFFER_COUNT.into(),
+        "tuning.buffer_count",
+        src,
+    )?;
+    let buffer_count = power_of_two(
+        buffer_count,
+        raw.buffer_count.as_ref(),
+        "tuning.buffer_count",
+        src,
+    )?;
+    let buffer_size = size(
+        raw.buffer_size.as_ref(),
+        DEFAULT_BUFFER_SIZE,
+        1,
+        MAX_BUFFER_SIZE,
+        "tuning.buffer_size",
+        src,
+    )?;
+    let memory = u64::from(buffer_count) * u64::from(buffer_size);
+    if memory > MAX_BUFFER_MEMORY {
+        let span = raw
+            .buffer_size
+            .as_ref()
+            .map(Spanned::span)
+            .or(raw.buffer_count.as_ref().map(Spanned::span));
+        let message = format!(
+            "buffer_count × buffer_size is {memory} bytes per worker; at most {MAX_BUFFER_MEMORY} (1 GiB)"
+        );
+        return Err(match span {
+            Some(span) => src.invalid(span, "tuning.buffer_size", message),
+            None => src.invalid_here("tuning.buffer_size", message),
+        });
+    }
+    Ok(Tuning {
+        ring_entries,
+        buffer_count,
+        buffer_size,
+        pipe_size: size(
+            raw.pipe_size.as_ref(),
+            DEFAULT_PIPE_SIZE,
+            MIN_PIPE_SIZE,
+            MAX_PIPE_SIZE,
+            "tuning.pipe_size",
+            src,
+        )?,
+        pipe_pool: int(
+            raw.pipe_pool.as_ref(),
+            DEFAULT_PIPE_POOL,
+            0,
+            MAX_PIPE_POOL.into(),
+            "tuning.pipe_pool",
+            src,
+        )?,
+        iowq_max_workers: int(
+            raw.iowq_max_workers.as_ref(),
+            DEFAULT_IOWQ_MAX_WORKERS,
+            1,
+            MAX_IOWQ_WORKERS.into(),
+            "tuning.iowq_max_workers",
+            src,
+        )?,
+        max_connections: int(
+            raw.max_connections.as_ref(),
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+            MAX_CONNECTIONS.into(),
+            "tuning.max_connections",
+            src,
+        )?,
+    })
+}
+
+fn workers_and_cpus(
+    workers: Option<&Spanned<RawWorkers>>,
+    cpus: Option<&Spanned<Vec<Spanned<i64>>>>,
+    src: &Source<'_>,
+    available: &[usize],
+) -> Result<(Workers, Option<Vec<usize>>)> {
+    let max = i64::try_from(MAX_WORKERS).unwrap_or(i64::MAX);
+    let workers = match workers {
+        None => Workers::Auto,
+        Some(w) => match *w.get_ref() {
+            RawWorkers::Auto => Workers::Auto,
+            RawWorkers::Count(n) => match usize::try_from(n) {
+                Ok(count) if (1..=max).contains(&n) => Workers::Count(count),
+                _ => {
+                    return Err(src.invalid(
+                        w.span(),
+                        "workers",
+                        format!("must be \"auto\" or between 1 and {max}, got {n}"),
+                    ));
+                }
+            },
+        },
+    };
+    let Some(list) = cpus else {
+        return Ok((workers, None));
+    };
+    if list.get_ref().is_empty() {
+        return Err(src.invalid(
+            list.span(),
+            "cpus",
+            "must list at least one CPU (or be left out)",
+        ));
+    }
+    let mut seen = Seen::new(src);
+    let mut resolved = Vec::with_capacity(list.get_ref().len());
+    for (i, cpu) in list.get_ref().iter().enumerate() {
+        let field = format!("cpus[{i}]");
+        let id = usize::try_from(*cpu.get_ref()).map_err(|_| {
+            src.invalid(
+                cpu.span(),
+                field.as_str(),
+                format!("must be a CPU number ≥ 0, got {}", cpu.get_ref()),
+            )
+        })?;
+        if !available.contains(&id) {
+            return Err(src.invalid(
+                cpu.span(),
+                field,
+                format!(
+                    "CPU {id} is not in this process's affinity mask (available: {})",
+                    super::affinity::format_cpu_list(available)
+                ),
+            ));
+        }
+        seen.insert(id.to_string(), cpu.span(), &field, "CPU")?;
+        resolved.push(id);
+    }
+    if let Workers::Count(n) = workers {
+        if resolved.len() < n {
+            return Err(src.invalid(
+                list.span(),
+                "cpus",
+                format!(
+                    "lists {} CPUs but workers = {n}; list one CPU per worker",
+                    resolved.len()
+                ),
+            ));
+        }
+    }
+    Ok((workers, Some(resolved)))
+}

@@ -1,0 +1,236 @@
+//! The `ringlb` binary's command line: exit statuses and messages scripts rely on.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ringlb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(args)
+        .env_remove("RINGLB_LOG")
+        .output()
+        .expect("the ringlb binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn example() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml").to_owned()
+}
+
+/// A file in a fresh temporary directory, removed with it when the test ends.
+struct TempFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("ringlb-cli-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("temporary file");
+        TempFile { dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("temporary paths are UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn check_example_prints_the_summary() {
+    let out = ringlb(&["check", "--config", &example()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    for part in [
+        "engine: uring",
+        "workers:",
+        "listeners (2):",
+        "web on 0.0.0.0:8080",
+        "a: 127.0.0.1:9001 weight 1",
+        "configuration is valid",
+    ] {
+        assert!(stdout.contains(part), "{part:?} missing from\n{stdout}");
+    }
+}
+
+#[test]
+fn check_bad_file_reports_file_line_col() {
+    let file = TempFile::new(
+        "bad.toml",
+        "[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:8080\"\npool = \"nope\"\n\n\
+         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n",
+    );
+    let out = ringlb(&["check", "--config", file.path()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let expected = format!(
+        "{}:4:8: listener[0].pool: unknown pool \"nope\" (defined pools: web)",
+        file.path()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_missing_file_fails() {
+    let out = ringlb(&["check", "--config", "/nonexistent/ringlb.toml"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("/nonexistent/ringlb.toml: cannot read"));
+}
+
+#[test]
+fn check_applies_overrides() {
+    let out = ringlb(&[
+        "check",
+        "--config",
+        &example(),
+        "--engine",
+        "epoll",
+        "--idle-timeout",
+        "30s",
+        "--no-multishot",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("engine: epoll"), "{stdout}");
+    assert!(stdout.contains("idle 30s"), "{stdout}");
+    assert!(stdout.contains("multishot off"), "{stdout}");
+    let out = ringlb(&["check", "--config", &example(), "--connect-timeout", "3"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("command line: timeouts.connect (--connect-timeout)"));
+}
+
+#[test]
+fn unknown_engine_is_a_clear_error() {
+    let out = ringlb(&[
+        "run",
+        "--engine",
+        "nope",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'nope' for '--engine"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("uring, epoll, blocking"), "{stderr}");
+}
+
+#[test]
+fn unknown_mode_is_a_clear_error() {
+    let out = ringlb(&["demo", "--mode", "teleport"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("copy, splice, auto"));
+}
+
+#[test]
+fn run_needs_exactly_one_source() {
+    let out = ringlb(&["run"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--config <FILE>|--listen <ADDR>"));
+    let out = ringlb(&[
+        "run",
+        "--config",
+        &example(),
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot be used with"));
+    let out = ringlb(&["run", "--listen", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--backend"));
+}
+
+#[test]
+fn bad_backend_spec_is_rejected_by_the_parser() {
+    let out = ringlb(&[
+        "run",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2,wait=3",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown key \"wait\""));
+}
+
+#[test]
+fn quick_form_errors_name_the_flag() {
+    let out = ringlb(&[
+        "run",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2,weight=0",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("command line: pool[0].backend[0].weight (--backend)"));
+    let out = ringlb(&[
+        "run",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2",
+        "--workers",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("workers (--workers)"));
+}
+
+#[test]
+fn help_lists_subcommands_and_flags() {
+    let out = ringlb(&["--help"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    for sub in ["check", "run", "doctor", "demo"] {
+        assert!(stdout.contains(sub), "{sub} missing from\n{stdout}");
+    }
+    let out = ringlb(&["run", "--help"]);
+    let stdout = text(&out.stdout);
+    for flag in [
+        "--config",
+        "--listen",
+        "--backend",
+        "--algorithm",
+        "--engine",
+        "--mode",
+        "--workers",
+        "--connect-timeout",
+        "--idle-timeout",
+        "--retries",
+        "--no-multishot",
+        "--no-buffer-ring",
+        "--no-send-bundle",
+        "--no-defer-taskrun",
+        "--shutdown-grace",
+        "--cpus",
+        "--pipe-size",
+        "--buffer-size",
+        "--max-connections",
+    ] {
+        assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
+    }
+    let out = ringlb(&["demo", "--help"]);
+    let stdout = text(&out.stdout);
+    for flag in ["--engine", "--mode", "--seconds", "--clients"] {
+        assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
+    }
+}

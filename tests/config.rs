@@ -1,0 +1,598 @@
+//! Configuration parsing and validation: every error names file:line:col and the field.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringlb::config::defaults::*;
+use ringlb::config::*;
+use ringlb::core::balance::Algorithm;
+
+/// The CPUs the tests pretend are in the affinity mask, so results do not depend on the host.
+const MASK: &[usize] = &[0, 1, 2, 3];
+
+const BASE: &str = r#"
+[[listener]]
+name = "web"
+bind = "0.0.0.0:8080"
+pool = "web"
+
+[[pool]]
+name = "web"
+
+[[pool.backend]]
+address = "127.0.0.1:9001"
+name = "a"
+
+[[pool.backend]]
+address = "127.0.0.1:9002"
+name = "b"
+
+[[pool]]
+name = "api"
+
+[[pool.backend]]
+address = "127.0.0.1:9101"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with(text, "t.toml", &Overrides::default(), MASK)
+}
+
+fn error(text: &str) -> String {
+    match load(text) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `t.toml:LINE:COL` of the `nth` occurrence (0-based) of `needle` in `text`.
+fn at(text: &str, needle: &str, nth: usize) -> String {
+    let (offset, _) = text
+        .match_indices(needle)
+        .nth(nth)
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("t.toml:{line}:{column}")
+}
+
+/// Asserts the error starts with the location of `needle` and names `field`, and mentions
+/// each of `words`.
+fn assert_error(text: &str, needle: &str, nth: usize, field: &str, words: &[&str]) {
+    let message = error(text);
+    let expected = format!("{}: {field}: ", at(text, needle, nth));
+    assert!(
+        message.starts_with(&expected),
+        "{message:?} should start with {expected:?}"
+    );
+    for word in words {
+        assert!(
+            message.contains(word),
+            "{message:?} should mention {word:?}"
+        );
+    }
+}
+
+#[test]
+fn base_parses_with_defaults() {
+    let config = load(BASE).expect("the base config is valid");
+    assert_eq!(config.engine, EngineKind::Uring);
+    assert_eq!(config.workers, Workers::Auto);
+    assert_eq!(config.cpus, None);
+    assert_eq!(config.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(config.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(config.timeouts.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    let f = config.features;
+    assert!(f.multishot && f.buffer_ring && f.send_bundle && f.defer_taskrun);
+    let t = config.tuning;
+    assert_eq!(t.ring_entries, DEFAULT_RING_ENTRIES);
+    assert_eq!(t.buffer_count, DEFAULT_BUFFER_COUNT);
+    assert_eq!(t.buffer_size, DEFAULT_BUFFER_SIZE);
+    assert_eq!(t.pipe_size, DEFAULT_PIPE_SIZE);
+    assert_eq!(t.pipe_pool, DEFAULT_PIPE_POOL);
+    assert_eq!(t.iowq_max_workers, DEFAULT_IOWQ_MAX_WORKERS);
+    assert_eq!(t.max_connections, DEFAULT_MAX_CONNECTIONS);
+    let l = &config.listeners[0];
+    assert_eq!(
+        (l.mode, l.backlog, l.pool),
+        (Mode::Auto, DEFAULT_BACKLOG, 0)
+    );
+    let p = &config.pools[0];
+    assert_eq!(
+        (p.algorithm, p.retries),
+        (Algorithm::RoundRobin, DEFAULT_RETRIES)
+    );
+    assert_eq!(p.backends[0].weight, 1);
+    // Auto workers: one per CPU of the mask, in order.
+    assert_eq!(config.worker_cpus_in(MASK), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn full_example_parses_to_the_expected_config() {
+    let text = r#"
+engine = "epoll"
+workers = 2
+cpus = [3, 1]
+[timeouts]
+connect = "500ms"
+idle = "1.5m"
+shutdown_grace = "0s"
+[features]
+multishot = false
+buffer_ring = false
+send_bundle = true
+defer_taskrun = false
+[tuning]
+ring_entries = 1024
+buffer_count = 512
+buffer_size = 8192
+pipe_size = "1MiB"
+pipe_pool = 0
+iowq_max_workers = 2
+max_connections = 1000
+[[listener]]
+name = "v6"
+bind = "[::1]:8443"
+pool = "api"
+mode = "splice"
+backlog = 128
+[[pool]]
+name = "web"
+[[pool.backend]]
+address = "10.0.0.1:80"
+[[pool]]
+name = "api"
+algorithm = "source-hash"
+retries = 7
+[[pool.backend]]
+address = "[2001:db8::1]:443"
+weight = 5
+name = "east"
+[[pool.backend]]
+address = "10.0.0.2:443"
+"#;
+    let config = load(text).expect("valid");
+    let addr = |s: &str| s.parse::<SocketAddr>().expect("test address");
+    let expected = Config {
+        engine: EngineKind::Epoll,
+        workers: Workers::Count(2),
+        cpus: Some(vec![3, 1]),
+        listeners: vec![Listener {
+            name: "v6".into(),
+            bind: addr("[::1]:8443"),
+            pool: 1,
+            mode: Mode::Splice,
+            backlog: 128,
+        }],
+        pools: vec![
+            Pool {
+                name: "web".into(),
+                algorithm: Algorithm::RoundRobin,
+                backends: vec![ringlb::core::backend::BackendInfo {
+                    name: "10.0.0.1:80".into(),
+                    addr: addr("10.0.0.1:80"),
+                    weight: 1,
+                }],
+                retries: DEFAULT_RETRIES,
+            },
+            Pool {
+                name: "api".into(),
+                algorithm: Algorithm::SourceHash,
+                backends: vec![
+                    ringlb::core::backend::BackendInfo {
+                        name: "east".into(),
+                        addr: addr("[2001:db8::1]:443"),
+                        weight: 5,
+                    },
+                    ringlb::core::backend::BackendInfo {
+                        name: "10.0.0.2:443".into(),
+                        addr: addr("10.0.0.2:443"),
+                        weight: 1,
+                    },
+                ],
+                retries: 7,
+            },
+        ],
+        timeouts: Timeouts {
+            connect: Duration::from_millis(500),
+            idle: Duration::from_secs(90),
+            shutdown_grace: Duration::ZERO,
+        },
+        features: Features {
+            multishot: false,
+            buffer_ring: false,
+            send_bundle: true,
+            defer_taskrun: false,
+        },
+        tuning: Tuning {
+            ring_entries: 1024,
+            buffer_count: 512,
+            buffer_size: 8192,
+            pipe_size: 1 << 20,
+            pipe_pool: 0,
+            iowq_max_workers: 2,
+            max_connections: 1000,
+        },
+    };
+    assert_eq!(config, expected);
+    assert_eq!(config.worker_cpus_in(MASK), vec![3, 1]);
+    let summary = config.summary_in(MASK);
+    for part in [
+        "epoll",
+        "v6 on [::1]:8443",
+        "east: [2001:db8::1]:443 weight 5",
+        "1.5m",
+    ] {
+        // 1.5m is written back as 90s; everything else appears as written.
+        if part == "1.5m" {
+            assert!(summary.contains("idle 90s"), "{summary}");
+        } else {
+            assert!(summary.contains(part), "{part:?} missing from\n{summary}");
+        }
+    }
+}
+
+#[test]
+fn shipped_example_validates() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load(&text).expect("examples/ringlb.toml is valid");
+    assert_eq!(config.listeners.len(), 2);
+    assert_eq!(
+        config.listeners[1].bind,
+        "[::]:8081".parse().expect("literal")
+    );
+    assert_eq!(config.pools[1].backends[0].name, "[::1]:9101");
+    // And through the file path, with the real affinity mask.
+    Config::from_file(path).expect("from_file reads the example");
+}
+
+#[test]
+fn backend_and_listener_names_default_to_the_address() {
+    let text = BASE.replace("name = \"web\"\nbind", "bind");
+    let config = load(&text).expect("valid");
+    assert_eq!(config.listeners[0].name, "0.0.0.0:8080");
+    assert_eq!(config.pools[1].backends[0].name, "127.0.0.1:9101");
+    // The canonical form: two spellings of one IPv6 address are one identity.
+    let text = BASE.replace("127.0.0.1:9101", "[0:0::1]:9101");
+    assert_eq!(
+        load(&text).expect("valid").pools[1].backends[0].name,
+        "[::1]:9101"
+    );
+}
+
+#[test]
+fn ipv6_bind_works() {
+    let text = BASE.replace("0.0.0.0:8080", "[::]:8080");
+    let config = load(&text).expect("valid");
+    assert_eq!(
+        config.listeners[0].bind,
+        "[::]:8080".parse().expect("literal")
+    );
+}
+
+#[test]
+fn duplicate_listener_name() {
+    let text =
+        format!("{BASE}\n[[listener]]\nname = \"web\"\nbind = \"0.0.0.0:8081\"\npool = \"api\"\n");
+    assert_error(
+        &text,
+        "\"web\"",
+        3,
+        "listener[1].name",
+        &["duplicate listener name \"web\"", "t.toml:3:8"],
+    );
+}
+
+#[test]
+fn unknown_pool() {
+    let text =
+        format!("{BASE}\n[[listener]]\nname = \"x\"\nbind = \"0.0.0.0:8081\"\npool = \"nope\"\n");
+    assert_error(
+        &text,
+        "\"nope\"",
+        0,
+        "listener[1].pool",
+        &["unknown pool \"nope\" (defined pools: web, api)"],
+    );
+}
+
+#[test]
+fn zero_weight() {
+    let text = BASE.replace("name = \"b\"", "name = \"b\"\nweight = 0");
+    assert_error(
+        &text,
+        "0\n",
+        0,
+        "pool[0].backend[1].weight",
+        &["between 1 and 65535", "got 0"],
+    );
+}
+
+#[test]
+fn bad_address() {
+    let text = BASE.replace("127.0.0.1:9002", "localhost:9002");
+    assert_error(
+        &text,
+        "\"localhost",
+        0,
+        "pool[0].backend[1].address",
+        &["bad address", "IP:port"],
+    );
+    let text = BASE.replace("127.0.0.1:9002", "127.0.0.1:0");
+    assert_error(
+        &text,
+        "\"127.0.0.1:0\"",
+        0,
+        "pool[0].backend[1].address",
+        &["port 0"],
+    );
+    let text = BASE.replace("0.0.0.0:8080", "0.0.0.0");
+    assert_error(
+        &text,
+        "\"0.0.0.0\"",
+        0,
+        "listener[0].bind",
+        &["bad address"],
+    );
+}
+
+#[test]
+fn unknown_key() {
+    let text = BASE.replace("name = \"b\"", "name = \"b\"\nwieght = 2");
+    assert_error(
+        &text,
+        "wieght",
+        0,
+        "pool[0].backend[1].wieght",
+        &["unknown field `wieght`", "weight"],
+    );
+    let text = format!("colour = \"blue\"\n{BASE}");
+    assert_error(&text, "colour", 0, "colour", &["unknown field"]);
+    let text = format!("[tuning]\nring_entry = 8\n{BASE}");
+    assert_error(
+        &text,
+        "ring_entry",
+        0,
+        "tuning.ring_entry",
+        &["unknown field"],
+    );
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let text = BASE.replace("name = \"b\"", "name = \"b\"\nweight = \"heavy\"");
+    assert_error(
+        &text,
+        "\"heavy\"",
+        0,
+        "pool[0].backend[1].weight",
+        &["expected an integer"],
+    );
+    let text = format!("[features]\nmultishot = \"yes\"\n{BASE}");
+    assert_error(
+        &text,
+        "\"yes\"",
+        0,
+        "features.multishot",
+        &["true or false"],
+    );
+    let text = format!("engine = \"nope\"\n{BASE}");
+    assert_error(
+        &text,
+        "\"nope\"",
+        0,
+        "engine",
+        &["uring", "epoll", "blocking"],
+    );
+    let text = BASE.replace("name = \"api\"", "name = \"api\"\nalgorithm = \"fastest\"");
+    assert_error(
+        &text,
+        "\"fastest\"",
+        0,
+        "pool[1].algorithm",
+        &["round-robin", "source-hash"],
+    );
+    let text = BASE.replace("pool = \"web\"", "pool = \"web\"\nmode = \"teleport\"");
+    assert_error(
+        &text,
+        "\"teleport\"",
+        0,
+        "listener[0].mode",
+        &["copy", "splice", "auto"],
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let text = BASE.replace("bind = \"0.0.0.0:8080\"\n", "");
+    let message = error(&text);
+    assert!(message.starts_with("t.toml:"), "{message}");
+    assert!(
+        message.contains("listener[0]") && message.contains("missing field `bind`"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_backend_names() {
+    let text = BASE.replace("name = \"b\"", "name = \"a\"");
+    assert_error(
+        &text,
+        "\"a\"",
+        1,
+        "pool[0].backend[1].name",
+        &["duplicate backend name \"a\""],
+    );
+    // Defaulted names collide when the address repeats.
+    let text = format!("{BASE}\n[[pool.backend]]\naddress = \"127.0.0.1:9101\"\n");
+    assert_error(
+        &text,
+        "\"127.0.0.1:9101\"",
+        1,
+        "pool[1].backend[1].name",
+        &["duplicate backend name"],
+    );
+}
+
+#[test]
+fn duplicate_pool_names() {
+    let text = BASE.replace("name = \"api\"", "name = \"web\"");
+    assert_error(
+        &text,
+        "\"web\"",
+        3,
+        "pool[1].name",
+        &["duplicate pool name \"web\""],
+    );
+}
+
+#[test]
+fn retries_too_large() {
+    let text = BASE.replace("name = \"api\"", "name = \"api\"\nretries = 8");
+    assert_error(
+        &text,
+        "8\n",
+        0,
+        "pool[1].retries",
+        &["between 0 and 7", "8 candidates"],
+    );
+    let text = BASE.replace("name = \"api\"", "name = \"api\"\nretries = -1");
+    assert_error(&text, "-1", 0, "pool[1].retries", &["between 0 and 7"]);
+}
+
+#[test]
+fn workers_zero_and_bad() {
+    let text = format!("workers = 0\n{BASE}");
+    assert_error(&text, "0\n", 0, "workers", &["\"auto\" or between 1 and"]);
+    let text = format!("workers = \"many\"\n{BASE}");
+    assert_error(&text, "\"many\"", 0, "workers", &["\"auto\" or an integer"]);
+    let text = format!("workers = 3\n{BASE}");
+    assert_eq!(load(&text).expect("valid").workers, Workers::Count(3));
+}
+
+#[test]
+fn bad_durations() {
+    for bad in [
+        "\"2\"",
+        "\"2 parsecs\"",
+        "\"\"",
+        "\"-1s\"",
+        "\"1..5s\"",
+        "\"169h\"",
+        "\"0s\"",
+    ] {
+        let text = format!("[timeouts]\nconnect = {bad}\n{BASE}");
+        assert_error(&text, bad, 0, "timeouts.connect", &[]);
+    }
+    let text = format!("[timeouts]\nidle = 300\n{BASE}");
+    assert_error(&text, "300", 0, "timeouts.idle", &["expected a string"]);
+    // Zero is allowed only for the shutdown grace.
+    let text = format!("[timeouts]\nshutdown_grace = \"0s\"\n{BASE}");
+    assert_eq!(
+        load(&text).expect("valid").timeouts.shutdown_grace,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn pool_without_backends() {
+    let text = format!("{BASE}\n[[pool]]\nname = \"empty\"\n");
+    let message = error(&text);
+    let line = BASE.lines().count() + 2;
+    assert!(message.starts_with(&format!("t.toml:{line}:")), "{message}");
+    assert!(
+        message.contains("pool[2].backend: pool \"empty\" has no backends"),
+        "{message}"
+    );
+}
+
+#[test]
+fn duplicate_bind_addresses() {
+    let text = format!(
+        "{BASE}\n[[listener]]\nname = \"other\"\nbind = \"0.0.0.0:8080\"\npool = \"api\"\n"
+    );
+    assert_error(
+        &text,
+        "\"0.0.0.0:8080\"",
+        1,
+        "listener[1].bind",
+        &["duplicate bind address"],
+    );
+}
+
+#[test]
+fn no_listener() {
+    let message = error("[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"127.0.0.1:1\"\n");
+    assert_eq!(
+        message,
+        "t.toml: listener: no [[listener]] is defined; at least one is needed"
+    );
+}
+
+#[test]
+fn tuning_checks() {
+    let text = format!("[tuning]\nring_entries = 3000\n{BASE}");
+    assert_error(
+        &text,
+        "3000",
+        0,
+        "tuning.ring_entries",
+        &["power of two such as 2048 or 4096"],
+    );
+    let text = format!("[tuning]\nbuffer_count = 65536\n{BASE}");
+    assert_error(
+        &text,
+        "65536",
+        0,
+        "tuning.buffer_count",
+        &["between 1 and 32768"],
+    );
+    let text = format!("[tuning]\npipe_size = \"256KB\"\n{BASE}");
+    assert_error(&text, "\"256KB\"", 0, "tuning.pipe_size", &["unknown unit"]);
+    let text = format!("[tuning]\npipe_size = 100\n{BASE}");
+    assert_error(&text, "100", 0, "tuning.pipe_size", &["between 4096"]);
+    let text = format!("[tuning]\nbuffer_count = 32768\nbuffer_size = \"64KiB\"\n{BASE}");
+    assert_error(&text, "\"64KiB\"", 0, "tuning.buffer_size", &["at most"]);
+}
+
+#[test]
+fn cpus_are_checked_against_the_mask() {
+    let text = format!("cpus = [0, 9]\n{BASE}");
+    assert_error(
+        &text,
+        "9",
+        0,
+        "cpus[1]",
+        &["CPU 9 is not in this process's affinity mask (available: 0-3)"],
+    );
+    let text = format!("workers = 3\ncpus = [0, 1]\n{BASE}");
+    assert_error(
+        &text,
+        "[0, 1]",
+        0,
+        "cpus",
+        &["lists 2 CPUs but workers = 3"],
+    );
+    let text = format!("cpus = [1, 1]\n{BASE}");
+    assert_error(&text, "1]", 0, "cpus[1]", &["duplicate CPU"]);
+    let text = format!("cpus = []\n{BASE}");
+    assert_error(&text, "[]", 0, "cpus", &["at least one"]);
+    // auto with a list: one worker per listed CPU.
+    let text = format!("cpus = [2, 0]\n{BASE}");
+    assert_eq!(load(&text).expect("valid").worker_cpus_in(MASK), vec![2, 0]);
+    // A fixed count beyond the mask wraps around it.
+    let text = format!("workers = 3\n{BASE}");
+    assert_eq!(
+        load(&text).expect("valid").worker_cpus_in(&[5, 7]),
+        vec![5, 7, 5]
+    );
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    let message = error("engine = \n");
+    assert!(message.starts_with("t.toml:1:"), "{message}");
+    assert!(message.contains("invalid TOML"), "{message}");
+}
