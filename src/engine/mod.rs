@@ -6,6 +6,8 @@
 //! engines share (worker threads and pinning, listening sockets, signals, per-listener policy)
 //! lives in this module's other files.
 
+pub mod blocking;
+pub mod epoll;
 pub mod op;
 pub mod plan;
 pub mod signal;
@@ -47,8 +49,8 @@ impl EngineError {
 pub fn run(config: Config) -> Result<(), EngineError> {
     match config.engine {
         EngineKind::Uring => uring::run(config),
-        EngineKind::Epoll => Err(EngineError::NotBuilt("epoll")),
-        EngineKind::Blocking => Err(EngineError::NotBuilt("blocking")),
+        EngineKind::Epoll => epoll::run(config),
+        EngineKind::Blocking => blocking::run(config),
     }
 }
 

@@ -1,0 +1,124 @@
+//! The epoll engine: a baseline to compare io_uring against.
+//!
+//! The same thread-per-core shape as the io_uring engine: one pinned worker per configured CPU,
+//! each with its own `SO_REUSEPORT` listeners, [`Shard`], epoll instance, buffer pool and pipe
+//! pool, sharing nothing. Sockets are non-blocking and registered edge-triggered once for both
+//! directions; an action is tried with a direct system call at once ([`crate::engine::op`]'s
+//! `run` side), and only an `EAGAIN` makes it wait, remembered in the connection's payload, for
+//! the readiness that will retry it (see [`conn_io`]).
+//!
+//! The core enforces the connect timeout on its timer wheel (`listener_policies(.., false)`).
+//! Every worker counts how many reads returned `EAGAIN` (the cost that readiness-based I/O pays
+//! and completion-based I/O does not) and logs it, with the engine-wide total, at shutdown.
+
+mod conn_io;
+mod resources;
+mod worker;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rustix::event::epoll;
+
+use self::conn_io::ConnIo;
+use self::resources::{BufferPool, Resources};
+use self::worker::Worker;
+use super::signal::Shutdown;
+use super::{EngineError, plan, socket};
+use crate::config::Config;
+use crate::core::shard::Shard;
+use crate::sys::pipe::PipePool;
+
+pub use self::resources::IoStats;
+
+/// epoll data tag of a listener (the slot index carries the listener's index).
+const TAG_LISTENER: u8 = 0;
+/// epoll data tag of a connection's client socket.
+const TAG_CLIENT: u8 = 1;
+/// epoll data tag of a backend socket; connect attempt `n` uses `TAG_BACKEND + n`.
+const TAG_BACKEND: u8 = 2;
+
+/// Most free receive buffers a worker keeps.
+const MAX_IDLE_BUFFERS: usize = 1024;
+
+/// Run the epoll data plane until SIGTERM or SIGINT, then drain for up to `shutdown_grace`.
+pub fn run(config: Config) -> Result<(), EngineError> {
+    let shutdown =
+        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
+    match crate::sys::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
+    let cpus = config.worker_cpus();
+    let config = Arc::new(config);
+    let snapshots = plan::pool_snapshots(&config);
+    let totals = Arc::new(Mutex::new(IoStats::default()));
+    let body = {
+        let (config, shutdown, totals) =
+            (Arc::clone(&config), shutdown.clone(), Arc::clone(&totals));
+        move |info: super::worker::WorkerInfo, ready: &super::worker::Ready| {
+            let worker = setup(&config, &snapshots, info.index, shutdown.clone())?;
+            ready.ok();
+            let stats = worker.run()?;
+            totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);
+            Ok(())
+        }
+    };
+    let stopper = shutdown.clone();
+    super::worker::run_pinned(&cpus, "ringlb-epoll", body, move || stopper.request())?;
+    let total = *totals.lock().unwrap_or_else(|p| p.into_inner());
+    tracing::info!(
+        reads = total.reads,
+        reads_eagain = total.reads_eagain,
+        eagain_share = format_args!("{:.3}", total.eagain_share()),
+        writes = total.writes,
+        writes_eagain = total.writes_eagain,
+        accepted = total.accepted,
+        "epoll engine stopped"
+    );
+    Ok(())
+}
+
+/// Everything one worker needs, bound and registered.
+fn setup(
+    config: &Config,
+    snapshots: &[Arc<crate::core::balance::PoolSnapshot>],
+    index: usize,
+    shutdown: Shutdown,
+) -> Result<Worker, EngineError> {
+    let now = Instant::now();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let socket = socket::listener(listener.bind, listener.backlog, true)
+            .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
+        listeners.push(socket);
+    }
+    let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+        .map_err(|e| EngineError::io("epoll_create1", e.into()))?;
+    let tuning = &config.tuning;
+    let res = Resources {
+        epoll,
+        pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
+        buffers: BufferPool::new(tuning.buffer_size as usize, MAX_IDLE_BUFFERS),
+        stats: IoStats::default(),
+        turn: 0,
+        deferred: Vec::new(),
+    };
+    // Different seeds per worker, so random choices do not move in lockstep.
+    let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1);
+    let shard: Shard<ConnIo> = Shard::new(
+        now,
+        plan::listener_policies(config, false),
+        snapshots.to_vec(),
+        tuning.max_connections as usize,
+        seed,
+    );
+    Worker::new(
+        index,
+        shard,
+        res,
+        listeners,
+        shutdown,
+        config.timeouts.shutdown_grace,
+    )
+}

@@ -1,0 +1,396 @@
+//! One epoll worker: its listeners, its shard and its event loop.
+//!
+//! Each turn: wait for readiness (no longer than the next timer, and at most
+//! [`MAX_WAIT`] so that the shutdown flag is noticed), read the clock once, retry deferred
+//! receives, handle every readiness event (accepting new clients, retrying parked operations),
+//! fire due timers, then carry out every action the shard hands out.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use rustix::event::{Timespec, epoll};
+use socket2::Socket;
+
+use super::conn_io::ConnIo;
+use super::resources::{IoStats, Resources};
+use super::{TAG_CLIENT, TAG_LISTENER};
+use crate::core::conn::{Action, Event, Side};
+use crate::core::shard::Shard;
+use crate::core::slot::{SlotKey, UserData};
+use crate::engine::signal::Shutdown;
+use crate::engine::{EngineError, op};
+
+/// Longest sleep in `epoll_wait`, so that a shutdown request is noticed promptly.
+pub const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How long a listener stops accepting after running out of fds or memory.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning per listener in this interval; the rest are counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// A warning that is logged at most once per [`WARN_INTERVAL`].
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `Some(suppressed since the last one)` when a warning may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now < last + WARN_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// One listening socket of this worker.
+#[derive(Debug)]
+struct ListenerSlot {
+    /// `None` once closed for shutdown.
+    socket: Option<Socket>,
+    /// Accepting stopped until then (fd or memory exhaustion).
+    paused_until: Option<Instant>,
+    warn: RateLimit,
+    refused_warn: RateLimit,
+}
+
+/// An epoll worker, set up and ready to run.
+pub struct Worker {
+    index: usize,
+    shard: Shard<ConnIo>,
+    res: Resources,
+    listeners: Vec<ListenerSlot>,
+    events: Vec<epoll::Event>,
+    out: Vec<Event>,
+    shutdown: Shutdown,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .field("shard", &self.shard)
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker for `shard`, accepting on `listeners` (already bound and non-blocking).
+    pub fn new(
+        index: usize,
+        shard: Shard<ConnIo>,
+        res: Resources,
+        listeners: Vec<Socket>,
+        shutdown: Shutdown,
+        grace: Duration,
+    ) -> Result<Self, EngineError> {
+        let mut slots = Vec::with_capacity(listeners.len());
+        for (i, socket) in listeners.into_iter().enumerate() {
+            let data = epoll::EventData::new_u64(listener_data(i));
+            epoll::add(
+                &res.epoll,
+                &socket,
+                data,
+                epoll::EventFlags::IN | epoll::EventFlags::ET,
+            )
+            .map_err(|e| EngineError::io("registering a listener with epoll", e.into()))?;
+            slots.push(ListenerSlot {
+                socket: Some(socket),
+                paused_until: None,
+                warn: RateLimit::default(),
+                refused_warn: RateLimit::default(),
+            });
+        }
+        Ok(Worker {
+            index,
+            shard,
+            res,
+            listeners: slots,
+            events: Vec::with_capacity(EVENTS_PER_WAIT),
+            out: Vec::new(),
+            shutdown,
+            grace,
+        })
+    }
+
+    /// Serve until shutdown has been requested and every connection has ended (or the grace
+    /// period ran out). Returns the worker's I/O counters.
+    pub fn run(mut self) -> Result<IoStats, EngineError> {
+        let mut drain_until: Option<Instant> = None;
+        let mut now = Instant::now();
+        loop {
+            if self.shutdown.requested() && drain_until.is_none() {
+                self.close_listeners();
+                drain_until = Some(now + self.grace);
+                tracing::info!(
+                    worker = self.index,
+                    connections = self.shard.len(),
+                    "draining"
+                );
+            }
+            if let Some(deadline) = drain_until {
+                if self.shard.is_empty() {
+                    break;
+                }
+                if now >= deadline {
+                    tracing::info!(
+                        worker = self.index,
+                        connections = self.shard.len(),
+                        "grace period over; aborting"
+                    );
+                    self.shard.abort_all();
+                    self.run_actions(now);
+                    break;
+                }
+            }
+            let timeout = self.wait_timeout(now, drain_until);
+            self.wait(timeout)?;
+            now = Instant::now();
+            self.res.turn += 1;
+            self.turn(now);
+        }
+        let stats = self.res.stats;
+        tracing::info!(
+            worker = self.index,
+            reads = stats.reads,
+            reads_eagain = stats.reads_eagain,
+            eagain_share = format_args!("{:.3}", stats.eagain_share()),
+            writes = stats.writes,
+            writes_eagain = stats.writes_eagain,
+            waits = stats.waits,
+            shard = ?self.shard.stats(),
+            "epoll worker stopped"
+        );
+        Ok(stats)
+    }
+
+    fn wait_timeout(&self, now: Instant, drain_until: Option<Instant>) -> Duration {
+        if !self.res.deferred.is_empty() {
+            return Duration::ZERO;
+        }
+        let deadlines = self
+            .shard
+            .next_timeout()
+            .into_iter()
+            .chain(drain_until)
+            .chain(self.listeners.iter().filter_map(|l| l.paused_until));
+        deadlines.fold(MAX_WAIT, |timeout, at| {
+            timeout.min(at.saturating_duration_since(now))
+        })
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Result<(), EngineError> {
+        self.events.clear();
+        self.res.stats.waits += 1;
+        // Round up to a whole millisecond so a sub-millisecond timeout does not spin.
+        let timeout = Duration::from_millis(timeout.as_nanos().div_ceil(1_000_000) as u64);
+        let spec = Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        });
+        match epoll::wait(
+            &self.res.epoll,
+            rustix::buffer::spare_capacity(&mut self.events),
+            Some(&spec),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+            Err(err) => Err(EngineError::io("epoll_wait", err.into())),
+        }
+    }
+
+    /// Everything after a wait: deferred receives, readiness, timers, actions.
+    fn turn(&mut self, now: Instant) {
+        for (key, dir) in std::mem::take(&mut self.res.deferred) {
+            if let Some(io) = self.shard.io_mut(key)
+                && io.deferred(dir)
+            {
+                io.try_recv(dir, &mut self.res, &mut self.out);
+                self.feed(now, key);
+            }
+        }
+        for i in 0..self.events.len() {
+            let event = self.events[i];
+            let (flags, data) = (event.flags, UserData(event.data.u64()));
+            match data.op() {
+                TAG_LISTENER => self.accept_all(data.key().index() as usize, now),
+                TAG_CLIENT => self.ready(data.key(), Side::Client, TAG_CLIENT, flags, now),
+                tag => self.ready(data.key(), Side::Backend, tag, flags, now),
+            }
+        }
+        for i in 0..self.listeners.len() {
+            if self.listeners[i]
+                .paused_until
+                .is_some_and(|until| now >= until)
+            {
+                self.listeners[i].paused_until = None;
+                // Edge-triggered: clients that queued during the pause raised no new edge.
+                self.accept_all(i, now);
+            }
+        }
+        self.shard.handle_timeouts(now);
+        self.run_actions(now);
+    }
+
+    /// Feed the results collected in `out` for `key` to the shard.
+    fn feed(&mut self, now: Instant, key: SlotKey) {
+        for event in self.out.drain(..) {
+            self.shard.handle_event(now, key, event);
+        }
+    }
+
+    fn ready(&mut self, key: SlotKey, side: Side, tag: u8, flags: epoll::EventFlags, now: Instant) {
+        // A stale key (the connection closed earlier in this batch) finds nothing.
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        if side == Side::Backend && io.backend_tag() != tag {
+            return;
+        }
+        io.on_ready(side, flags, &mut self.res, &mut self.out);
+        self.feed(now, key);
+    }
+
+    fn accept_all(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(slot) = self.listeners.get_mut(index) else {
+                return;
+            };
+            if slot.paused_until.is_some() {
+                return;
+            }
+            let Some(listener) = &slot.socket else { return };
+            match (op::Accept {
+                listener: listener.as_fd(),
+            })
+            .run(true)
+            {
+                Ok(fd) => {
+                    self.res.stats.accepted += 1;
+                    self.admit(index, Socket::from(fd), now);
+                }
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::EINTR) => {}
+                    // The client went away before we took it, or a per-connection failure.
+                    Some(
+                        libc::ECONNABORTED
+                        | libc::EPROTO
+                        | libc::EPERM
+                        | libc::ENETDOWN
+                        | libc::ENOPROTOOPT
+                        | libc::EHOSTDOWN
+                        | libc::ENONET
+                        | libc::EHOSTUNREACH
+                        | libc::EOPNOTSUPP
+                        | libc::ENETUNREACH,
+                    ) => {}
+                    errno => {
+                        // EMFILE, ENFILE, ENOBUFS, ENOMEM, or something unexpected: back off
+                        // rather than spin, and keep serving what is open.
+                        self.res.stats.accept_exhausted += 1;
+                        slot.paused_until = Some(now + ACCEPT_BACKOFF);
+                        if let Some(suppressed) = slot.warn.allow(now) {
+                            tracing::warn!(
+                                worker = self.index,
+                                listener = index,
+                                %err,
+                                exhausted = matches!(errno, Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)),
+                                suppressed,
+                                "accept failed; pausing this listener for {ACCEPT_BACKOFF:?}"
+                            );
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    fn admit(&mut self, listener: usize, client: Socket, now: Instant) {
+        if let Err(err) = crate::engine::socket::client(&client) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY on a client");
+        }
+        // A client that is already gone has no address; drop it.
+        let Some(ip): Option<IpAddr> = client
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip())
+        else {
+            return;
+        };
+        match self.shard.accept(now, listener, ip, ConnIo::new(client)) {
+            Ok(key) => {
+                let attached = match self.shard.io_mut(key) {
+                    Some(io) => io.attach(key, &self.res),
+                    None => Err(io::Error::other("accepted connection vanished")),
+                };
+                if let Err(err) = attached {
+                    tracing::warn!(%err, "cannot register a client with epoll");
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: Side::Client });
+                }
+            }
+            // Dropping the payload closes the client at once.
+            Err((reason, _io)) => {
+                if let Some(slot) = self.listeners.get_mut(listener)
+                    && let Some(suppressed) = slot.refused_warn.allow(now)
+                {
+                    tracing::warn!(worker = self.index, ?reason, suppressed, "client refused");
+                }
+            }
+        }
+    }
+
+    /// Drain the shard's actions, carrying out each and feeding back immediate results.
+    fn run_actions(&mut self, now: Instant) {
+        while let Some((key, action)) = self.shard.poll_action() {
+            if let Action::Close { reset, reason } = action {
+                tracing::trace!(?key, ?reason, reset, "close");
+                if let Some(io) = self.shard.release(key) {
+                    io.close(reset, &mut self.res);
+                }
+                continue;
+            }
+            let addr = match action {
+                Action::Connect { backend, .. } => self.shard.backend_addr(key, backend),
+                _ => None,
+            };
+            let Some(io) = self.shard.io_mut(key) else {
+                continue;
+            };
+            let (res, out) = (&mut self.res, &mut self.out);
+            match action {
+                Action::Connect { attempt, .. } => io.connect(addr, attempt, res, out),
+                Action::Recv { dir, via } => io.begin_recv(dir, via, res, out),
+                Action::Send { dir, via, queued } => io.begin_send(dir, via, queued, res, out),
+                Action::CancelRecv { dir } => io.cancel_recv(dir, out),
+                Action::ShutdownWrite { side } => io.shutdown_write(side, out),
+                Action::Close { .. } => {}
+            }
+            self.feed(now, key);
+        }
+    }
+
+    fn close_listeners(&mut self) {
+        for slot in &mut self.listeners {
+            if let Some(socket) = slot.socket.take() {
+                let _ = epoll::delete(&self.res.epoll, &socket);
+            }
+            slot.paused_until = None;
+        }
+    }
+}
+
+/// The epoll data of listener `index`.
+fn listener_data(index: usize) -> u64 {
+    (u64::from(TAG_LISTENER) << 56) | (index as u64 & u64::from(u32::MAX))
+}
