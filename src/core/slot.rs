@@ -27,8 +27,14 @@ impl SlotKey {
 }
 
 enum Entry<T> {
-    Occupied { generation: u32, value: T },
-    Vacant { generation: u32, next_free: Option<u32> },
+    Occupied {
+        generation: u32,
+        value: T,
+    },
+    Vacant {
+        generation: u32,
+        next_free: Option<u32>,
+    },
 }
 
 /// A slab whose keys go stale when their slot is freed.
@@ -170,7 +176,15 @@ impl UserData {
 
     /// A value with no connection, for ring-internal entries (wake-ups, timeouts, cancels).
     pub fn internal(op: u8) -> Self {
-        UserData((u64::from(op) << 56) | (u64::from(GENERATION_MASK) << 32) | u64::from(u32::MAX))
+        Self::internal_indexed(op, u32::MAX)
+    }
+
+    /// A value with no connection but an index of the engine's own (a listener number, say).
+    /// It carries the highest generation, which a slab slot reaches only after 2^24 reuses, so
+    /// [`UserData::key`] of it names no live connection in practice; engines dispatch on
+    /// [`UserData::op`] first and never look such a value up in the slab.
+    pub fn internal_indexed(op: u8, index: u32) -> Self {
+        UserData((u64::from(op) << 56) | (u64::from(GENERATION_MASK) << 32) | u64::from(index))
     }
 
     /// The op code.

@@ -22,7 +22,10 @@ impl Shutdown {
         }
         // A dead peer must be an error result, never a process-killing signal. Registering a
         // handler replaces SIG_DFL (terminate) with one that does nothing.
-        signal_hook::flag::register(signal_hook::consts::SIGPIPE, Arc::new(AtomicBool::new(false)))?;
+        signal_hook::flag::register(
+            signal_hook::consts::SIGPIPE,
+            Arc::new(AtomicBool::new(false)),
+        )?;
         Ok(shutdown)
     }
 

@@ -8,7 +8,11 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 /// A listening TCP socket with `SO_REUSEPORT`, so that each worker has its own and the kernel
 /// spreads new connections across them (no shared accept queue, no thundering herd).
 pub fn listener(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -24,7 +28,11 @@ pub fn listener(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result
 /// A socket ready to connect to `addr`: `TCP_NODELAY`, because a proxy must not add Nagle's
 /// delay to small writes that the client already chose to send.
 pub fn backend(addr: SocketAddr, nonblocking: bool) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_tcp_nodelay(true)?;
     socket.set_nonblocking(nonblocking)?;
     Ok(socket)

@@ -25,9 +25,13 @@ impl Accept<'_> {
 
     /// Single-shot accept.
     pub fn sqe(&self) -> squeue::Entry {
-        opcode::Accept::new(fixed(self.listener), std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
+        opcode::Accept::new(
+            fixed(self.listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        .build()
     }
 
     /// `accept4(2)`; `nonblocking` chooses the new socket's mode.

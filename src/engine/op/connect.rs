@@ -19,7 +19,12 @@ pub struct Connect<'a> {
 impl Connect<'_> {
     /// `IORING_OP_CONNECT`.
     pub fn sqe(&self) -> squeue::Entry {
-        opcode::Connect::new(fixed(self.socket), self.addr.as_ptr().cast(), self.addr.len()).build()
+        opcode::Connect::new(
+            fixed(self.socket),
+            self.addr.as_ptr().cast(),
+            self.addr.len(),
+        )
+        .build()
     }
 
     /// `connect(2)`. On a non-blocking socket `Err(EINPROGRESS)` means "wait for writability,

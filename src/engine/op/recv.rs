@@ -23,7 +23,8 @@ impl Recv<'_> {
 
     /// `recv(2)`; 0 means end of stream.
     pub fn run(&mut self) -> io::Result<usize> {
-        let (n, _) = rustix::net::recv(self.socket, &mut *self.buf, rustix::net::RecvFlags::empty())?;
+        let (n, _) =
+            rustix::net::recv(self.socket, &mut *self.buf, rustix::net::RecvFlags::empty())?;
         Ok(n)
     }
 }

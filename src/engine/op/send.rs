@@ -25,6 +25,10 @@ impl Send<'_> {
 
     /// `send(2)` with `MSG_NOSIGNAL`; may write fewer bytes than asked.
     pub fn run(&self) -> io::Result<usize> {
-        Ok(rustix::net::send(self.socket, self.buf, rustix::net::SendFlags::NOSIGNAL)?)
+        Ok(rustix::net::send(
+            self.socket,
+            self.buf,
+            rustix::net::SendFlags::NOSIGNAL,
+        )?)
     }
 }

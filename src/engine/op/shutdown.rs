@@ -21,6 +21,9 @@ impl Shutdown<'_> {
 
     /// `shutdown(2)`.
     pub fn run(&self) -> io::Result<()> {
-        Ok(rustix::net::shutdown(self.socket, rustix::net::Shutdown::Write)?)
+        Ok(rustix::net::shutdown(
+            self.socket,
+            rustix::net::Shutdown::Write,
+        )?)
     }
 }

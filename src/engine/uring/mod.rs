@@ -1,13 +1,60 @@
-//! The io_uring engine.
+//! The io_uring engine: one ring per pinned worker, multishot accept, copy mode over a
+//! provided-buffer ring with multishot receive, and splice mode through pooled pipes.
+//!
+//! Each worker is a loop of one `io_uring_enter` per turn that both submits everything the core
+//! asked for and waits for completions (or the next timer). Files: `probe` (what the kernel
+//! has), `ring` (set-up and the single `push`), `buf_ring` (receive buffers), `conn_io`
+//! (per-connection I/O state), `worker` (the loop, accepts, shutdown), `submit` (actions to
+//! submissions), `complete` (completions to events), `token` (op codes in `user_data`).
 
+mod buf_ring;
+mod complete;
+mod conn_io;
 pub mod probe;
+mod ring;
+mod submit;
+mod token;
+mod worker;
 
 use crate::config::Config;
+use crate::engine::signal::Shutdown;
+use crate::engine::{EngineError, plan, worker as workers};
 
-use super::EngineError;
-
-/// Run the io_uring data plane.
+/// Run the io_uring data plane until SIGTERM/SIGINT.
 pub fn run(config: Config) -> Result<(), EngineError> {
-    let _ = config;
-    Err(EngineError::NotBuilt("uring"))
+    let shutdown =
+        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
+    run_until(config, shutdown)
+}
+
+/// Run until `shutdown` is requested (by a signal or by the caller, as the demo does).
+pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
+    let kernel = probe::KernelFeatures::probe()?;
+    let missing = kernel.missing_required();
+    if !missing.is_empty() {
+        return Err(EngineError::Unsupported(format!(
+            "the kernel lacks {}; use --engine epoll",
+            missing.join(", ")
+        )));
+    }
+    let plan = kernel.plan(&config.features);
+    tracing::info!(?plan, "io_uring features");
+    if let Err(err) = crate::sys::raise_nofile_limit() {
+        tracing::warn!(%err, "could not raise RLIMIT_NOFILE");
+    }
+    let pools = plan::pool_snapshots(&config);
+    let cpus = config.worker_cpus();
+    let grace = config.timeouts.shutdown_grace;
+    let config = std::sync::Arc::new(config);
+    let stop_others = shutdown.clone();
+    workers::run_pinned(
+        &cpus,
+        "ringlb-uring",
+        move |info, ready| {
+            let mut worker = worker::Worker::new(info, &config, plan, pools.clone())?;
+            ready.ok();
+            worker.run(&shutdown, grace)
+        },
+        move || stop_others.request(),
+    )
 }

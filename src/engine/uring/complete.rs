@@ -1,0 +1,283 @@
+//! Turning completions into core events (and into the engine's own follow-ups: re-polls,
+//! parked receives, closing slots).
+
+use std::time::Instant;
+
+use io_uring::cqueue;
+
+use super::conn_io::{Chunk, Parked};
+use super::token::Op;
+use super::worker::Worker;
+use crate::core::conn::{Dir, Event};
+use crate::core::slot::UserData;
+use crate::engine::EngineError;
+
+impl Worker {
+    /// Handle one completion.
+    pub(super) fn complete(
+        &mut self,
+        now: Instant,
+        user_data: UserData,
+        result: i32,
+        flags: u32,
+    ) -> Result<(), EngineError> {
+        let Some(op) = Op::from_code(user_data.op()) else {
+            tracing::error!(
+                user_data = user_data.0,
+                "completion with an unknown op code"
+            );
+            return Ok(());
+        };
+        let more = cqueue::more(flags);
+        let key = user_data.key();
+        match op {
+            Op::Accept => {
+                self.accepted(now, key.index() as usize, result, more);
+                return Ok(());
+            }
+            Op::Cancel if key.index() == u32::MAX => {
+                // The cancel of a listener's accept (shutdown).
+                self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let selected = cqueue::buffer_select(flags);
+        let Some(io) = self.shard.io_mut(key) else {
+            // Slots are freed only after their last completion, so this cannot name a live
+            // operation; still, a selected buffer must not leak.
+            if let Some(bid) = selected {
+                self.buffers.selected(bid);
+                self.buffers.give_back(bid);
+            }
+            return Ok(());
+        };
+        if !more {
+            io.in_flight = io.in_flight.saturating_sub(1);
+        }
+        if io.closing.is_some() {
+            // Only resources matter now: give back what the completion hands us.
+            match op {
+                Op::Recv(dir) => {
+                    let bid = selected.or_else(|| io.flow(dir).recv_buffer.take());
+                    if let Some(bid) = bid {
+                        if selected.is_some() {
+                            self.buffers.selected(bid);
+                        }
+                        self.buffers.give_back(bid);
+                    }
+                }
+                Op::SpliceIn(dir) if result > 0 => io.flow(dir).pipe_bytes += result as u64,
+                Op::SpliceOut(dir) if result > 0 => {
+                    let flow = io.flow(dir);
+                    flow.pipe_bytes = flow.pipe_bytes.saturating_sub(result as u64);
+                }
+                _ => {}
+            }
+            if io.in_flight == 0 {
+                self.finalize(key);
+            }
+            return Ok(());
+        }
+        match op {
+            Op::Connect => {
+                let event = match result {
+                    0 => Event::Connected,
+                    // The linked timeout fired and cancelled the connect.
+                    r if r == -libc::ECANCELED => Event::ConnectFailed { timed_out: true },
+                    _ => Event::ConnectFailed { timed_out: false },
+                };
+                self.shard.handle_event(now, key, event);
+            }
+            Op::Recv(dir) => self.copy_received(now, key, dir, result, more, selected)?,
+            Op::Send(dir) => {
+                if result <= 0 {
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                    return Ok(());
+                }
+                let sent = result as u32;
+                let flow = io.flow(dir);
+                let mut done_bid = None;
+                if let Some(head) = flow.chunks.front_mut() {
+                    head.from = head.from.saturating_add(sent).min(head.to);
+                    if head.from == head.to {
+                        done_bid = Some(head.bid);
+                        flow.chunks.pop_front();
+                    }
+                }
+                if let Some(bid) = done_bid {
+                    self.buffers.give_back(bid);
+                }
+                self.shard.handle_event(
+                    now,
+                    key,
+                    Event::Sent {
+                        dir,
+                        bytes: u64::from(sent),
+                    },
+                );
+            }
+            Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
+            Op::SpliceOut(dir) => {
+                if result == -libc::EAGAIN {
+                    // The sink's send buffer is full: wait for room, then try again.
+                    self.counters.splice_eagain += 1;
+                    let len = io.flow(dir).splice_out_len;
+                    return self.submit_splice_out(now, key, dir, len, true);
+                }
+                if result <= 0 {
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                    return Ok(());
+                }
+                let flow = io.flow(dir);
+                flow.pipe_bytes = flow.pipe_bytes.saturating_sub(result as u64);
+                let resume = flow.parked == Some(Parked::PipeFull);
+                self.shard.handle_event(
+                    now,
+                    key,
+                    Event::Sent {
+                        dir,
+                        bytes: result as u64,
+                    },
+                );
+                if resume {
+                    self.submit_splice_in(now, key, dir)?;
+                }
+            }
+            // Readiness and bookkeeping completions: their effect shows in the linked or
+            // targeted operation's own completion.
+            Op::PollIn(_)
+            | Op::PollOut(_)
+            | Op::ConnectTimeout
+            | Op::Shutdown
+            | Op::Cancel
+            | Op::Accept => {}
+        }
+        Ok(())
+    }
+
+    fn copy_received(
+        &mut self,
+        now: Instant,
+        key: crate::core::slot::SlotKey,
+        dir: Dir,
+        result: i32,
+        more: bool,
+        selected: Option<u16>,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let flow = io.flow(dir);
+        let bid = selected.or_else(|| flow.recv_buffer.take());
+        if selected.is_some() {
+            self.buffers.selected(selected.unwrap_or_default());
+        }
+        if !more {
+            flow.recv_in_flight = false;
+            flow.recv_multishot = false;
+        }
+        if result > 0 {
+            let Some(bid) = bid else {
+                tracing::error!("a receive completed without a buffer; closing");
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.source() });
+                return Ok(());
+            };
+            flow.chunks.push_back(Chunk {
+                bid,
+                from: 0,
+                to: result as u32,
+            });
+            let event = Event::Received {
+                dir,
+                bytes: result as u64,
+                armed: more,
+            };
+            self.shard.handle_event(now, key, event);
+            return Ok(());
+        }
+        if let Some(bid) = bid {
+            self.buffers.give_back(bid);
+        }
+        let cancelled = flow.cancel_requested;
+        match -result {
+            0 => {
+                self.shard.handle_event(now, key, Event::Eof { dir });
+            }
+            libc::ENOBUFS => {
+                // The ring ran dry: wait for buffers to come back, invisibly to the core.
+                if cancelled {
+                    self.shard.handle_event(now, key, Event::RecvEnded { dir });
+                } else {
+                    flow.parked = Some(Parked::NoBuffers);
+                    self.counters.parked_no_buffers += 1;
+                    self.starved.push((key, dir));
+                }
+            }
+            libc::ECANCELED => {
+                self.shard.handle_event(now, key, Event::RecvEnded { dir });
+            }
+            _ => {
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.source() });
+            }
+        }
+        Ok(())
+    }
+
+    fn spliced_in(
+        &mut self,
+        now: Instant,
+        key: crate::core::slot::SlotKey,
+        dir: Dir,
+        result: i32,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let flow = io.flow(dir);
+        flow.recv_in_flight = false;
+        if result > 0 {
+            flow.pipe_bytes += result as u64;
+            let event = Event::Received {
+                dir,
+                bytes: result as u64,
+                armed: false,
+            };
+            self.shard.handle_event(now, key, event);
+            return Ok(());
+        }
+        let cancelled = flow.cancel_requested;
+        let pipe_has_bytes = flow.pipe_bytes > 0;
+        match -result {
+            0 => {
+                self.shard.handle_event(now, key, Event::Eof { dir });
+            }
+            libc::EAGAIN if cancelled => {
+                self.shard.handle_event(now, key, Event::RecvEnded { dir });
+            }
+            libc::EAGAIN => {
+                self.counters.splice_eagain += 1;
+                if pipe_has_bytes {
+                    // The pipe ran out of slots before bytes: resume after a splice out.
+                    flow.parked = Some(Parked::PipeFull);
+                    self.counters.parked_pipe_full += 1;
+                } else {
+                    // Readable, yet nothing to splice: a spurious wake-up. Poll again.
+                    self.submit_splice_in(now, key, dir)?;
+                }
+            }
+            libc::ECANCELED => {
+                self.shard.handle_event(now, key, Event::RecvEnded { dir });
+            }
+            _ => {
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.source() });
+            }
+        }
+        Ok(())
+    }
+}

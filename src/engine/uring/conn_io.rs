@@ -1,0 +1,94 @@
+//! What the io_uring engine keeps per connection: sockets, queued buffers, pipes, and the count
+//! of operations still in flight (the slot is freed only when it reaches zero).
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use socket2::{SockAddr, Socket};
+
+use crate::core::conn::{Dir, Side};
+use crate::sys::pipe::Pipe;
+
+/// Received bytes `from..to` of buffer `bid`, waiting to be sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub bid: u16,
+    pub from: u32,
+    pub to: u32,
+}
+
+/// Why a receive the core asked for is not in flight yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parked {
+    /// Every receive buffer is held: retried when buffers come back.
+    NoBuffers,
+    /// The pipe has no free slot (it is full of small segments): retried after a splice out.
+    PipeFull,
+}
+
+/// One direction's I/O state.
+#[derive(Debug, Default)]
+pub struct FlowIo {
+    /// Copy mode: received buffers in order, the head possibly partly sent.
+    pub chunks: VecDeque<Chunk>,
+    /// Splice mode: the pipe, taken from the worker's pool on first use.
+    pub pipe: Option<Pipe>,
+    /// Bytes spliced into the pipe and not yet out of it.
+    pub pipe_bytes: u64,
+    /// A receive (or poll + splice) is in flight.
+    pub recv_in_flight: bool,
+    /// The receive in flight is multishot.
+    pub recv_multishot: bool,
+    /// Pool mode: the buffer the receive in flight writes into.
+    pub recv_buffer: Option<u16>,
+    /// The receive was asked for but waits for a resource.
+    pub parked: Option<Parked>,
+    /// The core asked to stop the receive in flight.
+    pub cancel_requested: bool,
+    /// Splice out: bytes asked for, kept for a retry after `EAGAIN`.
+    pub splice_out_len: u32,
+}
+
+/// Per-connection state of the io_uring engine.
+#[derive(Debug)]
+pub struct ConnIo {
+    pub client: Socket,
+    pub backend: Option<Socket>,
+    /// The connect's address: the kernel reads it during the connect, so it lives here.
+    pub backend_addr: Option<SockAddr>,
+    /// Submissions whose final completion has not arrived.
+    pub in_flight: u32,
+    /// `Some(reset)` once the core said Close.
+    pub closing: Option<bool>,
+    /// The cancel-everything for closing has been submitted.
+    pub cancel_sent: bool,
+    pub flows: [FlowIo; 2],
+}
+
+impl ConnIo {
+    /// State for a freshly accepted client.
+    pub fn new(client: Socket) -> Self {
+        ConnIo {
+            client,
+            backend: None,
+            backend_addr: None,
+            in_flight: 0,
+            closing: None,
+            cancel_sent: false,
+            flows: [FlowIo::default(), FlowIo::default()],
+        }
+    }
+
+    /// The socket on `side`, if it exists.
+    pub fn socket(&self, side: Side) -> Option<BorrowedFd<'_>> {
+        match side {
+            Side::Client => Some(self.client.as_fd()),
+            Side::Backend => self.backend.as_ref().map(AsFd::as_fd),
+        }
+    }
+
+    /// One direction's state.
+    pub fn flow(&mut self, dir: Dir) -> &mut FlowIo {
+        &mut self.flows[dir.index()]
+    }
+}

@@ -1,0 +1,456 @@
+//! Carrying out the core's actions as io_uring submissions.
+//!
+//! Every `push` here names memory that the connection's slot owns (its sockets, its connect
+//! address, buffers it holds, its pipe) or that the worker owns for its whole life (the buffer
+//! region, the connect timeout). A slot is freed only once its `in_flight` count is back to zero,
+//! that is after the final completion of everything it submitted; that is the invariant each
+//! `SAFETY` comment below relies on.
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use io_uring::{opcode, squeue, types};
+use socket2::SockAddr;
+
+use super::conn_io::{Chunk, Parked};
+use super::token::Op;
+use super::worker::Worker;
+use crate::core::backend::BackendId;
+use crate::core::conn::{Action, Dir, Event, Side, Via};
+use crate::core::slot::{SlotKey, UserData};
+use crate::engine::op::{Connect, Recv, RecvMulti, RecvSelect, Send, Shutdown, Splice};
+use crate::engine::{EngineError, socket};
+
+fn tag(op: Op, key: SlotKey) -> u64 {
+    UserData::new(op.code(), key).0
+}
+
+fn queue_error(err: std::io::Error) -> EngineError {
+    EngineError::io("queueing a submission", err)
+}
+
+impl Worker {
+    /// Drain the shard's actions into submissions.
+    pub(super) fn carry_out_actions(&mut self, now: Instant) -> Result<(), EngineError> {
+        while let Some((key, action)) = self.shard.poll_action() {
+            match action {
+                Action::Connect { backend, .. } => self.connect(now, key, backend)?,
+                Action::Recv { dir, via } => {
+                    if let Some(io) = self.shard.io_mut(key) {
+                        io.flow(dir).cancel_requested = false;
+                    }
+                    match via {
+                        Via::Copy => self.submit_copy_recv(now, key, dir)?,
+                        Via::Splice => self.submit_splice_in(now, key, dir)?,
+                    }
+                }
+                Action::CancelRecv { dir } => self.cancel_recv(now, key, dir)?,
+                Action::Send { dir, via, queued } => match via {
+                    Via::Copy => self.submit_copy_send(now, key, dir)?,
+                    Via::Splice => {
+                        let len = u32::try_from(queued).unwrap_or(u32::MAX);
+                        self.submit_splice_out(now, key, dir, len, false)?;
+                    }
+                },
+                Action::ShutdownWrite { side } => self.shutdown_write(key, side)?,
+                Action::Close { reset, .. } => self.close(key, reset)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        backend: BackendId,
+    ) -> Result<(), EngineError> {
+        let socket = self
+            .shard
+            .backend_addr(key, backend)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+            .and_then(|addr| Ok((socket::backend(addr, true)?, SockAddr::from(addr))));
+        let (socket, addr) = match socket {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%err, "cannot create a backend socket");
+                self.shard
+                    .handle_event(now, key, Event::ConnectFailed { timed_out: false });
+                return Ok(());
+            }
+        };
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        // Any earlier attempt's connect has completed (its failure is what led here), so its
+        // socket can be closed now.
+        io.backend = Some(socket);
+        io.backend_addr = Some(addr);
+        let (Some(sock), Some(addr)) = (io.backend.as_ref(), io.backend_addr.as_ref()) else {
+            return Ok(());
+        };
+        let connect = Connect {
+            socket: sock.as_fd(),
+            addr,
+        }
+        .sqe()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(tag(Op::Connect, key));
+        let timeout = opcode::LinkTimeout::new(&self.connect_timeout)
+            .build()
+            .user_data(tag(Op::ConnectTimeout, key));
+        io.in_flight += 2;
+        // SAFETY: the socket and address live in the slot until the connect's completion.
+        unsafe { self.ring.push(&connect) }.map_err(queue_error)?;
+        // SAFETY: the timespec lives in the worker, which outlives every submission.
+        unsafe { self.ring.push(&timeout) }.map_err(queue_error)
+    }
+
+    /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
+    pub(super) fn submit_copy_recv(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+    ) -> Result<(), EngineError> {
+        let pooled = if self.buffers.is_ring() {
+            None
+        } else {
+            match self.buffers.take() {
+                Some(bid) => Some(bid),
+                None => {
+                    self.park(key, dir, Parked::NoBuffers);
+                    return Ok(());
+                }
+            }
+        };
+        let multishot = self.plan.multishot_recv;
+        let size = self.buffers.size();
+        let target = pooled.map(|bid| self.buffers.recv_target(bid));
+        let Some(io) = self.shard.io_mut(key) else {
+            if let Some(bid) = pooled {
+                self.buffers.give_back(bid);
+            }
+            return Ok(());
+        };
+        let Some(source) = io.socket(dir.source()) else {
+            self.shard
+                .handle_event(now, key, Event::Failed { side: dir.source() });
+            return Ok(());
+        };
+        let entry = match target {
+            Some((ptr, len)) => {
+                // SAFETY: `ptr..ptr+len` is buffer `bid` inside the worker's buffer region,
+                // which this connection now holds exclusively (taken from the free list above)
+                // until the receive completes and the buffer is queued or given back.
+                let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) };
+                Recv {
+                    socket: source,
+                    buf,
+                }
+                .sqe()
+            }
+            None if multishot => RecvMulti {
+                socket: source,
+                group: super::buf_ring::GROUP,
+            }
+            .sqe(),
+            None => RecvSelect {
+                socket: source,
+                group: super::buf_ring::GROUP,
+                len: size,
+            }
+            .sqe(),
+        }
+        .user_data(tag(Op::Recv(dir), key));
+        let flow = io.flow(dir);
+        flow.recv_in_flight = true;
+        flow.recv_multishot = target.is_none() && multishot;
+        flow.recv_buffer = pooled;
+        flow.parked = None;
+        io.in_flight += 1;
+        // SAFETY: the socket lives in the slot; the kernel writes only into a buffer this
+        // connection holds (pool) or one it selects from the registered ring (ring), both inside
+        // the worker's buffer region, which outlives the ring.
+        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+    }
+
+    /// A splice-mode receive: wait for the source to be readable, then splice into the pipe.
+    /// The two are linked: the splice starts only when the poll has fired.
+    pub(super) fn submit_splice_in(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+    ) -> Result<(), EngineError> {
+        let needs_pipe = self
+            .shard
+            .io_mut(key)
+            .is_some_and(|io| io.flow(dir).pipe.is_none());
+        let fresh = if needs_pipe {
+            match self.pipes.get() {
+                Ok(pipe) => Some(pipe),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot create a pipe; closing the connection");
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: dir.source() });
+                    return Ok(());
+                }
+            }
+        } else {
+            None
+        };
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        if let Some(pipe) = fresh {
+            io.flow(dir).pipe = Some(pipe);
+        }
+        let source = match dir.source() {
+            Side::Client => &io.client,
+            Side::Backend => match &io.backend {
+                Some(socket) => socket,
+                None => return Ok(()),
+            },
+        };
+        let flow = &io.flows[dir.index()];
+        let Some(pipe) = flow.pipe.as_ref() else {
+            return Ok(());
+        };
+        let free = (pipe.capacity() as u64).saturating_sub(flow.pipe_bytes);
+        if free == 0 {
+            self.park(key, dir, Parked::PipeFull);
+            return Ok(());
+        }
+        let poll = opcode::PollAdd::new(
+            types::Fd(std::os::fd::AsRawFd::as_raw_fd(source)),
+            (libc::POLLIN | libc::POLLRDHUP) as u32,
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(tag(Op::PollIn(dir), key));
+        let splice = Splice {
+            from: source.as_fd(),
+            to: pipe.write_end(),
+            len: u32::try_from(free).unwrap_or(u32::MAX),
+        }
+        .sqe()
+        .user_data(tag(Op::SpliceIn(dir), key));
+        let flow = io.flow(dir);
+        flow.recv_in_flight = true;
+        flow.recv_multishot = false;
+        flow.parked = None;
+        io.in_flight += 2;
+        // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
+        unsafe { self.ring.push(&poll) }.map_err(queue_error)?;
+        // SAFETY: the socket and the pipe live in the slot until the splice's completion.
+        unsafe { self.ring.push(&splice) }.map_err(queue_error)
+    }
+
+    fn park(&mut self, key: SlotKey, dir: Dir, why: Parked) {
+        if let Some(io) = self.shard.io_mut(key) {
+            let flow = io.flow(dir);
+            flow.recv_in_flight = false;
+            flow.parked = Some(why);
+            match why {
+                Parked::NoBuffers => {
+                    self.counters.parked_no_buffers += 1;
+                    self.starved.push((key, dir));
+                }
+                Parked::PipeFull => self.counters.parked_pipe_full += 1,
+            }
+        }
+    }
+
+    /// Receives parked for lack of buffers try again once some are free.
+    pub(super) fn retry_starved(&mut self, now: Instant) -> Result<(), EngineError> {
+        if self.starved.is_empty() || !self.buffers.any_free() {
+            return Ok(());
+        }
+        for (key, dir) in std::mem::take(&mut self.starved) {
+            let parked = self
+                .shard
+                .io_mut(key)
+                .filter(|io| io.closing.is_none())
+                .is_some_and(|io| io.flow(dir).parked == Some(Parked::NoBuffers));
+            if parked {
+                self.submit_copy_recv(now, key, dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn cancel_recv(&mut self, now: Instant, key: SlotKey, dir: Dir) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let flow = io.flow(dir);
+        if !flow.recv_in_flight {
+            // Parked or already finished: nothing is in the kernel, so it has stopped.
+            flow.parked = None;
+            self.shard.handle_event(now, key, Event::RecvEnded { dir });
+            return Ok(());
+        }
+        flow.cancel_requested = true;
+        // A splice receive is cancelled through its poll; the linked splice then fails with
+        // ECANCELED (or completes, if the poll had already fired).
+        let target = if flow.pipe.is_some() && !flow.recv_multishot && flow.recv_buffer.is_none() {
+            Op::PollIn(dir)
+        } else {
+            Op::Recv(dir)
+        };
+        let cancel = opcode::AsyncCancel::new(tag(target, key))
+            .build()
+            .user_data(tag(Op::Cancel, key));
+        io.in_flight += 1;
+        // SAFETY: a cancel names its target by user_data and points to no memory.
+        unsafe { self.ring.push(&cancel) }.map_err(queue_error)
+    }
+
+    fn submit_copy_send(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let head = io.flows[dir.index()].chunks.front().copied();
+        let (Some(Chunk { bid, from, to }), Some(sink)) = (head, io.socket(dir.sink())) else {
+            // The core asked to send bytes this engine does not hold: a bug, but never a panic.
+            tracing::error!(?dir, "send requested with nothing queued; closing");
+            self.shard
+                .handle_event(now, key, Event::Failed { side: dir.sink() });
+            return Ok(());
+        };
+        let entry = Send {
+            socket: sink,
+            buf: self.buffers.bytes(bid, from, to),
+        }
+        .sqe()
+        .user_data(tag(Op::Send(dir), key));
+        io.in_flight += 1;
+        // SAFETY: the buffer stays held by this connection (queued in `chunks`) until the send
+        // completes; the socket lives in the slot.
+        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+    }
+
+    /// Splice `len` bytes out of the pipe into the sink; after `EAGAIN`, first wait for the sink
+    /// to become writable (`after_poll`).
+    pub(super) fn submit_splice_out(
+        &mut self,
+        _now: Instant,
+        key: SlotKey,
+        dir: Dir,
+        len: u32,
+        after_poll: bool,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let sink = match dir.sink() {
+            Side::Client => &io.client,
+            Side::Backend => match &io.backend {
+                Some(socket) => socket,
+                None => return Ok(()),
+            },
+        };
+        let Some(pipe) = io.flows[dir.index()].pipe.as_ref() else {
+            return Ok(());
+        };
+        let splice = Splice {
+            from: pipe.read_end(),
+            to: sink.as_fd(),
+            len,
+        }
+        .sqe()
+        .user_data(tag(Op::SpliceOut(dir), key));
+        let poll = after_poll.then(|| {
+            opcode::PollAdd::new(
+                types::Fd(std::os::fd::AsRawFd::as_raw_fd(sink)),
+                libc::POLLOUT as u32,
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(tag(Op::PollOut(dir), key))
+        });
+        io.flow(dir).splice_out_len = len;
+        io.in_flight += 1 + u32::from(poll.is_some());
+        if let Some(poll) = &poll {
+            // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
+            unsafe { self.ring.push(poll) }.map_err(queue_error)?;
+        }
+        // SAFETY: the socket and the pipe live in the slot until the splice's completion.
+        unsafe { self.ring.push(&splice) }.map_err(queue_error)
+    }
+
+    fn shutdown_write(&mut self, key: SlotKey, side: Side) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let Some(socket) = io.socket(side) else {
+            return Ok(());
+        };
+        let entry = Shutdown { socket }.sqe().user_data(tag(Op::Shutdown, key));
+        io.in_flight += 1;
+        // SAFETY: the socket lives in the slot until the completion arrived.
+        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+    }
+
+    /// Begin closing: cancel everything in flight; the slot is finalized when the last
+    /// completion arrives (or now, if nothing is in flight).
+    fn close(&mut self, key: SlotKey, reset: bool) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        io.closing = Some(reset);
+        for flow in &mut io.flows {
+            flow.parked = None;
+        }
+        if io.in_flight == 0 {
+            self.finalize(key);
+            return Ok(());
+        }
+        io.cancel_sent = true;
+        let fds: Vec<i32> = [Side::Client, Side::Backend]
+            .into_iter()
+            .filter_map(|side| io.socket(side))
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .collect();
+        io.in_flight += fds.len() as u32;
+        for fd in fds {
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(tag(Op::Cancel, key));
+            // SAFETY: a cancel names its targets by fd number and points to no memory.
+            unsafe { self.ring.push(&cancel) }.map_err(queue_error)?;
+        }
+        Ok(())
+    }
+
+    /// Free a closed connection whose last completion has arrived: return its buffers and
+    /// pipes, close its sockets (abortively for a reset), and release its slot.
+    pub(super) fn finalize(&mut self, key: SlotKey) {
+        let Some(io) = self.shard.release(key) else {
+            return;
+        };
+        for flow in io.flows {
+            for chunk in flow.chunks {
+                self.buffers.give_back(chunk.bid);
+            }
+            if let Some(bid) = flow.recv_buffer {
+                self.buffers.give_back(bid);
+            }
+            if let Some(pipe) = flow.pipe {
+                self.pipes.put(pipe, flow.pipe_bytes == 0);
+            }
+        }
+        if io.closing == Some(true) {
+            for socket in std::iter::once(&io.client).chain(io.backend.as_ref()) {
+                let _ = socket::set_reset_on_close(socket);
+            }
+        }
+        // Dropping the sockets closes them: nothing in the kernel refers to them any more.
+    }
+}

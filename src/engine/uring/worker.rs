@@ -1,0 +1,299 @@
+//! One io_uring worker: its ring, listeners, buffers, pipes and shard, and the loop that drives
+//! them. Submitting actions lives in `submit.rs`, handling completions in `complete.rs`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+use socket2::Socket;
+
+use super::buf_ring::Buffers;
+use super::conn_io::ConnIo;
+use super::probe::Plan;
+use super::ring::Ring;
+use super::token::Op;
+use crate::config::Config;
+use crate::core::balance::{Algorithm, PoolSnapshot};
+use crate::core::conn::Dir;
+use crate::core::shard::Shard;
+use crate::core::slot::{SlotKey, UserData};
+use crate::engine::op::Accept;
+use crate::engine::signal::Shutdown;
+use crate::engine::worker::WorkerInfo;
+use crate::engine::{EngineError, plan, socket};
+use crate::sys::pipe::PipePool;
+
+/// The loop wakes at least this often, to notice a shutdown request and re-arm backed-off
+/// accepts.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// After EMFILE and similar, accepting on a listener pauses this long.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One listening socket and the state of its accept.
+pub(super) struct Listening {
+    pub socket: Option<Socket>,
+    /// An accept for it is in flight (multishot: until its final completion).
+    pub armed: bool,
+    /// Accepting resumes at this time after a resource error.
+    pub paused_until: Option<Instant>,
+    /// Whether picks need the client's address (source hashing).
+    pub needs_peer: bool,
+}
+
+/// Counters for logs and benchmarks.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Counters {
+    pub accept_errors: u64,
+    pub parked_no_buffers: u64,
+    pub parked_pipe_full: u64,
+    pub splice_eagain: u64,
+}
+
+/// Everything one worker owns. Field order matters: `ring` is dropped before `buffers`, so the
+/// kernel never holds a registered buffer ring whose memory is gone.
+pub(super) struct Worker {
+    pub ring: Ring,
+    pub buffers: Buffers,
+    pub shard: Shard<ConnIo>,
+    pub listeners: Vec<Listening>,
+    pub pipes: PipePool,
+    pub plan: Plan,
+    /// The connect timeout, read by the kernel when the linked timeout is submitted.
+    pub connect_timeout: types::Timespec,
+    /// Accept and accept-cancel operations in flight (they belong to no connection).
+    pub internal_in_flight: u32,
+    /// Receives waiting for buffers to come back.
+    pub starved: Vec<(SlotKey, Dir)>,
+    pub counters: Counters,
+    pub completions: Vec<(u64, i32, u32)>,
+    pub index: usize,
+    /// Shutdown has begun: no new clients.
+    pub stopping: bool,
+}
+
+impl Worker {
+    pub fn new(
+        info: WorkerInfo,
+        config: &Config,
+        plan: Plan,
+        pools: Vec<Arc<PoolSnapshot>>,
+    ) -> Result<Worker, EngineError> {
+        let tuning = &config.tuning;
+        let ring = Ring::new(tuning.ring_entries, &plan, tuning.iowq_max_workers)
+            .map_err(|e| EngineError::io("creating the io_uring instance", e))?;
+        let count = u16::try_from(tuning.buffer_count).unwrap_or(32768);
+        let buffers = if plan.buffer_ring {
+            Buffers::ring(ring.raw(), count, tuning.buffer_size)
+        } else {
+            Buffers::pool(count, tuning.buffer_size)
+        }
+        .map_err(|e| EngineError::io("setting up receive buffers", e))?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let socket = socket::listener(listener.bind, listener.backlog, true)
+                .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
+            let needs_peer = config.pools[listener.pool].algorithm == Algorithm::SourceHash;
+            listeners.push(Listening {
+                socket: Some(socket),
+                armed: false,
+                paused_until: None,
+                needs_peer,
+            });
+        }
+        let now = Instant::now();
+        let shard = Shard::new(
+            now,
+            plan::listener_policies(config, true),
+            pools,
+            tuning.max_connections as usize,
+            0x5eed_0000 + info.index as u64,
+        );
+        Ok(Worker {
+            ring,
+            buffers,
+            shard,
+            listeners,
+            pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
+            plan,
+            connect_timeout: types::Timespec::from(config.timeouts.connect),
+            internal_in_flight: 0,
+            starved: Vec::new(),
+            counters: Counters::default(),
+            completions: Vec::with_capacity(1024),
+            index: info.index,
+            stopping: false,
+        })
+    }
+
+    /// Serve until `shutdown` is requested, then drain for up to `grace`.
+    pub fn run(&mut self, shutdown: &Shutdown, grace: Duration) -> Result<(), EngineError> {
+        let mut stopping: Option<Instant> = None;
+        let mut aborted = false;
+        loop {
+            let now = Instant::now();
+            if stopping.is_none() && shutdown.requested() {
+                stopping = Some(now + grace);
+                self.stopping = true;
+                self.stop_accepting();
+                tracing::info!(worker = self.index, open = self.shard.len(), "draining");
+            }
+            if let Some(deadline) = stopping {
+                if now >= deadline && !aborted && !self.shard.is_empty() {
+                    tracing::info!(worker = self.index, open = self.shard.len(), "grace over");
+                    self.shard.abort_all();
+                    aborted = true;
+                }
+                if self.shard.is_empty() && self.internal_in_flight == 0 {
+                    break;
+                }
+            } else {
+                self.arm_accepts(now)?;
+            }
+            self.shard.handle_timeouts(now);
+            self.carry_out_actions(now)?;
+            self.retry_starved(now)?;
+
+            let wait = self
+                .shard
+                .next_timeout()
+                .map_or(MAX_WAIT, |t| t.saturating_duration_since(now).min(MAX_WAIT));
+            self.ring
+                .submit_and_wait(wait)
+                .map_err(|e| EngineError::io("io_uring_enter", e))?;
+            let now = Instant::now();
+            let mut completions = std::mem::take(&mut self.completions);
+            self.ring.drain(&mut completions);
+            for &(user_data, result, flags) in &completions {
+                self.complete(now, UserData(user_data), result, flags)?;
+            }
+            completions.clear();
+            self.completions = completions;
+        }
+        let stats = self.shard.stats();
+        tracing::info!(
+            worker = self.index,
+            accepted = stats.accepted,
+            closed = stats.closed,
+            enters = self.ring.enters(),
+            pipes_created = self.pipes.created(),
+            buffers_held = self.buffers.held(),
+            ?self.counters,
+            "worker stopped"
+        );
+        Ok(())
+    }
+
+    /// Arm an accept on every listener that has none in flight.
+    fn arm_accepts(&mut self, now: Instant) -> Result<(), EngineError> {
+        for index in 0..self.listeners.len() {
+            let listening = &mut self.listeners[index];
+            if listening.armed || listening.paused_until.is_some_and(|t| now < t) {
+                continue;
+            }
+            let Some(socket) = &listening.socket else {
+                continue;
+            };
+            let accept = Accept {
+                listener: socket.as_fd(),
+            };
+            let entry = if self.plan.multishot_accept {
+                accept.sqe_multishot()
+            } else {
+                accept.sqe()
+            }
+            .user_data(UserData::internal_indexed(Op::Accept.code(), index as u32).0);
+            // SAFETY: the listening socket stays open until its accept has completed for the
+            // last time (`stop_accepting` cancels, and the socket is closed only when `armed`
+            // drops in `accepted`); accept writes no user memory (null address pointers).
+            unsafe { self.ring.push(&entry) }.map_err(|e| EngineError::io("queueing accept", e))?;
+            listening.armed = true;
+            listening.paused_until = None;
+            self.internal_in_flight += 1;
+        }
+        Ok(())
+    }
+
+    /// Stop taking clients: cancel armed accepts; close idle listeners now.
+    fn stop_accepting(&mut self) {
+        for index in 0..self.listeners.len() {
+            let listening = &mut self.listeners[index];
+            if !listening.armed {
+                listening.socket = None;
+                continue;
+            }
+            let Some(socket) = &listening.socket else {
+                continue;
+            };
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+            )))
+            .build()
+            .user_data(UserData::internal_indexed(Op::Cancel.code(), u32::MAX).0);
+            // SAFETY: a cancel names its target by fd number and points to no memory.
+            if unsafe { self.ring.push(&cancel) }.is_ok() {
+                self.internal_in_flight += 1;
+            }
+        }
+    }
+
+    /// A completion of a listener's accept.
+    pub(super) fn accepted(&mut self, now: Instant, index: usize, result: i32, more: bool) {
+        let stopping = self.stopping;
+        let Some(listening) = self.listeners.get_mut(index) else {
+            return;
+        };
+        if !more {
+            listening.armed = false;
+            self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
+        }
+        if result < 0 {
+            let errno = -result;
+            if errno != libc::ECANCELED {
+                self.counters.accept_errors += 1;
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Pause this listener and
+                // keep serving the connections we have; the kernel queues new clients.
+                if self.counters.accept_errors.is_power_of_two() {
+                    tracing::warn!(
+                        worker = self.index,
+                        error = %std::io::Error::from_raw_os_error(errno),
+                        "accept failed; backing off"
+                    );
+                }
+                listening.paused_until = Some(now + ACCEPT_BACKOFF);
+            }
+            if !listening.armed && stopping {
+                listening.socket = None;
+            }
+            return;
+        }
+        // SAFETY: a successful accept completion's result is a new fd that nothing else owns.
+        let client = Socket::from(unsafe { OwnedFd::from_raw_fd(result) });
+        if stopping {
+            // Shutting down: a client accepted in the race is closed at once.
+            if !listening.armed {
+                listening.socket = None;
+            }
+            return;
+        }
+        let peer = if listening.needs_peer {
+            client
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.ip())
+        } else {
+            None
+        };
+        // Without source hashing the client address does not affect the pick: skip the
+        // getpeername call.
+        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if let Err(err) = socket::client(&client) {
+            tracing::debug!(%err, "setting TCP_NODELAY on a client");
+        }
+        if let Err((refused, _io)) = self.shard.accept(now, index, peer, ConnIo::new(client)) {
+            tracing::debug!(?refused, "client refused");
+        }
+    }
+}
