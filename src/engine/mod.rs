@@ -54,6 +54,15 @@ pub fn run(config: Config) -> Result<(), EngineError> {
     }
 }
 
+/// Run until `shutdown` is requested, by a signal or by the caller (the demo, tests).
+pub fn run_until(config: Config, shutdown: signal::Shutdown) -> Result<(), EngineError> {
+    match config.engine {
+        EngineKind::Uring => uring::run_until(config, shutdown),
+        EngineKind::Epoll => Err(EngineError::NotBuilt("epoll (in-process)")),
+        EngineKind::Blocking => Err(EngineError::NotBuilt("blocking (in-process)")),
+    }
+}
+
 /// A human-readable report of the kernel features ringlb probes and what it will use.
 pub fn doctor() -> Result<String, EngineError> {
     uring::probe::report()

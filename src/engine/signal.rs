@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Set once SIGTERM or SIGINT arrived (or [`Shutdown::request`] was called).
+/// Set once SIGTERM or SIGINT arrived (or [`Shutdown::request`] was called). It also carries
+/// the opposite news for in-process callers: that every worker is up.
 #[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     flag: Arc<AtomicBool>,
+    up: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -32,6 +34,16 @@ impl Shutdown {
     /// Ask every worker to stop (tests, the demo).
     pub fn request(&self) {
         self.flag.store(true, Ordering::Relaxed);
+    }
+
+    /// Record that every worker has finished its set-up.
+    pub fn mark_up(&self) {
+        self.up.store(true, Ordering::Release);
+    }
+
+    /// True once every worker has finished its set-up (listeners bound on all of them).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
     }
 
     /// True once a stop was asked for.

@@ -45,6 +45,21 @@ pub fn run_pinned<F>(
 where
     F: Fn(WorkerInfo, &Ready) -> Result<(), EngineError> + Send + Sync + Clone + 'static,
 {
+    run_pinned_notify(cpus, name, body, on_setup_failure, || {})
+}
+
+/// [`run_pinned`], calling `on_up` once every worker has finished its set-up (all listeners
+/// bound), so that a caller in the same process knows when connections spread over all workers.
+pub fn run_pinned_notify<F>(
+    cpus: &[usize],
+    name: &str,
+    body: F,
+    on_setup_failure: impl Fn(),
+    on_up: impl Fn(),
+) -> Result<(), EngineError>
+where
+    F: Fn(WorkerInfo, &Ready) -> Result<(), EngineError> + Send + Sync + Clone + 'static,
+{
     let (tx, rx) = mpsc::channel();
     let mut handles = Vec::with_capacity(cpus.len());
     for (index, &cpu) in cpus.iter().enumerate() {
@@ -81,6 +96,7 @@ where
     }
     if first_error.is_none() {
         tracing::info!(workers = cpus.len(), "ringlb is up");
+        on_up();
     }
     let mut result = Ok(());
     for (index, handle) in handles.into_iter().enumerate() {

@@ -108,9 +108,15 @@ impl ConnHandle {
     /// `ShutdownWrite { side }`.
     pub fn shutdown_write(&self, side: Side) -> io::Result<()> {
         match side {
-            Side::Client => (op::Shutdown { socket: self.client.as_fd() }).run(),
+            Side::Client => (op::Shutdown {
+                socket: self.client.as_fd(),
+            })
+            .run(),
             Side::Backend => match &*lock(&self.backend) {
-                Some(sock) => (op::Shutdown { socket: sock.as_fd() }).run(),
+                Some(sock) => (op::Shutdown {
+                    socket: sock.as_fd(),
+                })
+                .run(),
                 None => Err(io::ErrorKind::NotConnected.into()),
             },
         }
@@ -173,7 +179,11 @@ impl ConnHandle {
 pub fn connection(shared: Arc<Shared>, handle: Arc<ConnHandle>, key: SlotKey) {
     if let Some(backend) = connect_phase(&shared, &handle, key) {
         handle.threads.fetch_add(1, Ordering::AcqRel);
-        let (s, h, b) = (Arc::clone(&shared), Arc::clone(&handle), Arc::clone(&backend));
+        let (s, h, b) = (
+            Arc::clone(&shared),
+            Arc::clone(&handle),
+            Arc::clone(&backend),
+        );
         let spawned = std::thread::Builder::new()
             .name("ringlb-conn".into())
             .stack_size(STACK_SIZE)
@@ -204,7 +214,10 @@ fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<A
         let addr = handle.next_connect()?;
         // A socket of an earlier attempt is closed first.
         lock(&handle.backend).take();
-        match addr.ok_or_else(|| io::Error::other("backend has no address")).and_then(|a| connect(a, shared.connect_timeout)) {
+        match addr
+            .ok_or_else(|| io::Error::other("backend has no address"))
+            .and_then(|a| connect(a, shared.connect_timeout))
+        {
             Ok(sock) => {
                 let sock = Arc::new(sock);
                 *lock(&handle.backend) = Some(Arc::clone(&sock));
@@ -250,7 +263,11 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
             Order::Closed => return,
             Order::Recv(via) => match receive(&mut queue, source, via, shared) {
                 Ok(0) => Event::Eof { dir },
-                Ok(n) => Event::Received { dir, bytes: n as u64, armed: false },
+                Ok(n) => Event::Received {
+                    dir,
+                    bytes: n as u64,
+                    armed: false,
+                },
                 Err(err) => {
                     tracing::debug!(?dir, %err, "receive failed");
                     Event::Failed { side: dir.source() }
@@ -259,7 +276,10 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
             Order::Send(via, queued) => match send(&mut queue, sink, via, queued, handle) {
                 // The connection closed while the sink was full.
                 Ok(0) => return,
-                Ok(n) => Event::Sent { dir, bytes: n as u64 },
+                Ok(n) => Event::Sent {
+                    dir,
+                    bytes: n as u64,
+                },
                 Err(err) => {
                     tracing::debug!(?dir, %err, "send failed");
                     Event::Failed { side: dir.sink() }
@@ -275,7 +295,12 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
 }
 
 /// One blocking receive; 0 means end of stream.
-fn receive(queue: &mut Queue, source: BorrowedFd<'_>, via: Via, shared: &Shared) -> io::Result<usize> {
+fn receive(
+    queue: &mut Queue,
+    source: BorrowedFd<'_>,
+    via: Via,
+    shared: &Shared,
+) -> io::Result<usize> {
     match via {
         Via::Copy => {
             if queue.buf.is_empty() {
@@ -292,7 +317,12 @@ fn receive(queue: &mut Queue, source: BorrowedFd<'_>, via: Via, shared: &Shared)
                 return Err(io::Error::other("receive into a full buffer"));
             }
             loop {
-                match (op::Recv { socket: source, buf: &mut queue.buf[queue.tail..] }).run() {
+                match (op::Recv {
+                    socket: source,
+                    buf: &mut queue.buf[queue.tail..],
+                })
+                .run()
+                {
                     Ok(n) => {
                         queue.tail += n;
                         return Ok(n);
@@ -306,7 +336,9 @@ fn receive(queue: &mut Queue, source: BorrowedFd<'_>, via: Via, shared: &Shared)
             if queue.pipe.is_none() {
                 queue.pipe = Some(Pipe::new(shared.pipe_size)?);
             }
-            let Some(pipe) = &queue.pipe else { return Err(io::Error::other("no pipe")) };
+            let Some(pipe) = &queue.pipe else {
+                return Err(io::Error::other("no pipe"));
+            };
             let room = pipe.capacity().saturating_sub(queue.in_pipe);
             let len = u32::try_from(room).unwrap_or(u32::MAX);
             if len == 0 {
@@ -316,12 +348,22 @@ fn receive(queue: &mut Queue, source: BorrowedFd<'_>, via: Via, shared: &Shared)
                 // Splice never blocks (SPLICE_F_NONBLOCK): wait for the socket with poll.
                 // A shutdown of the socket on close wakes it.
                 wait_for(source, PollFlags::IN | PollFlags::RDHUP, None)?;
-                match (op::Splice { from: source, to: pipe.write_end(), len }).run() {
+                match (op::Splice {
+                    from: source,
+                    to: pipe.write_end(),
+                    len,
+                })
+                .run()
+                {
                     Ok(n) => {
                         queue.in_pipe += n;
                         return Ok(n);
                     }
-                    Err(err) if matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                        ) => {}
                     Err(err) => return Err(err),
                 }
             }
@@ -331,7 +373,13 @@ fn receive(queue: &mut Queue, source: BorrowedFd<'_>, via: Via, shared: &Shared)
 
 /// One blocking send of the queued bytes (possibly partial); `Ok(0)` if the connection closed
 /// while the sink was full.
-fn send(queue: &mut Queue, sink: BorrowedFd<'_>, via: Via, queued: u64, handle: &ConnHandle) -> io::Result<usize> {
+fn send(
+    queue: &mut Queue,
+    sink: BorrowedFd<'_>,
+    via: Via,
+    queued: u64,
+    handle: &ConnHandle,
+) -> io::Result<usize> {
     let want = usize::try_from(queued).unwrap_or(usize::MAX);
     loop {
         let attempt = match via {
@@ -340,15 +388,26 @@ fn send(queue: &mut Queue, sink: BorrowedFd<'_>, via: Via, queued: u64, handle: 
                 if len == 0 {
                     return Err(io::Error::other("send with nothing queued"));
                 }
-                (op::Send { socket: sink, buf: &queue.buf[queue.head..queue.head + len] }).run()
+                (op::Send {
+                    socket: sink,
+                    buf: &queue.buf[queue.head..queue.head + len],
+                })
+                .run()
             }
             Via::Splice => {
-                let Some(pipe) = &queue.pipe else { return Err(io::Error::other("splice send without a pipe")) };
+                let Some(pipe) = &queue.pipe else {
+                    return Err(io::Error::other("splice send without a pipe"));
+                };
                 let len = u32::try_from(want.min(queue.in_pipe)).unwrap_or(u32::MAX);
                 if len == 0 {
                     return Err(io::Error::other("splice send with an empty pipe"));
                 }
-                (op::Splice { from: pipe.read_end(), to: sink, len }).run()
+                (op::Splice {
+                    from: pipe.read_end(),
+                    to: sink,
+                    len,
+                })
+                .run()
             }
         };
         match attempt {

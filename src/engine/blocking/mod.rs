@@ -1,10 +1,136 @@
-//! The blocking engine (placeholder while it is being written).
+//! The blocking engine: the classic thread-per-connection design, as a baseline.
+//!
+//! One acceptor thread per listener (blocking `accept` with a 100 ms `SO_RCVTIMEO`, so that it
+//! notices shutdown), and per connection two threads with blocking sockets: the connection
+//! thread connects and then forwards upstream, a helper forwards downstream. All of them share
+//! one [`Shard`] behind one mutex ([`shared`]), locked once per event: connection-state
+//! decisions still come only from the core, and the lock contention is part of what this
+//! baseline measures. Copy, splice (a `poll` before each non-blocking splice) and auto modes all
+//! work.
+//!
+//! Timeouts: the connect timeout is a blocking connect with a timeout (so the core leaves it to
+//! the engine: `listener_policies(.., true)`); the idle timeout is the core's, driven by the
+//! supervising thread (the caller of [`run`]) calling `handle_timeouts` every [`TICK`]; a close
+//! shuts the connection's sockets down, which wakes its blocked threads.
+//!
+//! `tuning.max_connections` bounds connections in total (and so threads, two per connection):
+//! clients beyond it are closed at once.
 
-use super::EngineError;
+mod acceptor;
+mod conn;
+mod shared;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use self::shared::Shared;
+use super::signal::Shutdown;
+use super::{EngineError, plan, socket};
 use crate::config::Config;
+use crate::core::shard::Shard;
 
-/// Run the blocking data plane.
+/// How often the supervisor fires timers and looks at the shutdown flag.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// Run the blocking data plane until SIGTERM or SIGINT, then drain for up to `shutdown_grace`.
 pub fn run(config: Config) -> Result<(), EngineError> {
-    let _ = config;
-    Err(EngineError::NotBuilt("blocking"))
+    let shutdown =
+        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
+    run_until(config, shutdown)
+}
+
+/// Run the blocking data plane until `shutdown` is requested (by a signal, or by the caller: the
+/// demo, in-process tests), then drain for up to `shutdown_grace`.
+pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
+    match crate::sys::raise_nofile_limit() {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let socket = socket::listener(listener.bind, listener.backlog, false)
+            .and_then(|s| s.set_read_timeout(Some(acceptor::ACCEPT_WAKE)).map(|()| s))
+            .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
+        listeners.push(socket);
+    }
+    let tuning = &config.tuning;
+    let shard = Shard::new(
+        Instant::now(),
+        plan::listener_policies(&config, true),
+        plan::pool_snapshots(&config),
+        tuning.max_connections as usize,
+        0x9E37_79B9_7F4A_7C15,
+    );
+    let shared = Arc::new(Shared::new(
+        shard,
+        tuning.buffer_size as usize,
+        tuning.pipe_size as usize,
+        config.timeouts.connect,
+    ));
+    let mut acceptors = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (s, stop) = (Arc::clone(&shared), shutdown.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("ringlb-accept-{index}"))
+            .spawn(move || acceptor::run(listener, index, s, stop));
+        match spawned {
+            Ok(handle) => acceptors.push(handle),
+            Err(err) => {
+                shutdown.request();
+                for handle in acceptors {
+                    let _ = handle.join();
+                }
+                return Err(EngineError::io("spawning an acceptor thread", err));
+            }
+        }
+    }
+    tracing::info!(
+        listeners = acceptors.len(),
+        "ringlb is up (blocking engine)"
+    );
+    supervise(&shared, &shutdown, config.timeouts.shutdown_grace);
+    for handle in acceptors {
+        // An acceptor that panicked has stopped accepting; nothing else to do.
+        let _ = handle.join();
+    }
+    tracing::info!(stats = ?shared.stats(), "blocking engine stopped");
+    Ok(())
+}
+
+/// Fire timers every [`TICK`] until shutdown; then let connections finish for `grace`, abort
+/// the rest, and wait (bounded) for their threads to leave.
+fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration) {
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        thread::sleep(TICK);
+        let now = Instant::now();
+        shared.tick(now);
+        if shutdown.requested() && drain_until.is_none() {
+            drain_until = Some(now + grace);
+            tracing::info!(connections = shared.len(), "draining");
+        }
+        let Some(deadline) = drain_until else {
+            continue;
+        };
+        if shared.len() == 0 {
+            return;
+        }
+        if now >= deadline {
+            tracing::info!(connections = shared.len(), "grace period over; aborting");
+            shared.abort_all();
+            // Threads leave once woken; one still inside a connect leaves when it times out.
+            let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
+            while shared.len() > 0 && Instant::now() < limit {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if shared.len() > 0 {
+                tracing::warn!(
+                    connections = shared.len(),
+                    "connection threads still running at exit"
+                );
+            }
+            return;
+        }
+    }
 }

@@ -32,7 +32,12 @@ pub struct Shared {
 
 impl Shared {
     /// Share `shard`.
-    pub fn new(shard: Shard<Arc<ConnHandle>>, buffer_size: usize, pipe_size: usize, connect_timeout: Duration) -> Self {
+    pub fn new(
+        shard: Shard<Arc<ConnHandle>>,
+        buffer_size: usize,
+        pipe_size: usize,
+        connect_timeout: Duration,
+    ) -> Self {
         Shared {
             shard: Mutex::new(shard),
             buffer_size,
@@ -46,10 +51,17 @@ impl Shared {
     }
 
     /// Take a new client; its `Connect` is posted before this returns.
-    pub fn accept(&self, listener: usize, client: IpAddr, handle: Arc<ConnHandle>) -> Result<SlotKey, Refused> {
+    pub fn accept(
+        &self,
+        listener: usize,
+        client: IpAddr,
+        handle: Arc<ConnHandle>,
+    ) -> Result<SlotKey, Refused> {
         let now = Instant::now();
         let mut shard = self.lock();
-        let key = shard.accept(now, listener, client, handle).map_err(|(reason, _)| reason)?;
+        let key = shard
+            .accept(now, listener, client, handle)
+            .map_err(|(reason, _)| reason)?;
         drive(&mut shard, now);
         Ok(key)
     }
@@ -98,9 +110,13 @@ fn drive(shard: &mut Shard<Arc<ConnHandle>>, now: Instant) {
     let mut results: Vec<(SlotKey, Event)> = Vec::new();
     loop {
         while let Some((key, action)) = shard.poll_action() {
-            let Some(handle) = shard.io(key).cloned() else { continue };
+            let Some(handle) = shard.io(key).cloned() else {
+                continue;
+            };
             match action {
-                Action::Connect { backend, .. } => handle.post_connect(shard.backend_addr(key, backend)),
+                Action::Connect { backend, .. } => {
+                    handle.post_connect(shard.backend_addr(key, backend))
+                }
                 Action::Recv { dir, via } => handle.post_recv(dir, via),
                 Action::Send { dir, via, queued } => handle.post_send(dir, via, queued),
                 Action::CancelRecv { dir } => {

@@ -45,6 +45,12 @@ const MAX_IDLE_BUFFERS: usize = 1024;
 pub fn run(config: Config) -> Result<(), EngineError> {
     let shutdown =
         Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
+    run_until(config, shutdown)
+}
+
+/// Run the epoll data plane until `shutdown` is requested (by a signal, or by the caller: the
+/// demo, in-process tests), then drain for up to `shutdown_grace`.
+pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
     match crate::sys::raise_nofile_limit() {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),

@@ -392,5 +392,5 @@ impl Worker {
 
 /// The epoll data of listener `index`.
 fn listener_data(index: usize) -> u64 {
-    (u64::from(TAG_LISTENER) << 56) | (index as u64 & u64::from(u32::MAX))
+    UserData::internal_indexed(TAG_LISTENER, u32::try_from(index).unwrap_or(u32::MAX)).0
 }

@@ -47,7 +47,8 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     let grace = config.timeouts.shutdown_grace;
     let config = std::sync::Arc::new(config);
     let stop_others = shutdown.clone();
-    workers::run_pinned(
+    let up = shutdown.clone();
+    workers::run_pinned_notify(
         &cpus,
         "ringlb-uring",
         move |info, ready| {
@@ -56,5 +57,6 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
             worker.run(&shutdown, grace)
         },
         move || stop_others.request(),
+        move || up.mark_up(),
     )
 }

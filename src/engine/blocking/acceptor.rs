@@ -1,0 +1,120 @@
+//! One acceptor thread per listener: blocking `accept`, one connection thread per client.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::conn::{self, ConnHandle, SEND_WAKE, STACK_SIZE};
+use super::shared::Shared;
+use crate::core::conn::{Event, Side};
+use crate::engine::signal::Shutdown;
+use crate::engine::{op, socket};
+
+/// `SO_RCVTIMEO` of a listener: how often a blocked `accept` looks at the shutdown flag.
+pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
+/// How long accepting stops after running out of fds, memory or threads.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning of a kind per this interval; the rest are counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A warning that is logged at most once per [`WARN_INTERVAL`].
+#[derive(Debug, Default)]
+struct RateLimit {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + WARN_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Accept on `listener` (index `index`) until shutdown is requested; the listener is closed
+/// when this returns.
+pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdown) {
+    let mut exhausted = RateLimit::default();
+    let mut refused = RateLimit::default();
+    while !shutdown.requested() {
+        match (op::Accept {
+            listener: listener.as_fd(),
+        })
+        .run(false)
+        {
+            Ok(fd) => {
+                if let Err(err) = admit(Socket::from(fd), index, &shared) {
+                    if let Some(suppressed) = refused.allow() {
+                        tracing::warn!(listener = index, %err, suppressed, "client refused");
+                    }
+                }
+            }
+            Err(err) => match err.raw_os_error() {
+                // SO_RCVTIMEO ran out, or a signal: look at the flag again.
+                Some(libc::EAGAIN | libc::EINTR) => {}
+                // The client went away before we took it, or a per-connection failure.
+                Some(
+                    libc::ECONNABORTED
+                    | libc::EPROTO
+                    | libc::EPERM
+                    | libc::ENETDOWN
+                    | libc::ENOPROTOOPT
+                    | libc::EHOSTDOWN
+                    | libc::ENONET
+                    | libc::EHOSTUNREACH
+                    | libc::EOPNOTSUPP
+                    | libc::ENETUNREACH,
+                ) => {}
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM or unexpected: back off, keep serving.
+                _ => {
+                    if let Some(suppressed) = exhausted.allow() {
+                        tracing::warn!(listener = index, %err, suppressed, "accept failed; pausing for {ACCEPT_BACKOFF:?}");
+                    }
+                    std::thread::sleep(ACCEPT_BACKOFF);
+                }
+            },
+        }
+    }
+}
+
+/// Register a client with the shard and start its connection thread. A client beyond
+/// `max_connections` (or one that cannot get a thread) is closed at once.
+fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
+    if let Err(err) = socket::client(&client) {
+        tracing::debug!(%err, "cannot set TCP_NODELAY on a client");
+    }
+    // Accepted sockets inherit the listener's SO_RCVTIMEO; receives here block until data.
+    client.set_read_timeout(None)?;
+    client.set_write_timeout(Some(SEND_WAKE))?;
+    // A client that is already gone has no address.
+    let ip: IpAddr = client
+        .peer_addr()?
+        .as_socket()
+        .map(|a| a.ip())
+        .ok_or_else(|| io::Error::other("client address is not IP"))?;
+    let handle = Arc::new(ConnHandle::new(client));
+    let key = shared
+        .accept(index, ip, Arc::clone(&handle))
+        .map_err(|reason| io::Error::other(format!("{reason:?}")))?;
+    let (s, h) = (Arc::clone(shared), Arc::clone(&handle));
+    let spawned = std::thread::Builder::new()
+        .name("ringlb-conn".into())
+        .stack_size(STACK_SIZE)
+        .spawn(move || conn::connection(s, h, key));
+    if let Err(err) = spawned {
+        // No thread will ever leave this connection: close and release it here.
+        shared.report(key, Event::Failed { side: Side::Client });
+        shared.release(key);
+        return Err(err);
+    }
+    Ok(())
+}
