@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,19 @@ use ringlb_tools::backend::{self, BackendKind};
 const PAYLOAD: usize = 3 * 1024 * 1024;
 const CLIENTS: usize = 3;
 
+/// A loopback port nobody listens on, never handed out twice in this process: ringlb binds with
+/// SO_REUSEPORT, so two tests given the same port would silently share it.
 fn free_port() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe");
-    probe.local_addr().expect("probe address")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+        let addr = probe.local_addr().expect("probe address");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 fn payload(seed: u64) -> Vec<u8> {
@@ -121,6 +132,18 @@ fn smoke(engine: &str, mode: &str) {
     }
     // An empty exchange: the client half-closes at once and sees end of stream.
     echo_through(listen, Vec::new());
+    // A pause longer than any internal wake-up interval must not disturb a connection.
+    let mut stream = TcpStream::connect(listen).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    stream.read_exact(&mut buf).expect("echo after a pause");
+    assert_eq!(&buf, b"ping");
+    stream.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(stream.read(&mut buf).expect("EOF"), 0);
     lb.stop();
 }
 
@@ -162,4 +185,24 @@ fn epoll_auto() {
 #[test]
 fn epoll_unreachable_backend() {
     smoke_unreachable("epoll");
+}
+
+#[test]
+fn blocking_copy() {
+    smoke("blocking", "copy");
+}
+
+#[test]
+fn blocking_splice() {
+    smoke("blocking", "splice");
+}
+
+#[test]
+fn blocking_auto() {
+    smoke("blocking", "auto");
+}
+
+#[test]
+fn blocking_unreachable_backend() {
+    smoke_unreachable("blocking");
 }

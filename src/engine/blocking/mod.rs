@@ -85,6 +85,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
             }
         }
     }
+    shutdown.mark_up();
     tracing::info!(
         listeners = acceptors.len(),
         "ringlb is up (blocking engine)"

@@ -70,8 +70,14 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
             Ok(())
         }
     };
-    let stopper = shutdown.clone();
-    super::worker::run_pinned(&cpus, "ringlb-epoll", body, move || stopper.request())?;
+    let (stopper, up) = (shutdown.clone(), shutdown.clone());
+    super::worker::run_pinned_notify(
+        &cpus,
+        "ringlb-epoll",
+        body,
+        move || stopper.request(),
+        move || up.mark_up(),
+    )?;
     let total = *totals.lock().unwrap_or_else(|p| p.into_inner());
     tracing::info!(
         reads = total.reads,
