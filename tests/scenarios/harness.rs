@@ -1,0 +1,599 @@
+//! What every scenario shares: the configuration matrix entry, the `ringlb` child process and
+//! its guard, engine-availability skips, a global concurrency limit, and small socket helpers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringlb_tools::backend::{self, BackendHandle, BackendKind};
+
+/// `--connect-timeout` every scenario runs with.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// `--idle-timeout` every scenario runs with.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// `--shutdown-grace` every scenario runs with.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// `--workers` every scenario runs with.
+pub const WORKERS: usize = 2;
+/// `tuning.pipe_pool` default: idle pipes a worker keeps (no flag changes it in the quick form).
+pub const PIPE_POOL: usize = 256;
+/// Longest any single blocking read or write in a scenario may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest the binary may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One entry of the matrix: an engine, a forwarding mode and feature switches.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// `--engine`.
+    pub engine: &'static str,
+    /// `--mode`.
+    pub mode: &'static str,
+    /// Extra flags such as `--no-multishot`.
+    pub flags: &'static [&'static str],
+    /// Runs the expensive variants (10,000 connections in the fd-leak scenario).
+    pub heavy: bool,
+}
+
+impl Setup {
+    pub const fn new(engine: &'static str, mode: &'static str) -> Self {
+        Setup {
+            engine,
+            mode,
+            flags: &[],
+            heavy: false,
+        }
+    }
+
+    pub const fn flags(self, flags: &'static [&'static str]) -> Self {
+        Setup { flags, ..self }
+    }
+
+    pub const fn heavy(self) -> Self {
+        Setup {
+            heavy: true,
+            ..self
+        }
+    }
+
+    /// Listening sockets the engine opens for one listener: one per worker (SO_REUSEPORT)
+    /// for the thread-per-core engines, one for the blocking engine.
+    fn listeners(&self) -> usize {
+        if self.engine == "blocking" {
+            1
+        } else {
+            WORKERS
+        }
+    }
+}
+
+/// The running test: its setup and its name, for messages and log files.
+#[derive(Debug)]
+pub struct Ctx {
+    pub setup: Setup,
+    pub config: &'static str,
+    pub scenario: &'static str,
+}
+
+/// Why a scenario did not run here; the test still passes, and says so on stderr.
+#[derive(Debug)]
+pub struct Skip(pub String);
+
+/// What a scenario returns: done, or skipped with a reason.
+pub type Outcome = Result<(), Skip>;
+
+/// Runs one (scenario, configuration) pair under the global concurrency limit.
+pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&Ctx) -> Outcome) {
+    let _permit = Permit::acquire();
+    let ctx = Ctx {
+        setup: *setup,
+        config,
+        scenario,
+    };
+    let started = Instant::now();
+    if let Err(Skip(reason)) = f(&ctx) {
+        // Written to the real stderr, past libtest's capture, so that skips are always seen.
+        let _ = writeln!(
+            io::stderr(),
+            "SKIP {}: {reason} [{config}::{scenario}]",
+            setup.engine
+        );
+    }
+    let took = started.elapsed();
+    if took > Duration::from_secs(10) {
+        let _ = writeln!(io::stderr(), "SLOW {config}::{scenario}: {took:?}");
+    }
+}
+
+/// A counting semaphore over all tests of this binary, so that `--test-threads` larger than
+/// the machine does not overload it. RINGLB_SCENARIO_JOBS sets the width (default 2).
+struct Permit;
+
+static SLOTS: Mutex<Option<usize>> = Mutex::new(None);
+static FREED: Condvar = Condvar::new();
+
+impl Permit {
+    fn acquire() -> Permit {
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.is_none() {
+            let width = std::env::var("RINGLB_SCENARIO_JOBS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2usize)
+                .max(1);
+            *slots = Some(width);
+        }
+        while *slots == Some(0) {
+            slots = FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
+        }
+        *slots = slots.map(|n| n - 1);
+        Permit
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        *slots = slots.map(|n| n + 1);
+        FREED.notify_one();
+    }
+}
+
+/// A loopback address that was free a moment ago (bound to port 0, read, released).
+pub fn free_addr() -> SocketAddr {
+    let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
+    probe.local_addr().expect("probe address")
+}
+
+/// An echo backend from ringlb_tools on an ephemeral loopback port.
+pub fn echo_backend() -> BackendHandle {
+    spawn_backend(BackendKind::Echo)
+}
+
+/// A ringlb_tools backend of `kind` on an ephemeral loopback port.
+pub fn spawn_backend(kind: BackendKind) -> BackendHandle {
+    backend::spawn(kind, "127.0.0.1:0".parse().expect("address")).expect("spawn a test backend")
+}
+
+/// The `ringlb` child process; killed (SIGTERM, then SIGKILL) when dropped, so that a failing
+/// assertion never leaks it.
+#[derive(Debug)]
+pub struct Proxy {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    log: PathBuf,
+}
+
+/// How a `ringlb run` is configured beyond the matrix entry.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// `--backend` values.
+    pub backends: Vec<String>,
+    /// `--retries`.
+    pub retries: u32,
+    /// Further flags.
+    pub extra: Vec<String>,
+}
+
+impl Launch {
+    pub fn new(backends: &[SocketAddr]) -> Self {
+        Launch {
+            backends: backends.iter().map(ToString::to_string).collect(),
+            retries: 2,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn specs(backends: Vec<String>) -> Self {
+        Launch {
+            backends,
+            retries: 2,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra.push(arg.to_owned());
+        self
+    }
+}
+
+/// Error messages with which the binary says that an engine cannot run on this machine or in
+/// this build; these skip a test rather than fail it.
+const UNAVAILABLE: [&str; 2] = ["not built yet", "io_uring is unavailable"];
+
+impl Proxy {
+    /// Starts `ringlb run` in the quick form for `ctx`'s configuration and waits until it
+    /// listens. `Err(Skip)` if the engine reports that it cannot run here.
+    pub fn start(ctx: &Ctx, launch: &Launch) -> Result<Proxy, Skip> {
+        // A free port can be taken by someone else between the probe and the bind: retry.
+        let mut last = String::new();
+        for attempt in 0..3 {
+            match Self::try_start(ctx, launch, attempt)? {
+                Ok(proxy) => return Ok(proxy),
+                Err(log) => last = log,
+            }
+        }
+        panic!("ringlb could not bind a free port three times; last log:\n{last}");
+    }
+
+    /// `Ok(Err(log))`: the port was in use, try another.
+    fn try_start(ctx: &Ctx, launch: &Launch, attempt: u32) -> Result<Result<Proxy, String>, Skip> {
+        let addr = free_addr();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
+        std::fs::create_dir_all(&dir).expect("log directory");
+        let log = dir.join(format!("{}-{}-{attempt}.log", ctx.config, ctx.scenario));
+        let log_file = File::create(&log).expect("log file");
+        let s = &ctx.setup;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
+        cmd.args(["run", "--listen", &addr.to_string()]);
+        for b in &launch.backends {
+            cmd.args(["--backend", b]);
+        }
+        cmd.args(["--engine", s.engine, "--mode", s.mode])
+            .args(["--workers", &WORKERS.to_string()])
+            .args(["--connect-timeout", "500ms", "--idle-timeout", "2s"])
+            .args(["--shutdown-grace", "1s"])
+            .args(["--retries", &launch.retries.to_string()])
+            .args(s.flags)
+            .args(&launch.extra)
+            .env("RINGLB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let child = cmd.spawn().expect("spawn the ringlb binary");
+        let mut proxy = Proxy {
+            child: Some(child),
+            addr,
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = proxy.try_wait() {
+                let text = proxy.log_text();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("ringlb:"))
+                    .unwrap_or("")
+                    .trim_start_matches("ringlb:")
+                    .trim()
+                    .to_owned();
+                if UNAVAILABLE.iter().any(|m| reason.contains(m)) {
+                    return Err(Skip(reason));
+                }
+                if text.contains("Address already in use") || text.contains("os error 98") {
+                    return Ok(Err(text));
+                }
+                panic!("ringlb exited at start-up with {status}; its log:\n{text}");
+            }
+            let listening = listening_sockets(addr.port());
+            if listening >= s.listeners() {
+                return Ok(Ok(proxy));
+            }
+            if started.elapsed() > START_TIMEOUT {
+                assert!(
+                    listening > 0,
+                    "ringlb did not listen on {addr} within {START_TIMEOUT:?}; log:\n{}",
+                    proxy.log_text()
+                );
+                // Some listeners are up: carry on (connections spread over those).
+                return Ok(Ok(proxy));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        signal(self.pid(), rustix::process::Signal::TERM);
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait for ringlb"))
+    }
+
+    /// Waits up to `within` for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The process exited on its own (crash?) while the test ran: fail with its log.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.try_wait() {
+            panic!(
+                "ringlb exited unexpectedly with {status}; log:\n{}",
+                self.log_tail()
+            );
+        }
+    }
+
+    /// SIGTERM, then insist on a clean exit (status 0) within the grace period plus slack.
+    pub fn finish(mut self) {
+        self.assert_alive();
+        self.terminate();
+        let within = SHUTDOWN_GRACE + Duration::from_secs(2);
+        match self.wait_exit(within) {
+            Some(status) => assert!(
+                status.success(),
+                "ringlb exited with {status} after SIGTERM; log:\n{}",
+                self.log_tail()
+            ),
+            None => panic!(
+                "ringlb did not exit within {within:?} of SIGTERM; log:\n{}",
+                self.log_tail()
+            ),
+        }
+        self.check_log();
+    }
+
+    /// Fails on a panic message in the log (a worker thread can panic without ending the process).
+    pub fn check_log(&self) {
+        let text = self.log_text();
+        assert!(
+            !text.contains("panicked"),
+            "ringlb logged a panic:\n{}",
+            self.log_tail()
+        );
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        let mut out = format!("({})\n", self.log.display());
+        for l in &lines[from..] {
+            let _ = writeln!(out, "{l}");
+        }
+        out
+    }
+
+    /// The process's open file descriptors, by kind: `socket`, `pipe`, `anon_inode:...`, or the
+    /// path for others.
+    pub fn fds(&self) -> BTreeMap<String, usize> {
+        let mut kinds = BTreeMap::new();
+        let dir = format!("/proc/{}/fd", self.pid());
+        for entry in std::fs::read_dir(&dir)
+            .expect("read /proc/<pid>/fd")
+            .flatten()
+        {
+            // An fd can close between readdir and readlink; skip it then.
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            let kind = if target.starts_with("socket:") {
+                "socket".to_owned()
+            } else if target.starts_with("pipe:") {
+                "pipe".to_owned()
+            } else {
+                target
+            };
+            *kinds.entry(kind).or_insert(0) += 1;
+        }
+        kinds
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if thread::panicking() {
+            eprintln!("ringlb log tail:\n{}", self.log_tail());
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        signal(child.id(), rustix::process::Signal::TERM);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a positive pid");
+    // The process may have exited already; that is not this function's concern.
+    let _ = rustix::process::kill_process(pid, sig);
+}
+
+/// Listening TCP sockets on 127.0.0.1:`port`, from /proc/net/tcp. Used to wait for start-up
+/// without opening a connection (one would be proxied to a backend and skew its counters).
+pub fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let _slot = f.next();
+            f.next() == Some(local.as_str()) && f.nth(1) == Some("0A")
+        })
+        .count()
+}
+
+/// Connects with read and write timeouts of [`IO_TIMEOUT`].
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("write timeout");
+    s
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Sends `data` from one thread while another reads the echo; half-closes after the last
+/// byte and reads until end of stream. Returns what came back.
+pub fn echo_exchange(addr: SocketAddr, data: Vec<u8>) -> Vec<u8> {
+    let stream = connect(addr);
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let len = data.len();
+    let sender = thread::spawn(move || {
+        writer.write_all(&data).expect("write the payload");
+        writer.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let mut got = Vec::with_capacity(len);
+    let read = (&stream).read_to_end(&mut got);
+    sender.join().expect("writer thread");
+    read.unwrap_or_else(|e| panic!("reading the echo of {len} bytes: {e} (got {})", got.len()));
+    got
+}
+
+/// How a connection ended, as seen by a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// A clean end of stream (FIN).
+    Eof,
+    /// ECONNRESET.
+    Reset,
+}
+
+/// Reads (discarding any bytes) until the peer closes, for at most `limit`. Returns how it
+/// ended and when, or panics on a timeout or an unexpected error.
+pub fn wait_closed(stream: &TcpStream, limit: Duration) -> (Closed, Instant) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "connection still open after {limit:?}");
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return (Closed::Eof, Instant::now()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return (Closed::Reset, Instant::now());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("connection still open after {limit:?}")
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("unexpected error while waiting for a close: {e}"),
+        }
+    }
+}
+
+/// A one-connection backend written with std: accepts one connection (within 5 s) on an
+/// ephemeral loopback port and hands it to `serve` on a thread of its own.
+pub fn custom_backend<T, F>(serve: F) -> (SocketAddr, thread::JoinHandle<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(TcpStream) -> T + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a custom backend");
+    let addr = listener.local_addr().expect("custom backend address");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let handle = thread::spawn(move || {
+        let started = Instant::now();
+        let stream = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(5),
+                        "custom backend: no connection within 5 s"
+                    );
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("custom backend accept: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).expect("blocking stream");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(Duration::from_secs(5)))
+            .expect("write timeout");
+        serve(stream)
+    });
+    (addr, handle)
+}
+
+/// Closes `stream` abortively: SO_LINGER 0, so the peer gets RST.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(stream);
+}
+
+/// Joins a thread, re-raising its panic with context.
+pub fn join<T>(handle: thread::JoinHandle<T>, what: &str) -> T {
+    match handle.join() {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("{what} failed: {msg}")
+        }
+    }
+}

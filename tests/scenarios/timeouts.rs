@@ -1,0 +1,49 @@
+//! The idle timeout: a silent connection is closed after `--idle-timeout`, an active one is not.
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::harness::{
+    Ctx, IDLE_TIMEOUT, Launch, Outcome, Proxy, connect, echo_backend, join, wait_closed,
+};
+
+/// A connection that sends nothing is closed after about 2 s: not before 1.9 s, and before
+/// 4 s. Meanwhile a connection that exchanges a message every 400 ms outlives it.
+pub fn idle_timeout(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let proxy = Proxy::start(ctx, &Launch::new(&[echo.local_addr()]))?;
+    let addr = proxy.addr;
+    let active = thread::spawn(move || {
+        let mut s = connect(addr);
+        let started = Instant::now();
+        let mut rounds = 0;
+        while started.elapsed() < IDLE_TIMEOUT + Duration::from_millis(800) {
+            s.write_all(b"tick").expect("active connection: write");
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf)
+                .expect("active connection: echo (was it closed as idle?)");
+            assert_eq!(&buf, b"tick");
+            rounds += 1;
+            thread::sleep(Duration::from_millis(400));
+        }
+        rounds
+    });
+    let idle = connect(addr);
+    let started = Instant::now();
+    let (how, at) = wait_closed(&idle, Duration::from_secs(6));
+    let took = at.duration_since(started);
+    eprintln!("idle connection closed by {how:?} after {took:?}");
+    assert!(
+        took >= IDLE_TIMEOUT - Duration::from_millis(100),
+        "idle connection closed after {took:?}, before the idle timeout"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "idle connection closed only after {took:?}"
+    );
+    let rounds = join(active, "active connection");
+    assert!(rounds >= 6, "active connection made only {rounds} rounds");
+    proxy.finish();
+    Ok(())
+}
