@@ -253,7 +253,7 @@ impl<Io> Shard<Io> {
     }
 
     /// When [`Shard::handle_timeouts`] should next run (possibly early, never late).
-    pub fn next_timeout(&self) -> Option<Instant> {
+    pub fn next_timeout(&mut self) -> Option<Instant> {
         self.wheel.next_expiry()
     }
 

@@ -32,6 +32,10 @@ pub struct TimerWheel {
     current: u64,
     slots: Vec<Vec<Entry>>,
     len: usize,
+    /// The tick of the first non-empty slot at or after `current`, when known. Engines ask for
+    /// the next expiry on every loop turn; scanning the wheel each time would cost more than
+    /// the rest of a short turn, so the answer is kept until an insert or an expiry changes it.
+    next_slot: Option<u64>,
 }
 
 impl TimerWheel {
@@ -42,6 +46,7 @@ impl TimerWheel {
             current: 0,
             slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
             len: 0,
+            next_slot: None,
         }
     }
 
@@ -73,6 +78,13 @@ impl TimerWheel {
         let tick = self.tick_of(deadline).max(self.current);
         self.slots[(tick % WHEEL_SLOTS as u64) as usize].push(Entry { key, tick });
         self.len += 1;
+        // The slot is next visited at this tick (this turn, or a later turn of the wheel).
+        let visit = self.current + (tick - self.current) % WHEEL_SLOTS as u64;
+        if self.len == 1 {
+            self.next_slot = Some(visit);
+        } else if let Some(next) = self.next_slot {
+            self.next_slot = Some(next.min(visit));
+        }
     }
 
     /// Move every entry whose deadline is at or before `now` into `fired`.
@@ -101,19 +113,24 @@ impl TimerWheel {
             }
         }
         self.current = due + 1;
+        if self.next_slot.is_some_and(|next| next <= due) {
+            self.next_slot = None;
+        }
     }
 
     /// When the next entry may be due: the start of the nearest non-empty slot. A slot holding
     /// only entries for a later turn makes this early, never late: the caller wakes, expires
     /// nothing and asks again.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub fn next_expiry(&mut self) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
-        (0..WHEEL_SLOTS as u64)
-            .map(|offset| self.current + offset)
-            .find(|tick| !self.slots[(tick % WHEEL_SLOTS as u64) as usize].is_empty())
-            .map(|tick| self.instant_of(tick))
+        if self.next_slot.is_none() {
+            self.next_slot = (0..WHEEL_SLOTS as u64)
+                .map(|offset| self.current + offset)
+                .find(|tick| !self.slots[(tick % WHEEL_SLOTS as u64) as usize].is_empty());
+        }
+        self.next_slot.map(|tick| self.instant_of(tick))
     }
 }
 
@@ -158,6 +175,7 @@ mod tests {
         let mut wheel = TimerWheel::new(t0);
         let k = keys(2);
         assert_eq!(wheel.next_expiry(), None);
+        assert!(wheel.is_empty());
         let d = t0 + Duration::from_millis(5_000);
         wheel.insert(k[0], d);
         let next = wheel.next_expiry().expect("one entry");
@@ -197,6 +215,52 @@ mod tests {
             let at = seen[&key];
             assert!(at >= deadline, "fired early");
             assert!(at <= deadline + TICK, "fired late: {:?}", at - deadline);
+        }
+    }
+
+    #[test]
+    fn interleaved_inserts_and_expiries_never_fire_late_or_early() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let k = keys(300);
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut pending: std::collections::HashMap<SlotKey, Instant> = Default::default();
+        let mut now = t0;
+        let mut inserted = 0;
+        while inserted < k.len() || !pending.is_empty() {
+            if inserted < k.len() && next() % 3 == 0 {
+                // Deadlines from "already due" to beyond several turns of the wheel.
+                let deadline = now + Duration::from_millis(next() % 12_000);
+                wheel.insert(k[inserted], deadline);
+                pending.insert(k[inserted], deadline);
+                inserted += 1;
+                continue;
+            }
+            let expiry = wheel.next_expiry();
+            assert_eq!(expiry.is_none(), pending.is_empty());
+            if let Some(earliest) = pending.values().min() {
+                let expiry = expiry.expect("entries pending");
+                assert!(expiry <= *earliest + TICK, "the wheel would wake too late");
+            }
+            now = match expiry {
+                Some(at) => at.max(now) + Duration::from_micros(next() % 3_000),
+                None => now + Duration::from_millis(1),
+            };
+            let mut fired = Vec::new();
+            wheel.expire(now, &mut fired);
+            for key in fired {
+                let deadline = pending.remove(&key).expect("fired once");
+                assert!(now >= deadline, "fired early");
+            }
+            for deadline in pending.values() {
+                assert!(*deadline + TICK > now, "missed a due entry");
+            }
         }
     }
 }

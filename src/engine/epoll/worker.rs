@@ -172,7 +172,7 @@ impl Worker {
         Ok(stats)
     }
 
-    fn wait_timeout(&self, now: Instant, drain_until: Option<Instant>) -> Duration {
+    fn wait_timeout(&mut self, now: Instant, drain_until: Option<Instant>) -> Duration {
         if !self.res.deferred.is_empty() {
             return Duration::ZERO;
         }
