@@ -81,6 +81,8 @@ impl Worker {
         }
         match op {
             Op::Connect => {
+                // The kernel has read the address; an idle connection should not carry it.
+                io.backend_addr = None;
                 let event = match result {
                     0 => Event::Connected,
                     // The linked timeout fired and cancelled the connect.

@@ -54,8 +54,9 @@ pub struct FlowIo {
 pub struct ConnIo {
     pub client: Socket,
     pub backend: Option<Socket>,
-    /// The connect's address: the kernel reads it during the connect, so it lives here.
-    pub backend_addr: Option<SockAddr>,
+    /// The connect's address: the kernel reads it during the connect, so it lives here (boxed,
+    /// and dropped once connected, to keep idle connections small).
+    pub backend_addr: Option<Box<SockAddr>>,
     /// Submissions whose final completion has not arrived.
     pub in_flight: u32,
     /// `Some(reset)` once the core said Close.
@@ -92,3 +93,4 @@ impl ConnIo {
         &mut self.flows[dir.index()]
     }
 }
+

@@ -85,7 +85,7 @@ impl Worker {
         // Any earlier attempt's connect has completed (its failure is what led here), so its
         // socket can be closed now.
         io.backend = Some(socket);
-        io.backend_addr = Some(addr);
+        io.backend_addr = Some(Box::new(addr));
         let (Some(sock), Some(addr)) = (io.backend.as_ref(), io.backend_addr.as_ref()) else {
             return Ok(());
         };
