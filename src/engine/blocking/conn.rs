@@ -2,9 +2,9 @@
 //!
 //! The connection thread connects to the backend (one blocking connect with a timeout per
 //! `Connect` action), then spawns a helper thread for the downstream direction and serves
-//! upstream itself. Each direction thread waits in its [`Mailbox`] for the next order the core
-//! issued for its direction (a send is always taken before a receive), carries it out with one
-//! blocking system call, and reports the result through [`Shared::report`].
+//! upstream itself. Each direction thread waits in the connection's mailbox for the next order
+//! the core issued for its direction (a send is always taken before a receive), carries it out
+//! with one blocking system call, and reports the result through [`Shared::report`].
 //!
 //! A closed connection's threads are woken by `shutdown(2)` on its sockets (a blocked `recv` or
 //! `poll` returns) and by a 100 ms `SO_SNDTIMEO` (a blocked `send` returns `EAGAIN` and looks at

@@ -3,7 +3,7 @@
 //! One acceptor thread per listener (blocking `accept` with a 100 ms `SO_RCVTIMEO`, so that it
 //! notices shutdown), and per connection two threads with blocking sockets: the connection
 //! thread connects and then forwards upstream, a helper forwards downstream. All of them share
-//! one [`Shard`] behind one mutex ([`shared`]), locked once per event: connection-state
+//! one [`Shard`] behind one mutex (see `shared.rs`), locked once per event: connection-state
 //! decisions still come only from the core, and the lock contention is part of what this
 //! baseline measures. Copy, splice (a `poll` before each non-blocking splice) and auto modes all
 //! work.

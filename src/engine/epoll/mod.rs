@@ -5,7 +5,7 @@
 //! pool, sharing nothing. Sockets are non-blocking and registered edge-triggered once for both
 //! directions; an action is tried with a direct system call at once ([`crate::engine::op`]'s
 //! `run` side), and only an `EAGAIN` makes it wait, remembered in the connection's payload, for
-//! the readiness that will retry it (see [`conn_io`]).
+//! the readiness that will retry it (see `conn_io.rs`).
 //!
 //! The core enforces the connect timeout on its timer wheel (`listener_policies(.., false)`).
 //! Every worker counts how many reads returned `EAGAIN` (the cost that readiness-based I/O pays
