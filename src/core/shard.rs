@@ -268,6 +268,21 @@ impl<Io> Shard<Io> {
         Some(entry.io)
     }
 
+    /// Close connection `key` now because the engine cannot carry it on (no pipe, no thread,
+    /// a failed registration): a local failure, not the peer's. Its `Close` comes from
+    /// [`Shard::poll_action`]. Returns false for a stale key.
+    pub fn abort(&mut self, key: SlotKey) -> bool {
+        let Some(entry) = self.conns.get_mut(key) else {
+            return false;
+        };
+        entry.conn.abort();
+        if !entry.in_ready {
+            entry.in_ready = true;
+            self.ready.push(key);
+        }
+        true
+    }
+
     /// Close every connection now (the shutdown grace period is over).
     pub fn abort_all(&mut self) {
         let keys: Vec<SlotKey> = self.conns.keys().collect();

@@ -58,8 +58,8 @@ pub fn run(config: Config) -> Result<(), EngineError> {
 pub fn run_until(config: Config, shutdown: signal::Shutdown) -> Result<(), EngineError> {
     match config.engine {
         EngineKind::Uring => uring::run_until(config, shutdown),
-        EngineKind::Epoll => Err(EngineError::NotBuilt("epoll (in-process)")),
-        EngineKind::Blocking => Err(EngineError::NotBuilt("blocking (in-process)")),
+        EngineKind::Epoll => epoll::run_until(config, shutdown),
+        EngineKind::Blocking => blocking::run_until(config, shutdown),
     }
 }
 

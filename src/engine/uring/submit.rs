@@ -179,7 +179,7 @@ impl Worker {
     /// The two are linked: the splice starts only when the poll has fired.
     pub(super) fn submit_splice_in(
         &mut self,
-        now: Instant,
+        _now: Instant,
         key: SlotKey,
         dir: Dir,
     ) -> Result<(), EngineError> {
@@ -192,8 +192,7 @@ impl Worker {
                 Ok(pipe) => Some(pipe),
                 Err(err) => {
                     tracing::warn!(%err, "cannot create a pipe; closing the connection");
-                    self.shard
-                        .handle_event(now, key, Event::Failed { side: dir.source() });
+                    self.shard.abort(key);
                     return Ok(());
                 }
             }
