@@ -106,6 +106,9 @@ pub struct OverrideArgs {
     /// Do not use SINGLE_ISSUER + DEFER_TASKRUN (COOP_TASKRUN only).
     #[arg(long)]
     pub no_defer_taskrun: bool,
+    /// Splice with IORING_OP_SPLICE (on io-wq threads) instead of direct calls on readiness.
+    #[arg(long)]
+    pub no_inline_splice: bool,
     /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
     #[arg(long, value_name = "BYTES")]
     pub pipe_size: Option<String>,
@@ -134,6 +137,7 @@ impl OverrideArgs {
             no_buffer_ring: self.no_buffer_ring,
             no_send_bundle: self.no_send_bundle,
             no_defer_taskrun: self.no_defer_taskrun,
+            no_inline_splice: self.no_inline_splice,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
             max_connections: self.max_connections,

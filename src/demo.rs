@@ -83,6 +83,7 @@ fn demo_config(options: &DemoOptions, listen: SocketAddr, backends: Vec<BackendI
             buffer_ring: true,
             send_bundle: true,
             defer_taskrun: true,
+            inline_splice: true,
         },
         tuning: Tuning {
             ring_entries: defaults::DEFAULT_RING_ENTRIES,

@@ -204,6 +204,7 @@ address = "10.0.0.2:443"
             buffer_ring: false,
             send_bundle: true,
             defer_taskrun: false,
+            inline_splice: true,
         },
         tuning: Tuning {
             ring_entries: 1024,

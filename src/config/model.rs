@@ -86,6 +86,9 @@ pub struct Features {
     pub send_bundle: bool,
     /// SINGLE_ISSUER + DEFER_TASKRUN where the kernel has them (off: COOP_TASKRUN only).
     pub defer_taskrun: bool,
+    /// Splice mode: wait for readiness in the ring and splice with direct calls (off:
+    /// `IORING_OP_SPLICE`, which the kernel runs on io-wq threads).
+    pub inline_splice: bool,
 }
 
 /// Sizes of per-worker resources.

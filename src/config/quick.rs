@@ -135,6 +135,8 @@ pub struct Overrides {
     pub no_send_bundle: bool,
     /// `--no-defer-taskrun`.
     pub no_defer_taskrun: bool,
+    /// `--no-inline-splice`.
+    pub no_inline_splice: bool,
     /// `--pipe-size`, as written (bytes or `"256KiB"`).
     pub pipe_size: Option<String>,
     /// `--buffer-size`, as written.
@@ -183,6 +185,7 @@ impl Overrides {
             (&mut f.buffer_ring, self.no_buffer_ring),
             (&mut f.send_bundle, self.no_send_bundle),
             (&mut f.defer_taskrun, self.no_defer_taskrun),
+            (&mut f.inline_splice, self.no_inline_splice),
         ] {
             if off {
                 *switch = Some(false);

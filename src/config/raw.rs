@@ -75,6 +75,8 @@ pub struct RawFeatures {
     pub send_bundle: Option<bool>,
     /// `defer_taskrun`, documented in `examples/ringlb.toml`.
     pub defer_taskrun: Option<bool>,
+    /// `inline_splice`, documented in `examples/ringlb.toml`.
+    pub inline_splice: Option<bool>,
 }
 
 /// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.

@@ -44,6 +44,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, available: &[usize]) -> Result
             buffer_ring: f.buffer_ring.unwrap_or(true),
             send_bundle: f.send_bundle.unwrap_or(true),
             defer_taskrun: f.defer_taskrun.unwrap_or(true),
+            inline_splice: f.inline_splice.unwrap_or(true),
         },
         tuning,
     })

@@ -121,31 +121,17 @@ impl Worker {
                 );
             }
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
-            Op::SpliceOut(dir) => {
-                if result == -libc::EAGAIN {
-                    // The sink's send buffer is full: wait for room, then try again.
-                    self.counters.splice_eagain += 1;
-                    let len = io.flow(dir).splice_out_len;
-                    return self.submit_splice_out(now, key, dir, len, true);
-                }
-                if result <= 0 {
+            Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
+            Op::PollIn(dir) if self.plan.inline_splice => {
+                self.inline_splice_in(now, key, dir, result)?;
+            }
+            Op::PollOut(dir) if self.plan.inline_splice => {
+                if result < 0 {
                     self.shard
                         .handle_event(now, key, Event::Failed { side: dir.sink() });
-                    return Ok(());
-                }
-                let flow = io.flow(dir);
-                flow.pipe_bytes = flow.pipe_bytes.saturating_sub(result as u64);
-                let resume = flow.parked == Some(Parked::PipeFull);
-                self.shard.handle_event(
-                    now,
-                    key,
-                    Event::Sent {
-                        dir,
-                        bytes: result as u64,
-                    },
-                );
-                if resume {
-                    self.submit_splice_in(now, key, dir)?;
+                } else {
+                    let len = io.flow(dir).splice_out_len;
+                    self.submit_splice_out(now, key, dir, len, false)?;
                 }
             }
             // Readiness and bookkeeping completions: their effect shows in the linked or
@@ -158,6 +144,84 @@ impl Worker {
             | Op::Accept => {}
         }
         Ok(())
+    }
+
+    /// The result of a splice out of `dir`'s pipe (a completion, or an inline call's return).
+    pub(super) fn spliced_out(
+        &mut self,
+        now: Instant,
+        key: crate::core::slot::SlotKey,
+        dir: Dir,
+        result: i32,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        if result == -libc::EAGAIN {
+            // The sink's send buffer is full: wait for room, then try again.
+            self.counters.splice_eagain += 1;
+            let len = io.flow(dir).splice_out_len;
+            return self.submit_splice_out(now, key, dir, len, true);
+        }
+        if result <= 0 {
+            self.shard
+                .handle_event(now, key, Event::Failed { side: dir.sink() });
+            return Ok(());
+        }
+        let flow = io.flow(dir);
+        flow.pipe_bytes = flow.pipe_bytes.saturating_sub(result as u64);
+        let resume = flow.parked == Some(Parked::PipeFull);
+        self.shard.handle_event(
+            now,
+            key,
+            Event::Sent {
+                dir,
+                bytes: result as u64,
+            },
+        );
+        if resume {
+            self.submit_splice_in(now, key, dir)?;
+        }
+        Ok(())
+    }
+
+    /// The source of `dir` became readable (or failed): splice into the pipe directly.
+    fn inline_splice_in(
+        &mut self,
+        now: Instant,
+        key: crate::core::slot::SlotKey,
+        dir: Dir,
+        poll_result: i32,
+    ) -> Result<(), EngineError> {
+        if poll_result < 0 {
+            // Cancelled (the core asked) or failed: either way the receive has ended.
+            return self.spliced_in(now, key, dir, poll_result);
+        }
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let source = match dir.source() {
+            crate::core::conn::Side::Client => &io.client,
+            crate::core::conn::Side::Backend => match &io.backend {
+                Some(socket) => socket,
+                None => return Ok(()),
+            },
+        };
+        let flow = &io.flows[dir.index()];
+        let Some(pipe) = flow.pipe.as_ref() else {
+            return Ok(());
+        };
+        let free = (pipe.capacity() as u64).saturating_sub(flow.pipe_bytes);
+        let splice = crate::engine::op::Splice {
+            from: std::os::fd::AsFd::as_fd(source),
+            to: pipe.write_end(),
+            len: u32::try_from(free).unwrap_or(u32::MAX),
+        };
+        let result = match splice.run() {
+            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+            Err(err) => -err.raw_os_error().unwrap_or(libc::EIO),
+        };
+        self.spliced_in(now, key, dir, result)
     }
 
     fn copy_received(

@@ -93,4 +93,3 @@ impl ConnIo {
         &mut self.flows[dir.index()]
     }
 }
-

@@ -47,6 +47,9 @@ pub struct Plan {
     pub defer_taskrun: bool,
     pub coop_taskrun: bool,
     pub send_bundle: bool,
+    /// Splice with direct calls when the ring reports readiness, instead of
+    /// `IORING_OP_SPLICE` (which the kernel always runs on an io-wq thread).
+    pub inline_splice: bool,
 }
 
 impl KernelFeatures {
@@ -135,6 +138,7 @@ impl KernelFeatures {
             defer_taskrun: self.defer_taskrun && wanted.defer_taskrun,
             coop_taskrun: self.coop_taskrun,
             send_bundle: self.send_bundle && wanted.send_bundle && buffer_ring,
+            inline_splice: wanted.inline_splice,
         }
     }
 }
@@ -166,6 +170,7 @@ pub fn report() -> Result<String, EngineError> {
         buffer_ring: true,
         send_bundle: true,
         defer_taskrun: true,
+        inline_splice: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;

@@ -225,9 +225,22 @@ impl Worker {
             types::Fd(std::os::fd::AsRawFd::as_raw_fd(source)),
             (libc::POLLIN | libc::POLLRDHUP) as u32,
         )
-        .build()
-        .flags(squeue::Flags::IO_LINK)
-        .user_data(tag(Op::PollIn(dir), key));
+        .build();
+        if self.plan.inline_splice {
+            // Readiness from the ring, the splice itself as a direct call when the poll fires
+            // (see `complete.rs`): no io-wq thread hop per chunk.
+            let poll = poll.user_data(tag(Op::PollIn(dir), key));
+            let flow = io.flow(dir);
+            flow.recv_in_flight = true;
+            flow.recv_multishot = false;
+            flow.parked = None;
+            io.in_flight += 1;
+            // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
+            return unsafe { self.ring.push(&poll) }.map_err(queue_error);
+        }
+        let poll = poll
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(tag(Op::PollIn(dir), key));
         let splice = Splice {
             from: source.as_fd(),
             to: pipe.write_end(),
@@ -339,7 +352,7 @@ impl Worker {
     /// to become writable (`after_poll`).
     pub(super) fn submit_splice_out(
         &mut self,
-        _now: Instant,
+        now: Instant,
         key: SlotKey,
         dir: Dir,
         len: u32,
@@ -362,9 +375,31 @@ impl Worker {
             from: pipe.read_end(),
             to: sink.as_fd(),
             len,
+        };
+        if self.plan.inline_splice {
+            if after_poll {
+                let poll = opcode::PollAdd::new(
+                    types::Fd(std::os::fd::AsRawFd::as_raw_fd(sink)),
+                    libc::POLLOUT as u32,
+                )
+                .build()
+                .user_data(tag(Op::PollOut(dir), key));
+                io.flow(dir).splice_out_len = len;
+                io.in_flight += 1;
+                // SAFETY: a poll names its socket by fd, which lives in the slot until
+                // completion.
+                return unsafe { self.ring.push(&poll) }.map_err(queue_error);
+            }
+            // The pipe holds the bytes, so this never waits for the source; a full sink socket
+            // answers EAGAIN and the retry waits behind a POLLOUT.
+            let result = match splice.run() {
+                Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+                Err(err) => -err.raw_os_error().unwrap_or(libc::EIO),
+            };
+            io.flow(dir).splice_out_len = len;
+            return self.spliced_out(now, key, dir, result);
         }
-        .sqe()
-        .user_data(tag(Op::SpliceOut(dir), key));
+        let splice = splice.sqe().user_data(tag(Op::SpliceOut(dir), key));
         let poll = after_poll.then(|| {
             opcode::PollAdd::new(
                 types::Fd(std::os::fd::AsRawFd::as_raw_fd(sink)),
