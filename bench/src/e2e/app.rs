@@ -1,0 +1,320 @@
+//! The harness from start to finish: options, build, peers, rows, io-wq check, output files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::child::StopFlag;
+use super::error::{BenchError, Result, io_err};
+use super::measure::Env;
+use super::opts::{Options, Plan};
+use super::peers::{self, Peers};
+use super::proxy::{Ctx, ROWS, Row, URING_SPLICE};
+use super::report::Results;
+use super::runner::Runner;
+use super::workload::{WORKLOADS, Workload, many_streams};
+
+/// The workspace root (the parent of the bench package).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Removes a scratch directory when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the harness; returns the number of failed measurements (0: every row forwarded).
+pub fn run(opts: &Options) -> Result<usize> {
+    if opts.list_rows {
+        for r in ROWS {
+            println!("{}", r.name);
+        }
+        return Ok(0);
+    }
+    let plan = Plan::from_options(opts).map_err(BenchError::Setup)?;
+    let rows = select_rows(opts)?;
+    let workloads = select_workloads(opts)?;
+    let stop = StopFlag::install()?;
+    raise_fd_limit();
+    if opts.install_peers {
+        peers::install()?;
+    }
+    let bin_dir = match &opts.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .map_err(io_err("finding the e2e binary"))?
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    if !opts.no_build {
+        build(&bin_dir)?;
+    }
+    let bin = |name: &str| -> Result<PathBuf> {
+        let p = bin_dir.join(name);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BenchError::Setup(format!(
+                "{} not found (build it, or pass --bin-dir)",
+                p.display()
+            )))
+        }
+    };
+    let (ringlb, loadgen, backend) = (bin("ringlb")?, bin("loadgen")?, bin("backend")?);
+    let started = Instant::now();
+    let peers = Peers::detect();
+    report_peers(&peers);
+    let ts = timestamp();
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("results").join(&ts));
+    let logs = out.join("logs");
+    fs::create_dir_all(&logs).map_err(io_err(format!("creating {}", logs.display())))?;
+    let tmp = TempDir(std::env::temp_dir().join(format!("ringlb-e2e-{}", std::process::id())));
+    fs::create_dir_all(&tmp.0).map_err(io_err("creating a scratch directory"))?;
+    let loadavg_before = loadavg();
+    eprintln!(
+        "e2e: {} rows × {} workloads, {} run(s) of {:.1} s each; load average {loadavg_before}; \
+         output in {}",
+        rows.len(),
+        workloads.len(),
+        plan.runs,
+        plan.run.as_secs_f64(),
+        out.display()
+    );
+    let runner = Runner {
+        env: Env {
+            loadgen: &loadgen,
+            backend: &backend,
+            perf: peers.perf.as_deref().ok(),
+            load_cpus: &opts.load_cpus.0,
+            logs: &logs,
+            plan: &plan,
+            stop: &stop,
+        },
+        ctx: Ctx {
+            ringlb: &ringlb,
+            peers: &peers,
+            cpus: &opts.proxy_cpus,
+            tmp: &tmp.0,
+            logs: &logs,
+            stop: &stop,
+        },
+    };
+    let mut results = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let label = format!("[{}/{} {}]", i + 1, rows.len(), row.name);
+        results.push(runner.run_row(*row, &workloads, &label)?);
+    }
+    let iowq = match rows.iter().find(|r| r.name == URING_SPLICE) {
+        Some(row) if plan.iowq_connections > 0 => {
+            let w = many_streams(plan.iowq_connections);
+            let r = runner.run_workload(*row, w, 1, "[io-wq check]")?;
+            if let Some(f) = &r.failure {
+                eprintln!("[io-wq check] FAILED: {f}");
+            }
+            Some(r)
+        }
+        _ => None,
+    };
+    let results = Results {
+        started_utc: ts,
+        quick: opts.quick,
+        plan: plan.clone(),
+        proxy_cpus: opts.proxy_cpus.0.clone(),
+        load_cpus: opts.load_cpus.0.clone(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        loadavg_before,
+        loadavg_after: loadavg(),
+        perf_unavailable: peers.perf.as_ref().err().cloned(),
+        rows: results,
+        iowq,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    write_outputs(&out, &results)?;
+    Ok(results.failures())
+}
+
+fn select_rows(opts: &Options) -> Result<Vec<Row>> {
+    let Some(names) = &opts.rows else {
+        return Ok(ROWS.to_vec());
+    };
+    for n in names {
+        if !ROWS.iter().any(|r| r.name == n) {
+            let all: Vec<&str> = ROWS.iter().map(|r| r.name).collect();
+            return Err(BenchError::Setup(format!(
+                "unknown row {n:?}; rows: {}",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(ROWS
+        .iter()
+        .filter(|r| names.iter().any(|n| n == r.name))
+        .copied()
+        .collect())
+}
+
+fn select_workloads(opts: &Options) -> Result<Vec<Workload>> {
+    let Some(names) = &opts.workloads else {
+        return Ok(WORKLOADS.to_vec());
+    };
+    for n in names {
+        if !WORKLOADS.iter().any(|w| w.name() == *n) {
+            let all: Vec<String> = WORKLOADS.iter().map(Workload::name).collect();
+            return Err(BenchError::Setup(format!(
+                "unknown workload {n:?}; workloads: {}",
+                all.join(", ")
+            )));
+        }
+    }
+    Ok(WORKLOADS
+        .iter()
+        .filter(|w| names.contains(&w.name()))
+        .copied()
+        .collect())
+}
+
+/// Builds ringlb, loadgen and backend with the profile `bin_dir` belongs to.
+fn build(bin_dir: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = workspace_root().join("Cargo.toml");
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["-p", "ringlb", "-p", "ringlb-tools", "--bins"]);
+    if bin_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    eprintln!("e2e: building ringlb, loadgen and backend");
+    let status = cmd.status().map_err(io_err(format!("running {cargo}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!("cargo build failed ({status})")))
+    }
+}
+
+fn report_peers(p: &Peers) {
+    let show = |name: &str, r: std::result::Result<String, &String>| match r {
+        Ok(path) => eprintln!("e2e: {name}: {path}"),
+        Err(why) => eprintln!("e2e: {name}: unavailable: {why}"),
+    };
+    show(
+        "haproxy",
+        p.haproxy.as_ref().map(|x| x.display().to_string()),
+    );
+    show(
+        "nginx",
+        p.nginx.as_ref().map(|x| x.path.display().to_string()),
+    );
+    show(
+        "perf (syscall counts)",
+        p.perf.as_ref().map(|x| x.display().to_string()),
+    );
+}
+
+/// Raises the open-files limit (soft and hard; root may) so that 10,000 proxied idle
+/// connections fit in every child. Best effort.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let cur = getrlimit(Resource::Nofile);
+    for n in [1_048_576_u64, 262_144, 131_072, 65_536] {
+        if cur.maximum.is_some_and(|m| m >= n) && cur.current.is_some_and(|c| c >= n) {
+            return;
+        }
+        let lim = Rlimit {
+            current: Some(n),
+            maximum: Some(n.max(cur.maximum.unwrap_or(n))),
+        };
+        if setrlimit(Resource::Nofile, lim).is_ok() {
+            return;
+        }
+    }
+    eprintln!(
+        "e2e: could not raise the open-files limit (now {:?}); 10,000 idle connections may not fit",
+        cur.current
+    );
+}
+
+fn loadavg() -> String {
+    let s = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// The current UTC time as `YYYYMMDD-HHMMSS`.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats seconds since the epoch as `YYYYMMDD-HHMMSS` (UTC).
+fn format_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn write_outputs(out: &Path, results: &Results) -> Result<()> {
+    let write = |name: &str, text: &str| {
+        let p = out.join(name);
+        fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))
+    };
+    let json = serde_json::to_string_pretty(results)
+        .map_err(|e| BenchError::Setup(format!("serialising results: {e}")))?;
+    write("results.json", &json)?;
+    let md = results.markdown();
+    write("results.md", &md)?;
+    for (name, svg) in results.charts() {
+        write(&name, &svg)?;
+    }
+    println!("{md}");
+    eprintln!(
+        "e2e: wrote {}/results.md, results.json and charts (*.svg)",
+        out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_format() {
+        assert_eq!(format_utc(0), "19700101-000000");
+        assert_eq!(format_utc(1_700_000_000), "20231114-221320");
+        assert_eq!(format_utc(951_782_400), "20000229-000000");
+    }
+}

@@ -1,0 +1,255 @@
+//! From runs to figures: per-run values, their medians, and the check that a row really
+//! forwarded what the load generator sent.
+
+use serde::Serialize;
+
+use super::measure::{BackendStats, RunRecord};
+use super::workload::Workload;
+
+/// The medians (over runs) of everything reported for one row and workload; `None` where a
+/// figure does not apply or could not be measured.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Figures {
+    /// Runs the medians are taken over.
+    pub runs: usize,
+    /// Throughput, Gbit/s.
+    pub gbps: Option<f64>,
+    /// Requests per second.
+    pub rps: Option<f64>,
+    /// Connections per second.
+    pub cps: Option<f64>,
+    /// 99th-percentile request latency, µs.
+    pub p99_us: Option<f64>,
+    /// Proxy CPU seconds per GB forwarded (stream).
+    pub cpu_per_gb: Option<f64>,
+    /// Proxy CPU seconds per million requests (rr).
+    pub cpu_per_mreq: Option<f64>,
+    /// Proxy CPU seconds per 1,000 connections (connect).
+    pub cpu_per_kconn: Option<f64>,
+    /// Proxy system calls per MB forwarded (stream).
+    pub syscalls_per_mb: Option<f64>,
+    /// Proxy system calls per request (rr) or per connection (connect).
+    pub syscalls_per_req: Option<f64>,
+    /// Voluntary context switches per request (rr) or connection (connect).
+    pub vol_cs_per_req: Option<f64>,
+    /// Involuntary context switches per request (rr) or connection (connect).
+    pub invol_cs_per_req: Option<f64>,
+    /// Proxy threads (peak during a run).
+    pub threads: Option<f64>,
+    /// Most io-wq (`iou-wrk`) threads seen in any run.
+    pub peak_iowq: Option<f64>,
+    /// RSS growth per idle connection, bytes.
+    pub rss_per_idle_conn: Option<f64>,
+    /// Idle connections actually established (median of the runs' peaks).
+    pub idle_open: Option<f64>,
+    /// epoll engine: share of reads that returned EAGAIN.
+    pub eagain_share: Option<f64>,
+}
+
+/// The median of the values present; `None` when there are none.
+pub fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = values
+        .into_iter()
+        .flatten()
+        .filter(|x| x.is_finite())
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn ratio(num: f64, den: f64) -> Option<f64> {
+    (den > 0.0 && num.is_finite()).then(|| num / den)
+}
+
+/// Computes the figures of `workload` from its runs; `eagain` is the epoll engine's
+/// (reads, reads that returned EAGAIN), when it logged them.
+pub fn compute(workload: Workload, runs: &[RunRecord], eagain: Option<(u64, u64)>) -> Figures {
+    let m = |f: &dyn Fn(&RunRecord) -> Option<f64>| median(runs.iter().map(f));
+    let cost = |r: &RunRecord| r.proxy.clone();
+    // Syscalls per second during perf's window.
+    let sys_rate = |r: &RunRecord| {
+        let c = cost(r)?;
+        ratio(c.syscalls? as f64, c.syscall_window_secs)
+    };
+    let mut f = Figures {
+        runs: runs.len(),
+        threads: m(&|r| cost(r).map(|c| c.peak_threads as f64)),
+        peak_iowq: runs
+            .iter()
+            .filter_map(|r| cost(r).map(|c| c.peak_iowq as f64))
+            .reduce(f64::max),
+        eagain_share: eagain.and_then(|(reads, again)| ratio(again as f64, reads as f64)),
+        ..Figures::default()
+    };
+    match workload {
+        Workload::Stream(_) => {
+            let bytes = |r: &RunRecord| (r.load.bytes_sent + r.load.bytes_received) as f64;
+            f.gbps = m(&|r| Some(r.load.gbit_per_sec));
+            f.cpu_per_gb = m(&|r| ratio(cost(r)?.cpu_secs, bytes(r) / 1e9));
+            f.syscalls_per_mb = m(&|r| {
+                let mb_per_sec = bytes(r) / 1e6 / r.load.elapsed_secs.max(1e-9);
+                ratio(sys_rate(r)?, mb_per_sec)
+            });
+        }
+        Workload::Rr(_) | Workload::Connect => {
+            let per = |r: &RunRecord| {
+                if workload == Workload::Connect {
+                    r.load.connections_opened as f64
+                } else {
+                    r.load.requests as f64
+                }
+            };
+            let rate = |r: &RunRecord| {
+                if workload == Workload::Connect {
+                    r.load.connections_per_sec
+                } else {
+                    r.load.requests_per_sec
+                }
+            };
+            f.rps = m(&|r| Some(r.load.requests_per_sec));
+            f.p99_us = m(&|r| r.load.latency_us.map(|l| l.p99_us));
+            if workload == Workload::Connect {
+                f.cps = m(&|r| Some(r.load.connections_per_sec));
+                f.cpu_per_kconn = m(&|r| ratio(cost(r)?.cpu_secs, per(r) / 1e3));
+            } else {
+                f.cpu_per_mreq = m(&|r| ratio(cost(r)?.cpu_secs, per(r) / 1e6));
+            }
+            f.syscalls_per_req = m(&|r| ratio(sys_rate(r)?, rate(r)));
+            f.vol_cs_per_req = m(&|r| ratio(cost(r)?.voluntary_cs as f64, per(r)));
+            f.invol_cs_per_req = m(&|r| ratio(cost(r)?.involuntary_cs as f64, per(r)));
+        }
+        Workload::Idle => {
+            f.idle_open = m(&|r| Some(r.load.open_peak as f64));
+            f.rss_per_idle_conn = m(&|r| {
+                let c = cost(r)?;
+                let grown = c.peak_rss_kib.saturating_sub(c.before.rss_kib) as f64 * 1024.0;
+                ratio(grown, r.load.open_peak as f64)
+            });
+        }
+    }
+    f
+}
+
+/// Checks that the proxy forwarded the load: loadgen saw no corrupted response and the
+/// backend received what loadgen sent (streams: exactly; echo: at least what came back).
+pub fn verify(
+    workload: Workload,
+    runs: &[RunRecord],
+    backend: &BackendStats,
+) -> Result<(), String> {
+    if runs.is_empty() {
+        return Err("no run completed".into());
+    }
+    for (i, r) in runs.iter().enumerate() {
+        let l = &r.load;
+        if l.verify_errors > 0 {
+            return Err(format!(
+                "run {}: {} corrupted responses",
+                i + 1,
+                l.verify_errors
+            ));
+        }
+        let moved = match workload {
+            Workload::Stream(_) => l.bytes_sent > 0,
+            Workload::Rr(_) | Workload::Connect => l.requests > 0,
+            Workload::Idle => l.open_peak > 0,
+        };
+        if !moved {
+            return Err(format!(
+                "run {}: nothing went through (requests {}, bytes sent {}, connections opened {}, \
+                 connect errors {}, io errors {})",
+                i + 1,
+                l.requests,
+                l.bytes_sent,
+                l.connections_opened,
+                l.connect_errors,
+                l.io_errors
+            ));
+        }
+    }
+    let sent: u64 = runs.iter().map(|r| r.load.bytes_sent).sum();
+    let received: u64 = runs.iter().map(|r| r.load.bytes_received).sum();
+    match workload {
+        Workload::Stream(_) if backend.bytes_in != sent => Err(format!(
+            "loadgen sent {sent} bytes but the backend received {} ({} missing)",
+            backend.bytes_in,
+            sent as i128 - backend.bytes_in as i128
+        )),
+        Workload::Rr(_) | Workload::Connect if backend.bytes_in < received => Err(format!(
+            "loadgen got {received} echoed bytes but the backend only received {}",
+            backend.bytes_in
+        )),
+        Workload::Idle => {
+            // loadgen counts a connection once the kernel completed the handshake, which may
+            // be before the proxy accepted it; allow 1% still in flight when the hold ends.
+            let opened: u64 = runs.iter().map(|r| r.load.open_peak).sum();
+            if backend.connections * 100 < opened * 99 {
+                Err(format!(
+                    "loadgen held {opened} connections but the backend saw only {}",
+                    backend.connections
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2e::measure::{LoadReport, ProxyCost};
+
+    fn run(sent: u64, cpu: f64) -> RunRecord {
+        RunRecord {
+            load: LoadReport {
+                elapsed_secs: 1.0,
+                bytes_sent: sent,
+                gbit_per_sec: sent as f64 * 8.0 / 1e9,
+                ..LoadReport::default()
+            },
+            proxy: Some(ProxyCost {
+                cpu_secs: cpu,
+                syscalls: Some(1000),
+                syscall_window_secs: 0.5,
+                ..ProxyCost::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([Some(3.0), None, Some(1.0), Some(2.0)]), Some(2.0));
+        assert_eq!(median([Some(1.0), Some(2.0)]), Some(1.5));
+        assert_eq!(median([None]), None);
+    }
+
+    #[test]
+    fn stream_figures_and_verification() {
+        let runs = vec![run(2_000_000_000, 1.0), run(1_000_000_000, 1.0)];
+        let f = compute(Workload::Stream(1), &runs, None);
+        assert_eq!(f.cpu_per_gb, Some(0.75));
+        // 2000 syscalls/s over 2000 and 1000 MB/s: 1 and 2 per MB.
+        assert_eq!(f.syscalls_per_mb, Some(1.5));
+        let ok = BackendStats {
+            bytes_in: 3_000_000_000,
+            ..BackendStats::default()
+        };
+        assert!(verify(Workload::Stream(1), &runs, &ok).is_ok());
+        let short = BackendStats {
+            bytes_in: 1,
+            ..BackendStats::default()
+        };
+        assert!(verify(Workload::Stream(1), &runs, &short).is_err());
+        assert!(verify(Workload::Rr(64), &runs, &ok).is_err());
+    }
+}

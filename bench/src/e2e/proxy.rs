@@ -1,0 +1,321 @@
+//! The rows (proxy configurations) and starting, checking and stopping one proxy instance.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use super::child::{self, Guard, Output, Spec, StopFlag};
+use super::error::{BenchError, Result};
+use super::opts::CpuList;
+use super::peers::{self, Peers};
+
+/// What sits between the load generator and the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RowKind {
+    /// Nothing: loadgen talks to the backend (the physical limit).
+    Direct,
+    /// ringlb with this engine and forwarding mode.
+    Ringlb {
+        /// `uring`, `epoll` or `blocking`.
+        engine: &'static str,
+        /// `copy`, `splice` or `auto`.
+        mode: &'static str,
+    },
+    /// HAProxy in `mode tcp`.
+    Haproxy {
+        /// With `option splice-*`.
+        splice: bool,
+    },
+    /// nginx `stream`.
+    Nginx,
+}
+
+/// One row of the result tables.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Row {
+    /// Its name in tables and `--rows`.
+    pub name: &'static str,
+    /// What it runs.
+    pub kind: RowKind,
+}
+
+const fn ringlb(name: &'static str, engine: &'static str, mode: &'static str) -> Row {
+    Row {
+        name,
+        kind: RowKind::Ringlb { engine, mode },
+    }
+}
+
+/// Every row, in table order.
+pub const ROWS: [Row; 10] = [
+    Row {
+        name: "direct",
+        kind: RowKind::Direct,
+    },
+    ringlb("uring-copy", "uring", "copy"),
+    ringlb("uring-splice", "uring", "splice"),
+    ringlb("uring-auto", "uring", "auto"),
+    ringlb("epoll-copy", "epoll", "copy"),
+    ringlb("epoll-splice", "epoll", "splice"),
+    ringlb("blocking", "blocking", "copy"),
+    Row {
+        name: "haproxy",
+        kind: RowKind::Haproxy { splice: false },
+    },
+    Row {
+        name: "haproxy-splice",
+        kind: RowKind::Haproxy { splice: true },
+    },
+    Row {
+        name: "nginx",
+        kind: RowKind::Nginx,
+    },
+];
+
+/// The name of the row used as the io_uring splice reference (io-wq check).
+pub const URING_SPLICE: &str = "uring-splice";
+
+/// What starting a proxy needs.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The ringlb binary.
+    pub ringlb: &'a Path,
+    /// Installed peers.
+    pub peers: &'a Peers,
+    /// CPUs of the proxy (and its worker count).
+    pub cpus: &'a CpuList,
+    /// Scratch directory for configuration files.
+    pub tmp: &'a Path,
+    /// Directory for the proxies' logs.
+    pub logs: &'a Path,
+    /// Interrupt flag.
+    pub stop: &'a StopFlag,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    guard: Guard,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The proxy's processes (nginx: master and workers), first the one started.
+    pub pids: Vec<i32>,
+    /// Its stderr log.
+    pub stderr: PathBuf,
+    /// Count io-wq workers while sampling (io_uring rows).
+    pub uring: bool,
+}
+
+impl Row {
+    /// Why this row cannot run here, if it cannot (a missing program).
+    pub fn unavailable(&self, peers: &Peers) -> Option<String> {
+        match self.kind {
+            RowKind::Haproxy { .. } => peers.haproxy.as_ref().err().cloned(),
+            RowKind::Nginx => peers.nginx.as_ref().err().cloned(),
+            RowKind::Direct | RowKind::Ringlb { .. } => None,
+        }
+    }
+
+    /// Starts this row's proxy in front of `backend` (`None` for `direct`); `tag` names its
+    /// log files. Errors carry the proxy's own explanation when it exited at start.
+    pub fn start(&self, ctx: &Ctx<'_>, backend: SocketAddr, tag: &str) -> Result<Option<Proxy>> {
+        if self.kind == RowKind::Direct {
+            return Ok(None);
+        }
+        let listen = free_port()?;
+        let workers = ctx.cpus.0.len();
+        let stderr = ctx.logs.join(format!("{}-{tag}.stderr", self.name));
+        let (program, args, uring): (PathBuf, Vec<String>, bool) = match self.kind {
+            RowKind::Direct => return Ok(None),
+            RowKind::Ringlb { engine, mode } => {
+                let args = [
+                    "run",
+                    "--listen",
+                    &listen.to_string(),
+                    "--backend",
+                    &backend.to_string(),
+                    "--engine",
+                    engine,
+                    "--mode",
+                    mode,
+                    "--workers",
+                    &workers.to_string(),
+                    "--cpus",
+                    &ctx.cpus.joined(),
+                    "--shutdown-grace",
+                    "1s",
+                ];
+                let args = args.iter().map(|s| s.to_string()).collect();
+                (ctx.ringlb.to_path_buf(), args, engine == "uring")
+            }
+            RowKind::Haproxy { splice } => {
+                let path = ctx.peers.haproxy.clone().map_err(BenchError::Setup)?;
+                let cfg = ctx.tmp.join(format!("{}.cfg", self.name));
+                write(
+                    &cfg,
+                    &peers::haproxy_config(listen, backend, workers, splice),
+                )?;
+                let args = vec!["-db".into(), "-f".into(), cfg.display().to_string()];
+                (path, args, false)
+            }
+            RowKind::Nginx => {
+                let nginx = ctx.peers.nginx.clone().map_err(BenchError::Setup)?;
+                let cfg = ctx.tmp.join("nginx.conf");
+                let conf = peers::nginx_config(&nginx, ctx.tmp, listen, backend, workers);
+                write(&cfg, &conf)?;
+                let errlog = ctx.tmp.join("nginx-error.log").display().to_string();
+                let args = [
+                    "-p",
+                    &ctx.tmp.display().to_string(),
+                    "-e",
+                    &errlog,
+                    "-c",
+                    &cfg.display().to_string(),
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                (nginx.path, args, false)
+            }
+        };
+        let mut guard = child::spawn(Spec {
+            name: self.name.to_string(),
+            program: &program,
+            args,
+            cpus: &ctx.cpus.0,
+            stdout: Output::File(ctx.logs.join(format!("{}-{tag}.stdout", self.name))),
+            stderr: Output::File(stderr.clone()),
+            env: vec![("RINGLB_LOG", "info"), ("NO_COLOR", "1")],
+        })?;
+        wait_ready(&mut guard, listen, &stderr, ctx.stop)?;
+        // Let every worker (thread or process) come up and start accepting.
+        ctx.stop.sleep(Duration::from_millis(200))?;
+        let pids = guard.adopt_descendants();
+        Ok(Some(Proxy {
+            guard,
+            listen,
+            pids,
+            stderr,
+            uring,
+        }))
+    }
+}
+
+impl Proxy {
+    /// Whether the proxy is still running.
+    pub fn running(&mut self) -> bool {
+        self.guard.try_exited().is_none()
+    }
+
+    /// Stops the proxy (SIGTERM; SIGKILL after 5 s) and returns what it wrote on stderr.
+    pub fn stop(mut self) -> String {
+        self.guard.stop(Signal::TERM, Duration::from_secs(5));
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).map_err(super::error::io_err(format!("writing {}", path.display())))
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port() -> Result<SocketAddr> {
+    let l =
+        TcpListener::bind("127.0.0.1:0").map_err(super::error::io_err("finding a free port"))?;
+    l.local_addr()
+        .map_err(super::error::io_err("finding a free port"))
+}
+
+/// Waits until `listen` accepts connections; fails if the child exits first or 10 s pass.
+fn wait_ready(guard: &mut Guard, listen: SocketAddr, stderr: &Path, stop: &StopFlag) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        stop.check()?;
+        if let Some(st) = guard.try_exited() {
+            return Err(BenchError::Setup(format!(
+                "{} exited at start ({st}): {}",
+                guard.name(),
+                tail(stderr, 5)
+            )));
+        }
+        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(BenchError::Setup(format!(
+                "{} did not listen on {listen} within 10 s: {}",
+                guard.name(),
+                tail(stderr, 5)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The last `n` non-empty lines of a file, joined with " | ".
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    let t = lines[start..].join(" | ");
+    if t.is_empty() {
+        "(no output)".into()
+    } else {
+        t
+    }
+}
+
+/// The epoll engine's `reads` and `reads_eagain` totals from ringlb's shutdown log line.
+pub fn epoll_eagain(stderr: &str) -> Option<(u64, u64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("epoll engine stopped"))?;
+    let value = |key: &str| -> Option<u64> {
+        line.split_whitespace().find_map(|tok| {
+            let tok = strip_ansi(tok);
+            tok.strip_prefix(key)?.strip_prefix('=')?.parse().ok()
+        })
+    };
+    Some((value("reads")?, value("reads_eagain")?))
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_esc = false;
+    for ch in s.chars() {
+        match (in_esc, ch) {
+            (false, '\u{1b}') => in_esc = true,
+            (true, c) if c.is_ascii_alphabetic() => in_esc = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_eagain_line() {
+        let log = "2025 INFO ringlb::engine::epoll: epoll engine stopped reads=100 \
+                   reads_eagain=25 eagain_share=0.250 writes=3\n";
+        assert_eq!(epoll_eagain(log), Some((100, 25)));
+        let ansi =
+            "x epoll engine stopped \u{1b}[3mreads\u{1b}[0m=7 \u{1b}[3mreads_eagain\u{1b}[0m=1";
+        assert_eq!(epoll_eagain(ansi), Some((7, 1)));
+        assert_eq!(epoll_eagain("nothing"), None);
+    }
+
+    #[test]
+    fn row_names_unique() {
+        for (i, a) in ROWS.iter().enumerate() {
+            assert!(ROWS.iter().skip(i + 1).all(|b| b.name != a.name));
+        }
+        assert!(ROWS.iter().any(|r| r.name == URING_SPLICE));
+    }
+}

@@ -1,0 +1,491 @@
+//! The markdown report, the target check and the chart set, from the collected results.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::figures::Figures;
+use super::opts::Plan;
+use super::runner::{RowResult, WorkloadResult};
+use super::svg::{self, Bar, num};
+
+/// Everything one harness invocation produced (also the raw JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    /// UTC start time.
+    pub started_utc: String,
+    /// `--quick`.
+    pub quick: bool,
+    /// Timing.
+    pub plan: Plan,
+    /// Proxy CPUs.
+    pub proxy_cpus: Vec<usize>,
+    /// Load-side CPUs.
+    pub load_cpus: Vec<usize>,
+    /// `uname -r`.
+    pub kernel: String,
+    /// `/proc/loadavg` before the run.
+    pub loadavg_before: String,
+    /// `/proc/loadavg` after the run.
+    pub loadavg_after: String,
+    /// Why syscalls are n/a, if they are.
+    pub perf_unavailable: Option<String>,
+    /// The rows.
+    pub rows: Vec<RowResult>,
+    /// The io-wq bound check (uring splice with many streams), if it ran.
+    pub iowq: Option<WorkloadResult>,
+    /// Wall time of the whole harness.
+    pub elapsed_secs: f64,
+}
+
+/// The HAProxy row streams are compared with.
+const HAPROXY_STREAM: &str = "haproxy-splice";
+/// The HAProxy row request/response and connections are compared with.
+const HAPROXY_RR: &str = "haproxy";
+/// The epoll row uring is compared with.
+const EPOLL: &str = "epoll-copy";
+
+type Get = fn(&Figures) -> Option<f64>;
+
+impl Results {
+    fn row(&self, name: &str) -> Option<&RowResult> {
+        self.rows.iter().find(|r| r.row.name == name)
+    }
+
+    fn value(&self, row: &str, workload: &str, get: Get) -> Option<f64> {
+        get(self.row(row)?.figures(workload)?)
+    }
+
+    /// A cell: the figure, "FAIL" if the workload failed, "n/a" if absent.
+    fn cell(&self, row: &RowResult, workload: &str, get: Get) -> String {
+        if row.failure(workload).is_some() {
+            return "FAIL".into();
+        }
+        row.figures(workload)
+            .and_then(get)
+            .map_or_else(|| "n/a".into(), num)
+    }
+
+    /// `row`'s figure divided by `reference`'s.
+    fn ratio(&self, row: &RowResult, reference: &str, workload: &str, get: Get) -> String {
+        let v = row.figures(workload).and_then(get);
+        let r = self.value(reference, workload, get);
+        match (v, r) {
+            (Some(v), Some(r)) if r > 0.0 => format!("{:.2}×", v / r),
+            _ => "n/a".into(),
+        }
+    }
+
+    fn ran(&self) -> impl Iterator<Item = &RowResult> {
+        self.rows.iter().filter(|r| r.skipped.is_none())
+    }
+
+    /// The whole report as markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let p = &self.plan;
+        let _ = writeln!(s, "# ringlb end-to-end benchmark\n");
+        let _ = writeln!(
+            s,
+            "{} UTC · {} run · {} run(s) per figure (median) · {:.1} s per run · proxy CPUs {:?} \
+             (workers = {}) · load CPUs {:?} · kernel {} · load average before {} / after {} · \
+             measuring took {:.0} s\n",
+            self.started_utc,
+            if self.quick { "quick" } else { "full" },
+            p.runs,
+            p.run.as_secs_f64(),
+            self.proxy_cpus,
+            self.proxy_cpus.len(),
+            self.load_cpus,
+            self.kernel,
+            self.loadavg_before,
+            self.loadavg_after,
+            self.elapsed_secs
+        );
+        let _ = writeln!(
+            s,
+            "CPU: the proxy's utime+stime (all threads and processes). Syscalls: `perf stat -e \
+             raw_syscalls:sys_enter` on the proxy during the middle of each run{}. Context \
+             switches: summed over live threads. ×HAProxy compares with `{HAPROXY_STREAM}` for \
+             streams and `{HAPROXY_RR}` otherwise; ×epoll with `{EPOLL}`. FAIL: the row did not \
+             forward correctly (see Problems).\n",
+            self.perf_unavailable
+                .as_ref()
+                .map_or(String::new(), |w| format!(" (n/a here: {w})"))
+        );
+        self.stream_table(&mut s);
+        self.rr_table(&mut s);
+        self.conn_table(&mut s);
+        self.iowq_section(&mut s);
+        self.targets(&mut s);
+        self.problems(&mut s);
+        s
+    }
+
+    fn stream_table(&self, s: &mut String) {
+        let _ = writeln!(s, "## Streaming (upload into a sink)\n");
+        let _ = writeln!(
+            s,
+            "| row | 1 stream Gbit/s | ×direct | ×HAProxy | 8 streams Gbit/s | ×direct | ×HAProxy \
+             | CPU s/GB (1) | ×HAProxy | CPU s/GB (8) | syscalls/MB (1) | syscalls/MB (8) \
+             | peak iou-wrk | threads | EAGAIN reads (1) |"
+        );
+        let _ = writeln!(s, "|{}", "---|".repeat(15));
+        let gbps: Get = |f| f.gbps;
+        let cpu: Get = |f| f.cpu_per_gb;
+        let sys: Get = |f| f.syscalls_per_mb;
+        for r in self.ran() {
+            let iowq = ["stream-1", "stream-8"]
+                .iter()
+                .filter_map(|w| r.figures(w)?.peak_iowq)
+                .reduce(f64::max)
+                .map_or("n/a".into(), num);
+            let eagain = r
+                .figures("stream-1")
+                .and_then(|f| f.eagain_share)
+                .map_or("n/a".into(), |x| format!("{:.1}%", x * 100.0));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {iowq} | {} | {eagain} |",
+                r.row.name,
+                self.cell(r, "stream-1", gbps),
+                self.ratio(r, "direct", "stream-1", gbps),
+                self.ratio(r, HAPROXY_STREAM, "stream-1", gbps),
+                self.cell(r, "stream-8", gbps),
+                self.ratio(r, "direct", "stream-8", gbps),
+                self.ratio(r, HAPROXY_STREAM, "stream-8", gbps),
+                self.cell(r, "stream-1", cpu),
+                self.ratio(r, HAPROXY_STREAM, "stream-1", cpu),
+                self.cell(r, "stream-8", cpu),
+                self.cell(r, "stream-1", sys),
+                self.cell(r, "stream-8", sys),
+                self.cell(r, "stream-8", |f| f.threads),
+            );
+        }
+        s.push('\n');
+    }
+
+    fn rr_table(&self, s: &mut String) {
+        let _ = writeln!(s, "## Request/response (64-byte messages against echo)\n");
+        let _ = writeln!(
+            s,
+            "| row | 64 conns req/s | p99 µs | ×direct | ×HAProxy | ×epoll | 1,024 conns req/s \
+             | p99 µs | ×HAProxy | CPU s/M req (64) | syscalls/req (64) | syscalls/req (1,024) \
+             | vol. cs/req (64) | invol. cs/req (64) | threads (1,024) | EAGAIN reads (64) |"
+        );
+        let _ = writeln!(s, "|{}", "---|".repeat(16));
+        let rps: Get = |f| f.rps;
+        let p99: Get = |f| f.p99_us;
+        let sys: Get = |f| f.syscalls_per_req;
+        for r in self.ran() {
+            let eagain = r
+                .figures("rr-64")
+                .and_then(|f| f.eagain_share)
+                .map_or("n/a".into(), |x| format!("{:.1}%", x * 100.0));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {eagain} |",
+                r.row.name,
+                self.cell(r, "rr-64", rps),
+                self.cell(r, "rr-64", p99),
+                self.ratio(r, "direct", "rr-64", rps),
+                self.ratio(r, HAPROXY_RR, "rr-64", rps),
+                self.ratio(r, EPOLL, "rr-64", rps),
+                self.cell(r, "rr-1024", rps),
+                self.cell(r, "rr-1024", p99),
+                self.ratio(r, HAPROXY_RR, "rr-1024", rps),
+                self.cell(r, "rr-64", |f| f.cpu_per_mreq),
+                self.cell(r, "rr-64", sys),
+                self.cell(r, "rr-1024", sys),
+                self.cell(r, "rr-64", |f| f.vol_cs_per_req),
+                self.cell(r, "rr-64", |f| f.invol_cs_per_req),
+                self.cell(r, "rr-1024", |f| f.threads),
+            );
+        }
+        s.push('\n');
+    }
+
+    fn conn_table(&self, s: &mut String) {
+        let _ = writeln!(s, "## Connections (connection rate; idle connections)\n");
+        let _ = writeln!(
+            s,
+            "| row | conn/s | p99 µs | ×direct | ×HAProxy | CPU s/1k conns | syscalls/conn \
+             | vol. cs/conn | invol. cs/conn | idle conns held | RSS B/idle conn | threads (idle) |"
+        );
+        let _ = writeln!(s, "|{}", "---|".repeat(12));
+        let cps: Get = |f| f.cps;
+        for r in self.ran() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.row.name,
+                self.cell(r, "connect", cps),
+                self.cell(r, "connect", |f| f.p99_us),
+                self.ratio(r, "direct", "connect", cps),
+                self.ratio(r, HAPROXY_RR, "connect", cps),
+                self.cell(r, "connect", |f| f.cpu_per_kconn),
+                self.cell(r, "connect", |f| f.syscalls_per_req),
+                self.cell(r, "connect", |f| f.vol_cs_per_req),
+                self.cell(r, "connect", |f| f.invol_cs_per_req),
+                self.cell(r, "idle", |f| f.idle_open),
+                self.cell(r, "idle", |f| f.rss_per_idle_conn),
+                self.cell(r, "idle", |f| f.threads),
+            );
+        }
+        s.push('\n');
+    }
+
+    fn iowq_section(&self, s: &mut String) {
+        let Some(w) = &self.iowq else {
+            return;
+        };
+        let _ = writeln!(s, "## io-wq bound (uring-splice, {})\n", w.name);
+        match &w.failure {
+            Some(f) => {
+                let _ = writeln!(s, "FAILED: {f}\n");
+            }
+            None => {
+                let f = &w.figures;
+                let o = |v: Option<f64>| v.map_or("n/a".into(), num);
+                let _ = writeln!(
+                    s,
+                    "Peak `iou-wrk` threads: **{}** (threads in total: {}), {} Gbit/s, CPU {} s/GB.\n",
+                    o(f.peak_iowq),
+                    o(f.threads),
+                    o(f.gbps),
+                    o(f.cpu_per_gb)
+                );
+            }
+        }
+    }
+
+    /// One target line per uring row: (what, goal, value) and whether it is met.
+    fn targets(&self, s: &mut String) {
+        let _ = writeln!(s, "## Targets (uring rows)\n");
+        let _ = writeln!(s, "| target | row | value | result |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        let gbps: Get = |f| f.gbps;
+        let rps: Get = |f| f.rps;
+        for r in self.ran().filter(|r| r.row.name.starts_with("uring")) {
+            let n = r.row.name;
+            let rel = |w: &str, reference: &str, get: Get| {
+                let v = self.value(n, w, get)?;
+                let d = self.value(reference, w, get)?;
+                (d > 0.0).then(|| v / d)
+            };
+            let rows: [(&str, Option<f64>, f64, bool, &str); 6] = [
+                (
+                    "1 stream ≥ 0.85× direct",
+                    rel("stream-1", "direct", gbps),
+                    0.85,
+                    true,
+                    "×",
+                ),
+                (
+                    "CPU/GB (1 stream) ≤ 0.7× HAProxy-splice",
+                    rel("stream-1", HAPROXY_STREAM, |f| f.cpu_per_gb),
+                    0.7,
+                    false,
+                    "×",
+                ),
+                (
+                    "rr@64 ≥ 1.25× HAProxy",
+                    rel("rr-64", HAPROXY_RR, rps),
+                    1.25,
+                    true,
+                    "×",
+                ),
+                (
+                    "rr@64 ≥ 1.5× epoll",
+                    rel("rr-64", EPOLL, rps),
+                    1.5,
+                    true,
+                    "×",
+                ),
+                (
+                    "syscalls/rr request ≤ 0.3",
+                    self.value(n, "rr-64", |f| f.syscalls_per_req),
+                    0.3,
+                    false,
+                    "",
+                ),
+                (
+                    "memory/idle conn ≤ 1 KiB",
+                    self.value(n, "idle", |f| f.rss_per_idle_conn),
+                    1024.0,
+                    false,
+                    " B",
+                ),
+            ];
+            for (what, v, goal, higher, unit) in rows {
+                let (val, verdict) = match v {
+                    None => ("n/a".to_string(), "n/a".to_string()),
+                    Some(v) => (format!("{}{unit}", num(v)), verdict(v, goal, higher)),
+                };
+                let _ = writeln!(s, "| {what} | {n} | {val} | {verdict} |");
+            }
+        }
+        s.push('\n');
+    }
+
+    fn problems(&self, s: &mut String) {
+        let mut lines = Vec::new();
+        for r in &self.rows {
+            if let Some(why) = &r.skipped {
+                lines.push(format!("- `{}` skipped: {why}", r.row.name));
+            }
+            for w in &r.workloads {
+                if let Some(f) = &w.failure {
+                    lines.push(format!("- `{}` {} FAILED: {f}", r.row.name, w.name));
+                }
+            }
+        }
+        if let Some(w) = &self.iowq {
+            if let Some(f) = &w.failure {
+                lines.push(format!("- io-wq check FAILED: {f}"));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(s, "## Problems\n\n{}\n", lines.join("\n"));
+        }
+    }
+
+    /// Every failure, for the exit status.
+    pub fn failures(&self) -> usize {
+        let rows: usize = self
+            .rows
+            .iter()
+            .flat_map(|r| &r.workloads)
+            .filter(|w| w.failure.is_some())
+            .count();
+        rows + usize::from(self.iowq.as_ref().is_some_and(|w| w.failure.is_some()))
+    }
+
+    /// The charts: (file name, SVG).
+    pub fn charts(&self) -> Vec<(String, String)> {
+        let specs: [(&str, &str, &str, &str, bool, Get); 8] = [
+            (
+                "stream-1-gbps",
+                "stream-1",
+                "1 stream",
+                "Gbit/s",
+                false,
+                |f| f.gbps,
+            ),
+            (
+                "stream-8-gbps",
+                "stream-8",
+                "8 streams",
+                "Gbit/s",
+                false,
+                |f| f.gbps,
+            ),
+            (
+                "stream-1-cpu-per-gb",
+                "stream-1",
+                "Proxy CPU, 1 stream",
+                "CPU s per GB",
+                true,
+                |f| f.cpu_per_gb,
+            ),
+            (
+                "rr-64-rps",
+                "rr-64",
+                "rr, 64 connections",
+                "requests/s",
+                false,
+                |f| f.rps,
+            ),
+            (
+                "rr-1024-rps",
+                "rr-1024",
+                "rr, 1,024 connections",
+                "requests/s",
+                false,
+                |f| f.rps,
+            ),
+            (
+                "rr-64-syscalls",
+                "rr-64",
+                "Syscalls per request, 64 connections",
+                "syscalls/request",
+                true,
+                |f| f.syscalls_per_req,
+            ),
+            (
+                "connect-cps",
+                "connect",
+                "Connection rate",
+                "connections/s",
+                false,
+                |f| f.cps,
+            ),
+            (
+                "idle-rss",
+                "idle",
+                "Memory per idle connection",
+                "RSS bytes per connection",
+                true,
+                |f| f.rss_per_idle_conn,
+            ),
+        ];
+        specs
+            .iter()
+            .map(|(file, w, title, unit, lower, get)| {
+                let bars: Vec<Bar> = self
+                    .ran()
+                    .map(|r| Bar {
+                        label: r.row.name.to_string(),
+                        value: r.figures(w).and_then(get),
+                        color: color(r.row.name),
+                    })
+                    .collect();
+                (
+                    format!("{file}.svg"),
+                    svg::bar_chart(title, unit, *lower, &bars),
+                )
+            })
+            .collect()
+    }
+}
+
+/// "met" or "missed by N%".
+fn verdict(v: f64, goal: f64, higher_is_better: bool) -> String {
+    let met = if higher_is_better {
+        v >= goal
+    } else {
+        v <= goal
+    };
+    if met {
+        "met".into()
+    } else if higher_is_better {
+        format!("missed: {:.0}% below", (1.0 - v / goal) * 100.0)
+    } else {
+        format!("missed: {:.0}% above", (v / goal - 1.0) * 100.0)
+    }
+}
+
+fn color(row: &str) -> &'static str {
+    if row == "direct" {
+        "#264653"
+    } else if row.starts_with("uring") {
+        "#2a9d8f"
+    } else if row.starts_with("epoll") || row == "blocking" {
+        "#8ab17d"
+    } else {
+        "#b0b0b0"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(0.9, 0.85, true), "met");
+        assert_eq!(verdict(0.425, 0.85, true), "missed: 50% below");
+        assert_eq!(verdict(0.6, 0.3, false), "missed: 100% above");
+        assert_eq!(verdict(0.2, 0.3, false), "met");
+    }
+}

@@ -1,0 +1,288 @@
+//! Running rows through workloads: backends, proxies, runs, verification and progress.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::child::StopFlag;
+use super::error::{BenchError, Result};
+use super::figures::{self, Figures};
+use super::measure::{self, Backend, BackendStats, Env, RunRecord};
+use super::procfs;
+use super::proxy::{Ctx, Proxy, Row};
+use super::workload::Workload;
+
+/// One row's result for one workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadResult {
+    /// The workload.
+    pub workload: Workload,
+    /// Its name.
+    pub name: String,
+    /// Every completed run.
+    pub runs: Vec<RunRecord>,
+    /// The backend's counters over all runs.
+    pub backend: Option<BackendStats>,
+    /// epoll engine: (reads, reads that returned EAGAIN), from its shutdown log.
+    pub eagain: Option<(u64, u64)>,
+    /// Why the workload failed (did not forward, crashed, hung), if it did.
+    pub failure: Option<String>,
+    /// The medians.
+    pub figures: Figures,
+}
+
+/// One row's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowResult {
+    /// The row.
+    pub row: Row,
+    /// Why the row was skipped (its program is not installed), if it was.
+    pub skipped: Option<String>,
+    /// Results per workload.
+    pub workloads: Vec<WorkloadResult>,
+}
+
+impl RowResult {
+    /// The figures of the workload named `name`, if it ran without failing.
+    pub fn figures(&self, name: &str) -> Option<&Figures> {
+        self.workloads
+            .iter()
+            .find(|w| w.name == name && w.failure.is_none())
+            .map(|w| &w.figures)
+    }
+
+    /// The failure of workload `name`, if it failed.
+    pub fn failure(&self, name: &str) -> Option<&str> {
+        self.workloads
+            .iter()
+            .find(|w| w.name == name)
+            .and_then(|w| w.failure.as_deref())
+    }
+}
+
+/// Runs everything that one row needs.
+#[derive(Debug)]
+pub struct Runner<'a> {
+    /// Paths, CPUs, timing.
+    pub env: Env<'a>,
+    /// How proxies start.
+    pub ctx: Ctx<'a>,
+}
+
+impl Runner<'_> {
+    fn stop(&self) -> &StopFlag {
+        self.env.stop
+    }
+
+    /// Runs `workloads` on `row` (`label` prefixes progress lines).
+    pub fn run_row(&self, row: Row, workloads: &[Workload], label: &str) -> Result<RowResult> {
+        if let Some(why) = row.unavailable(self.ctx.peers) {
+            eprintln!("{label} skipped: {why}");
+            return Ok(RowResult {
+                row,
+                skipped: Some(why),
+                workloads: Vec::new(),
+            });
+        }
+        let mut results: Vec<WorkloadResult> = Vec::new();
+        let mut start_failure: Option<String> = None;
+        for &w in workloads {
+            let t0 = Instant::now();
+            let r = match &start_failure {
+                // The proxy would not start: do not retry it for every workload.
+                Some(why) => failed(w, format!("not run: {why}")),
+                None => self.run_workload(row, w, self.env.plan.runs, label)?,
+            };
+            if let Some(f) = &r.failure {
+                eprintln!("{label} {}: FAILED: {f}", r.name);
+                if r.runs.is_empty() && (f.contains("at start") || f.contains("did not listen")) {
+                    start_failure = Some(f.clone());
+                }
+            }
+            eprintln!(
+                "{label} {} done in {:.1} s",
+                r.name,
+                t0.elapsed().as_secs_f64()
+            );
+            results.push(r);
+        }
+        Ok(RowResult {
+            row,
+            skipped: None,
+            workloads: results,
+        })
+    }
+
+    /// Runs `workload` `runs` times on `row` with one backend; fails only on interruption
+    /// (other problems are recorded in the result).
+    pub fn run_workload(
+        &self,
+        row: Row,
+        workload: Workload,
+        runs: usize,
+        label: &str,
+    ) -> Result<WorkloadResult> {
+        let name = workload.name();
+        let tag = format!("{}-{name}", row.name);
+        let backend = match Backend::start(&self.env, workload.backend(), &tag) {
+            Ok(b) => b,
+            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+            Err(e) => return Ok(failed(workload, e.to_string())),
+        };
+        let port = backend.addr.port();
+        let mut records = Vec::new();
+        let mut eagain: Option<(u64, u64)> = None;
+        let outcome = self.runs(
+            row,
+            workload,
+            runs,
+            &backend,
+            label,
+            &mut records,
+            &mut eagain,
+        );
+        // Let the last bytes reach the backend before stopping it.
+        let end = Instant::now() + Duration::from_secs(5);
+        while procfs::established_on_port(port) > 0 && Instant::now() < end {
+            self.stop().sleep(Duration::from_millis(20))?;
+        }
+        let stats = backend.stop();
+        let mut failure = match outcome {
+            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+            Err(e) => Some(e.to_string()),
+            Ok(()) => None,
+        };
+        let backend = match stats {
+            Ok(s) => Some(s),
+            Err(e) => {
+                failure.get_or_insert(e.to_string());
+                None
+            }
+        };
+        if let (None, Some(b)) = (&failure, &backend) {
+            failure = figures::verify(workload, &records, b).err();
+        }
+        if failure.is_none() && workload == Workload::Idle {
+            warn_partial_idle(&records, self.env.plan.idle_connections, label);
+        }
+        let figures = figures::compute(workload, &records, eagain);
+        Ok(WorkloadResult {
+            workload,
+            name,
+            runs: records,
+            backend,
+            eagain,
+            failure,
+            figures,
+        })
+    }
+
+    /// The runs of one workload, proxy started once (or per run for idle).
+    #[allow(clippy::too_many_arguments)]
+    fn runs(
+        &self,
+        row: Row,
+        workload: Workload,
+        runs: usize,
+        backend: &Backend,
+        label: &str,
+        records: &mut Vec<RunRecord>,
+        eagain: &mut Option<(u64, u64)>,
+    ) -> Result<()> {
+        let name = workload.name();
+        let mut proxy: Option<Proxy> = None;
+        if !workload.fresh_proxy_per_run() {
+            proxy = row.start(&self.ctx, backend.addr, &name)?;
+        }
+        for i in 0..runs {
+            self.stop().check()?;
+            let tag = format!("{}-{name}-{}", row.name, i + 1);
+            if workload.fresh_proxy_per_run() {
+                proxy = row.start(&self.ctx, backend.addr, &format!("{name}-{}", i + 1))?;
+            }
+            let target = proxy.as_ref().map_or(backend.addr, |p| p.listen);
+            let rec = measure::run_once(&self.env, workload, target, proxy.as_ref(), &tag)?;
+            eprintln!(
+                "{label} {name} run {}/{runs}: {}",
+                i + 1,
+                describe(workload, &rec)
+            );
+            records.push(rec);
+            if let Some(p) = proxy.as_mut() {
+                if !p.running() {
+                    let why = super::proxy::tail(&p.stderr, 3);
+                    return Err(BenchError::Setup(format!(
+                        "the proxy exited during run {}: {why}",
+                        i + 1
+                    )));
+                }
+            }
+            if workload.fresh_proxy_per_run() {
+                if let Some(p) = proxy.take() {
+                    add_eagain(eagain, &p.stop());
+                }
+            }
+        }
+        if let Some(p) = proxy.take() {
+            let end = Instant::now() + Duration::from_secs(5);
+            while procfs::established_on_port(backend.addr.port()) > 0 && Instant::now() < end {
+                self.stop().sleep(Duration::from_millis(20))?;
+            }
+            add_eagain(eagain, &p.stop());
+        }
+        Ok(())
+    }
+}
+
+fn add_eagain(acc: &mut Option<(u64, u64)>, stderr: &str) {
+    if let Some((r, e)) = super::proxy::epoll_eagain(stderr) {
+        let a = acc.get_or_insert((0, 0));
+        a.0 += r;
+        a.1 += e;
+    }
+}
+
+fn failed(workload: Workload, why: String) -> WorkloadResult {
+    WorkloadResult {
+        workload,
+        name: workload.name(),
+        runs: Vec::new(),
+        backend: None,
+        eagain: None,
+        failure: Some(why),
+        figures: Figures::default(),
+    }
+}
+
+fn warn_partial_idle(records: &[RunRecord], want: u32, label: &str) {
+    for (i, r) in records.iter().enumerate() {
+        if r.load.open_peak < u64::from(want) {
+            eprintln!(
+                "{label} idle run {}: only {} of {want} connections opened ({} connect errors)",
+                i + 1,
+                r.load.open_peak,
+                r.load.connect_errors
+            );
+        }
+    }
+}
+
+/// A one-line summary of a run for the progress log.
+fn describe(workload: Workload, r: &RunRecord) -> String {
+    let l = &r.load;
+    let cpu = r.proxy.as_ref().map_or(String::new(), |c| {
+        format!(", proxy cpu {:.2} s", c.cpu_secs)
+    });
+    let p99 = l.latency_us.map_or(0.0, |x| x.p99_us);
+    match workload {
+        Workload::Stream(_) => format!("{:.2} Gbit/s{cpu}", l.gbit_per_sec),
+        Workload::Rr(_) => format!("{:.0} req/s, p99 {p99:.0} us{cpu}", l.requests_per_sec),
+        Workload::Connect => format!("{:.0} conn/s, p99 {p99:.0} us{cpu}", l.connections_per_sec),
+        Workload::Idle => {
+            let rss = r.proxy.as_ref().map_or(String::new(), |c| {
+                format!(", proxy RSS {} -> {} KiB", c.before.rss_kib, c.peak_rss_kib)
+            });
+            format!("{} connections held{rss}", l.open_peak)
+        }
+    }
+}

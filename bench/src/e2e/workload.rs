@@ -1,0 +1,161 @@
+//! The workloads: which backend each needs and how loadgen is invoked for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::opts::Plan;
+
+/// Source addresses for connection-rate runs (past the ephemeral-port limit of one address).
+const CONNECT_SOURCES: &str = "127.1.0.0/16";
+/// Source addresses for idle runs.
+const IDLE_SOURCES: &str = "127.2.0.0/16";
+/// Concurrent connect slots of the connection-rate workload.
+const CONNECT_SLOTS: u32 = 32;
+
+/// One kind of load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Workload {
+    /// `n` upload streams into a sink (throughput).
+    Stream(u32),
+    /// 64-byte request/response over `n` persistent connections against echo.
+    Rr(u32),
+    /// A new connection per 64-byte echo (connection rate).
+    Connect,
+    /// Many idle connections (memory per connection).
+    Idle,
+}
+
+/// The backend a workload needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Discards input.
+    Sink,
+    /// Echoes input.
+    Echo,
+}
+
+impl BackendKind {
+    /// The `--kind` argument of the backend binary.
+    pub fn arg(self) -> &'static str {
+        match self {
+            BackendKind::Sink => "sink",
+            BackendKind::Echo => "echo",
+        }
+    }
+}
+
+/// The standard workloads, in table order.
+pub const WORKLOADS: [Workload; 6] = [
+    Workload::Stream(1),
+    Workload::Stream(8),
+    Workload::Rr(64),
+    Workload::Rr(1024),
+    Workload::Connect,
+    Workload::Idle,
+];
+
+impl Workload {
+    /// Its name in tables, JSON and `--workloads`.
+    pub fn name(&self) -> String {
+        match self {
+            Workload::Stream(n) => format!("stream-{n}"),
+            Workload::Rr(n) => format!("rr-{n}"),
+            Workload::Connect => "connect".into(),
+            Workload::Idle => "idle".into(),
+        }
+    }
+
+    /// The backend it runs against.
+    pub fn backend(&self) -> BackendKind {
+        match self {
+            Workload::Stream(_) => BackendKind::Sink,
+            _ => BackendKind::Echo,
+        }
+    }
+
+    /// Whether each run gets a fresh proxy (idle: so RSS growth is measured from a clean start).
+    pub fn fresh_proxy_per_run(&self) -> bool {
+        *self == Workload::Idle
+    }
+
+    /// Whether syscalls are counted with perf during the run.
+    pub fn counts_syscalls(&self) -> bool {
+        *self != Workload::Idle
+    }
+
+    /// The most a run may take before it is declared hung.
+    pub fn time_limit(&self, plan: &Plan) -> Duration {
+        let base = match self {
+            Workload::Idle => plan.idle_open_limit + plan.idle_hold,
+            _ => plan.run,
+        };
+        base + Duration::from_secs(20)
+    }
+
+    /// loadgen's arguments for one run against `target`.
+    pub fn loadgen_args(&self, target: SocketAddr, plan: &Plan, threads: usize) -> Vec<String> {
+        let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
+        let mut a: Vec<String> = vec!["--target".into(), target.to_string()];
+        let mut push = |k: &str, v: String| {
+            a.push(k.into());
+            a.push(v);
+        };
+        match self {
+            Workload::Stream(n) => {
+                push("--mode", "stream".into());
+                push("--direction", "upload".into());
+                push("--connections", n.to_string());
+                push("--seconds", secs(plan.run));
+            }
+            Workload::Rr(n) => {
+                push("--mode", "rr".into());
+                push("--size", "64".into());
+                push("--connections", n.to_string());
+                push("--seconds", secs(plan.run));
+            }
+            Workload::Connect => {
+                push("--mode", "connect".into());
+                push("--size", "64".into());
+                push("--connections", CONNECT_SLOTS.to_string());
+                push("--sources", CONNECT_SOURCES.into());
+                push("--seconds", secs(plan.run));
+            }
+            Workload::Idle => {
+                push("--mode", "idle".into());
+                push("--connections", plan.idle_connections.to_string());
+                push("--sources", IDLE_SOURCES.into());
+                push("--seconds", secs(plan.idle_open_limit));
+                push("--hold", secs(plan.idle_hold));
+            }
+        }
+        push("--threads", threads.max(1).to_string());
+        a.push("--json".into());
+        a
+    }
+}
+
+/// A stream workload of `n` connections (the io-wq bound check uses 1,000).
+pub fn many_streams(n: u32) -> Workload {
+    Workload::Stream(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2e::opts::{Options, Plan};
+    use clap::Parser;
+
+    #[test]
+    fn args_are_bounded() {
+        let o = Options::parse_from(["e2e", "--quick"]);
+        let plan = Plan::from_options(&o).unwrap_or_else(|e| panic!("{e}"));
+        let t: SocketAddr = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
+        for w in WORKLOADS {
+            let a = w.loadgen_args(t, &plan, 1);
+            assert!(a.iter().any(|s| s == "--seconds"), "{}", w.name());
+            assert!(a.iter().any(|s| s == "--json"));
+        }
+        assert_eq!(Workload::Rr(64).name(), "rr-64");
+        assert_eq!(many_streams(1000).backend(), BackendKind::Sink);
+    }
+}
