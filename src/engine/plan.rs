@@ -8,8 +8,17 @@ use crate::core::balance::PoolSnapshot;
 use crate::core::conn::ConnParams;
 use crate::core::shard::ListenerPolicy;
 
-/// Copy mode pauses a direction's receives once this many buffers wait to be sent.
-pub const COPY_HIGH_WATER_BUFFERS: u64 = 4;
+/// What differs between engines in how the core should drive them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineTraits {
+    /// The engine enforces the connect timeout itself (io_uring's linked timeout, a blocking
+    /// connect with a timeout); the core's deadline is then left unset.
+    pub enforces_connect_timeout: bool,
+    /// Copy mode: how many buffers of one direction may wait to be sent before receiving
+    /// pauses. An engine with one buffer per direction says 1; the io_uring engine, which
+    /// sends several queued buffers in one `sendmsg`, allows more in flight.
+    pub copy_buffers: u64,
+}
 
 /// Immutable snapshots of every pool, all backends up; shared by all workers.
 pub fn pool_snapshots(config: &Config) -> Vec<Arc<PoolSnapshot>> {
@@ -26,10 +35,8 @@ pub fn pool_snapshots(config: &Config) -> Vec<Arc<PoolSnapshot>> {
         .collect()
 }
 
-/// One policy per listener, in config order. `engine_connect_timeout` is true for engines that
-/// enforce the connect timeout themselves (io_uring's linked timeout, a blocking connect with a
-/// timeout); the core's deadline is then left unset.
-pub fn listener_policies(config: &Config, engine_connect_timeout: bool) -> Vec<ListenerPolicy> {
+/// One policy per listener, in config order, for an engine with `traits`.
+pub fn listener_policies(config: &Config, traits: &EngineTraits) -> Vec<ListenerPolicy> {
     config
         .listeners
         .iter()
@@ -38,20 +45,20 @@ pub fn listener_policies(config: &Config, engine_connect_timeout: bool) -> Vec<L
             ListenerPolicy {
                 pool: listener.pool,
                 candidates: pool.retries as usize + 1,
-                params: conn_params(config, listener.mode, engine_connect_timeout),
+                params: conn_params(config, listener.mode, traits),
             }
         })
         .collect()
 }
 
 /// The per-connection limits for a listener in `mode`.
-pub fn conn_params(config: &Config, mode: Mode, engine_connect_timeout: bool) -> ConnParams {
+pub fn conn_params(config: &Config, mode: Mode, traits: &EngineTraits) -> ConnParams {
     let buffer = u64::from(config.tuning.buffer_size);
     ConnParams {
-        connect_timeout: (!engine_connect_timeout).then_some(config.timeouts.connect),
+        connect_timeout: (!traits.enforces_connect_timeout).then_some(config.timeouts.connect),
         idle_timeout: config.timeouts.idle,
         mode,
-        copy_high_water: buffer * COPY_HIGH_WATER_BUFFERS,
+        copy_high_water: buffer * traits.copy_buffers.max(1),
         splice_capacity: u64::from(config.tuning.pipe_size),
         full_receipt: buffer,
     }

@@ -9,7 +9,7 @@
 //! work.
 //!
 //! Timeouts: the connect timeout is a blocking connect with a timeout (so the core leaves it to
-//! the engine: `listener_policies(.., true)`); the idle timeout is the core's, driven by the
+//! the engine: `EngineTraits::enforces_connect_timeout`); the idle timeout is the core's, driven by the
 //! supervising thread (the caller of [`run`]) calling `handle_timeouts` every [`TICK`]; a close
 //! shuts the connection's sockets down, which wakes its blocked threads.
 //!
@@ -57,7 +57,13 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     let tuning = &config.tuning;
     let shard = Shard::new(
         Instant::now(),
-        plan::listener_policies(&config, true),
+        plan::listener_policies(
+            &config,
+            &plan::EngineTraits {
+                enforces_connect_timeout: true,
+                copy_buffers: 1,
+            },
+        ),
         plan::pool_snapshots(&config),
         tuning.max_connections as usize,
         0x9E37_79B9_7F4A_7C15,

@@ -7,7 +7,7 @@
 //! `run` side), and only an `EAGAIN` makes it wait, remembered in the connection's payload, for
 //! the readiness that will retry it (see `conn_io.rs`).
 //!
-//! The core enforces the connect timeout on its timer wheel (`listener_policies(.., false)`).
+//! The core enforces the connect timeout on its timer wheel (`EngineTraits::enforces_connect_timeout` is false).
 //! Every worker counts how many reads returned `EAGAIN` (the cost that readiness-based I/O pays
 //! and completion-based I/O does not) and logs it, with the engine-wide total, at shutdown.
 
@@ -120,7 +120,13 @@ fn setup(
     let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1);
     let shard: Shard<ConnIo> = Shard::new(
         now,
-        plan::listener_policies(config, false),
+        plan::listener_policies(
+            config,
+            &plan::EngineTraits {
+                enforces_connect_timeout: false,
+                copy_buffers: 1,
+            },
+        ),
         snapshots.to_vec(),
         tuning.max_connections as usize,
         seed,

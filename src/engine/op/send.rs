@@ -32,3 +32,22 @@ impl Send<'_> {
         )?)
     }
 }
+
+/// Send several buffers in one call (`sendmsg`), so a direction with many received buffers
+/// queued drains them in one operation instead of one round trip each.
+#[derive(Clone, Copy, Debug)]
+pub struct SendMsg<'a> {
+    pub socket: BorrowedFd<'a>,
+    /// Names the buffers through its `msg_iov`; everything it points to must outlive the
+    /// operation, as for any submission.
+    pub msg: &'a libc::msghdr,
+}
+
+impl SendMsg<'_> {
+    /// `IORING_OP_SENDMSG` with `MSG_NOSIGNAL`.
+    pub fn sqe(&self) -> squeue::Entry {
+        opcode::SendMsg::new(fixed(self.socket), std::ptr::from_ref(self.msg))
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+    }
+}

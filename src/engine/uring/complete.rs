@@ -100,16 +100,20 @@ impl Worker {
                 }
                 let sent = result as u32;
                 let flow = io.flow(dir);
-                let mut done_bid = None;
-                if let Some(head) = flow.chunks.front_mut() {
-                    head.from = head.from.saturating_add(sent).min(head.to);
+                // A send may cover several buffers (sendmsg): consume them in order.
+                let mut left = sent;
+                while left > 0 {
+                    let Some(head) = flow.chunks.front_mut() else {
+                        break;
+                    };
+                    let take = left.min(head.to - head.from);
+                    head.from += take;
+                    left -= take;
                     if head.from == head.to {
-                        done_bid = Some(head.bid);
+                        let bid = head.bid;
                         flow.chunks.pop_front();
+                        self.buffers.give_back(bid);
                     }
-                }
-                if let Some(bid) = done_bid {
-                    self.buffers.give_back(bid);
                 }
                 self.shard.handle_event(
                     now,

@@ -17,6 +17,47 @@ pub struct Chunk {
     pub to: u32,
 }
 
+/// Most queued buffers one send takes.
+pub const MAX_SEND_CHUNKS: usize = 16;
+
+/// The `msghdr` and iovecs of a multi-buffer send. Boxed, so its address is stable while the
+/// send is in flight, and allocated only for directions that ever queue several buffers.
+pub struct SendVec {
+    pub iov: [libc::iovec; MAX_SEND_CHUNKS],
+    pub msg: libc::msghdr,
+}
+
+impl std::fmt::Debug for SendVec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendVec")
+            .field("iovlen", &self.msg.msg_iovlen)
+            .finish()
+    }
+}
+
+impl SendVec {
+    /// Empty.
+    pub fn new() -> Box<SendVec> {
+        Box::new(SendVec {
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; MAX_SEND_CHUNKS],
+            // SAFETY-free zero value: msghdr is plain data and all-zero is "no name, no
+            // iovecs, no control data".
+            msg: libc::msghdr {
+                msg_name: std::ptr::null_mut(),
+                msg_namelen: 0,
+                msg_iov: std::ptr::null_mut(),
+                msg_iovlen: 0,
+                msg_control: std::ptr::null_mut(),
+                msg_controllen: 0,
+                msg_flags: 0,
+            },
+        })
+    }
+}
+
 /// Why a receive the core asked for is not in flight yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parked {
@@ -47,6 +88,8 @@ pub struct FlowIo {
     pub cancel_requested: bool,
     /// Splice out: bytes asked for, kept for a retry after `EAGAIN`.
     pub splice_out_len: u32,
+    /// Copy mode: the multi-buffer send's header, once needed.
+    pub send_vec: Option<Box<SendVec>>,
 }
 
 /// Per-connection state of the io_uring engine.

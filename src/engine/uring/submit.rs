@@ -12,13 +12,13 @@ use std::time::Instant;
 use io_uring::{opcode, squeue, types};
 use socket2::SockAddr;
 
-use super::conn_io::{Chunk, Parked};
+use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
 use super::worker::Worker;
 use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::{Connect, Recv, RecvMulti, RecvSelect, Send, Shutdown, Splice};
+use crate::engine::op::{Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice};
 use crate::engine::{EngineError, socket};
 
 fn tag(op: Op, key: SlotKey) -> u64 {
@@ -328,23 +328,47 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
-        let head = io.flows[dir.index()].chunks.front().copied();
-        let (Some(Chunk { bid, from, to }), Some(sink)) = (head, io.socket(dir.sink())) else {
+        let sink = match dir.sink() {
+            Side::Client => Some(&io.client),
+            Side::Backend => io.backend.as_ref(),
+        };
+        let flow = &mut io.flows[dir.index()];
+        let (Some(head), Some(sink)) = (flow.chunks.front().copied(), sink) else {
             // The core asked to send bytes this engine does not hold: a bug, but never a panic.
             tracing::error!(?dir, "send requested with nothing queued; closing");
-            self.shard
-                .handle_event(now, key, Event::Failed { side: dir.sink() });
+            self.shard.abort(key);
             return Ok(());
         };
-        let entry = Send {
-            socket: sink,
-            buf: self.buffers.bytes(bid, from, to),
+        let count = flow.chunks.len().min(MAX_SEND_CHUNKS);
+        let entry = if count == 1 {
+            Send {
+                socket: sink.as_fd(),
+                buf: self.buffers.bytes(head.bid, head.from, head.to),
+            }
+            .sqe()
+        } else {
+            let vec = flow.send_vec.get_or_insert_with(SendVec::new);
+            for (slot, chunk) in vec.iov.iter_mut().zip(flow.chunks.iter().take(count)) {
+                let bytes = self.buffers.bytes(chunk.bid, chunk.from, chunk.to);
+                *slot = libc::iovec {
+                    iov_base: bytes.as_ptr().cast_mut().cast(),
+                    iov_len: bytes.len(),
+                };
+            }
+            vec.msg.msg_iov = vec.iov.as_mut_ptr();
+            vec.msg.msg_iovlen = count;
+            SendMsg {
+                socket: sink.as_fd(),
+                msg: &vec.msg,
+            }
+            .sqe()
         }
-        .sqe()
         .user_data(tag(Op::Send(dir), key));
         io.in_flight += 1;
-        // SAFETY: the buffer stays held by this connection (queued in `chunks`) until the send
-        // completes; the socket lives in the slot.
+        let _ = now;
+        // SAFETY: the buffers stay held by this connection (queued in `chunks`) until the send
+        // completes; the boxed msghdr and iovecs live in the flow until then; the socket lives
+        // in the slot.
         unsafe { self.ring.push(&entry) }.map_err(queue_error)
     }
 

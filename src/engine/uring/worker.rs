@@ -28,6 +28,9 @@ use crate::sys::pipe::PipePool;
 /// The loop wakes at least this often, to notice a shutdown request and re-arm backed-off
 /// accepts.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Copy mode: buffers of one direction that may wait to be sent (sent together, see
+/// `MAX_SEND_CHUNKS`) before its receive pauses: 16 × 16 KiB, the default pipe's size.
+const COPY_BUFFERS: u64 = 16;
 /// After EMFILE and similar, accepting on a listener pauses this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -105,7 +108,13 @@ impl Worker {
         let now = Instant::now();
         let shard = Shard::new(
             now,
-            plan::listener_policies(config, true),
+            plan::listener_policies(
+                config,
+                &plan::EngineTraits {
+                    enforces_connect_timeout: true,
+                    copy_buffers: COPY_BUFFERS,
+                },
+            ),
             pools,
             tuning.max_connections as usize,
             0x5eed_0000 + info.index as u64,
