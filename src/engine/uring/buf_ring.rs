@@ -9,7 +9,7 @@
 //! and publishing the tail with a release store. With the pool, the engine picks the buffer
 //! before submitting a plain receive into it.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -29,11 +29,29 @@ struct Region {
 }
 
 impl Region {
-    fn new(len: usize) -> io::Result<Region> {
+    /// Zeroed memory: for the ring entries, which the kernel reads.
+    fn zeroed(len: usize) -> io::Result<Region> {
+        Self::allocate(len, true)
+    }
+
+    /// Uninitialised memory: for buffer data, which only the kernel writes and user space
+    /// reads only where a completion said the kernel wrote. Not zeroing it matters: a large
+    /// allocation is mapped lazily, so a worker's RSS grows only with the buffers in use
+    /// instead of by the whole region (64 MiB by default) at start.
+    fn uninit(len: usize) -> io::Result<Region> {
+        Self::allocate(len, false)
+    }
+
+    fn allocate(len: usize, zeroed: bool) -> io::Result<Region> {
         let layout = Layout::from_size_align(len.max(1), PAGE)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer size overflow"))?;
-        // SAFETY: the layout has a non-zero size (at least 1 byte, see above).
-        let ptr = unsafe { alloc_zeroed(layout) };
+        let ptr = if zeroed {
+            // SAFETY: the layout has a non-zero size (at least 1 byte, see above).
+            unsafe { alloc_zeroed(layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { alloc(layout) }
+        };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
         Ok(Region { ptr, layout })
     }
@@ -48,7 +66,7 @@ impl Drop for Region {
 
 /// Try registering a tiny ring, to learn whether the kernel has provided-buffer rings.
 pub fn probe(ring: &IoUring) -> bool {
-    let Ok(region) = Region::new(PAGE) else {
+    let Ok(region) = Region::zeroed(PAGE) else {
         return false;
     };
     // SAFETY: the region is page-aligned and holds 8 entries of 16 bytes; it is unregistered
@@ -110,8 +128,8 @@ impl Buffers {
                 "buffer count must be a power of two up to 32768",
             ));
         }
-        let entries = Region::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
-        let data = Region::new(usize::from(count) * size as usize)?;
+        let entries = Region::zeroed(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
+        let data = Region::uninit(usize::from(count) * size as usize)?;
         // SAFETY: `entries` is page-aligned and sized for `count` entries. It stays registered
         // until the io_uring instance is dropped; `Buffers` (which owns the region) is dropped
         // after the instance (field order in the worker), so the kernel never sees freed memory.
@@ -143,7 +161,7 @@ impl Buffers {
     /// `count` buffers of `size` bytes handed out by the engine itself.
     pub fn pool(count: u16, size: u32) -> io::Result<Buffers> {
         Ok(Buffers {
-            data: Region::new(usize::from(count) * size as usize)?,
+            data: Region::uninit(usize::from(count) * size as usize)?,
             size,
             count,
             kind: Kind::Pool {
