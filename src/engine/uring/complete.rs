@@ -93,7 +93,12 @@ impl Worker {
             }
             Op::Recv(dir) => self.copy_received(now, key, dir, result, more, selected)?,
             Op::Send(dir) => {
+                if result == -libc::EAGAIN {
+                    io.flow(dir).send_waits_writable = true;
+                    return self.submit_poll(key, dir, Op::PollOut(dir));
+                }
                 if result <= 0 {
+                    tracing::debug!(?dir, result, "send failed");
                     self.shard
                         .handle_event(now, key, Event::Failed { side: dir.sink() });
                     return Ok(());
@@ -126,6 +131,30 @@ impl Worker {
             }
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
             Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
+            Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
+                io.flow(dir).recv_waits_readable = false;
+                if result < 0 {
+                    let flow = io.flow(dir);
+                    flow.recv_in_flight = false;
+                    let event = if result == -libc::ECANCELED {
+                        Event::RecvEnded { dir }
+                    } else {
+                        Event::Failed { side: dir.source() }
+                    };
+                    self.shard.handle_event(now, key, event);
+                } else {
+                    self.submit_copy_recv(now, key, dir)?;
+                }
+            }
+            Op::PollOut(dir) if io.flow(dir).send_waits_writable => {
+                io.flow(dir).send_waits_writable = false;
+                if result < 0 {
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                } else {
+                    self.submit_copy_send(now, key, dir)?;
+                }
+            }
             Op::PollIn(dir) if self.plan.inline_splice => {
                 self.inline_splice_in(now, key, dir, result)?;
             }
@@ -290,7 +319,17 @@ impl Worker {
             libc::ECANCELED => {
                 self.shard.handle_event(now, key, Event::RecvEnded { dir });
             }
+            libc::EAGAIN if !cancelled => {
+                // Still armed from the core's view: wait for readability, then receive again.
+                flow.recv_in_flight = true;
+                flow.recv_waits_readable = true;
+                return self.submit_poll(key, dir, Op::PollIn(dir));
+            }
+            libc::EAGAIN => {
+                self.shard.handle_event(now, key, Event::RecvEnded { dir });
+            }
             _ => {
+                tracing::debug!(?dir, result, "receive failed");
                 self.shard
                     .handle_event(now, key, Event::Failed { side: dir.source() });
             }

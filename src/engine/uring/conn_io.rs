@@ -90,6 +90,11 @@ pub struct FlowIo {
     pub splice_out_len: u32,
     /// Copy mode: the multi-buffer send's header, once needed.
     pub send_vec: Option<Box<SendVec>>,
+    /// Copy mode: a receive answered `EAGAIN` (io_uring can surface it on non-blocking
+    /// sockets when a request was punted to io-wq); a POLLIN is armed, then it is retried.
+    pub recv_waits_readable: bool,
+    /// Copy mode: likewise for a send, behind a POLLOUT.
+    pub send_waits_writable: bool,
 }
 
 /// Per-connection state of the io_uring engine.

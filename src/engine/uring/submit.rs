@@ -259,6 +259,35 @@ impl Worker {
         unsafe { self.ring.push(&splice) }.map_err(queue_error)
     }
 
+    /// Arm a one-shot readiness poll (`Op::PollIn` on `dir`'s source or `Op::PollOut` on its
+    /// sink) before retrying an operation that answered `EAGAIN`.
+    pub(super) fn submit_poll(
+        &mut self,
+        key: SlotKey,
+        dir: Dir,
+        op: Op,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let (side, mask) = match op {
+            Op::PollOut(_) => (dir.sink(), libc::POLLOUT),
+            _ => (dir.source(), libc::POLLIN | libc::POLLRDHUP),
+        };
+        let Some(socket) = io.socket(side) else {
+            return Ok(());
+        };
+        let poll = opcode::PollAdd::new(
+            types::Fd(std::os::fd::AsRawFd::as_raw_fd(&socket)),
+            mask as u32,
+        )
+        .build()
+        .user_data(tag(op, key));
+        io.in_flight += 1;
+        // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
+        unsafe { self.ring.push(&poll) }.map_err(queue_error)
+    }
+
     fn park(&mut self, key: SlotKey, dir: Dir, why: Parked) {
         if let Some(io) = self.shard.io_mut(key) {
             let flow = io.flow(dir);
@@ -306,7 +335,9 @@ impl Worker {
         flow.cancel_requested = true;
         // A splice receive is cancelled through its poll; the linked splice then fails with
         // ECANCELED (or completes, if the poll had already fired).
-        let target = if flow.pipe.is_some() && !flow.recv_multishot && flow.recv_buffer.is_none() {
+        let target = if flow.recv_waits_readable
+            || (flow.pipe.is_some() && !flow.recv_multishot && flow.recv_buffer.is_none())
+        {
             Op::PollIn(dir)
         } else {
             Op::Recv(dir)
@@ -319,7 +350,7 @@ impl Worker {
         unsafe { self.ring.push(&cancel) }.map_err(queue_error)
     }
 
-    fn submit_copy_send(
+    pub(super) fn submit_copy_send(
         &mut self,
         now: Instant,
         key: SlotKey,

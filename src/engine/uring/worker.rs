@@ -259,7 +259,9 @@ impl Worker {
         }
         if result < 0 {
             let errno = -result;
-            if errno != libc::ECANCELED {
+            // EAGAIN: a racing accept took the client (io_uring may surface it on a
+            // non-blocking listener); re-arm at once, nothing is wrong.
+            if errno != libc::ECANCELED && errno != libc::EAGAIN {
                 self.counters.accept_errors += 1;
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Pause this listener and
                 // keep serving the connections we have; the kernel queues new clients.
