@@ -2,7 +2,11 @@
 
 use std::net::SocketAddr;
 
-/// Index of a backend inside its pool's [`PoolSnapshot`]. Stable for the snapshot's lifetime.
+/// Index of a backend inside its pool's [`PoolSnapshot`]. Stable for the snapshot's lifetime, and
+/// across snapshots derived with [`PoolSnapshot::with_state`].
+///
+/// [`PoolSnapshot`]: crate::core::balance::PoolSnapshot
+/// [`PoolSnapshot::with_state`]: crate::core::balance::PoolSnapshot::with_state
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(pub u32);
 
@@ -23,6 +27,13 @@ pub enum BackendState {
     Down,
     /// Takes no new connections; existing ones continue until they end.
     Draining,
+}
+
+impl BackendState {
+    /// Whether a backend in this state may be picked for a new connection: only when Up.
+    pub fn takes_new_connections(self) -> bool {
+        self == Self::Up
+    }
 }
 
 /// One backend of a pool.

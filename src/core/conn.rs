@@ -208,9 +208,15 @@ impl Flow {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    Connecting { issued: bool, deadline: Option<Instant> },
+    Connecting {
+        issued: bool,
+        deadline: Option<Instant>,
+    },
     Established,
-    Closing { reset: bool, reason: CloseReason },
+    Closing {
+        reset: bool,
+        reason: CloseReason,
+    },
     Closed(CloseReason),
 }
 

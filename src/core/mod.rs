@@ -8,7 +8,7 @@
 
 pub mod backend;
 pub mod balance;
-pub mod slot;
-pub mod timer;
 pub mod conn;
 pub mod shard;
+pub mod slot;
+pub mod timer;
