@@ -13,8 +13,9 @@
 //!
 //! At most two scenarios run at once (RINGLB_SCENARIO_JOBS changes that), whatever
 //! `--test-threads` says, so that a 2-core machine is not overloaded and timing assertions
-//! keep their margins. The `ringlb` logs of every run are kept under
-//! `target/tmp/scenarios/<config>-<scenario>-<attempt>.log`.
+//! keep their margins. The `ringlb` logs of the last run are kept under
+//! `target/tmp/scenarios/<config>-<scenario>-<attempt>.log` (level: RINGLB_SCENARIO_LOG, default
+//! info), and a failing test prints the tail of its log.
 
 #[path = "scenarios/balance.rs"]
 mod balance;
@@ -43,6 +44,7 @@ macro_rules! scenarios {
     ($config:ident, $setup:expr) => {
         scenarios!(@each $config, $setup;
             exact_bytes => crate::data::exact_bytes,
+            slow_peers => crate::data::slow_peers,
             half_close_client_first => crate::halfclose::half_close_client_first,
             half_close_backend_first => crate::halfclose::half_close_backend_first,
             client_reset => crate::failures::client_reset,

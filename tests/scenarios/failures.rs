@@ -12,7 +12,7 @@ use crate::harness::{
 const PROMPTLY: Duration = Duration::from_secs(1);
 
 /// The client sends a little, then resets (SO_LINGER 0, close): the proxy closes its backend
-/// connection, which the backend sees (end of stream or reset) within a second.
+/// connection within a second, abortively, so the backend sees a reset too.
 pub fn client_reset(ctx: &Ctx) -> Outcome {
     let (got_data, got_data_rx) = mpsc::channel();
     let (backend, served) = custom_backend(move |mut s| {
@@ -54,12 +54,13 @@ pub fn client_reset(ctx: &Ctx) -> Outcome {
         took < PROMPTLY,
         "backend connection closed {took:?} after the client reset"
     );
+    // A failed side is closed abortively (`Close { reset: true }`), so the reset passes on.
+    assert_eq!(how, Closed::Reset, "how the backend connection was closed");
     proxy.finish();
     Ok(())
 }
 
-/// The backend resets its connection: the client sees its connection closed (a reset, or at
-/// least end of stream) within a second.
+/// The backend resets its connection: the client sees its connection reset within a second.
 pub fn backend_reset(ctx: &Ctx) -> Outcome {
     let (reset_tx, reset_rx) = mpsc::channel();
     let (backend, served) = custom_backend(move |mut s| {
@@ -81,6 +82,7 @@ pub fn backend_reset(ctx: &Ctx) -> Outcome {
         took < PROMPTLY,
         "client connection closed {took:?} after the backend reset"
     );
+    assert_eq!(how, Closed::Reset, "how the client connection was closed");
     proxy.finish();
     Ok(())
 }

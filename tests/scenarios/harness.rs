@@ -249,7 +249,10 @@ impl Proxy {
             .args(["--retries", &launch.retries.to_string()])
             .args(s.flags)
             .args(&launch.extra)
-            .env("RINGLB_LOG", "info")
+            .env(
+                "RINGLB_LOG",
+                std::env::var("RINGLB_SCENARIO_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file));
@@ -545,34 +548,62 @@ where
 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a custom backend");
     let addr = listener.local_addr().expect("custom backend address");
+    let handle = thread::spawn(move || serve(accept_one(&listener)));
+    (addr, handle)
+}
+
+/// Like [`custom_backend`] for `n` connections, each served on a thread of its own; the
+/// handle yields the results in accept order.
+pub fn custom_backend_many<T, F>(n: usize, serve: F) -> (SocketAddr, thread::JoinHandle<Vec<T>>)
+where
+    T: Send + 'static,
+    F: Fn(TcpStream) -> T + Send + Sync + Clone + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a custom backend");
+    let addr = listener.local_addr().expect("custom backend address");
+    let handle = thread::spawn(move || {
+        let servers: Vec<_> = (0..n)
+            .map(|_| {
+                let stream = accept_one(&listener);
+                let serve = serve.clone();
+                thread::spawn(move || serve(stream))
+            })
+            .collect();
+        servers
+            .into_iter()
+            .map(|h| join(h, "custom backend connection"))
+            .collect()
+    });
+    (addr, handle)
+}
+
+/// Accepts one connection within 5 s and gives it 5 s read and write timeouts.
+fn accept_one(listener: &TcpListener) -> TcpStream {
     listener
         .set_nonblocking(true)
         .expect("non-blocking listener");
-    let handle = thread::spawn(move || {
-        let started = Instant::now();
-        let stream = loop {
-            match listener.accept() {
-                Ok((s, _)) => break s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(
-                        started.elapsed() < Duration::from_secs(5),
-                        "custom backend: no connection within 5 s"
-                    );
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("custom backend accept: {e}"),
+    let started = Instant::now();
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "custom backend: no connection within 5 s"
+                );
+                thread::sleep(Duration::from_millis(5));
             }
-        };
-        stream.set_nonblocking(false).expect("blocking stream");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(Duration::from_secs(5)))
-            .expect("write timeout");
-        serve(stream)
-    });
-    (addr, handle)
+            Err(e) => panic!("custom backend accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).expect("blocking stream");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    stream
 }
 
 /// Closes `stream` abortively: SO_LINGER 0, so the peer gets RST.

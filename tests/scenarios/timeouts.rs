@@ -5,7 +5,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    Ctx, IDLE_TIMEOUT, Launch, Outcome, Proxy, connect, echo_backend, join, wait_closed,
+    Closed, Ctx, IDLE_TIMEOUT, Launch, Outcome, Proxy, connect, echo_backend, join, wait_closed,
 };
 
 /// A connection that sends nothing is closed after about 2 s: not before 1.9 s, and before
@@ -19,10 +19,13 @@ pub fn idle_timeout(ctx: &Ctx) -> Outcome {
         let started = Instant::now();
         let mut rounds = 0;
         while started.elapsed() < IDLE_TIMEOUT + Duration::from_millis(800) {
-            s.write_all(b"tick").expect("active connection: write");
             let mut buf = [0u8; 4];
-            s.read_exact(&mut buf)
-                .expect("active connection: echo (was it closed as idle?)");
+            if let Err(e) = s.write_all(b"tick").and_then(|()| s.read_exact(&mut buf)) {
+                panic!(
+                    "active connection failed after {:?}, {rounds} round trips done: {e}",
+                    started.elapsed()
+                );
+            }
             assert_eq!(&buf, b"tick");
             rounds += 1;
             thread::sleep(Duration::from_millis(400));
@@ -42,6 +45,7 @@ pub fn idle_timeout(ctx: &Ctx) -> Outcome {
         took < Duration::from_secs(4),
         "idle connection closed only after {took:?}"
     );
+    assert_eq!(how, Closed::Eof, "an idle close is a clean close (FIN)");
     let rounds = join(active, "active connection");
     assert!(rounds >= 6, "active connection made only {rounds} rounds");
     proxy.finish();
