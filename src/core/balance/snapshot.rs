@@ -18,6 +18,8 @@ pub struct PoolSnapshot {
     algorithm: Algorithm,
     backends: Vec<BackendInfo>,
     states: Vec<BackendState>,
+    /// Weights (at least 1) by id, dense so that O(N) scans stay within a few cache lines.
+    weights: Vec<u32>,
     /// Backends in state Up, in index order: the only ones that take new connections.
     up: Vec<BackendId>,
     /// Sum of the Up backends' weights.
@@ -60,9 +62,11 @@ impl PoolSnapshot {
             b.weight = b.weight.max(1);
         }
         states.resize(backends.len(), BackendState::Up);
+        let weights = backends.iter().map(|b| b.weight).collect();
         let mut snapshot = Self {
             algorithm,
             backends,
+            weights,
             states,
             up: Vec::new(),
             up_weight: 0,
@@ -91,11 +95,7 @@ impl PoolSnapshot {
             // Indices fit: the vector was truncated to `u32::MAX` entries.
             .map(|(i, _)| BackendId(i as u32))
             .collect();
-        self.up_weight = self
-            .up
-            .iter()
-            .map(|id| u64::from(self.backends[id.index()].weight))
-            .sum();
+        self.up_weight = self.up.iter().map(|&id| u64::from(self.weight(id))).sum();
     }
 
     /// A new snapshot with one backend's state changed; ids are unchanged. Cheap: the Maglev
@@ -188,6 +188,6 @@ impl PoolSnapshot {
 
     /// The weight of `id` (at least 1), 1 for an unknown id.
     pub(crate) fn weight(&self, id: BackendId) -> u32 {
-        self.backends.get(id.index()).map_or(1, |b| b.weight)
+        self.weights.get(id.index()).copied().unwrap_or(1)
     }
 }
