@@ -251,7 +251,7 @@ pub fn report() -> Result<String, EngineError> {
             "send bundles (6.10)",
             k.send_bundle,
             false,
-            "one send per buffer",
+            "sendmsg of up to 16 queued buffers (used instead)",
         ),
         (
             "IOWQ_MAX_WORKERS (5.15)",
