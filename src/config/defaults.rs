@@ -26,5 +26,8 @@ pub const DEFAULT_PIPE_POOL: u32 = 256;
 pub const DEFAULT_IOWQ_MAX_WORKERS: u32 = 4;
 /// Connections per worker (blocking engine: in total).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
-/// Maglev table size: prime, and at least 100 × backends for pools up to 655 backends.
+/// Maglev table size for pools of up to 256 backends (prime). Larger pools get the smallest
+/// prime ≥ 65537·2ᵏ that leaves at least 256 slots per backend (see `core::balance::maglev`):
+/// at 100 slots per backend, removing one backend measurably moved more than 1% of the other
+/// clients.
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
