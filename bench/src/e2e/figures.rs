@@ -70,8 +70,14 @@ fn ratio(num: f64, den: f64) -> Option<f64> {
 }
 
 /// Computes the figures of `workload` from its runs; `eagain` is the epoll engine's
-/// (reads, reads that returned EAGAIN), when it logged them.
-pub fn compute(workload: Workload, runs: &[RunRecord], eagain: Option<(u64, u64)>) -> Figures {
+/// (reads, reads that returned EAGAIN), when it logged them; `backend` the backend's counters
+/// over all runs (idle: the connections that reached it).
+pub fn compute(
+    workload: Workload,
+    runs: &[RunRecord],
+    eagain: Option<(u64, u64)>,
+    backend: Option<&BackendStats>,
+) -> Figures {
     let m = |f: &dyn Fn(&RunRecord) -> Option<f64>| median(runs.iter().map(f));
     let cost = |r: &RunRecord| r.proxy.clone();
     // Syscalls per second during perf's window.
@@ -127,11 +133,16 @@ pub fn compute(workload: Workload, runs: &[RunRecord], eagain: Option<(u64, u64)
             f.invol_cs_per_req = m(&|r| ratio(cost(r)?.involuntary_cs as f64, per(r)));
         }
         Workload::Idle => {
-            f.idle_open = m(&|r| Some(r.load.open_peak as f64));
+            // Connections that went through: loadgen's, or fewer if the backend saw fewer
+            // (the proxy had not connected them all by the end of the hold).
+            let per_run = backend.map(|b| b.connections / runs.len().max(1) as u64);
+            let held =
+                |r: &RunRecord| per_run.map_or(r.load.open_peak, |b| b.min(r.load.open_peak));
+            f.idle_open = m(&|r| Some(held(r) as f64));
             f.rss_per_idle_conn = m(&|r| {
                 let c = cost(r)?;
                 let grown = c.peak_rss_kib.saturating_sub(c.before.rss_kib) as f64 * 1024.0;
-                ratio(grown, r.load.open_peak as f64)
+                ratio(grown, held(r) as f64)
             });
         }
     }
@@ -189,9 +200,11 @@ pub fn verify(
         )),
         Workload::Idle => {
             // loadgen counts a connection once the kernel completed the handshake, which may
-            // be before the proxy accepted it; allow 1% still in flight when the hold ends.
+            // be before the proxy accepted it: a slow proxy has not connected all of them to
+            // the backend when the hold ends (reported, see `compute`). Less than half is a
+            // proxy that does not forward.
             let opened: u64 = runs.iter().map(|r| r.load.open_peak).sum();
-            if backend.connections * 100 < opened * 99 {
+            if backend.connections * 2 < opened {
                 Err(format!(
                     "loadgen held {opened} connections but the backend saw only {}",
                     backend.connections
@@ -236,7 +249,7 @@ mod tests {
     #[test]
     fn stream_figures_and_verification() {
         let runs = vec![run(2_000_000_000, 1.0), run(1_000_000_000, 1.0)];
-        let f = compute(Workload::Stream(1), &runs, None);
+        let f = compute(Workload::Stream(1), &runs, None, None);
         assert_eq!(f.cpu_per_gb, Some(0.75));
         // 2000 syscalls/s over 2000 and 1000 MB/s: 1 and 2 per MB.
         assert_eq!(f.syscalls_per_mb, Some(1.5));

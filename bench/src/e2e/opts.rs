@@ -40,12 +40,12 @@ pub struct Options {
     /// Runs per measurement (the median is reported) [default: 3, quick: 1].
     #[arg(long, value_name = "N")]
     pub runs: Option<usize>,
-    /// Seconds per timed run [default: 3, quick: 0.8].
+    /// Seconds per timed run [default: 3, quick: 0.6].
     #[arg(long, value_name = "S")]
     pub seconds: Option<f64>,
-    /// Connections of the idle workload [default: 10000].
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub idle_connections: u32,
+    /// Connections of the idle workload [default: 10000, quick: 5000].
+    #[arg(long, value_name = "N")]
+    pub idle_connections: Option<u32>,
     /// Streaming connections of the io-wq bound check (uring splice); 0 skips it.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub iowq_connections: u32,
@@ -115,6 +115,8 @@ pub struct Plan {
     pub idle_hold: Duration,
     /// Streaming connections of the io-wq bound check (0: skipped).
     pub iowq_connections: u32,
+    /// The open-files limit every child gets (set once the harness raised it).
+    pub fd_limit: u64,
 }
 
 impl Plan {
@@ -124,12 +126,15 @@ impl Plan {
         if runs == 0 || runs > 50 {
             return Err(format!("--runs must be 1..=50, not {runs}"));
         }
-        let secs = o.seconds.unwrap_or(if o.quick { 0.8 } else { 3.0 });
+        let secs = o.seconds.unwrap_or(if o.quick { 0.6 } else { 3.0 });
         let run = Duration::try_from_secs_f64(secs)
             .ok()
             .filter(|d| *d >= Duration::from_millis(200) && *d <= Duration::from_secs(120))
             .ok_or_else(|| format!("--seconds must be 0.2..=120, not {secs}"))?;
-        if o.idle_connections == 0 || o.idle_connections > 60_000 {
+        let idle_connections = o
+            .idle_connections
+            .unwrap_or(if o.quick { 5_000 } else { 10_000 });
+        if idle_connections == 0 || idle_connections > 60_000 {
             return Err("--idle-connections must be 1..=60000".into());
         }
         if o.iowq_connections > 20_000 {
@@ -138,10 +143,11 @@ impl Plan {
         Ok(Plan {
             runs,
             run,
-            idle_connections: o.idle_connections,
-            idle_open_limit: Duration::from_secs(if o.quick { 5 } else { 10 }),
-            idle_hold: Duration::from_millis(if o.quick { 400 } else { 1000 }),
+            idle_connections,
+            idle_open_limit: Duration::from_secs(if o.quick { 4 } else { 10 }),
+            idle_hold: Duration::from_millis(if o.quick { 500 } else { 1000 }),
             iowq_connections: o.iowq_connections,
+            fd_limit: 1024,
         })
     }
 }

@@ -11,6 +11,9 @@ use super::child::{run_capture, which};
 use super::error::{Result, io_err};
 use super::procfs;
 
+/// HAProxy's pipe limit (plenty for a handful of concurrent streams).
+pub const HAPROXY_PIPES: u64 = 200;
+
 /// Where nginx's stream module lives when built as a dynamic module (Debian).
 const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
@@ -160,20 +163,23 @@ fn daemon_pids() -> Vec<i32> {
 }
 
 /// An HAProxy `mode tcp` configuration: `listen` forwarding to `backend`, `threads` threads,
-/// with or without splicing.
+/// with or without splicing, `maxconn` connections (HAProxy needs 2 descriptors per connection
+/// and 2 per pipe; it refuses to start if the open-files limit is lower).
 pub fn haproxy_config(
     listen: SocketAddr,
     backend: SocketAddr,
     threads: usize,
     splice: bool,
+    maxconn: u64,
 ) -> String {
     let mut c = String::new();
     let _ = writeln!(c, "global");
     let _ = writeln!(c, "    nbthread {threads}");
-    let _ = writeln!(c, "    maxconn 60000");
+    let _ = writeln!(c, "    maxconn {maxconn}");
+    let _ = writeln!(c, "    maxpipes {HAPROXY_PIPES}");
     let _ = writeln!(c, "defaults");
     let _ = writeln!(c, "    mode tcp");
-    let _ = writeln!(c, "    maxconn 60000");
+    let _ = writeln!(c, "    maxconn {maxconn}");
     let _ = writeln!(c, "    timeout connect 2s");
     let _ = writeln!(c, "    timeout client 5m");
     let _ = writeln!(c, "    timeout server 5m");
@@ -183,7 +189,7 @@ pub fn haproxy_config(
         let _ = writeln!(c, "    option splice-response");
     }
     let _ = writeln!(c, "frontend fe");
-    let _ = writeln!(c, "    bind {listen}");
+    let _ = writeln!(c, "    bind {listen} backlog 4096");
     let _ = writeln!(c, "    default_backend be");
     let _ = writeln!(c, "backend be");
     let _ = writeln!(c, "    server s1 {backend}");
@@ -191,13 +197,13 @@ pub fn haproxy_config(
 }
 
 /// An nginx configuration: a `stream` server on `listen` proxying to `backend`, `workers`
-/// worker processes, pid file and logs under `dir`.
+/// worker processes with `fd_limit` descriptors each, pid file and logs under `dir`.
 pub fn nginx_config(
     nginx: &Nginx,
     dir: &Path,
-    listen: SocketAddr,
-    backend: SocketAddr,
+    (listen, backend): (SocketAddr, SocketAddr),
     workers: usize,
+    fd_limit: u64,
 ) -> String {
     let mut c = String::new();
     if let Some(m) = &nginx.module {
@@ -206,18 +212,19 @@ pub fn nginx_config(
     let _ = writeln!(c, "daemon off;");
     let _ = writeln!(c, "master_process on;");
     let _ = writeln!(c, "worker_processes {workers};");
-    let _ = writeln!(c, "worker_rlimit_nofile 200000;");
+    let _ = writeln!(c, "worker_rlimit_nofile {fd_limit};");
     let _ = writeln!(c, "pid {};", dir.join("nginx.pid").display());
     let _ = writeln!(
         c,
         "error_log {} warn;",
         dir.join("nginx-error.log").display()
     );
-    let _ = writeln!(c, "events {{ worker_connections 60000; }}");
+    let conns = fd_limit.saturating_sub(100).max(1024);
+    let _ = writeln!(c, "events {{ worker_connections {conns}; }}");
     let _ = writeln!(c, "stream {{");
     let _ = writeln!(c, "    upstream be {{ server {backend}; }}");
     let _ = writeln!(c, "    server {{");
-    let _ = writeln!(c, "        listen {listen};");
+    let _ = writeln!(c, "        listen {listen} backlog=4096;");
     let _ = writeln!(c, "        proxy_pass be;");
     let _ = writeln!(c, "        proxy_timeout 5m;");
     let _ = writeln!(c, "        proxy_connect_timeout 2s;");
@@ -242,16 +249,19 @@ mod tests {
 
     #[test]
     fn configs_mention_addresses() {
-        let l: SocketAddr = "127.0.0.1:1000".parse().unwrap_or_else(|_| unreachable!());
-        let b: SocketAddr = "127.0.0.1:2000".parse().unwrap_or_else(|_| unreachable!());
-        let h = haproxy_config(l, b, 2, true);
+        let l: SocketAddr = "127.0.0.1:1000".parse().expect("address");
+        let b: SocketAddr = "127.0.0.1:2000".parse().expect("address");
+        let h = haproxy_config(l, b, 2, true, 9000);
+        assert!(h.contains("maxconn 9000"));
         assert!(h.contains("bind 127.0.0.1:1000") && h.contains("splice-request"));
-        assert!(!haproxy_config(l, b, 2, false).contains("splice"));
+        assert!(!haproxy_config(l, b, 2, false, 9000).contains("option splice"));
         let n = Nginx {
             path: "/usr/sbin/nginx".into(),
             module: None,
         };
-        let c = nginx_config(&n, Path::new("/tmp/x"), l, b, 1);
-        assert!(c.contains("listen 127.0.0.1:1000;") && c.contains("worker_processes 1;"));
+        let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), 1, 20000);
+        assert!(
+            c.contains("listen 127.0.0.1:1000 backlog=4096;") && c.contains("worker_processes 1;")
+        );
     }
 }

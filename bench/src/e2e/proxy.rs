@@ -93,6 +93,8 @@ pub struct Ctx<'a> {
     pub logs: &'a Path,
     /// Interrupt flag.
     pub stop: &'a StopFlag,
+    /// The open-files limit the proxy inherits.
+    pub fd_limit: u64,
 }
 
 /// A running proxy.
@@ -154,17 +156,18 @@ impl Row {
             RowKind::Haproxy { splice } => {
                 let path = ctx.peers.haproxy.clone().map_err(BenchError::Setup)?;
                 let cfg = ctx.tmp.join(format!("{}.cfg", self.name));
-                write(
-                    &cfg,
-                    &peers::haproxy_config(listen, backend, workers, splice),
-                )?;
+                // Two descriptors per connection, two per pipe, some spare.
+                let maxconn = ctx.fd_limit.saturating_sub(2 * peers::HAPROXY_PIPES + 200) / 2;
+                let conf = peers::haproxy_config(listen, backend, workers, splice, maxconn);
+                write(&cfg, &conf)?;
                 let args = vec!["-db".into(), "-f".into(), cfg.display().to_string()];
                 (path, args, false)
             }
             RowKind::Nginx => {
                 let nginx = ctx.peers.nginx.clone().map_err(BenchError::Setup)?;
                 let cfg = ctx.tmp.join("nginx.conf");
-                let conf = peers::nginx_config(&nginx, ctx.tmp, listen, backend, workers);
+                let conf =
+                    peers::nginx_config(&nginx, ctx.tmp, (listen, backend), workers, ctx.fd_limit);
                 write(&cfg, &conf)?;
                 let errlog = ctx.tmp.join("nginx-error.log").display().to_string();
                 let args = [
@@ -192,7 +195,7 @@ impl Row {
         })?;
         wait_ready(&mut guard, listen, &stderr, ctx.stop)?;
         // Let every worker (thread or process) come up and start accepting.
-        ctx.stop.sleep(Duration::from_millis(200))?;
+        ctx.stop.sleep(Duration::from_millis(100))?;
         let pids = guard.adopt_descendants();
         Ok(Some(Proxy {
             guard,

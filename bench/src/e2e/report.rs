@@ -104,6 +104,12 @@ impl Results {
         );
         let _ = writeln!(
             s,
+            "Idle workload: {} connections (open-files limit {}). Streams upload into a sink; rr \
+             and connect use 64-byte messages against an echo backend.\n",
+            p.idle_connections, p.fd_limit
+        );
+        let _ = writeln!(
+            s,
             "CPU: the proxy's utime+stime (all threads and processes). Syscalls: `perf stat -e \
              raw_syscalls:sys_enter` on the proxy during the middle of each run{}. Context \
              switches: summed over live threads. ×HAProxy compares with `{HAPROXY_STREAM}` for \
@@ -335,8 +341,13 @@ impl Results {
                 lines.push(format!("- `{}` skipped: {why}", r.row.name));
             }
             for w in &r.workloads {
-                if let Some(f) = &w.failure {
-                    lines.push(format!("- `{}` {} FAILED: {f}", r.row.name, w.name));
+                match &w.failure {
+                    Some(f) if f.starts_with("not run:") => lines.push(format!(
+                        "- `{}` {}: not run (the proxy did not start, above)",
+                        r.row.name, w.name
+                    )),
+                    Some(f) => lines.push(format!("- `{}` {} FAILED: {f}", r.row.name, w.name)),
+                    None => {}
                 }
             }
         }

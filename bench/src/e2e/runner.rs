@@ -94,9 +94,11 @@ impl Runner<'_> {
                 None => self.run_workload(row, w, self.env.plan.runs, label)?,
             };
             if let Some(f) = &r.failure {
-                eprintln!("{label} {}: FAILED: {f}", r.name);
+                if start_failure.is_none() {
+                    eprintln!("{label} {}: FAILED: {f}", r.name);
+                }
                 if r.runs.is_empty() && (f.contains("at start") || f.contains("did not listen")) {
-                    start_failure = Some(f.clone());
+                    start_failure.get_or_insert_with(|| f.clone());
                 }
             }
             eprintln!(
@@ -129,7 +131,6 @@ impl Runner<'_> {
             Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
             Err(e) => return Ok(failed(workload, e.to_string())),
         };
-        let port = backend.addr.port();
         let mut records = Vec::new();
         let mut eagain: Option<(u64, u64)> = None;
         let outcome = self.runs(
@@ -142,10 +143,7 @@ impl Runner<'_> {
             &mut eagain,
         );
         // Let the last bytes reach the backend before stopping it.
-        let end = Instant::now() + Duration::from_secs(5);
-        while procfs::established_on_port(port) > 0 && Instant::now() < end {
-            self.stop().sleep(Duration::from_millis(20))?;
-        }
+        self.drain(&backend)?;
         let stats = backend.stop();
         let mut failure = match outcome {
             Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
@@ -162,10 +160,10 @@ impl Runner<'_> {
         if let (None, Some(b)) = (&failure, &backend) {
             failure = figures::verify(workload, &records, b).err();
         }
-        if failure.is_none() && workload == Workload::Idle {
-            warn_partial_idle(&records, self.env.plan.idle_connections, label);
+        if let (None, Some(b), Workload::Idle) = (&failure, &backend, workload) {
+            warn_partial_idle(&records, self.env.plan.idle_connections, b, label);
         }
-        let figures = figures::compute(workload, &records, eagain);
+        let figures = figures::compute(workload, &records, eagain, backend.as_ref());
         Ok(WorkloadResult {
             workload,
             name,
@@ -191,9 +189,11 @@ impl Runner<'_> {
     ) -> Result<()> {
         let name = workload.name();
         let mut proxy: Option<Proxy> = None;
+        let t = Instant::now();
         if !workload.fresh_proxy_per_run() {
             proxy = row.start(&self.ctx, backend.addr, &name)?;
         }
+        debug(label, "proxy started", t);
         for i in 0..runs {
             self.stop().check()?;
             let tag = format!("{}-{name}-{}", row.name, i + 1);
@@ -201,7 +201,9 @@ impl Runner<'_> {
                 proxy = row.start(&self.ctx, backend.addr, &format!("{name}-{}", i + 1))?;
             }
             let target = proxy.as_ref().map_or(backend.addr, |p| p.listen);
+            let t = Instant::now();
             let rec = measure::run_once(&self.env, workload, target, proxy.as_ref(), &tag)?;
+            debug(label, "run done", t);
             eprintln!(
                 "{label} {name} run {}/{runs}: {}",
                 i + 1,
@@ -219,18 +221,39 @@ impl Runner<'_> {
             }
             if workload.fresh_proxy_per_run() {
                 if let Some(p) = proxy.take() {
+                    self.drain(backend)?;
                     add_eagain(eagain, &p.stop());
                 }
             }
         }
         if let Some(p) = proxy.take() {
-            let end = Instant::now() + Duration::from_secs(5);
-            while procfs::established_on_port(backend.addr.port()) > 0 && Instant::now() < end {
-                self.stop().sleep(Duration::from_millis(20))?;
-            }
+            let t = Instant::now();
+            self.drain(backend)?;
+            debug(label, "drained", t);
             add_eagain(eagain, &p.stop());
+            debug(label, "proxy stopped", t);
         }
         Ok(())
+    }
+
+    /// Waits (up to 5 s) until no connection to the backend is left, so that the last bytes
+    /// arrive and the proxy has closed its side before it is stopped.
+    fn drain(&self, backend: &Backend) -> Result<()> {
+        let end = Instant::now() + Duration::from_secs(5);
+        while procfs::established_on_port(backend.addr.port()) > 0 && Instant::now() < end {
+            self.stop().sleep(Duration::from_millis(20))?;
+        }
+        Ok(())
+    }
+}
+
+/// With `E2E_DEBUG` set, prints how long a step took.
+fn debug(label: &str, what: &str, since: Instant) {
+    if std::env::var_os("E2E_DEBUG").is_some() {
+        eprintln!(
+            "{label} {what} after {:.3} s",
+            since.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -254,7 +277,7 @@ fn failed(workload: Workload, why: String) -> WorkloadResult {
     }
 }
 
-fn warn_partial_idle(records: &[RunRecord], want: u32, label: &str) {
+fn warn_partial_idle(records: &[RunRecord], want: u32, backend: &BackendStats, label: &str) {
     for (i, r) in records.iter().enumerate() {
         if r.load.open_peak < u64::from(want) {
             eprintln!(
@@ -264,6 +287,15 @@ fn warn_partial_idle(records: &[RunRecord], want: u32, label: &str) {
                 r.load.connect_errors
             );
         }
+    }
+    let opened: u64 = records.iter().map(|r| r.load.open_peak).sum();
+    if backend.connections < opened {
+        eprintln!(
+            "{label} idle: the backend saw {} of the {opened} connections loadgen held (the \
+             proxy had not connected the rest when the hold ended); RSS is divided by the \
+             smaller count",
+            backend.connections
+        );
     }
 }
 
