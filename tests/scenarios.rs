@@ -55,6 +55,7 @@ macro_rules! scenarios {
             idle_timeout => crate::timeouts::idle_timeout,
             many_concurrent => crate::load::many_concurrent,
             no_fd_leak => crate::load::no_fd_leak,
+            no_fd_leak_failure_paths => crate::load::no_fd_leak_failure_paths,
             graceful_shutdown => crate::lifecycle::graceful_shutdown,
             worker_pinning => crate::lifecycle::worker_pinning,
             round_robin_balance => crate::balance::round_robin_balance,

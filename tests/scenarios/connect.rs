@@ -81,14 +81,14 @@ pub fn all_backends_refused(ctx: &Ctx) -> Outcome {
 
 /// A listening socket that never accepts and whose accept queue is full, so that new SYNs are
 /// dropped and connects to it hang until they time out. The filler connections are kept.
-struct Blackhole {
-    addr: SocketAddr,
+pub struct Blackhole {
+    pub addr: SocketAddr,
     _listener: TcpListener,
     _fillers: Vec<TcpStream>,
 }
 
 impl Blackhole {
-    fn new() -> Blackhole {
+    pub fn new() -> Blackhole {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");

@@ -7,7 +7,14 @@ use std::time::{Duration, Instant};
 
 use ringlb_tools::loadgen::{self, LoadConfig, Mode, Report};
 
-use crate::harness::{Ctx, Launch, Outcome, PIPE_POOL, Proxy, WORKERS, echo_backend};
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+
+use crate::connect::Blackhole;
+use crate::harness::{
+    Ctx, Launch, Outcome, PIPE_POOL, Proxy, WORKERS, echo_backend, echo_exchange, free_addr, join,
+    payload, reset,
+};
 
 fn assert_clean(report: &Report, what: &str) {
     assert_eq!(
@@ -140,4 +147,65 @@ fn settle(proxy: &Proxy, target: Option<usize>) -> BTreeMap<String, usize> {
         }
     }
     last
+}
+
+/// Failure paths close what they open: with a refused port, a blackholed backend and a live
+/// echo backend (round robin, 2 retries), 30 echo exchanges (some after a refused or timed-out
+/// attempt), 30 clients that reset right after connecting and 30 that close right after
+/// sending a little (both often while the proxy is still connecting). Afterwards the proxy's
+/// socket count returns exactly to its value before the first connection.
+pub fn no_fd_leak_failure_paths(ctx: &Ctx) -> Outcome {
+    const EACH: usize = 30;
+    let echo = echo_backend();
+    let hole = Blackhole::new();
+    let launch = Launch::new(&[free_addr(), hole.addr, echo.local_addr()])
+        .arg("--algorithm")
+        .arg("round-robin");
+    let proxy = Proxy::start(ctx, &launch)?;
+    let baseline = settle(&proxy, None);
+    let addr = proxy.addr;
+    let exchanges: Vec<_> = (0..EACH)
+        .map(|i| {
+            thread::spawn(move || {
+                let data = payload(100 + i, i as u64);
+                let got = echo_exchange(addr, data.clone());
+                assert!(got == data, "exchange {i}: echo differs");
+            })
+        })
+        .collect();
+    let abrupt = thread::spawn(move || {
+        for i in 0..2 * EACH {
+            let mut s = TcpStream::connect(addr).expect("connect");
+            if i % 2 == 0 {
+                reset(s);
+            } else {
+                s.write_all(b"bye").expect("write");
+                s.shutdown(Shutdown::Both).expect("shutdown");
+            }
+        }
+    });
+    for (i, e) in exchanges.into_iter().enumerate() {
+        join(e, &format!("exchange {i}"));
+    }
+    join(abrupt, "abrupt clients");
+    let after = settle(&proxy, Some(count(&baseline, "socket")));
+    eprintln!("fds before: {baseline:?}; after: {after:?}");
+    assert_eq!(
+        count(&after, "socket"),
+        count(&baseline, "socket"),
+        "sockets after the failure paths (before {baseline:?}, now {after:?})"
+    );
+    assert_eq!(
+        others(&after),
+        others(&baseline),
+        "non-socket, non-pipe descriptors after the failure paths"
+    );
+    let pipes = count(&after, "pipe");
+    let bound = count(&baseline, "pipe") + WORKERS * PIPE_POOL * 2;
+    assert!(
+        pipes <= bound,
+        "{pipes} pipe descriptors after the failure paths, more than the pool allows ({bound})"
+    );
+    proxy.finish();
+    Ok(())
 }
