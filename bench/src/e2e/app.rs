@@ -217,7 +217,9 @@ fn build(bin_dir: &Path) -> Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(BenchError::Setup(format!("cargo build failed ({status})")))
+        Err(BenchError::Setup(format!(
+            "cargo build failed ({status}); pass --no-build to use the binaries already built"
+        )))
     }
 }
 

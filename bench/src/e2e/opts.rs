@@ -9,7 +9,7 @@ use clap::Parser;
 ///
 /// Runs every row (a proxy configuration) through the same workloads on loopback, with the load
 /// side (loadgen + backend) and the proxy pinned to separate CPUs, and writes a markdown table,
-/// SVG charts and the raw JSON into results/<timestamp>/.
+/// SVG charts and the raw JSON into `results/<timestamp>/`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "e2e", version)]
 pub struct Options {
@@ -19,7 +19,7 @@ pub struct Options {
     /// Install the peers first: apt-get install haproxy nginx libnginx-mod-stream linux-perf.
     #[arg(long)]
     pub install_peers: bool,
-    /// Output directory [default: results/<UTC timestamp> in the workspace].
+    /// Output directory (default: `results/<UTC timestamp>` in the workspace).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Only these rows, comma-separated (such as uring-copy,direct); see --list-rows.
