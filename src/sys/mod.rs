@@ -30,3 +30,18 @@ pub fn is_reset(err: &io::Error) -> bool {
         Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED | libc::ETIMEDOUT)
     )
 }
+
+/// After a splice from a TCP socket returned 0: is this really the end of the stream? Splice
+/// also returns 0 when it stops at urgent (out-of-band) data with more data behind it. A peek
+/// tells: `Some(true)` at end of stream, `Some(false)` when bytes (or nothing yet) are there,
+/// `None` when the socket failed or is missing.
+pub fn peek_eof(socket: Option<std::os::fd::BorrowedFd<'_>>) -> Option<bool> {
+    use rustix::net::{RecvFlags, recv};
+    let mut byte = [0u8; 1];
+    match recv(socket?, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((0, _)) => Some(true),
+        Ok(_) => Some(false),
+        Err(rustix::io::Errno::AGAIN) => Some(false),
+        Err(_) => None,
+    }
+}

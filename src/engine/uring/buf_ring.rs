@@ -9,64 +9,60 @@
 //! and publishing the tail with a release store. With the pool, the engine picks the buffer
 //! before submitting a plain receive into it.
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
+use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 /// Buffer group id of every worker's ring (each worker has its own io_uring instance).
 pub const GROUP: u16 = 0;
 
 const PAGE: usize = 4096;
 
-/// One page-aligned allocation that frees itself.
+/// One anonymous private mapping that unmaps itself.
+///
+/// `mmap` gives zero-filled pages that the kernel backs only when first touched, so a worker's
+/// RSS grows with the buffers in use rather than by the whole region (64 MiB by default) at
+/// start, and every byte is initialised memory as far as Rust is concerned.
 struct Region {
     ptr: NonNull<u8>,
-    layout: Layout,
+    len: usize,
 }
 
 impl Region {
-    /// Zeroed memory: for the ring entries, which the kernel reads.
-    fn zeroed(len: usize) -> io::Result<Region> {
-        Self::allocate(len, true)
-    }
-
-    /// Uninitialised memory: for buffer data, which only the kernel writes and user space
-    /// reads only where a completion said the kernel wrote. Not zeroing it matters: a large
-    /// allocation is mapped lazily, so a worker's RSS grows only with the buffers in use
-    /// instead of by the whole region (64 MiB by default) at start.
-    fn uninit(len: usize) -> io::Result<Region> {
-        Self::allocate(len, false)
-    }
-
-    fn allocate(len: usize, zeroed: bool) -> io::Result<Region> {
-        let layout = Layout::from_size_align(len.max(1), PAGE)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "buffer size overflow"))?;
-        let ptr = if zeroed {
-            // SAFETY: the layout has a non-zero size (at least 1 byte, see above).
-            unsafe { alloc_zeroed(layout) }
-        } else {
-            // SAFETY: as above.
-            unsafe { alloc(layout) }
-        };
-        let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(Region { ptr, layout })
+    fn new(len: usize) -> io::Result<Region> {
+        let len = len.max(1).div_ceil(PAGE) * PAGE;
+        // SAFETY: a fresh anonymous private mapping at an address the kernel chooses aliases
+        // nothing; it is unmapped only in `drop`.
+        let ptr = unsafe {
+            mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }?;
+        let ptr = NonNull::new(ptr.cast::<u8>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        Ok(Region { ptr, len })
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with this exact layout and is freed only here.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: `ptr..ptr+len` is exactly the mapping made in `new`, unmapped only here.
+        if let Err(err) = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) } {
+            tracing::warn!(%err, "munmap of a buffer region failed");
+        }
     }
 }
 
 /// Try registering a tiny ring, to learn whether the kernel has provided-buffer rings.
 pub fn probe(ring: &IoUring) -> bool {
-    let Ok(region) = Region::zeroed(PAGE) else {
+    let Ok(region) = Region::new(PAGE) else {
         return false;
     };
     // SAFETY: the region is page-aligned and holds 8 entries of 16 bytes; it is unregistered
@@ -93,11 +89,13 @@ pub struct Buffers {
 }
 
 enum Kind {
-    /// The kernel picks; `tail` is our copy of the ring's tail.
+    /// The kernel picks; `tail` is our copy of the ring's tail, ahead of the published one
+    /// while `unpublished`.
     Ring {
         entries: Region,
         tail: u16,
         mask: u16,
+        unpublished: bool,
     },
     /// We pick from a free list.
     Pool { free: Vec<u16> },
@@ -128,8 +126,8 @@ impl Buffers {
                 "buffer count must be a power of two up to 32768",
             ));
         }
-        let entries = Region::zeroed(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
-        let data = Region::uninit(usize::from(count) * size as usize)?;
+        let entries = Region::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
+        let data = Region::new(usize::from(count) * size as usize)?;
         // SAFETY: `entries` is page-aligned and sized for `count` entries. It stays registered
         // until the io_uring instance is dropped; `Buffers` (which owns the region) is dropped
         // after the instance (field order in the worker), so the kernel never sees freed memory.
@@ -149,19 +147,21 @@ impl Buffers {
                 entries,
                 tail: 0,
                 mask: count - 1,
+                unpublished: false,
             },
             held: u32::from(count),
         };
         for bid in 0..count {
             buffers.give_back(bid);
         }
+        buffers.publish();
         Ok(buffers)
     }
 
     /// `count` buffers of `size` bytes handed out by the engine itself.
     pub fn pool(count: u16, size: u32) -> io::Result<Buffers> {
         Ok(Buffers {
-            data: Region::uninit(usize::from(count) * size as usize)?,
+            data: Region::new(usize::from(count) * size as usize)?,
             size,
             count,
             kind: Kind::Pool {
@@ -184,11 +184,6 @@ impl Buffers {
     /// Buffers currently held by connections.
     pub fn held(&self) -> u32 {
         self.held
-    }
-
-    /// True when at least one buffer is free for a receive.
-    pub fn any_free(&self) -> bool {
-        self.held < u32::from(self.count)
     }
 
     /// Pool only: take a free buffer for a receive. `None` when all are held (back off).
@@ -241,7 +236,37 @@ impl Buffers {
         unsafe { std::slice::from_raw_parts(start, (to - from) as usize) }
     }
 
-    /// Give buffer `bid` back for new receives.
+    /// Make every buffer given back since the last call visible to the kernel: one release
+    /// store of the ring's tail per loop turn instead of one per buffer. The worker calls this
+    /// before it enters the kernel.
+    pub fn publish(&mut self) {
+        if let Kind::Ring {
+            entries,
+            tail,
+            unpublished,
+            ..
+        } = &mut self.kind
+            && *unpublished
+        {
+            let base = entries.ptr.as_ptr().cast::<BufRingEntry>();
+            // SAFETY: `BufRingEntry::tail` points at the tail field inside entry 0, which is
+            // inside the mapping and 2-byte aligned; the kernel reads it with an acquire load.
+            let tail_ptr = unsafe { BufRingEntry::tail(base) }.cast_mut();
+            // SAFETY: the pointer is valid and aligned (above); AtomicU16 has the same layout
+            // as u16, and all access to this field goes through atomics (ours and the kernel's
+            // smp_load_acquire).
+            let atomic = unsafe { AtomicU16::from_ptr(tail_ptr) };
+            atomic.store(*tail, Ordering::Release);
+            *unpublished = false;
+        }
+    }
+
+    /// Free buffers, as far as the engine knows (ring: not held by any connection).
+    pub fn free(&self) -> u32 {
+        u32::from(self.count).saturating_sub(self.held)
+    }
+
+    /// Give buffer `bid` back for new receives (visible to the kernel after [`Buffers::publish`]).
     pub fn give_back(&mut self, bid: u16) {
         if bid >= self.count {
             return;
@@ -255,25 +280,19 @@ impl Buffers {
                 entries,
                 tail,
                 mask,
+                unpublished,
             } => {
                 let base = entries.ptr.as_ptr().cast::<BufRingEntry>();
                 let slot = usize::from(*tail & *mask);
                 // SAFETY: `slot < count`, so the entry lies inside the region. Entries between
-                // the kernel's head and our tail are not read by the kernel until the tail store
-                // below publishes them, so writing this one races with nothing.
+                // the kernel's head and our tail are not read by the kernel until `publish`
+                // stores the tail, so writing this one races with nothing.
                 let entry = unsafe { &mut *base.wrapping_add(slot) };
                 entry.set_addr(addr);
                 entry.set_len(size);
                 entry.set_bid(bid);
                 *tail = tail.wrapping_add(1);
-                // SAFETY: `BufRingEntry::tail` points at the tail field inside entry 0, which is
-                // inside the region and 2-byte aligned; the kernel reads it with an acquire load.
-                let tail_ptr = unsafe { BufRingEntry::tail(base) }.cast_mut();
-                // SAFETY: the pointer is valid and aligned (above); AtomicU16 has the same layout
-                // as u16, and all access to this field goes through atomics (ours and the
-                // kernel's smp_load_acquire).
-                let atomic = unsafe { AtomicU16::from_ptr(tail_ptr) };
-                atomic.store(*tail, Ordering::Release);
+                *unpublished = true;
             }
         }
     }

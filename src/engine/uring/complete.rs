@@ -5,12 +5,40 @@ use std::time::Instant;
 
 use io_uring::cqueue;
 
-use super::conn_io::{Chunk, Parked};
+use super::conn_io::{Chunk, ConnIo, Parked};
 use super::token::Op;
+use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
 use crate::core::conn::{Dir, Event};
 use crate::core::slot::UserData;
 use crate::engine::EngineError;
+
+/// Spurious readiness reports tolerated before splice mode falls back to one plain receive.
+const SPURIOUS_WAKEUPS_BEFORE_RECV: u8 = 2;
+
+/// Move what `recv` can take from `dir`'s source into its (empty) pipe with a copy: the way past
+/// data that splice refuses to move. Returns bytes moved, 0 at end of stream, or `-errno`.
+fn receive_into_pipe(io: &ConnIo, dir: Dir) -> i32 {
+    let (Some(source), Some(pipe)) = (io.socket(dir.source()), io.flows[dir.index()].pipe.as_ref())
+    else {
+        return -libc::EBADF;
+    };
+    let mut scratch = [0u8; 16 * 1024];
+    let n = match rustix::net::recv(source, &mut scratch, rustix::net::RecvFlags::DONTWAIT) {
+        Ok((n, _)) => n,
+        Err(err) => return -err.raw_os_error(),
+    };
+    if n == 0 {
+        return 0;
+    }
+    // The pipe is empty and holds at least 64 KiB, so 16 KiB always fit; anything less would
+    // lose bytes, so it fails the connection instead.
+    match rustix::io::write(pipe.write_end(), &scratch[..n]) {
+        Ok(written) if written == n => i32::try_from(n).unwrap_or(i32::MAX),
+        Ok(_) => -libc::EIO,
+        Err(err) => -err.raw_os_error(),
+    }
+}
 
 impl Worker {
     /// Handle one completion.
@@ -120,6 +148,8 @@ impl Worker {
                         self.buffers.give_back(bid);
                     }
                 }
+                let resume = flow.parked == Some(Parked::QueueFull)
+                    && flow.chunks.len() < COPY_BUFFERS as usize;
                 self.shard.handle_event(
                     now,
                     key,
@@ -128,12 +158,24 @@ impl Worker {
                         bytes: u64::from(sent),
                     },
                 );
+                let still_parked = self
+                    .shard
+                    .io_mut(key)
+                    .is_some_and(|io| io.flow(dir).parked == Some(Parked::QueueFull));
+                if resume && still_parked {
+                    self.submit_copy_recv(now, key, dir)?;
+                }
             }
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
             Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
             Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
-                io.flow(dir).recv_waits_readable = false;
-                if result < 0 {
+                let flow = io.flow(dir);
+                flow.recv_waits_readable = false;
+                if flow.cancel_requested {
+                    // The core asked to stop while we waited: the receive has ended.
+                    flow.recv_in_flight = false;
+                    self.shard.handle_event(now, key, Event::RecvEnded { dir });
+                } else if result < 0 {
                     let flow = io.flow(dir);
                     flow.recv_in_flight = false;
                     let event = if result == -libc::ECANCELED {
@@ -274,9 +316,11 @@ impl Worker {
         if selected.is_some() {
             self.buffers.selected(selected.unwrap_or_default());
         }
+        let self_cancelled = flow.self_cancelled && !more;
         if !more {
             flow.recv_in_flight = false;
             flow.recv_multishot = false;
+            flow.self_cancelled = false;
         }
         if result > 0 {
             let Some(bid) = bid else {
@@ -290,6 +334,16 @@ impl Worker {
                 from: 0,
                 to: result as u32,
             });
+            // The core limits bytes; buffers are this engine's to limit. Small segments behind
+            // a stalled sink could otherwise pin the whole ring below the byte limit.
+            let too_many = more
+                && flow.chunks.len() >= COPY_BUFFERS as usize
+                && !flow.cancel_requested
+                && !flow.self_cancelled;
+            if too_many {
+                flow.self_cancelled = true;
+                self.submit_cancel(key, Op::Recv(dir))?;
+            }
             let event = Event::Received {
                 dir,
                 bytes: result as u64,
@@ -314,6 +368,16 @@ impl Worker {
                     flow.parked = Some(Parked::NoBuffers);
                     self.counters.parked_no_buffers += 1;
                     self.starved.push((key, dir));
+                }
+            }
+            libc::ECANCELED if self_cancelled && !cancelled => {
+                // Our own cancel (too many buffers held): from the core's view the receive is
+                // still armed; resume it once sends have drained some buffers.
+                flow.parked = Some(Parked::QueueFull);
+                self.counters.parked_queue_full += 1;
+                let drained = flow.chunks.len() < COPY_BUFFERS as usize;
+                if drained {
+                    self.submit_copy_recv(now, key, dir)?;
                 }
             }
             libc::ECANCELED => {
@@ -351,6 +415,7 @@ impl Worker {
         flow.recv_in_flight = false;
         if result > 0 {
             flow.pipe_bytes += result as u64;
+            flow.spurious_wakeups = 0;
             let event = Event::Received {
                 dir,
                 bytes: result as u64,
@@ -361,10 +426,31 @@ impl Worker {
         }
         let cancelled = flow.cancel_requested;
         let pipe_has_bytes = flow.pipe_bytes > 0;
+        let peek = crate::sys::peek_eof(io.socket(dir.source()));
+        let flow = io.flow(dir);
         match -result {
-            0 => {
-                self.shard.handle_event(now, key, Event::Eof { dir });
-            }
+            0 => match peek {
+                // A real end of stream.
+                Some(true) => {
+                    self.shard.handle_event(now, key, Event::Eof { dir });
+                }
+                // Not the end: TCP splice also returns 0 when it stops at urgent data. A plain
+                // receive moves past the mark (into the pipe, which is empty: the splice just
+                // moved nothing, and pipe_bytes counts what is still in it).
+                Some(false) if !pipe_has_bytes => {
+                    self.counters.spurious_wakeups += 1;
+                    let result = receive_into_pipe(io, dir);
+                    return self.spliced_in(now, key, dir, result);
+                }
+                Some(false) => {
+                    flow.parked = Some(Parked::PipeFull);
+                    self.counters.parked_pipe_full += 1;
+                }
+                None => {
+                    self.shard
+                        .handle_event(now, key, Event::Failed { side: dir.source() });
+                }
+            },
             libc::EAGAIN if cancelled => {
                 self.shard.handle_event(now, key, Event::RecvEnded { dir });
             }
@@ -374,9 +460,17 @@ impl Worker {
                     // The pipe ran out of slots before bytes: resume after a splice out.
                     flow.parked = Some(Parked::PipeFull);
                     self.counters.parked_pipe_full += 1;
-                } else {
+                } else if flow.spurious_wakeups < SPURIOUS_WAKEUPS_BEFORE_RECV {
                     // Readable, yet nothing to splice: a spurious wake-up. Poll again.
+                    flow.spurious_wakeups += 1;
                     self.submit_splice_in(now, key, dir)?;
+                } else {
+                    // Readable, yet splice cannot move: TCP urgent data stops splice at its
+                    // mark while poll keeps saying readable. A plain receive gets past it.
+                    flow.spurious_wakeups = 0;
+                    self.counters.spurious_wakeups += 1;
+                    let result = receive_into_pipe(io, dir);
+                    return self.spliced_in(now, key, dir, result);
                 }
             }
             libc::ECANCELED => {

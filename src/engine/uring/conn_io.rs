@@ -65,6 +65,9 @@ pub enum Parked {
     NoBuffers,
     /// The pipe has no free slot (it is full of small segments): retried after a splice out.
     PipeFull,
+    /// Copy mode: this direction already holds `COPY_BUFFERS` buffers (small segments behind
+    /// a slow sink can do that far below the byte limit): retried after a send.
+    QueueFull,
 }
 
 /// One direction's I/O state.
@@ -95,6 +98,13 @@ pub struct FlowIo {
     pub recv_waits_readable: bool,
     /// Copy mode: likewise for a send, behind a POLLOUT.
     pub send_waits_writable: bool,
+    /// Copy mode: the engine itself cancelled a multishot receive because the direction holds
+    /// too many buffers; its final completion parks the receive instead of ending it.
+    pub self_cancelled: bool,
+    /// Splice mode: readiness reported, yet splice answered `EAGAIN` on an empty pipe, this
+    /// many times in a row (TCP urgent data does that: poll says readable, splice cannot move
+    /// past the mark).
+    pub spurious_wakeups: u8,
 }
 
 /// Per-connection state of the io_uring engine.

@@ -54,7 +54,14 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         move |info, ready| {
             let mut worker = worker::Worker::new(info, &config, plan, pools.clone())?;
             ready.ok();
-            worker.run(&shutdown, grace)
+            let result = worker.run(&shutdown, grace);
+            if let Err(err) = &result {
+                // Say so now: the other workers keep serving until they are stopped too.
+                tracing::error!(worker = info.index, %err, "worker failed");
+                shutdown.request();
+            }
+            worker.finish(result.is_ok());
+            result
         },
         move || stop_others.request(),
         move || up.mark_up(),

@@ -110,6 +110,9 @@ impl KernelFeatures {
     /// The operations without which the engine cannot run at all.
     pub fn missing_required(&self) -> Vec<&'static str> {
         let required = [
+            // Closing relies on cancel-by-fd with ALL (5.19): without it a connection waiting
+            // on a silent peer could never be freed.
+            (self.version >= MIN_KERNEL, "Linux 5.19 or later"),
             (self.accept, "IORING_OP_ACCEPT"),
             (self.connect, "IORING_OP_CONNECT"),
             (self.recv_send, "IORING_OP_RECV/SEND"),

@@ -14,6 +14,8 @@ pub struct Ring {
     pushed: u64,
     /// `io_uring_enter` calls made.
     enters: u64,
+    /// Completions reaped early (to relieve a full completion queue), not yet handled.
+    backlog: Vec<(u64, i32, u32)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -30,7 +32,8 @@ impl Ring {
     /// capped at `iowq_max_workers` threads of each kind.
     pub fn new(entries: u32, plan: &Plan, iowq_max_workers: u32) -> io::Result<Ring> {
         let mut builder = IoUring::<io_uring::squeue::Entry, io_uring::cqueue::Entry>::builder();
-        // Completions never wait for a full CQ on multishot bursts: twice the SQ, as liburing.
+        // Multishot operations post many completions per submission: give the CQ four times
+        // the SQ's entries (liburing's default is twice).
         builder.setup_cqsize(entries.saturating_mul(4));
         if plan.defer_taskrun {
             // Task work runs only when this thread enters the kernel to wait: completions are
@@ -50,6 +53,7 @@ impl Ring {
             ring,
             pushed: 0,
             enters: 0,
+            backlog: Vec::new(),
         })
     }
 
@@ -58,33 +62,66 @@ impl Ring {
         &self.ring
     }
 
-    /// Queue `entry` for the next submit, submitting first if the queue is full.
+    /// Queue `entry` for the next submit (see [`Ring::push_chain`], which it calls).
     ///
     /// # Safety
-    /// Every fd, buffer, address and timespec that `entry` points to must stay valid and must
+    /// As for [`Ring::push_chain`].
+    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: the caller upholds `push_chain`'s contract for this one entry.
+        unsafe { self.push_chain(&[entry]) }
+    }
+
+    /// Queue `entries` (a chain, when they carry `IO_LINK`) for the next submit. If the queue
+    /// lacks room for all of them, what is queued is submitted first: a chain is never split
+    /// across two submits, which would cut its links (a connect would lose its timeout).
+    /// This is the one function that hands entries to the kernel's queue.
+    ///
+    /// # Safety
+    /// Every fd, buffer, address and timespec that an entry points to must stay valid and must
     /// not be moved, freed or (for buffers the kernel writes) read or written by user space
     /// until the entry's final completion has been reaped (for a multishot entry, the completion
     /// without `IORING_CQE_F_MORE`; for a linked timeout's timespec, until the submit that
     /// carries it has returned).
-    pub unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        loop {
+    pub unsafe fn push_chain(&mut self, entries: &[&squeue::Entry]) -> io::Result<()> {
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < entries.len() {
+            self.submit_pending()?;
+        }
+        for entry in entries {
             // SAFETY: the caller upholds the entry's validity contract stated above.
-            match unsafe { self.ring.submission().push(entry) } {
-                Ok(()) => {
-                    self.pushed += 1;
-                    return Ok(());
-                }
-                // The queue is full: hand what is queued to the kernel and try again.
-                Err(_) => {
-                    self.enters += 1;
-                    match self.ring.submit() {
-                        Ok(_) => {}
-                        // The CQ is full: the caller's loop reaps completions on its next turn;
-                        // until then nothing more can be queued.
-                        Err(err) if err.raw_os_error() == Some(libc::EBUSY) => return Err(err),
-                        Err(err) => return Err(err),
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                // Room was made above; a queue smaller than one chain is a configuration the
+                // validator rejects (ring_entries >= 2), so this is not reachable.
+                return Err(io::Error::other("submission queue full"));
+            }
+            self.pushed += 1;
+        }
+        Ok(())
+    }
+
+    /// Hand what is queued to the kernel without waiting. When the completion queue is
+    /// overflowing the kernel refuses (`EBUSY`) until completions are reaped: reap them into
+    /// the backlog (handled at the start of the next drain) and try again.
+    fn submit_pending(&mut self) -> io::Result<()> {
+        loop {
+            self.enters += 1;
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                    let before = self.backlog.len();
+                    let mut cq = self.ring.completion();
+                    cq.sync();
+                    self.backlog
+                        .extend(cq.map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));
+                    if self.backlog.len() == before {
+                        return Err(err);
                     }
                 }
+                Err(err) if err.raw_os_error() == Some(libc::EINTR) => {}
+                Err(err) => return Err(err),
             }
         }
     }
@@ -111,6 +148,7 @@ impl Ring {
 
     /// Reap every completion that has arrived.
     pub fn drain(&mut self, out: &mut Vec<(u64, i32, u32)>) {
+        out.append(&mut self.backlog);
         let mut cq = self.ring.completion();
         cq.sync();
         out.extend(cq.map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())));

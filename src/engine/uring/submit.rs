@@ -14,6 +14,7 @@ use socket2::SockAddr;
 
 use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
+use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
 use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
@@ -100,10 +101,10 @@ impl Worker {
             .build()
             .user_data(tag(Op::ConnectTimeout, key));
         io.in_flight += 2;
-        // SAFETY: the socket and address live in the slot until the connect's completion.
-        unsafe { self.ring.push(&connect) }.map_err(queue_error)?;
-        // SAFETY: the timespec lives in the worker, which outlives every submission.
-        unsafe { self.ring.push(&timeout) }.map_err(queue_error)
+        // SAFETY: the socket and address live in the slot until the connect's completion; the
+        // timespec lives in the worker, which outlives every submission. Pushed as one chain so
+        // that a full queue cannot separate the connect from its timeout.
+        unsafe { self.ring.push_chain(&[&connect, &timeout]) }.map_err(queue_error)
     }
 
     /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
@@ -113,6 +114,14 @@ impl Worker {
         key: SlotKey,
         dir: Dir,
     ) -> Result<(), EngineError> {
+        let full = self
+            .shard
+            .io_mut(key)
+            .is_some_and(|io| io.flow(dir).chunks.len() >= COPY_BUFFERS as usize);
+        if full {
+            self.park(key, dir, Parked::QueueFull);
+            return Ok(());
+        }
         let pooled = if self.buffers.is_ring() {
             None
         } else {
@@ -253,10 +262,21 @@ impl Worker {
         flow.recv_multishot = false;
         flow.parked = None;
         io.in_flight += 2;
-        // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
-        unsafe { self.ring.push(&poll) }.map_err(queue_error)?;
-        // SAFETY: the socket and the pipe live in the slot until the splice's completion.
-        unsafe { self.ring.push(&splice) }.map_err(queue_error)
+        // SAFETY: the socket and the pipe live in the slot until both completions arrived.
+        unsafe { self.ring.push_chain(&[&poll, &splice]) }.map_err(queue_error)
+    }
+
+    /// Cancel the connection's operation `target` (by its `user_data`).
+    pub(super) fn submit_cancel(&mut self, key: SlotKey, target: Op) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let cancel = opcode::AsyncCancel::new(tag(target, key))
+            .build()
+            .user_data(tag(Op::Cancel, key));
+        io.in_flight += 1;
+        // SAFETY: a cancel names its target by user_data and points to no memory.
+        unsafe { self.ring.push(&cancel) }.map_err(queue_error)
     }
 
     /// Arm a one-shot readiness poll (`Op::PollIn` on `dir`'s source or `Op::PollOut` on its
@@ -299,16 +319,22 @@ impl Worker {
                     self.starved.push((key, dir));
                 }
                 Parked::PipeFull => self.counters.parked_pipe_full += 1,
+                Parked::QueueFull => self.counters.parked_queue_full += 1,
             }
         }
     }
 
     /// Receives parked for lack of buffers try again once some are free.
     pub(super) fn retry_starved(&mut self, now: Instant) -> Result<(), EngineError> {
-        if self.starved.is_empty() || !self.buffers.any_free() {
+        let free = self.buffers.free() as usize;
+        if self.starved.is_empty() || free == 0 {
             return Ok(());
         }
-        for (key, dir) in std::mem::take(&mut self.starved) {
+        // Oldest first, and no more than there are free buffers: retrying every starved flow
+        // for one returned buffer would cost an SQE and an ENOBUFS completion each.
+        let retry = free.min(self.starved.len());
+        let batch: Vec<(SlotKey, Dir)> = self.starved.drain(..retry).collect();
+        for (key, dir) in batch {
             let parked = self
                 .shard
                 .io_mut(key)
@@ -466,12 +492,13 @@ impl Worker {
         });
         io.flow(dir).splice_out_len = len;
         io.in_flight += 1 + u32::from(poll.is_some());
-        if let Some(poll) = &poll {
-            // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
-            unsafe { self.ring.push(poll) }.map_err(queue_error)?;
+        match &poll {
+            // SAFETY: the socket and the pipe live in the slot until both completions arrived.
+            Some(poll) => unsafe { self.ring.push_chain(&[poll, &splice]) },
+            // SAFETY: the socket and the pipe live in the slot until the splice's completion.
+            None => unsafe { self.ring.push(&splice) },
         }
-        // SAFETY: the socket and the pipe live in the slot until the splice's completion.
-        unsafe { self.ring.push(&splice) }.map_err(queue_error)
+        .map_err(queue_error)
     }
 
     fn shutdown_write(&mut self, key: SlotKey, side: Side) -> Result<(), EngineError> {
@@ -502,13 +529,12 @@ impl Worker {
             return Ok(());
         }
         io.cancel_sent = true;
-        let fds: Vec<i32> = [Side::Client, Side::Backend]
-            .into_iter()
-            .filter_map(|side| io.socket(side))
-            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
-            .collect();
-        io.in_flight += fds.len() as u32;
-        for fd in fds {
+        let fds = [Side::Client, Side::Backend].map(|side| {
+            io.socket(side)
+                .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+        });
+        io.in_flight += fds.iter().flatten().count() as u32;
+        for fd in fds.into_iter().flatten() {
             let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
                 .build()
                 .user_data(tag(Op::Cancel, key));

@@ -30,7 +30,10 @@ use crate::sys::pipe::PipePool;
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Copy mode: buffers of one direction that may wait to be sent (sent together, see
 /// `MAX_SEND_CHUNKS`) before its receive pauses: 16 × 16 KiB, the default pipe's size.
-const COPY_BUFFERS: u64 = 16;
+pub(super) const COPY_BUFFERS: u64 = 16;
+/// After the grace period and this much more (or the grace period again, if longer), a worker
+/// whose operations never all completed stops anyway.
+const HARD_STOP_MIN: Duration = Duration::from_secs(2);
 /// After EMFILE and similar, accepting on a listener pauses this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -51,6 +54,8 @@ pub(super) struct Counters {
     pub accept_errors: u64,
     pub parked_no_buffers: u64,
     pub parked_pipe_full: u64,
+    pub parked_queue_full: u64,
+    pub spurious_wakeups: u64,
     pub splice_eagain: u64,
 }
 
@@ -136,6 +141,20 @@ impl Worker {
         })
     }
 
+    /// Tear down after [`Worker::run`]. After a clean run nothing is in flight and everything is
+    /// freed. After an error, operations may still be in flight (io-wq work outlives the ring's
+    /// fd by a moment), so the buffer memory the kernel could still write is deliberately left
+    /// mapped: a leak on a path that ends the worker, instead of a use after free.
+    pub fn finish(self, clean: bool) {
+        let Worker { ring, buffers, .. } = self;
+        drop(ring);
+        if clean {
+            drop(buffers);
+        } else {
+            let _kept = std::mem::ManuallyDrop::new(buffers);
+        }
+    }
+
     /// Serve until `shutdown` is requested, then drain for up to `grace`.
     pub fn run(&mut self, shutdown: &Shutdown, grace: Duration) -> Result<(), EngineError> {
         let mut stopping: Option<Instant> = None;
@@ -149,6 +168,20 @@ impl Worker {
                 tracing::info!(worker = self.index, open = self.shard.len(), "draining");
             }
             if let Some(deadline) = stopping {
+                if now >= deadline + grace.max(HARD_STOP_MIN) {
+                    // Something never completed (a kernel that ignores a cancel, say): stop
+                    // anyway rather than hang; the caller keeps the buffers mapped.
+                    tracing::error!(
+                        worker = self.index,
+                        open = self.shard.len(),
+                        internal = self.internal_in_flight,
+                        "operations still in flight long after the grace period; exiting"
+                    );
+                    return Err(EngineError::Worker {
+                        worker: self.index,
+                        message: "shutdown did not complete".into(),
+                    });
+                }
                 if now >= deadline && !aborted && !self.shard.is_empty() {
                     tracing::info!(worker = self.index, open = self.shard.len(), "grace over");
                     self.shard.abort_all();
@@ -164,6 +197,8 @@ impl Worker {
             self.carry_out_actions(now)?;
             self.retry_starved(now)?;
 
+            // Buffers given back during this turn become visible to the kernel in one store.
+            self.buffers.publish();
             let wait = self
                 .shard
                 .next_timeout()
