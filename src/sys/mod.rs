@@ -31,17 +31,27 @@ pub fn is_reset(err: &io::Error) -> bool {
     )
 }
 
-/// After a splice from a TCP socket returned 0: is this really the end of the stream? Splice
-/// also returns 0 when it stops at urgent (out-of-band) data with more data behind it. A peek
-/// tells: `Some(true)` at end of stream, `Some(false)` when bytes (or nothing yet) are there,
-/// `None` when the socket failed or is missing.
-pub fn peek_eof(socket: Option<std::os::fd::BorrowedFd<'_>>) -> Option<bool> {
+/// What a non-destructive look at a socket's receive queue shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// The peer closed its side: end of stream.
+    Eof,
+    /// Bytes are waiting.
+    Data,
+    /// Nothing yet.
+    Empty,
+}
+
+/// Peek at a socket without consuming anything. Splice from TCP stops at urgent (out-of-band)
+/// data: it returns 0, as at end of stream, or `EAGAIN`, while normal bytes wait behind the
+/// mark. A peek tells those apart from the real end of stream and the really empty socket.
+pub fn peek(socket: std::os::fd::BorrowedFd<'_>) -> io::Result<Peek> {
     use rustix::net::{RecvFlags, recv};
     let mut byte = [0u8; 1];
-    match recv(socket?, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-        Ok((0, _)) => Some(true),
-        Ok(_) => Some(false),
-        Err(rustix::io::Errno::AGAIN) => Some(false),
-        Err(_) => None,
+    match recv(socket, &mut byte, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((0, _)) => Ok(Peek::Eof),
+        Ok(_) => Ok(Peek::Data),
+        Err(rustix::io::Errno::AGAIN) => Ok(Peek::Empty),
+        Err(err) => Err(err.into()),
     }
 }

@@ -50,6 +50,23 @@ impl Pipe {
     }
 }
 
+/// Move what one `recv` can take from `source` into `pipe` with a copy: the way past urgent
+/// data, where splice refuses to move (see [`super::peek`]). `pipe` must be empty: it holds at
+/// least 64 KiB, so the up to 16 KiB read always fit, and a short write (which would lose
+/// bytes) is an error instead. Returns the bytes moved; 0 at end of stream.
+pub fn recv_into_pipe(source: BorrowedFd<'_>, pipe: &Pipe) -> io::Result<usize> {
+    let mut scratch = [0u8; 16 * 1024];
+    let (n, _) = rustix::net::recv(source, &mut scratch, rustix::net::RecvFlags::DONTWAIT)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let written = rustix::io::write(pipe.write_end(), &scratch[..n])?;
+    if written != n {
+        return Err(io::Error::other("short write into an empty pipe"));
+    }
+    Ok(n)
+}
+
 /// A bounded stack of empty pipes of one size.
 #[derive(Debug)]
 pub struct PipePool {

@@ -25,6 +25,7 @@ use super::shared::Shared;
 use crate::core::conn::{Dir, Event, Side, Via};
 use crate::core::slot::SlotKey;
 use crate::engine::{op, socket};
+use crate::sys::Peek;
 use crate::sys::pipe::Pipe;
 
 /// How often a thread blocked on a full socket (or waiting to splice into one) looks at the
@@ -355,19 +356,46 @@ fn receive(
                 })
                 .run()
                 {
-                    Ok(n) => {
+                    Ok(n) if n > 0 => {
                         queue.in_pipe += n;
                         return Ok(n);
                     }
-                    Err(err)
-                        if matches!(
-                            err.kind(),
-                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                        ) => {}
+                    // 0 is end of stream, or splice stopping at TCP urgent data with normal
+                    // bytes behind it (and readable-but-EAGAIN is the same stop): a peek tells,
+                    // and one copying receive moves past the mark.
+                    Ok(_) | Err(_) if crate::sys::peek(source)? == Peek::Eof => return Ok(0),
+                    Ok(_) if queue.in_pipe > 0 => {
+                        return Err(io::Error::other("urgent data behind a non-empty pipe"));
+                    }
+                    Ok(_) => {
+                        if let Some(n) = moved_past_urgent(source, pipe)? {
+                            queue.in_pipe += n;
+                            return Ok(n);
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        if queue.in_pipe == 0
+                            && crate::sys::peek(source)? == Peek::Data
+                            && let Some(n) = moved_past_urgent(source, pipe)?
+                        {
+                            queue.in_pipe += n;
+                            return Ok(n);
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(err),
                 }
             }
         }
+    }
+}
+
+/// One copying receive into the empty pipe, past urgent data; `None` if nothing was there.
+fn moved_past_urgent(source: BorrowedFd<'_>, pipe: &Pipe) -> io::Result<Option<usize>> {
+    match crate::sys::pipe::recv_into_pipe(source, pipe) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(err) => Err(err),
     }
 }
 

@@ -9,6 +9,8 @@
 //! budget that keeps one busy connection from starving the others).
 
 use std::io;
+
+use crate::sys::Peek;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -505,6 +507,25 @@ fn recv_copy(
     }
 }
 
+/// Move past urgent data with one copying receive into the (empty) pipe. `Ok(None)`: nothing
+/// there after all.
+fn past_urgent(sock: BorrowedFd<'_>, pipe: &crate::sys::pipe::Pipe) -> io::Result<Option<usize>> {
+    match crate::sys::pipe::recv_into_pipe(sock, pipe) {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if is_would_block(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Book the result of [`past_urgent`] on the flow.
+fn book_past_urgent(flow: &mut FlowIo, moved: Option<usize>) -> Option<usize> {
+    match moved {
+        Some(n) => flow.in_pipe += n,
+        None => flow.wait = Some(Wait::Socket),
+    }
+    moved
+}
+
 /// One `splice(2)` from the socket into the direction's pipe. `Ok(None)`: parked.
 fn recv_splice(
     flow: &mut FlowIo,
@@ -533,11 +554,36 @@ fn recv_splice(
         })
         .run()
         {
+            Ok(0) => {
+                // Splice also answers 0 (or EAGAIN, below) when it stops at TCP urgent data
+                // with normal bytes behind it: only a peek tells the real end of stream.
+                return match crate::sys::peek(sock)? {
+                    Peek::Eof => Ok(Some(0)),
+                    Peek::Data | Peek::Empty if flow.in_pipe == 0 => {
+                        let moved = past_urgent(sock, pipe)?;
+                        Ok(book_past_urgent(flow, moved))
+                    }
+                    Peek::Data | Peek::Empty => {
+                        flow.wait = Some(Wait::Space);
+                        Ok(None)
+                    }
+                };
+            }
             Ok(n) => {
                 flow.in_pipe += n;
                 return Ok(Some(n));
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if is_would_block(&err) && flow.in_pipe == 0 => {
+                res.stats.reads_eagain += 1;
+                // Edge-triggered: if bytes wait behind urgent data, no new edge will come.
+                if crate::sys::peek(sock)? == Peek::Data {
+                    let moved = past_urgent(sock, pipe)?;
+                    return Ok(book_past_urgent(flow, moved));
+                }
+                flow.wait = Some(Wait::Socket);
+                return Ok(None);
+            }
             Err(err) if is_would_block(&err) => {
                 res.stats.reads_eagain += 1;
                 // EAGAIN from splice is ambiguous: the socket may be empty, or the pipe may be

@@ -12,31 +12,21 @@ use super::worker::Worker;
 use crate::core::conn::{Dir, Event};
 use crate::core::slot::UserData;
 use crate::engine::EngineError;
+use crate::sys::Peek;
 
 /// Spurious readiness reports tolerated before splice mode falls back to one plain receive.
 const SPURIOUS_WAKEUPS_BEFORE_RECV: u8 = 2;
 
-/// Move what `recv` can take from `dir`'s source into its (empty) pipe with a copy: the way past
-/// data that splice refuses to move. Returns bytes moved, 0 at end of stream, or `-errno`.
+/// Past urgent data with one copying receive into `dir`'s empty pipe; the result as a
+/// completion would carry it (bytes, 0 at end of stream, or `-errno`).
 fn receive_into_pipe(io: &ConnIo, dir: Dir) -> i32 {
     let (Some(source), Some(pipe)) = (io.socket(dir.source()), io.flows[dir.index()].pipe.as_ref())
     else {
         return -libc::EBADF;
     };
-    let mut scratch = [0u8; 16 * 1024];
-    let n = match rustix::net::recv(source, &mut scratch, rustix::net::RecvFlags::DONTWAIT) {
-        Ok((n, _)) => n,
-        Err(err) => return -err.raw_os_error(),
-    };
-    if n == 0 {
-        return 0;
-    }
-    // The pipe is empty and holds at least 64 KiB, so 16 KiB always fit; anything less would
-    // lose bytes, so it fails the connection instead.
-    match rustix::io::write(pipe.write_end(), &scratch[..n]) {
-        Ok(written) if written == n => i32::try_from(n).unwrap_or(i32::MAX),
-        Ok(_) => -libc::EIO,
-        Err(err) => -err.raw_os_error(),
+    match crate::sys::pipe::recv_into_pipe(source, pipe) {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(err) => -err.raw_os_error().unwrap_or(libc::EIO),
     }
 }
 
@@ -426,23 +416,26 @@ impl Worker {
         }
         let cancelled = flow.cancel_requested;
         let pipe_has_bytes = flow.pipe_bytes > 0;
-        let peek = crate::sys::peek_eof(io.socket(dir.source()));
+        let peek = match (result, io.socket(dir.source())) {
+            (0, Some(socket)) => crate::sys::peek(socket).ok(),
+            _ => None,
+        };
         let flow = io.flow(dir);
         match -result {
             0 => match peek {
                 // A real end of stream.
-                Some(true) => {
+                Some(Peek::Eof) => {
                     self.shard.handle_event(now, key, Event::Eof { dir });
                 }
                 // Not the end: TCP splice also returns 0 when it stops at urgent data. A plain
                 // receive moves past the mark (into the pipe, which is empty: the splice just
                 // moved nothing, and pipe_bytes counts what is still in it).
-                Some(false) if !pipe_has_bytes => {
+                Some(Peek::Data | Peek::Empty) if !pipe_has_bytes => {
                     self.counters.spurious_wakeups += 1;
                     let result = receive_into_pipe(io, dir);
                     return self.spliced_in(now, key, dir, result);
                 }
-                Some(false) => {
+                Some(Peek::Data | Peek::Empty) => {
                     flow.parked = Some(Parked::PipeFull);
                     self.counters.parked_pipe_full += 1;
                 }
