@@ -72,3 +72,42 @@ pub fn half_close_backend_first(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// A client sends TCP urgent (out-of-band) data mid-stream. Splice stops at the urgent mark
+/// (answering 0, as at end of stream, or EAGAIN while poll says readable); the proxy must
+/// neither take that for end of stream nor spin, and every normal byte before and after the
+/// mark must arrive. The urgent byte itself is not forwarded (ringlb, like HAProxy, relays a
+/// byte stream, and the kernel keeps urgent data out of it).
+pub fn urgent_data_mid_stream(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let proxy = Proxy::start(ctx, &Launch::new(&[echo.local_addr()]))?;
+    let before = payload(40 << 10, 7);
+    let after = payload(40 << 10, 8);
+    let stream = connect(proxy.addr);
+    let mut writer = stream.try_clone().expect("clone");
+    let (first, second) = (before.clone(), after.clone());
+    let sender = thread::spawn(move || {
+        writer.write_all(&first).expect("write before the mark");
+        let sock = socket2::SockRef::from(&writer);
+        sock.send_out_of_band(b"!").expect("send urgent byte");
+        // Let the urgent byte reach the proxy on its own, so the splice meets the mark.
+        thread::sleep(std::time::Duration::from_millis(100));
+        writer.write_all(&second).expect("write after the mark");
+        writer.shutdown(Shutdown::Write).expect("shutdown(Write)");
+    });
+    let mut got = Vec::new();
+    (&stream)
+        .read_to_end(&mut got)
+        .expect("read the echo up to end of stream");
+    join(sender, "writer");
+    let mut expected = before;
+    expected.extend_from_slice(&after);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "bytes echoed around urgent data (the bytes after the mark were lost if short)"
+    );
+    assert!(got == expected, "bytes echoed around urgent data differ");
+    proxy.finish();
+    Ok(())
+}
