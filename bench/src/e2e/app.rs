@@ -10,7 +10,7 @@ use super::error::{BenchError, Result, io_err};
 use super::measure::Env;
 use super::opts::{Options, Plan};
 use super::peers::{self, Peers};
-use super::proxy::{Ctx, ROWS, Row, URING_SPLICE};
+use super::proxy::{Ctx, EXTRA_ROWS, ROWS, Row, URING_SPLICE};
 use super::report::Results;
 use super::runner::Runner;
 use super::workload::{WORKLOADS, Workload, many_streams};
@@ -37,6 +37,9 @@ pub fn run(opts: &Options) -> Result<usize> {
     if opts.list_rows {
         for r in ROWS {
             println!("{}", r.name);
+        }
+        for r in EXTRA_ROWS {
+            println!("{} (only with --rows)", r.name);
         }
         return Ok(0);
     }
@@ -164,17 +167,17 @@ fn select_rows(opts: &Options) -> Result<Vec<Row>> {
     let Some(names) = &opts.rows else {
         return Ok(ROWS.to_vec());
     };
+    let known = || ROWS.iter().chain(EXTRA_ROWS.iter());
     for n in names {
-        if !ROWS.iter().any(|r| r.name == n) {
-            let all: Vec<&str> = ROWS.iter().map(|r| r.name).collect();
+        if !known().any(|r| r.name == n) {
+            let all: Vec<&str> = known().map(|r| r.name).collect();
             return Err(BenchError::Setup(format!(
                 "unknown row {n:?}; rows: {}",
                 all.join(", ")
             )));
         }
     }
-    Ok(ROWS
-        .iter()
+    Ok(known()
         .filter(|r| names.iter().any(|n| n == r.name))
         .copied()
         .collect())

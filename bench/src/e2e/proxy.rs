@@ -23,6 +23,8 @@ pub enum RowKind {
         engine: &'static str,
         /// `copy`, `splice` or `auto`.
         mode: &'static str,
+        /// Further flags (the extra rows that compare one setting).
+        flags: &'static [&'static str],
     },
     /// HAProxy in `mode tcp`.
     Haproxy {
@@ -43,11 +45,48 @@ pub struct Row {
 }
 
 const fn ringlb(name: &'static str, engine: &'static str, mode: &'static str) -> Row {
+    ringlb_with(name, engine, mode, &[])
+}
+
+const fn ringlb_with(
+    name: &'static str,
+    engine: &'static str,
+    mode: &'static str,
+    flags: &'static [&'static str],
+) -> Row {
     Row {
         name,
-        kind: RowKind::Ringlb { engine, mode },
+        kind: RowKind::Ringlb {
+            engine,
+            mode,
+            flags,
+        },
     }
 }
+
+/// Rows run only when named with `--rows`: one setting compared against its default, for the
+/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, copy high water).
+pub const EXTRA_ROWS: [Row; 4] = [
+    ringlb_with(
+        "uring-splice-pipe64k",
+        "uring",
+        "splice",
+        &["--pipe-size", "64KiB"],
+    ),
+    ringlb_with(
+        "uring-splice-pipe1m",
+        "uring",
+        "splice",
+        &["--pipe-size", "1MiB"],
+    ),
+    ringlb_with(
+        "uring-splice-iowq",
+        "uring",
+        "splice",
+        &["--no-inline-splice"],
+    ),
+    ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
+];
 
 /// Every row, in table order.
 pub const ROWS: [Row; 10] = [
@@ -132,7 +171,11 @@ impl Row {
         let stderr = ctx.logs.join(format!("{}-{tag}.stderr", self.name));
         let (program, args, uring): (PathBuf, Vec<String>, bool) = match self.kind {
             RowKind::Direct => return Ok(None),
-            RowKind::Ringlb { engine, mode } => {
+            RowKind::Ringlb {
+                engine,
+                mode,
+                flags,
+            } => {
                 let args = [
                     "run",
                     "--listen",
@@ -150,7 +193,7 @@ impl Row {
                     "--shutdown-grace",
                     "1s",
                 ];
-                let args = args.iter().map(|s| s.to_string()).collect();
+                let args = args.iter().chain(flags).map(|s| s.to_string()).collect();
                 (ctx.ringlb.to_path_buf(), args, engine == "uring")
             }
             RowKind::Haproxy { splice } => {
