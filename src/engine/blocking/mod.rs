@@ -55,6 +55,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         listeners.push(socket);
     }
     let tuning = &config.tuning;
+    let max_connections = thread_budget(tuning.max_connections as usize);
     let shard = Shard::new(
         Instant::now(),
         plan::listener_policies(
@@ -65,7 +66,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
             },
         ),
         plan::pool_snapshots(&config),
-        tuning.max_connections as usize,
+        max_connections,
         0x9E37_79B9_7F4A_7C15,
     );
     let shared = Arc::new(Shared::new(
@@ -140,4 +141,39 @@ fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration) {
             return;
         }
     }
+}
+
+/// Memory mappings one connection's two threads take: for each, its stack and guard page and
+/// the signal stack and guard page that std sets up to report stack overflows, with margin.
+const MAPS_PER_CONNECTION: usize = 10;
+/// Mappings left for everything else in the process.
+const MAPS_RESERVED: usize = 4096;
+
+/// How many connections the machine can give two threads each. Past `vm.max_map_count`, a new
+/// thread's start-up fails inside std (it cannot map its signal stack), which aborts the
+/// process instead of returning an error; past `kernel.threads-max`, spawning fails. Refusing
+/// connections beyond the budget keeps the engine alive: it is `max_connections` or less.
+fn thread_budget(max_connections: usize) -> usize {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<usize>().ok())
+    };
+    let by_maps = read("/proc/sys/vm/max_map_count")
+        .map(|maps| maps.saturating_sub(MAPS_RESERVED) / MAPS_PER_CONNECTION);
+    let by_threads = read("/proc/sys/kernel/threads-max").map(|threads| threads / 4);
+    let budget = [Some(max_connections), by_maps, by_threads]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(max_connections)
+        .max(1);
+    if budget < max_connections {
+        tracing::info!(
+            max_connections,
+            budget,
+            "blocking engine: connections capped by vm.max_map_count / kernel.threads-max"
+        );
+    }
+    budget
 }
