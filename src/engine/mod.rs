@@ -47,11 +47,9 @@ impl EngineError {
 /// Run the data plane described by `config` until SIGTERM or SIGINT, then drain for up to
 /// `shutdown_grace` and return.
 pub fn run(config: Config) -> Result<(), EngineError> {
-    match config.engine {
-        EngineKind::Uring => uring::run(config),
-        EngineKind::Epoll => epoll::run(config),
-        EngineKind::Blocking => blocking::run(config),
-    }
+    let shutdown = signal::Shutdown::from_signals()
+        .map_err(|e| EngineError::io("installing signal handlers", e))?;
+    run_until(config, shutdown)
 }
 
 /// Run until `shutdown` is requested, by a signal or by the caller (the demo, tests).

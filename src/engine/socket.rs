@@ -47,3 +47,54 @@ pub fn client(socket: &Socket) -> io::Result<()> {
 pub fn set_reset_on_close(socket: &Socket) -> io::Result<()> {
     socket.set_linger(Some(std::time::Duration::ZERO))
 }
+
+/// What an engine should do after `accept` failed with `errno`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcceptFailure {
+    /// Nothing is waiting (EAGAIN) or a signal interrupted the call: carry on.
+    Retry,
+    /// That one client went away before it was taken, or failed on its own (ECONNABORTED,
+    /// EPROTO, a network error accept(2) passes through): take the next one at once.
+    Skip,
+    /// Out of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) or unexpected: pause this listener
+    /// for a moment and keep serving the connections already open, rather than spin.
+    BackOff,
+}
+
+/// Classify an `accept` error the same way in every engine (accept(2), "Error handling").
+pub fn accept_failure(errno: i32) -> AcceptFailure {
+    match errno {
+        libc::EAGAIN | libc::EINTR => AcceptFailure::Retry,
+        libc::ECONNABORTED
+        | libc::EPROTO
+        | libc::EPERM
+        | libc::ENETDOWN
+        | libc::ENOPROTOOPT
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EHOSTUNREACH
+        | libc::EOPNOTSUPP
+        | libc::ENETUNREACH => AcceptFailure::Skip,
+        _ => AcceptFailure::BackOff,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_errors_are_classified() {
+        assert_eq!(accept_failure(libc::EAGAIN), AcceptFailure::Retry);
+        assert_eq!(accept_failure(libc::ECONNABORTED), AcceptFailure::Skip);
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::ENOMEM,
+            libc::EBADF,
+        ] {
+            assert_eq!(accept_failure(errno), AcceptFailure::BackOff);
+        }
+    }
+}

@@ -12,6 +12,7 @@ use super::conn::{self, ConnHandle, SEND_WAKE, STACK_SIZE};
 use super::shared::Shared;
 use crate::core::conn::{Event, Side};
 use crate::engine::signal::Shutdown;
+use crate::engine::socket::AcceptFailure;
 use crate::engine::{op, socket};
 
 /// `SO_RCVTIMEO` of a listener: how often a blocked `accept` looks at the shutdown flag.
@@ -58,24 +59,10 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
                     }
                 }
             }
-            Err(err) => match err.raw_os_error() {
-                // SO_RCVTIMEO ran out, or a signal: look at the flag again.
-                Some(libc::EAGAIN | libc::EINTR) => {}
-                // The client went away before we took it, or a per-connection failure.
-                Some(
-                    libc::ECONNABORTED
-                    | libc::EPROTO
-                    | libc::EPERM
-                    | libc::ENETDOWN
-                    | libc::ENOPROTOOPT
-                    | libc::EHOSTDOWN
-                    | libc::ENONET
-                    | libc::EHOSTUNREACH
-                    | libc::EOPNOTSUPP
-                    | libc::ENETUNREACH,
-                ) => {}
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM or unexpected: back off, keep serving.
-                _ => {
+            // SO_RCVTIMEO ran out (EAGAIN), a signal, or one client's own failure: go on.
+            Err(err) => match socket::accept_failure(err.raw_os_error().unwrap_or(libc::EIO)) {
+                AcceptFailure::Retry | AcceptFailure::Skip => {}
+                AcceptFailure::BackOff => {
                     if let Some(suppressed) = exhausted.allow() {
                         tracing::warn!(listener = index, %err, suppressed, "accept failed; pausing for {ACCEPT_BACKOFF:?}");
                     }

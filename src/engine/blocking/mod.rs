@@ -33,13 +33,6 @@ use crate::core::shard::Shard;
 /// How often the supervisor fires timers and looks at the shutdown flag.
 pub const TICK: Duration = Duration::from_millis(50);
 
-/// Run the blocking data plane until SIGTERM or SIGINT, then drain for up to `shutdown_grace`.
-pub fn run(config: Config) -> Result<(), EngineError> {
-    let shutdown =
-        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
-    run_until(config, shutdown)
-}
-
 /// Run the blocking data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {

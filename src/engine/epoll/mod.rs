@@ -41,13 +41,6 @@ const TAG_BACKEND: u8 = 2;
 /// Most free receive buffers a worker keeps.
 const MAX_IDLE_BUFFERS: usize = 1024;
 
-/// Run the epoll data plane until SIGTERM or SIGINT, then drain for up to `shutdown_grace`.
-pub fn run(config: Config) -> Result<(), EngineError> {
-    let shutdown =
-        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
-    run_until(config, shutdown)
-}
-
 /// Run the epoll data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {

@@ -20,6 +20,7 @@ use crate::core::conn::{Action, Event, Side};
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::signal::Shutdown;
+use crate::engine::socket::{AcceptFailure, accept_failure};
 use crate::engine::{EngineError, op};
 
 /// Longest sleep in `epoll_wait`, so that a shutdown request is noticed promptly.
@@ -276,23 +277,13 @@ impl Worker {
                     self.res.stats.accepted += 1;
                     self.admit(index, Socket::from(fd), now);
                 }
-                Err(err) => match err.raw_os_error() {
-                    Some(libc::EAGAIN) => return,
-                    Some(libc::EINTR) => {}
-                    // The client went away before we took it, or a per-connection failure.
-                    Some(
-                        libc::ECONNABORTED
-                        | libc::EPROTO
-                        | libc::EPERM
-                        | libc::ENETDOWN
-                        | libc::ENOPROTOOPT
-                        | libc::EHOSTDOWN
-                        | libc::ENONET
-                        | libc::EHOSTUNREACH
-                        | libc::EOPNOTSUPP
-                        | libc::ENETUNREACH,
-                    ) => {}
-                    errno => {
+                Err(err) => match (
+                    err.raw_os_error(),
+                    accept_failure(err.raw_os_error().unwrap_or(libc::EIO)),
+                ) {
+                    (Some(libc::EAGAIN), _) => return,
+                    (_, AcceptFailure::Retry | AcceptFailure::Skip) => {}
+                    (errno, AcceptFailure::BackOff) => {
                         // EMFILE, ENFILE, ENOBUFS, ENOMEM, or something unexpected: back off
                         // rather than spin, and keep serving what is open.
                         self.res.stats.accept_exhausted += 1;

@@ -20,13 +20,6 @@ use crate::config::Config;
 use crate::engine::signal::Shutdown;
 use crate::engine::{EngineError, plan, worker as workers};
 
-/// Run the io_uring data plane until SIGTERM/SIGINT.
-pub fn run(config: Config) -> Result<(), EngineError> {
-    let shutdown =
-        Shutdown::from_signals().map_err(|e| EngineError::io("installing signal handlers", e))?;
-    run_until(config, shutdown)
-}
-
 /// Run until `shutdown` is requested (by a signal or by the caller, as the demo does).
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
     let kernel = probe::KernelFeatures::probe()?;

@@ -294,9 +294,11 @@ impl Worker {
         }
         if result < 0 {
             let errno = -result;
-            // EAGAIN: a racing accept took the client (io_uring may surface it on a
-            // non-blocking listener); re-arm at once, nothing is wrong.
-            if errno != libc::ECANCELED && errno != libc::EAGAIN {
+            // ECANCELED: our own cancel at shutdown. EAGAIN (io_uring may surface it on a
+            // non-blocking listener) and one client's own failure: re-arm at once.
+            let back_off = errno != libc::ECANCELED
+                && socket::accept_failure(errno) == socket::AcceptFailure::BackOff;
+            if back_off {
                 self.counters.accept_errors += 1;
                 // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Pause this listener and
                 // keep serving the connections we have; the kernel queues new clients.
