@@ -74,7 +74,15 @@ impl Worker {
         let (socket, addr) = match socket {
             Ok(pair) => pair,
             Err(err) => {
-                tracing::warn!(%err, "cannot create a backend socket");
+                // Out of fds, typically: say so, but not once per connection of a storm.
+                self.counters.backend_socket_errors += 1;
+                if self.counters.backend_socket_errors.is_power_of_two() {
+                    tracing::warn!(
+                        %err,
+                        count = self.counters.backend_socket_errors,
+                        "cannot create a backend socket"
+                    );
+                }
                 self.shard
                     .handle_event(now, key, Event::ConnectFailed { timed_out: false });
                 return Ok(());

@@ -52,6 +52,7 @@ pub(super) struct Listening {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Counters {
     pub accept_errors: u64,
+    pub backend_socket_errors: u64,
     pub parked_no_buffers: u64,
     pub parked_pipe_full: u64,
     pub parked_queue_full: u64,
