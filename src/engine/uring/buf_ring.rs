@@ -6,8 +6,9 @@
 //!
 //! With the ring, the kernel picks a free buffer when data arrives (`IOSQE_BUFFER_SELECT`) and
 //! names it in the completion; giving a buffer back means writing its entry at the ring's tail
-//! and publishing the tail with a release store. With the pool, the engine picks the buffer
-//! before submitting a plain receive into it.
+//! and publishing the tail with a release store. The kernel reads no entry past its head until
+//! that store, so writing entries races with nothing. With the pool, the engine picks the
+//! buffer before submitting a plain receive into it.
 
 use std::io;
 use std::ptr::NonNull;
@@ -116,9 +117,10 @@ impl Buffers {
     /// `count` buffers of `size` bytes registered as a provided-buffer ring with `ring`.
     /// `count` must be a power of two no larger than 32768.
     ///
-    /// The ring and its buffers must outlive every operation that may select from them: the
-    /// worker drops `Buffers` only after its io_uring instance, and only once no receive is
-    /// in flight.
+    /// The ring and its buffers must outlive every operation that may select from them, and the
+    /// region stays registered until the io_uring instance is dropped: the worker drops
+    /// `Buffers` only after its io_uring instance (field order in the worker), and only once no
+    /// receive is in flight, so the kernel never sees freed memory.
     pub fn ring(ring: &IoUring, count: u16, size: u32) -> io::Result<Buffers> {
         if !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
@@ -128,9 +130,8 @@ impl Buffers {
         }
         let entries = Region::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
         let data = Region::new(usize::from(count) * size as usize)?;
-        // SAFETY: `entries` is page-aligned and sized for `count` entries. It stays registered
-        // until the io_uring instance is dropped; `Buffers` (which owns the region) is dropped
-        // after the instance (field order in the worker), so the kernel never sees freed memory.
+        // SAFETY: `entries` is page-aligned and sized for `count` entries, and outlives its
+        // registration (`Buffers` is dropped after the instance; see the doc above).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
                 entries.ptr.as_ptr() as u64,
@@ -223,16 +224,16 @@ impl Buffers {
     }
 
     /// Bytes `from..to` of buffer `bid`, which the caller holds (it came from a completion or
-    /// from `take`, and has not been given back).
+    /// from `take`, and has not been given back). So the kernel is not writing to it: a buffer
+    /// is only written by a receive that selected it (ring) or that was submitted with it
+    /// (pool), and that receive has completed.
     pub fn bytes(&self, bid: u16, from: u32, to: u32) -> &[u8] {
         let to = to.min(self.size);
         let from = from.min(to);
         let bid = bid.min(self.count - 1);
         let start = self.start(bid).wrapping_add(from as usize);
-        // SAFETY: the range lies inside buffer `bid` (clamped above), which lies inside the
-        // region. The caller holds `bid`, so the kernel is not writing to it: a buffer is only
-        // written by a receive that selected it (ring) or that was submitted with it (pool), and
-        // that receive has completed.
+        // SAFETY: the range lies inside buffer `bid` (clamped above), inside the region, and the
+        // caller holds `bid`, so no receive is writing to it (see the doc above).
         unsafe { std::slice::from_raw_parts(start, (to - from) as usize) }
     }
 
@@ -252,9 +253,8 @@ impl Buffers {
             // SAFETY: `BufRingEntry::tail` points at the tail field inside entry 0, which is
             // inside the mapping and 2-byte aligned; the kernel reads it with an acquire load.
             let tail_ptr = unsafe { BufRingEntry::tail(base) }.cast_mut();
-            // SAFETY: the pointer is valid and aligned (above); AtomicU16 has the same layout
-            // as u16, and all access to this field goes through atomics (ours and the kernel's
-            // smp_load_acquire).
+            // SAFETY: the pointer is valid and aligned (above), AtomicU16 has u16's layout, and
+            // all access to the tail goes through atomics (ours, the kernel's smp_load_acquire).
             let atomic = unsafe { AtomicU16::from_ptr(tail_ptr) };
             atomic.store(*tail, Ordering::Release);
             *unpublished = false;
@@ -284,9 +284,8 @@ impl Buffers {
             } => {
                 let base = entries.ptr.as_ptr().cast::<BufRingEntry>();
                 let slot = usize::from(*tail & *mask);
-                // SAFETY: `slot < count`, so the entry lies inside the region. Entries between
-                // the kernel's head and our tail are not read by the kernel until `publish`
-                // stores the tail, so writing this one races with nothing.
+                // SAFETY: `slot < count`, so the entry lies inside the region; the kernel reads
+                // it only once `publish` stores the tail (module docs), so no race.
                 let entry = unsafe { &mut *base.wrapping_add(slot) };
                 entry.set_addr(addr);
                 entry.set_len(size);

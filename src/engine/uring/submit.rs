@@ -109,9 +109,8 @@ impl Worker {
             .build()
             .user_data(tag(Op::ConnectTimeout, key));
         io.in_flight += 2;
-        // SAFETY: the socket and address live in the slot until the connect's completion; the
-        // timespec lives in the worker, which outlives every submission. Pushed as one chain so
-        // that a full queue cannot separate the connect from its timeout.
+        // SAFETY: socket and address live in the slot, the timespec in the worker (module docs);
+        // one chain, so that a full queue cannot separate the connect from its timeout.
         unsafe { self.ring.push_chain(&[&connect, &timeout]) }.map_err(queue_error)
     }
 
@@ -157,9 +156,8 @@ impl Worker {
         };
         let entry = match target {
             Some((ptr, len)) => {
-                // SAFETY: `ptr..ptr+len` is buffer `bid` inside the worker's buffer region,
-                // which this connection now holds exclusively (taken from the free list above)
-                // until the receive completes and the buffer is queued or given back.
+                // SAFETY: `ptr..ptr+len` is buffer `bid` in the region, taken from the free list
+                // above: ours alone until the receive completes and it is queued or given back.
                 let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len as usize) };
                 Recv {
                     socket: source,
@@ -186,9 +184,8 @@ impl Worker {
         flow.recv_buffer = pooled;
         flow.parked = None;
         io.in_flight += 1;
-        // SAFETY: the socket lives in the slot; the kernel writes only into a buffer this
-        // connection holds (pool) or one it selects from the registered ring (ring), both inside
-        // the worker's buffer region, which outlives the ring.
+        // SAFETY: the socket lives in the slot; the kernel writes only into a buffer we hold (pool)
+        // or select from the ring (ring), both in the worker's region, which outlives the ring.
         unsafe { self.ring.push(&entry) }.map_err(queue_error)
     }
 
@@ -431,9 +428,8 @@ impl Worker {
         .user_data(tag(Op::Send(dir), key));
         io.in_flight += 1;
         let _ = now;
-        // SAFETY: the buffers stay held by this connection (queued in `chunks`) until the send
-        // completes; the boxed msghdr and iovecs live in the flow until then; the socket lives
-        // in the slot.
+        // SAFETY: the buffers stay held (queued in `chunks`) and the boxed msghdr and iovecs live
+        // in the flow until the send completes; the socket lives in the slot.
         unsafe { self.ring.push(&entry) }.map_err(queue_error)
     }
 

@@ -40,7 +40,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// One listening socket and the state of its accept.
 pub(super) struct Listening {
     pub socket: Option<Socket>,
-    /// An accept for it is in flight (multishot: until its final completion).
+    /// An accept for it is in flight (multishot: until its final completion). While it is, the
+    /// socket stays open: `stop_accepting` cancels, and the socket is closed only when `armed`
+    /// drops in `accepted`.
     pub armed: bool,
     /// Accepting resumes at this time after a resource error.
     pub paused_until: Option<Instant>,
@@ -249,9 +251,8 @@ impl Worker {
                 accept.sqe()
             }
             .user_data(UserData::internal_indexed(Op::Accept.code(), index as u32).0);
-            // SAFETY: the listening socket stays open until its accept has completed for the
-            // last time (`stop_accepting` cancels, and the socket is closed only when `armed`
-            // drops in `accepted`); accept writes no user memory (null address pointers).
+            // SAFETY: the listener stays open while `armed` (see `Listening::armed`); accept
+            // writes no user memory (null address pointers).
             unsafe { self.ring.push(&entry) }.map_err(|e| EngineError::io("queueing accept", e))?;
             listening.armed = true;
             listening.paused_until = None;
