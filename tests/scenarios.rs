@@ -54,6 +54,7 @@ macro_rules! scenarios {
             all_backends_refused => crate::connect::all_backends_refused,
             blackholed_backends => crate::connect::blackholed_backends,
             idle_timeout => crate::timeouts::idle_timeout,
+            stalled_proxy_keeps_busy_connections => crate::timeouts::stalled_proxy_keeps_busy_connections,
             many_concurrent => crate::load::many_concurrent,
             no_fd_leak => crate::load::no_fd_leak,
             no_fd_leak_failure_paths => crate::load::no_fd_leak_failure_paths,

@@ -51,3 +51,40 @@ pub fn idle_timeout(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// The proxy is frozen (SIGSTOP) for longer than the idle timeout while the client keeps
+/// sending. When it resumes, the bytes that arrived during the freeze count as activity: the
+/// connection must be forwarded, not closed as idle. (A loaded machine can deschedule a worker
+/// for that long; an engine that checks its idle timers before looking at what arrived would
+/// close busy connections.)
+pub fn stalled_proxy_keeps_busy_connections(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let proxy = Proxy::start(ctx, &Launch::new(&[echo.local_addr()]))?;
+    let mut s = connect(proxy.addr);
+    let mut buf = [0u8; 4];
+    s.write_all(b"warm").expect("write before the freeze");
+    s.read_exact(&mut buf).expect("echo before the freeze");
+    let pid = rustix::process::Pid::from_raw(proxy.pid() as i32).expect("a live pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("SIGSTOP");
+    // Keep sending while the proxy is frozen; the kernel queues the bytes on its socket.
+    let frozen = Instant::now();
+    let mut sent = 0;
+    while frozen.elapsed() < IDLE_TIMEOUT + Duration::from_millis(600) {
+        s.write_all(b"tick")
+            .expect("write while the proxy is frozen");
+        sent += 1;
+        thread::sleep(Duration::from_millis(300));
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).expect("SIGCONT");
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("read timeout");
+    let mut echoed = vec![0u8; 4 * sent];
+    s.read_exact(&mut echoed).expect(
+        "the bytes sent during the freeze are echoed after it, not dropped by an idle close",
+    );
+    assert!(echoed.chunks(4).all(|c| c == b"tick"), "echo differs");
+    s.write_all(b"more").expect("write after the freeze");
+    s.read_exact(&mut buf).expect("echo after the freeze");
+    proxy.finish();
+    Ok(())
+}

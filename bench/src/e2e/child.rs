@@ -117,9 +117,9 @@ pub fn spawn(spec: Spec<'_>) -> Result<Guard> {
         set.set(c);
     }
     let pin = !spec.cpus.is_empty();
-    // SAFETY: the closure runs in the forked child before exec; it only makes two raw system
-    // calls through rustix (prctl and sched_setaffinity), which neither allocate nor take locks,
-    // so it is async-signal-safe. `set` was built before the fork and is only read.
+    // `set` was built before the fork and is only read in the child.
+    // SAFETY: runs in the forked child before exec, making only two raw syscalls through rustix
+    // (prctl, sched_setaffinity) that neither allocate nor lock: async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;

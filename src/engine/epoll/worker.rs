@@ -217,15 +217,7 @@ impl Worker {
                 self.feed(now, key);
             }
         }
-        for i in 0..self.events.len() {
-            let event = self.events[i];
-            let (flags, data) = (event.flags, UserData(event.data.u64()));
-            match data.op() {
-                TAG_LISTENER => self.accept_all(data.key().index() as usize, now),
-                TAG_CLIENT => self.ready(data.key(), Side::Client, TAG_CLIENT, flags, now),
-                tag => self.ready(data.key(), Side::Backend, tag, flags, now),
-            }
-        }
+        self.handle_readiness(now);
         for i in 0..self.listeners.len() {
             if self.listeners[i]
                 .paused_until
@@ -236,8 +228,30 @@ impl Worker {
                 self.accept_all(i, now);
             }
         }
+        // Timers fire only after everything that was ready has been seen: after a stop and
+        // SIGCONT, epoll_wait returns EINTR with no events, and an idle timer checked then
+        // would close connections whose bytes are already waiting. Timers are rarely due, so
+        // the extra zero-timeout wait costs nothing per request.
+        if self.shard.next_timeout().is_some_and(|due| due <= now)
+            && self.wait(Duration::ZERO).is_ok()
+        {
+            self.handle_readiness(now);
+        }
         self.shard.handle_timeouts(now);
         self.run_actions(now);
+    }
+
+    /// Act on the readiness events of the last wait.
+    fn handle_readiness(&mut self, now: Instant) {
+        for i in 0..self.events.len() {
+            let event = self.events[i];
+            let (flags, data) = (event.flags, UserData(event.data.u64()));
+            match data.op() {
+                TAG_LISTENER => self.accept_all(data.key().index() as usize, now),
+                TAG_CLIENT => self.ready(data.key(), Side::Client, TAG_CLIENT, flags, now),
+                tag => self.ready(data.key(), Side::Backend, tag, flags, now),
+            }
+        }
     }
 
     /// Feed the results collected in `out` for `key` to the shard.
