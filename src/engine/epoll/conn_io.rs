@@ -244,6 +244,7 @@ impl ConnIo {
             self.try_send(write_dir, res, out);
         }
         let flow = &self.flows[read_dir.index()];
+        tracing::trace!(?side, ?flags, recv = ?flow.recv, wait = ?flow.wait, in_pipe = flow.in_pipe, "readiness");
         if flags.intersects(F::IN | F::RDHUP | F::ERR | F::HUP)
             && flow.recv.is_some()
             && flow.wait == Some(Wait::Socket)
