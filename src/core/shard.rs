@@ -18,13 +18,21 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::balance::{Balancer, PoolSnapshot};
 use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
 use super::slot::{Slab, SlotKey};
 use super::timer::TimerWheel;
 use crate::core::backend::BackendId;
+
+/// Engines check timers at least every 100 ms. A longer gap between two checks means the
+/// worker did not run (stopped by SIGSTOP, descheduled on an overloaded machine, a VM paused).
+pub const STALL_GAP: Duration = Duration::from_secs(1);
+/// After such a gap, timers wait this long before firing: bytes that arrived during the stall
+/// must be seen as activity first. They may reach the socket only after the worker resumes, so
+/// merely looking at what is ready at that instant is not enough (seen with epoll).
+pub const RESUME_GRACE: Duration = Duration::from_millis(200);
 
 /// How a listener's connections are handled.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +68,8 @@ pub struct ShardStats {
     pub bytes_downstream: u64,
     /// Completions that named a freed or reused slot and were dropped.
     pub stale_events: u64,
+    /// Times the worker was found to have stalled (timers then held, see `RESUME_GRACE`).
+    pub stalls: u64,
 }
 
 struct Entry<Io> {
@@ -84,6 +94,13 @@ pub struct Shard<Io> {
     fired: Vec<SlotKey>,
     max_connections: usize,
     stats: ShardStats,
+    /// Whether a stall holds timers (engines on real time: yes; virtual-clock drivers that
+    /// jump to the next deadline: no).
+    guard_stalls: bool,
+    /// When timers were last checked, to notice a stall.
+    last_check: Instant,
+    /// Timers are held until then after a stall (see [`RESUME_GRACE`]).
+    held_until: Option<Instant>,
 }
 
 impl<Io> std::fmt::Debug for Shard<Io> {
@@ -119,7 +136,18 @@ impl<Io> Shard<Io> {
             fired: Vec::new(),
             max_connections,
             stats: ShardStats::default(),
+            guard_stalls: false,
+            last_check: now,
+            held_until: None,
         }
+    }
+
+    /// Hold timers for [`RESUME_GRACE`] after the worker stalled for more than [`STALL_GAP`].
+    /// Engines running on real time turn this on; a driver whose clock jumps from deadline to
+    /// deadline must not (every jump would look like a stall).
+    pub fn guard_stalls(mut self) -> Self {
+        self.guard_stalls = true;
+        self
     }
 
     /// Take a new client from listener `listener`. On success the connection's first action
@@ -187,8 +215,20 @@ impl<Io> Shard<Io> {
         true
     }
 
-    /// Fire every timer due at `now`.
+    /// Fire every timer due at `now`. After a stall (no check for [`STALL_GAP`]), timers are
+    /// held for [`RESUME_GRACE`] so that what arrived meanwhile counts as activity first.
     pub fn handle_timeouts(&mut self, now: Instant) {
+        if self.guard_stalls && now.saturating_duration_since(self.last_check) > STALL_GAP {
+            self.held_until = Some(now + RESUME_GRACE);
+            self.stats.stalls += 1;
+        }
+        self.last_check = now;
+        if let Some(until) = self.held_until {
+            if now < until {
+                return;
+            }
+            self.held_until = None;
+        }
         self.wheel.expire(now, &mut self.fired);
         for key in self.fired.drain(..) {
             // A timer of a connection that is gone is simply dropped.
@@ -254,7 +294,11 @@ impl<Io> Shard<Io> {
 
     /// When [`Shard::handle_timeouts`] should next run (possibly early, never late).
     pub fn next_timeout(&mut self) -> Option<Instant> {
-        self.wheel.next_expiry()
+        let next = self.wheel.next_expiry();
+        match self.held_until {
+            Some(until) => next.map(|at| at.max(until)),
+            None => next,
+        }
     }
 
     /// Free a closed connection's slot after its last outstanding operation has completed, and
@@ -349,5 +393,126 @@ impl<Io> Shard<Io> {
         if let Some(balancer) = self.balancers.get_mut(pool) {
             balancer.update(snapshot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::core::backend::{BackendInfo, BackendState};
+    use crate::core::balance::Algorithm;
+    use crate::core::conn::Dir;
+
+    const IDLE: Duration = Duration::from_secs(2);
+
+    fn shard(now: Instant) -> Shard<()> {
+        let pool = Arc::new(PoolSnapshot::new(
+            Algorithm::RoundRobin,
+            vec![BackendInfo {
+                name: "a".into(),
+                addr: "127.0.0.1:1".parse().expect("literal address"),
+                weight: 1,
+            }],
+            vec![BackendState::Up],
+        ));
+        let policy = ListenerPolicy {
+            pool: 0,
+            candidates: 1,
+            params: ConnParams {
+                connect_timeout: None,
+                idle_timeout: IDLE,
+                mode: Mode::Copy,
+                copy_high_water: 1 << 16,
+                splice_capacity: 1 << 16,
+                full_receipt: 1 << 14,
+            },
+        };
+        Shard::new(now, vec![policy], vec![pool], 16, 1).guard_stalls()
+    }
+
+    /// An established connection whose upstream receive is armed.
+    fn established(shard: &mut Shard<()>, now: Instant) -> SlotKey {
+        let key = shard
+            .accept(now, 0, "127.0.0.2".parse().expect("literal"), ())
+            .expect("room");
+        while shard.poll_action().is_some() {}
+        shard.handle_event(now, key, Event::Connected);
+        while shard.poll_action().is_some() {}
+        key
+    }
+
+    fn closed(shard: &mut Shard<()>) -> Option<CloseReason> {
+        let mut reason = None;
+        while let Some((_, action)) = shard.poll_action() {
+            if let Action::Close { reason: r, .. } = action {
+                reason = Some(r);
+            }
+        }
+        reason
+    }
+
+    #[test]
+    fn after_a_stall_bytes_that_arrived_meanwhile_keep_a_connection_open() {
+        let t0 = Instant::now();
+        let mut shard = shard(t0);
+        let key = established(&mut shard, t0);
+        // The worker stalls for 3 s (longer than the idle timeout), then checks timers.
+        let resumed = t0 + Duration::from_secs(3);
+        shard.handle_timeouts(resumed);
+        assert_eq!(
+            closed(&mut shard),
+            None,
+            "no idle close at the instant of resuming"
+        );
+        assert_eq!(shard.stats().stalls, 1);
+        // What the client sent during the stall shows up a moment later.
+        let seen = resumed + Duration::from_millis(20);
+        let event = Event::Received {
+            dir: Dir::Upstream,
+            bytes: 36,
+            armed: true,
+        };
+        assert!(shard.handle_event(seen, key, event));
+        shard.handle_timeouts(resumed + RESUME_GRACE);
+        assert_eq!(
+            closed(&mut shard),
+            None,
+            "activity during the grace keeps it open"
+        );
+    }
+
+    #[test]
+    fn after_a_stall_a_really_idle_connection_closes_once_the_grace_is_over() {
+        let t0 = Instant::now();
+        let mut shard = shard(t0);
+        established(&mut shard, t0);
+        let resumed = t0 + Duration::from_secs(3);
+        shard.handle_timeouts(resumed);
+        assert_eq!(closed(&mut shard), None);
+        let wake = shard.next_timeout().expect("a timer is armed");
+        assert!(
+            wake >= resumed + RESUME_GRACE,
+            "the engine sleeps until the grace is over"
+        );
+        shard.handle_timeouts(resumed + RESUME_GRACE);
+        assert_eq!(closed(&mut shard), Some(CloseReason::IdleTimeout));
+    }
+
+    #[test]
+    fn without_a_stall_idle_connections_close_on_time() {
+        let t0 = Instant::now();
+        let mut shard = shard(t0);
+        established(&mut shard, t0);
+        let mut now = t0;
+        // Checked every 100 ms, as engines do: no stall, no hold.
+        while now < t0 + IDLE {
+            now += Duration::from_millis(100);
+            shard.handle_timeouts(now);
+        }
+        now += crate::core::timer::TICK;
+        shard.handle_timeouts(now);
+        assert_eq!(closed(&mut shard), Some(CloseReason::IdleTimeout));
+        assert_eq!(shard.stats().stalls, 0);
     }
 }

@@ -245,10 +245,11 @@ impl ConnIo {
         }
         let flow = &self.flows[read_dir.index()];
         tracing::trace!(?side, ?flags, recv = ?flow.recv, wait = ?flow.wait, in_pipe = flow.in_pipe, "readiness");
-        if flags.intersects(F::IN | F::RDHUP | F::ERR | F::HUP)
-            && flow.recv.is_some()
-            && flow.wait == Some(Wait::Socket)
-        {
+        // Any event on the socket retries a receive that waits for it, not only EPOLLIN: after
+        // a stop (SIGSTOP, or a long deschedule) bytes can arrive without a readable edge being
+        // reported (seen: a writable-only event, with the bytes there for the next read). A
+        // read that finds nothing costs one EAGAIN and keeps waiting.
+        if flow.recv.is_some() && flow.wait == Some(Wait::Socket) {
             self.try_recv(read_dir, res, out);
         }
     }

@@ -123,7 +123,8 @@ fn setup(
         snapshots.to_vec(),
         tuning.max_connections as usize,
         seed,
-    );
+    )
+    .guard_stalls();
     Worker::new(
         index,
         shard,

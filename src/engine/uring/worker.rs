@@ -126,7 +126,8 @@ impl Worker {
             pools,
             tuning.max_connections as usize,
             0x5eed_0000 + info.index as u64,
-        );
+        )
+        .guard_stalls();
         Ok(Worker {
             ring,
             buffers,
