@@ -265,12 +265,8 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
-        let source = match dir.source() {
-            crate::core::conn::Side::Client => &io.client,
-            crate::core::conn::Side::Backend => match &io.backend {
-                Some(socket) => socket,
-                None => return Ok(()),
-            },
+        let Some(source) = io.socket(dir.source()) else {
+            return Ok(());
         };
         let flow = &io.flows[dir.index()];
         let Some(pipe) = flow.pipe.as_ref() else {
@@ -278,7 +274,7 @@ impl Worker {
         };
         let free = (pipe.capacity() as u64).saturating_sub(flow.pipe_bytes);
         let splice = crate::engine::op::Splice {
-            from: std::os::fd::AsFd::as_fd(source),
+            from: source,
             to: pipe.write_end(),
             len: u32::try_from(free).unwrap_or(u32::MAX),
         };

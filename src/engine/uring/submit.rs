@@ -19,7 +19,9 @@ use super::worker::Worker;
 use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::{Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice};
+use crate::engine::op::{
+    Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
+};
 use crate::engine::{EngineError, socket};
 
 fn tag(op: Op, key: SlotKey) -> u64 {
@@ -219,12 +221,8 @@ impl Worker {
         if let Some(pipe) = fresh {
             io.flow(dir).pipe = Some(pipe);
         }
-        let source = match dir.source() {
-            Side::Client => &io.client,
-            Side::Backend => match &io.backend {
-                Some(socket) => socket,
-                None => return Ok(()),
-            },
+        let Some(source) = io.socket(dir.source()) else {
+            return Ok(());
         };
         let flow = &io.flows[dir.index()];
         let Some(pipe) = flow.pipe.as_ref() else {
@@ -235,11 +233,8 @@ impl Worker {
             self.park(key, dir, Parked::PipeFull);
             return Ok(());
         }
-        let poll = opcode::PollAdd::new(
-            types::Fd(std::os::fd::AsRawFd::as_raw_fd(source)),
-            (libc::POLLIN | libc::POLLRDHUP) as u32,
-        )
-        .build();
+        let poll =
+            opcode::PollAdd::new(fixed(source), (libc::POLLIN | libc::POLLRDHUP) as u32).build();
         if self.plan.inline_splice {
             // Readiness from the ring, the splice itself as a direct call when the poll fires
             // (see `complete.rs`): no io-wq thread hop per chunk.
@@ -302,12 +297,9 @@ impl Worker {
         let Some(socket) = io.socket(side) else {
             return Ok(());
         };
-        let poll = opcode::PollAdd::new(
-            types::Fd(std::os::fd::AsRawFd::as_raw_fd(&socket)),
-            mask as u32,
-        )
-        .build()
-        .user_data(tag(op, key));
+        let poll = opcode::PollAdd::new(fixed(socket), mask as u32)
+            .build()
+            .user_data(tag(op, key));
         io.in_flight += 1;
         // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
         unsafe { self.ring.push(&poll) }.map_err(queue_error)
@@ -446,12 +438,8 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
-        let sink = match dir.sink() {
-            Side::Client => &io.client,
-            Side::Backend => match &io.backend {
-                Some(socket) => socket,
-                None => return Ok(()),
-            },
+        let Some(sink) = io.socket(dir.sink()) else {
+            return Ok(());
         };
         let Some(pipe) = io.flows[dir.index()].pipe.as_ref() else {
             return Ok(());
@@ -463,12 +451,9 @@ impl Worker {
         };
         if self.plan.inline_splice {
             if after_poll {
-                let poll = opcode::PollAdd::new(
-                    types::Fd(std::os::fd::AsRawFd::as_raw_fd(sink)),
-                    libc::POLLOUT as u32,
-                )
-                .build()
-                .user_data(tag(Op::PollOut(dir), key));
+                let poll = opcode::PollAdd::new(fixed(sink), libc::POLLOUT as u32)
+                    .build()
+                    .user_data(tag(Op::PollOut(dir), key));
                 io.flow(dir).splice_out_len = len;
                 io.in_flight += 1;
                 // SAFETY: a poll names its socket by fd, which lives in the slot until
@@ -486,13 +471,10 @@ impl Worker {
         }
         let splice = splice.sqe().user_data(tag(Op::SpliceOut(dir), key));
         let poll = after_poll.then(|| {
-            opcode::PollAdd::new(
-                types::Fd(std::os::fd::AsRawFd::as_raw_fd(sink)),
-                libc::POLLOUT as u32,
-            )
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(tag(Op::PollOut(dir), key))
+            opcode::PollAdd::new(fixed(sink), libc::POLLOUT as u32)
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(tag(Op::PollOut(dir), key))
         });
         io.flow(dir).splice_out_len = len;
         io.in_flight += 1 + u32::from(poll.is_some());
@@ -533,13 +515,10 @@ impl Worker {
             return Ok(());
         }
         io.cancel_sent = true;
-        let fds = [Side::Client, Side::Backend].map(|side| {
-            io.socket(side)
-                .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
-        });
+        let fds = [Side::Client, Side::Backend].map(|side| io.socket(side).map(fixed));
         io.in_flight += fds.iter().flatten().count() as u32;
         for fd in fds.into_iter().flatten() {
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
                 .build()
                 .user_data(tag(Op::Cancel, key));
             // SAFETY: a cancel names its targets by fd number and points to no memory.

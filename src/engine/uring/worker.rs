@@ -19,7 +19,7 @@ use crate::core::balance::{Algorithm, PoolSnapshot};
 use crate::core::conn::Dir;
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::Accept;
+use crate::engine::op::{Accept, fixed};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan, socket};
@@ -296,11 +296,9 @@ impl Worker {
             let Some(socket) = &listening.socket else {
                 continue;
             };
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(
-                std::os::fd::AsRawFd::as_raw_fd(socket),
-            )))
-            .build()
-            .user_data(UserData::internal_indexed(Op::Cancel.code(), u32::MAX).0);
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fixed(socket.as_fd())))
+                .build()
+                .user_data(UserData::internal_indexed(Op::Cancel.code(), u32::MAX).0);
             // SAFETY: a cancel names its target by fd number and points to no memory.
             if unsafe { self.ring.push(&cancel) }.is_ok() {
                 self.internal_in_flight += 1;
