@@ -21,7 +21,7 @@ mod splice;
 pub use accept::Accept;
 pub use connect::Connect;
 pub use recv::{Recv, RecvMulti, RecvSelect};
-pub use send::{Send, SendMsg};
+pub use send::{Send, SendBundle, SendMsg};
 pub use shutdown::Shutdown;
 pub use splice::Splice;
 

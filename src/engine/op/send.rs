@@ -51,3 +51,25 @@ impl SendMsg<'_> {
             .build()
     }
 }
+
+/// Send everything queued in a send ring (buffer group `group`) in one request: a send bundle
+/// (Linux 6.10). The kernel takes the ring's published entries in order, sends them as one
+/// message, and advances the ring's head past those it sent; the completion's result is the
+/// byte count. io_uring only: without bundles the engine lowers the same queue to [`SendMsg`].
+#[derive(Clone, Copy, Debug)]
+pub struct SendBundle<'a> {
+    pub socket: BorrowedFd<'a>,
+    pub group: u16,
+}
+
+impl SendBundle<'_> {
+    /// `IORING_OP_SEND` with `IORING_RECVSEND_BUNDLE`, `MSG_NOSIGNAL` and `MSG_WAITALL`.
+    ///
+    /// `MSG_WAITALL` makes the kernel finish a short send itself (as newer kernels do for every
+    /// bundle), so a completion covers whole entries unless the socket failed.
+    pub fn sqe(&self) -> squeue::Entry {
+        opcode::SendBundle::new(fixed(self.socket), self.group)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+            .build()
+    }
+}

@@ -11,55 +11,14 @@
 //! buffer before submitting a plain receive into it.
 
 use std::io;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
-use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+
+use super::region::{Entries, PAGE, Region};
 
 /// Buffer group id of every worker's ring (each worker has its own io_uring instance).
 pub const GROUP: u16 = 0;
-
-const PAGE: usize = 4096;
-
-/// One anonymous private mapping that unmaps itself.
-///
-/// `mmap` gives zero-filled pages that the kernel backs only when first touched, so a worker's
-/// RSS grows with the buffers in use rather than by the whole region (64 MiB by default) at
-/// start, and every byte is initialised memory as far as Rust is concerned.
-struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Region {
-    fn new(len: usize) -> io::Result<Region> {
-        let len = len.max(1).div_ceil(PAGE) * PAGE;
-        // SAFETY: a fresh anonymous private mapping at an address the kernel chooses aliases
-        // nothing; it is unmapped only in `drop`.
-        let ptr = unsafe {
-            mmap_anonymous(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
-            )
-        }?;
-        let ptr = NonNull::new(ptr.cast::<u8>())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        Ok(Region { ptr, len })
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: `ptr..ptr+len` is exactly the mapping made in `new`, unmapped only here.
-        if let Err(err) = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) } {
-            tracing::warn!(%err, "munmap of a buffer region failed");
-        }
-    }
-}
 
 /// Try registering a tiny ring, to learn whether the kernel has provided-buffer rings.
 pub fn probe(ring: &IoUring) -> bool {
@@ -70,7 +29,7 @@ pub fn probe(ring: &IoUring) -> bool {
     // below, before the region is freed at the end of this function.
     let registered = unsafe {
         ring.submitter()
-            .register_buf_ring_with_flags(region.ptr.as_ptr() as u64, 8, 7, 0)
+            .register_buf_ring_with_flags(region.as_ptr() as u64, 8, 7, 0)
             .is_ok()
     };
     if registered {
@@ -93,9 +52,10 @@ enum Kind {
     /// The kernel picks; `tail` is our copy of the ring's tail, ahead of the published one
     /// while `unpublished`.
     Ring {
-        entries: Region,
+        /// Keeps the entries' memory mapped.
+        _memory: Region,
+        entries: Entries,
         tail: u16,
-        mask: u16,
         unpublished: bool,
     },
     /// We pick from a free list.
@@ -128,26 +88,25 @@ impl Buffers {
                 "buffer count must be a power of two up to 32768",
             ));
         }
-        let entries = Region::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
+        let memory = Region::new(usize::from(count) * std::mem::size_of::<BufRingEntry>())?;
         let data = Region::new(usize::from(count) * size as usize)?;
-        // SAFETY: `entries` is page-aligned and sized for `count` entries, and outlives its
-        // registration (`Buffers` is dropped after the instance; see the doc above).
+        // SAFETY: the region is page-aligned, sized for `count` entries, and only `entries`
+        // writes to it.
+        let entries = unsafe { Entries::new(memory.as_ptr(), count) };
+        // SAFETY: the entries outlive their registration (`Buffers` is dropped after the
+        // instance; see the doc above).
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries.ptr.as_ptr() as u64,
-                count,
-                GROUP,
-                0,
-            )?;
+            ring.submitter()
+                .register_buf_ring_with_flags(entries.addr(), count, GROUP, 0)?;
         }
         let mut buffers = Buffers {
             data,
             size,
             count,
             kind: Kind::Ring {
+                _memory: memory,
                 entries,
                 tail: 0,
-                mask: count - 1,
                 unpublished: false,
             },
             held: u32::from(count),
@@ -209,7 +168,6 @@ impl Buffers {
     fn start(&self, bid: u16) -> *mut u8 {
         // `bid < count` is checked by every caller; the offset stays inside the region.
         self.data
-            .ptr
             .as_ptr()
             .wrapping_add(usize::from(bid) * self.size as usize)
     }
@@ -249,14 +207,7 @@ impl Buffers {
         } = &mut self.kind
             && *unpublished
         {
-            let base = entries.ptr.as_ptr().cast::<BufRingEntry>();
-            // SAFETY: `BufRingEntry::tail` points at the tail field inside entry 0, which is
-            // inside the mapping and 2-byte aligned; the kernel reads it with an acquire load.
-            let tail_ptr = unsafe { BufRingEntry::tail(base) }.cast_mut();
-            // SAFETY: the pointer is valid and aligned (above), AtomicU16 has u16's layout, and
-            // all access to the tail goes through atomics (ours, the kernel's smp_load_acquire).
-            let atomic = unsafe { AtomicU16::from_ptr(tail_ptr) };
-            atomic.store(*tail, Ordering::Release);
+            entries.publish(*tail);
             *unpublished = false;
         }
     }
@@ -279,17 +230,10 @@ impl Buffers {
             Kind::Ring {
                 entries,
                 tail,
-                mask,
                 unpublished,
+                ..
             } => {
-                let base = entries.ptr.as_ptr().cast::<BufRingEntry>();
-                let slot = usize::from(*tail & *mask);
-                // SAFETY: `slot < count`, so the entry lies inside the region; the kernel reads
-                // it only once `publish` stores the tail (module docs), so no race.
-                let entry = unsafe { &mut *base.wrapping_add(slot) };
-                entry.set_addr(addr);
-                entry.set_len(size);
-                entry.set_bid(bid);
+                entries.set(*tail, addr, size, bid);
                 *tail = tail.wrapping_add(1);
                 *unpublished = true;
             }

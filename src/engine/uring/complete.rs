@@ -6,6 +6,7 @@ use std::time::Instant;
 use io_uring::cqueue;
 
 use super::conn_io::{Chunk, ConnIo, Parked};
+use super::send_bundle;
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
@@ -63,8 +64,8 @@ impl Worker {
         let selected = cqueue::buffer_select(flags);
         let Some(io) = self.shard.io_mut(key) else {
             // Slots are freed only after their last completion, so this cannot name a live
-            // operation; still, a selected buffer must not leak.
-            if let Some(bid) = selected {
+            // operation; still, a buffer a receive selected must not leak.
+            if let (Op::Recv(_), Some(bid)) = (op, selected) {
                 self.buffers.selected(bid);
                 self.buffers.give_back(bid);
             }
@@ -83,6 +84,17 @@ impl Worker {
                             self.buffers.selected(bid);
                         }
                         self.buffers.give_back(bid);
+                    }
+                }
+                Op::SendBundle(dir) => {
+                    let flow = io.flow(dir);
+                    if !more {
+                        flow.bundle_in_flight = false;
+                    }
+                    if result > 0 {
+                        // So that the ring returns to the pool clean; a chunk left half sent
+                        // keeps it pending, and `finalize` resets it.
+                        let _whole = send_bundle::consume(flow, &mut self.buffers, result as u32);
                     }
                 }
                 Op::SpliceIn(dir) if result > 0 => io.flow(dir).pipe_bytes += result as u64,
@@ -138,24 +150,9 @@ impl Worker {
                         self.buffers.give_back(bid);
                     }
                 }
-                let resume = flow.parked == Some(Parked::QueueFull)
-                    && flow.chunks.len() < COPY_BUFFERS as usize;
-                self.shard.handle_event(
-                    now,
-                    key,
-                    Event::Sent {
-                        dir,
-                        bytes: u64::from(sent),
-                    },
-                );
-                let still_parked = self
-                    .shard
-                    .io_mut(key)
-                    .is_some_and(|io| io.flow(dir).parked == Some(Parked::QueueFull));
-                if resume && still_parked {
-                    self.submit_copy_recv(now, key, dir)?;
-                }
+                self.report_sent(now, key, dir, sent)?;
             }
+            Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more)?,
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
             Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
             Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
@@ -320,6 +317,10 @@ impl Worker {
                 from: 0,
                 to: result as u32,
             });
+            if flow.bundle_in_flight {
+                // A bundle waiting for room in the socket takes it along when it retries.
+                send_bundle::top_up(flow, &self.buffers);
+            }
             // The core limits bytes; buffers are this engine's to limit. Small segments behind
             // a stalled sink could otherwise pin the whole ring below the byte limit.
             let too_many = more

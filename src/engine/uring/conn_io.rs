@@ -6,6 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{SockAddr, Socket};
 
+use super::send_ring::SendRing;
 use crate::core::conn::{Dir, Side};
 use crate::sys::pipe::Pipe;
 
@@ -93,6 +94,13 @@ pub struct FlowIo {
     pub splice_out_len: u32,
     /// Copy mode: the multi-buffer send's header, once needed.
     pub send_vec: Option<Box<SendVec>>,
+    /// Copy mode with send bundles: the send ring leased while this direction sends; its
+    /// pending entries are the first chunks of `chunks`.
+    pub send_ring: Option<SendRing>,
+    /// A bundle send is in flight (until its completion without `IORING_CQE_F_MORE`).
+    pub bundle_in_flight: bool,
+    /// The core's `Send` is outstanding and the bundle in flight (or its retry) answers it.
+    pub bundle_owes_sent: bool,
     /// Copy mode: a receive answered `EAGAIN` (io_uring can surface it on non-blocking
     /// sockets when a request was punted to io-wq); a POLLIN is armed, then it is retried.
     pub recv_waits_readable: bool,

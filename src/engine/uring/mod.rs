@@ -3,7 +3,8 @@
 //!
 //! Each worker is a loop of one `io_uring_enter` per turn that both submits everything the core
 //! asked for and waits for completions (or the next timer). Files: `probe` (what the kernel
-//! has), `ring` (set-up and the single `push`), `buf_ring` (receive buffers), `conn_io`
+//! has), `ring` (set-up and the single `push`), `region` (memory shared with the kernel),
+//! `buf_ring` (receive buffers), `send_ring` and `send_bundle` (send bundles), `conn_io`
 //! (per-connection I/O state), `worker` (the loop, accepts, shutdown), `submit` (actions to
 //! submissions), `complete` (completions to events), `token` (op codes in `user_data`).
 
@@ -11,7 +12,10 @@ mod buf_ring;
 mod complete;
 mod conn_io;
 pub mod probe;
+mod region;
 mod ring;
+mod send_bundle;
+mod send_ring;
 mod submit;
 mod token;
 mod worker;

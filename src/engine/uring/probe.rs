@@ -253,8 +253,8 @@ pub fn report() -> Result<String, EngineError> {
         (
             "send bundles (6.10)",
             k.send_bundle,
-            false,
-            "sendmsg of up to 16 queued buffers (used instead)",
+            plan.send_bundle,
+            "sendmsg of up to 16 queued buffers",
         ),
         (
             "IOWQ_MAX_WORKERS (5.15)",

@@ -379,6 +379,9 @@ impl Worker {
         key: SlotKey,
         dir: Dir,
     ) -> Result<(), EngineError> {
+        if self.plan.send_bundle && self.bundle_send(now, key, dir)? {
+            return Ok(());
+        }
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
@@ -409,6 +412,7 @@ impl Worker {
                     iov_len: bytes.len(),
                 };
             }
+            self.counters.sendmsg_sends += 1;
             vec.msg.msg_iov = vec.iov.as_mut_ptr();
             vec.msg.msg_iovlen = count;
             SendMsg {
@@ -542,6 +546,9 @@ impl Worker {
             }
             if let Some(pipe) = flow.pipe {
                 self.pipes.put(pipe, flow.pipe_bytes == 0);
+            }
+            if let Some(send_ring) = flow.send_ring {
+                self.send_rings.give_back(self.ring.raw(), send_ring);
             }
         }
         if io.closing == Some(true) {

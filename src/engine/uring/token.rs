@@ -12,8 +12,10 @@ pub enum Op {
     ConnectTimeout,
     /// A receive into a buffer (copy mode).
     Recv(Dir),
-    /// A send from a buffer (copy mode).
+    /// A send from a buffer, or from several with `sendmsg` (copy mode).
     Send(Dir),
+    /// A send bundle from the direction's send ring (copy mode, 6.10).
+    SendBundle(Dir),
     /// Readiness of the source socket before a splice into the pipe.
     PollIn(Dir),
     /// Socket → pipe.
@@ -43,6 +45,7 @@ impl Op {
             Op::SpliceIn(d) => with_dir(16, d),
             Op::PollOut(d) => with_dir(18, d),
             Op::SpliceOut(d) => with_dir(20, d),
+            Op::SendBundle(d) => with_dir(22, d),
         }
     }
 
@@ -67,6 +70,7 @@ impl Op {
             16 | 17 => Op::SpliceIn(dir(code)),
             18 | 19 => Op::PollOut(dir(code)),
             20 | 21 => Op::SpliceOut(dir(code)),
+            22 | 23 => Op::SendBundle(dir(code)),
             _ => return None,
         })
     }
@@ -93,6 +97,7 @@ mod tests {
                 Op::SpliceIn(d),
                 Op::PollOut(d),
                 Op::SpliceOut(d),
+                Op::SendBundle(d),
             ]);
         }
         let mut codes = std::collections::HashSet::new();
@@ -100,7 +105,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 6, 9, 22, 255] {
+        for code in [0u8, 6, 9, 24, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

@@ -13,6 +13,7 @@ use super::buf_ring::Buffers;
 use super::conn_io::ConnIo;
 use super::probe::Plan;
 use super::ring::Ring;
+use super::send_ring::{MAX_SEND_RINGS, SendRings};
 use super::token::Op;
 use crate::config::Config;
 use crate::core::balance::{Algorithm, PoolSnapshot};
@@ -60,13 +61,18 @@ pub(super) struct Counters {
     pub parked_queue_full: u64,
     pub spurious_wakeups: u64,
     pub splice_eagain: u64,
+    /// Copy mode: bundle sends submitted.
+    pub bundle_sends: u64,
+    /// Copy mode: multi-buffer `sendmsg`s submitted (no bundles, or no send ring free).
+    pub sendmsg_sends: u64,
 }
 
-/// Everything one worker owns. Field order matters: `ring` is dropped before `buffers`, so the
-/// kernel never holds a registered buffer ring whose memory is gone.
+/// Everything one worker owns. Field order matters: `ring` is dropped before `buffers` and
+/// `send_rings`, so the kernel never holds a registered buffer ring whose memory is gone.
 pub(super) struct Worker {
     pub ring: Ring,
     pub buffers: Buffers,
+    pub send_rings: SendRings,
     pub shard: Shard<ConnIo>,
     pub listeners: Vec<Listening>,
     pub pipes: PipePool,
@@ -101,6 +107,8 @@ impl Worker {
             Buffers::pool(count, tuning.buffer_size)
         }
         .map_err(|e| EngineError::io("setting up receive buffers", e))?;
+        let send_rings = SendRings::new(if plan.send_bundle { MAX_SEND_RINGS } else { 0 })
+            .map_err(|e| EngineError::io("reserving send rings", e))?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let socket = socket::listener(listener.bind, listener.backlog, true)
@@ -131,6 +139,7 @@ impl Worker {
         Ok(Worker {
             ring,
             buffers,
+            send_rings,
             shard,
             listeners,
             pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
@@ -150,12 +159,18 @@ impl Worker {
     /// fd by a moment), so the buffer memory the kernel could still write is deliberately left
     /// mapped: a leak on a path that ends the worker, instead of a use after free.
     pub fn finish(self, clean: bool) {
-        let Worker { ring, buffers, .. } = self;
+        let Worker {
+            ring,
+            buffers,
+            send_rings,
+            ..
+        } = self;
         drop(ring);
         if clean {
             drop(buffers);
+            drop(send_rings);
         } else {
-            let _kept = std::mem::ManuallyDrop::new(buffers);
+            let _kept = std::mem::ManuallyDrop::new((buffers, send_rings));
         }
     }
 
@@ -220,6 +235,9 @@ impl Worker {
             enters = self.ring.enters(),
             pipes_created = self.pipes.created(),
             buffers_held = self.buffers.held(),
+            send_rings = self.send_rings.registered(),
+            send_rings_leased = self.send_rings.leased(),
+            send_rings_exhausted = self.send_rings.exhausted(),
             ?self.counters,
             "worker stopped"
         );

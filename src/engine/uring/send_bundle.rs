@@ -1,0 +1,228 @@
+//! Copy-mode sends as send bundles (Linux 6.10), through the direction's send ring.
+//!
+//! The core asks for one `Send` at a time per direction. Here that becomes: lease a send ring
+//! (see `send_ring`), publish every queued chunk into it, and submit one bundle send. Chunks
+//! received while the bundle is in flight are published too, so a send that waits for room in
+//! the socket takes them along when it retries. Each completion reports whole chunks sent (the
+//! bundle carries `MSG_WAITALL`), which leave the queue and return to the receive ring; once a
+//! direction has nothing pending, its ring goes back to the pool.
+//!
+//! When every ring is leased, the send falls back to `sendmsg` (`submit.rs`); a direction never
+//! mixes the two while either is in flight, since each waits for the core's next `Send`.
+
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use super::buf_ring::Buffers;
+use super::conn_io::{FlowIo, Parked};
+use super::token::Op;
+use super::worker::{COPY_BUFFERS, Worker};
+use crate::core::conn::{Dir, Event, Side};
+use crate::core::slot::{SlotKey, UserData};
+use crate::engine::EngineError;
+use crate::engine::op::SendBundle;
+
+/// Publish the direction's queued chunks that are not in its send ring yet, as far as the ring
+/// has room. Returns how many entered.
+pub(super) fn top_up(flow: &mut FlowIo, buffers: &Buffers) -> u16 {
+    let Some(send_ring) = flow.send_ring.as_mut() else {
+        return 0;
+    };
+    let mut added = 0;
+    for chunk in flow.chunks.iter().skip(usize::from(send_ring.pending())) {
+        if !send_ring.push(buffers.bytes(chunk.bid, chunk.from, chunk.to), chunk.bid) {
+            break;
+        }
+        added += 1;
+    }
+    if added > 0 {
+        send_ring.publish();
+    }
+    added
+}
+
+/// Account `bytes` reported sent by a bundle: they must cover whole pending chunks, which leave
+/// the queue and go back to the receive buffers. False if they do not (the kernel stopped
+/// inside a chunk, which only a failing socket does, or the accounting is off): the caller
+/// treats the sink as failed.
+pub(super) fn consume(flow: &mut FlowIo, buffers: &mut Buffers, bytes: u32) -> bool {
+    let Some(send_ring) = flow.send_ring.as_mut() else {
+        return false;
+    };
+    let mut left = bytes;
+    let mut count = 0u16;
+    while left > 0 && count < send_ring.pending() {
+        let Some(head) = flow.chunks.front() else {
+            break;
+        };
+        let len = head.to - head.from;
+        if left < len {
+            break;
+        }
+        left -= len;
+        count += 1;
+        let bid = head.bid;
+        flow.chunks.pop_front();
+        buffers.give_back(bid);
+    }
+    send_ring.consumed(count);
+    left == 0
+}
+
+impl Worker {
+    /// Carry out the core's `Send` (or its retry after `POLLOUT`) as a bundle. `Ok(false)` when
+    /// no send ring is free: the caller sends with `sendmsg` instead.
+    pub(super) fn bundle_send(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+    ) -> Result<bool, EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(true);
+        };
+        let flow = &mut io.flows[dir.index()];
+        if flow.send_ring.is_none() {
+            match self.send_rings.lease(self.ring.raw()) {
+                Some(send_ring) => flow.send_ring = Some(send_ring),
+                None => return Ok(false),
+            }
+        }
+        top_up(flow, &self.buffers);
+        flow.bundle_owes_sent = true;
+        if flow.bundle_in_flight {
+            // The bundle in flight reports next, and its retry may already take the new chunks.
+            return Ok(true);
+        }
+        let group = flow.send_ring.as_ref().map(|r| (r.group(), r.pending()));
+        let sink = match dir.sink() {
+            Side::Client => Some(&io.client),
+            Side::Backend => io.backend.as_ref(),
+        };
+        let (Some((group, pending)), Some(sink)) = (group, sink) else {
+            return Ok(true);
+        };
+        if pending == 0 {
+            // The core asked to send bytes this engine does not hold: a bug, never a panic.
+            tracing::error!(?dir, "send requested with nothing queued; closing");
+            self.shard.abort(key);
+            return Ok(true);
+        }
+        let entry = SendBundle {
+            socket: sink.as_fd(),
+            group,
+        }
+        .sqe()
+        .user_data(UserData::new(Op::SendBundle(dir).code(), key).0);
+        io.flows[dir.index()].bundle_in_flight = true;
+        io.in_flight += 1;
+        self.counters.bundle_sends += 1;
+        let _ = now;
+        // SAFETY: the ring's entries name bytes of buffers the direction holds (queued in
+        // `chunks`) until a completion reports them sent; the ring's page lives in the worker
+        // and the socket in the slot, both past the final completion.
+        unsafe { self.ring.push(&entry) }
+            .map_err(|e| EngineError::io("queueing a submission", e))?;
+        Ok(true)
+    }
+
+    /// A completion of a bundle send.
+    pub(super) fn bundle_sent(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+        result: i32,
+        more: bool,
+    ) -> Result<(), EngineError> {
+        let Some(io) = self.shard.io_mut(key) else {
+            return Ok(());
+        };
+        let flow = io.flow(dir);
+        if !more {
+            flow.bundle_in_flight = false;
+        }
+        let pending = flow.send_ring.as_ref().map_or(0, |r| r.pending());
+        if result > 0 {
+            if !consume(flow, &mut self.buffers, result as u32) {
+                tracing::debug!(?dir, result, "bundle send stopped inside a buffer");
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                return Ok(());
+            }
+            flow.bundle_owes_sent = false;
+            self.release_idle_send_ring(key, dir);
+            return self.report_sent(now, key, dir, result as u32);
+        }
+        match -result {
+            libc::EAGAIN if !more => {
+                // The entries stay published; the retry after POLLOUT sends them.
+                flow.send_waits_writable = true;
+                return self.submit_poll(key, dir, Op::PollOut(dir));
+            }
+            // The bundle ran out of entries after sending all it had: nothing is lost.
+            0 | libc::ENOBUFS if pending == 0 => {}
+            _ => {
+                tracing::debug!(?dir, result, "bundle send failed");
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                return Ok(());
+            }
+        }
+        if !more {
+            let owed = flow.bundle_owes_sent;
+            if owed && !flow.chunks.is_empty() {
+                // The core still waits for its Send and bytes are queued: send them now.
+                self.bundle_send(now, key, dir)?;
+            } else {
+                self.release_idle_send_ring(key, dir);
+            }
+        }
+        Ok(())
+    }
+
+    /// Give a direction's send ring back to the pool once no bundle is in flight and nothing
+    /// is pending in it.
+    fn release_idle_send_ring(&mut self, key: SlotKey, dir: Dir) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        let flow = io.flow(dir);
+        let idle =
+            !flow.bundle_in_flight && flow.send_ring.as_ref().is_some_and(|r| r.pending() == 0);
+        if idle && let Some(send_ring) = flow.send_ring.take() {
+            self.send_rings.give_back(self.ring.raw(), send_ring);
+        }
+    }
+
+    /// Bytes of `dir` have left through its sink (any copy-mode send): tell the core, and
+    /// resume a receive that paused because the direction held too many buffers.
+    pub(super) fn report_sent(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        dir: Dir,
+        bytes: u32,
+    ) -> Result<(), EngineError> {
+        let resume = self.shard.io_mut(key).is_some_and(|io| {
+            let flow = io.flow(dir);
+            flow.parked == Some(Parked::QueueFull) && flow.chunks.len() < COPY_BUFFERS as usize
+        });
+        self.shard.handle_event(
+            now,
+            key,
+            Event::Sent {
+                dir,
+                bytes: u64::from(bytes),
+            },
+        );
+        let still_parked = self
+            .shard
+            .io_mut(key)
+            .is_some_and(|io| io.flow(dir).parked == Some(Parked::QueueFull));
+        if resume && still_parked {
+            self.submit_copy_recv(now, key, dir)?;
+        }
+        Ok(())
+    }
+}
