@@ -340,7 +340,8 @@ impl Proxy {
     }
 
     /// SIGTERM, then insist on a clean exit (status 0) within the grace period plus slack.
-    pub fn finish(mut self) {
+    /// Returns the whole log, which now includes what the workers report as they stop.
+    pub fn finish(mut self) -> String {
         self.assert_alive();
         self.terminate();
         let within = SHUTDOWN_GRACE + Duration::from_secs(2);
@@ -356,6 +357,7 @@ impl Proxy {
             ),
         }
         self.check_log();
+        self.log_text()
     }
 
     /// Fails on a panic message in the log (a worker thread can panic without ending the process).

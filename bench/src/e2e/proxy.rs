@@ -65,8 +65,9 @@ const fn ringlb_with(
 }
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
-/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, copy high water).
-pub const EXTRA_ROWS: [Row; 4] = [
+/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
+/// sendmsg).
+pub const EXTRA_ROWS: [Row; 6] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -86,6 +87,8 @@ pub const EXTRA_ROWS: [Row; 4] = [
         &["--no-inline-splice"],
     ),
     ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
+    ringlb_with("uring-copy-sendmsg", "uring", "copy", &["--no-send-bundle"]),
+    ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
 ];
 
 /// Every row, in table order.

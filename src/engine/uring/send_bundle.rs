@@ -82,6 +82,11 @@ impl Worker {
             return Ok(true);
         };
         let flow = &mut io.flows[dir.index()];
+        if flow.send_ring.is_none() && flow.chunks.len() < 2 {
+            // One buffer goes out as a plain send: a bundle of one would only add the ring's
+            // bookkeeping (measured: request/response slower with it).
+            return Ok(false);
+        }
         if flow.send_ring.is_none() {
             match self.send_rings.lease(self.ring.raw()) {
                 Some(send_ring) => flow.send_ring = Some(send_ring),
