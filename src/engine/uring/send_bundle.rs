@@ -10,14 +10,14 @@
 //! When every ring is leased, the send falls back to `sendmsg` (`submit.rs`); a direction never
 //! mixes the two while either is in flight, since each waits for the core's next `Send`.
 
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use super::buf_ring::Buffers;
 use super::conn_io::{FlowIo, Parked};
+use super::submit::queue_error;
 use super::token::Op;
 use super::worker::{COPY_BUFFERS, Worker};
-use crate::core::conn::{Dir, Event, Side};
+use crate::core::conn::{Dir, Event};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::EngineError;
 use crate::engine::op::SendBundle;
@@ -84,7 +84,7 @@ impl Worker {
         let flow = &mut io.flows[dir.index()];
         if flow.send_ring.is_none() && flow.chunks.len() < 2 {
             // One buffer goes out as a plain send: a bundle of one would only add the ring's
-            // bookkeeping (measured: request/response slower with it).
+            // bookkeeping (measured: more CPU per request; see kernel-notes.md).
             return Ok(false);
         }
         if flow.send_ring.is_none() {
@@ -100,11 +100,7 @@ impl Worker {
             return Ok(true);
         }
         let group = flow.send_ring.as_ref().map(|r| (r.group(), r.pending()));
-        let sink = match dir.sink() {
-            Side::Client => Some(&io.client),
-            Side::Backend => io.backend.as_ref(),
-        };
-        let (Some((group, pending)), Some(sink)) = (group, sink) else {
+        let (Some((group, pending)), Some(sink)) = (group, io.socket(dir.sink())) else {
             return Ok(true);
         };
         if pending == 0 {
@@ -114,7 +110,7 @@ impl Worker {
             return Ok(true);
         }
         let entry = SendBundle {
-            socket: sink.as_fd(),
+            socket: sink,
             group,
         }
         .sqe()
@@ -126,8 +122,7 @@ impl Worker {
         // SAFETY: the ring's entries name bytes of buffers the direction holds (queued in
         // `chunks`) until a completion reports them sent; the ring's page lives in the worker
         // and the socket in the slot, both past the final completion.
-        unsafe { self.ring.push(&entry) }
-            .map_err(|e| EngineError::io("queueing a submission", e))?;
+        unsafe { self.ring.push(&entry) }.map_err(queue_error)?;
         Ok(true)
     }
 

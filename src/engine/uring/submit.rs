@@ -28,7 +28,7 @@ fn tag(op: Op, key: SlotKey) -> u64 {
     UserData::new(op.code(), key).0
 }
 
-fn queue_error(err: std::io::Error) -> EngineError {
+pub(super) fn queue_error(err: std::io::Error) -> EngineError {
     EngineError::io("queueing a submission", err)
 }
 
