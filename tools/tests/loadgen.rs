@@ -189,10 +189,18 @@ fn bad_config_and_dead_target_are_reported() {
     c.connections = 0;
     assert!(matches!(loadgen::run(&c), Err(LoadError::Config(_))));
 
-    // A port nobody listens on: connects fail, and the run still ends by itself.
-    let dead = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
-    let addr = dead.local_addr();
-    drop(dead);
+    // A port nobody listens on: connects fail, and the run still ends by itself. The socket is
+    // bound but never listens, and stays bound for the whole run, so that no other test can be
+    // given the port meanwhile (a released port was, and connects then succeeded).
+    let dead =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    dead.bind(&any_port().into())
+        .expect("bind without listening");
+    let addr = dead
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("bound address");
     let mut c = LoadConfig::new(addr, Mode::Connect { size: 8 });
     c.connections = 2;
     c.duration = Duration::from_millis(300);
@@ -201,6 +209,7 @@ fn bad_config_and_dead_target_are_reported() {
     assert!(t.elapsed() < Duration::from_secs(1));
     assert!(r.connect_errors > 0);
     assert_eq!(r.requests, 0);
+    drop(dead);
 }
 
 #[test]
