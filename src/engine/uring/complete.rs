@@ -152,7 +152,7 @@ impl Worker {
                 }
                 self.report_sent(now, key, dir, sent)?;
             }
-            Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more)?,
+            Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more, selected)?,
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
             Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
             Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
@@ -317,10 +317,6 @@ impl Worker {
                 from: 0,
                 to: result as u32,
             });
-            if flow.bundle_in_flight {
-                // A bundle waiting for room in the socket takes it along when it retries.
-                send_bundle::top_up(flow, &self.buffers);
-            }
             // The core limits bytes; buffers are this engine's to limit. Small segments behind
             // a stalled sink could otherwise pin the whole ring below the byte limit.
             let too_many = more

@@ -1,14 +1,20 @@
 //! Copy-mode sends as send bundles (Linux 6.10), through the direction's send ring.
 //!
 //! The core asks for one `Send` at a time per direction. Here that becomes: lease a send ring
-//! (see `send_ring`), publish every queued chunk into it, and submit one bundle send. Chunks
-//! received while the bundle is in flight are published too, so a send that waits for room in
-//! the socket takes them along when it retries. Each completion reports whole chunks sent (the
-//! bundle carries `MSG_WAITALL`), which leave the queue and return to the receive ring; once a
-//! direction has nothing pending, its ring goes back to the pool.
+//! (see `send_ring`), publish the queued chunks into it, and submit one bundle send, which takes
+//! every published entry. Its completion reports whole chunks sent (the bundle carries
+//! `MSG_WAITALL`); they leave the queue and return to the receive ring, and once nothing is
+//! pending the ring goes back to the pool. Chunks received while a bundle is in flight wait for
+//! the next one: the kernel chose the entries it sends when it first issued the request.
 //!
-//! When every ring is leased, the send falls back to `sendmsg` (`submit.rs`); a direction never
-//! mixes the two while either is in flight, since each waits for the core's next `Send`.
+//! The kernel's head is private, so the engine keeps its own (`SendRing::head`) and checks it
+//! against the first buffer id each completion names. Whenever a bundle ends without sending
+//! (`EAGAIN` after io-wq took it, `ENOBUFS`) while entries are pending, the kernel may already
+//! have moved its head past them, so the ring is reset and the chunks are published again.
+//!
+//! A single queued chunk goes out as a plain send, and when every ring is leased the send falls
+//! back to `sendmsg` (`submit.rs`); a direction never mixes these with a bundle while either
+//! is in flight, since each waits for the core's next `Send`.
 
 use std::time::Instant;
 
@@ -23,22 +29,21 @@ use crate::engine::EngineError;
 use crate::engine::op::SendBundle;
 
 /// Publish the direction's queued chunks that are not in its send ring yet, as far as the ring
-/// has room. Returns how many entered.
-pub(super) fn top_up(flow: &mut FlowIo, buffers: &Buffers) -> u16 {
+/// has room.
+fn top_up(flow: &mut FlowIo, buffers: &Buffers) {
     let Some(send_ring) = flow.send_ring.as_mut() else {
-        return 0;
+        return;
     };
-    let mut added = 0;
+    let mut added = false;
     for chunk in flow.chunks.iter().skip(usize::from(send_ring.pending())) {
-        if !send_ring.push(buffers.bytes(chunk.bid, chunk.from, chunk.to), chunk.bid) {
+        if !send_ring.push(buffers.bytes(chunk.bid, chunk.from, chunk.to)) {
             break;
         }
-        added += 1;
+        added = true;
     }
-    if added > 0 {
+    if added {
         send_ring.publish();
     }
-    added
 }
 
 /// Account `bytes` reported sent by a bundle: they must cover whole pending chunks, which leave
@@ -71,7 +76,7 @@ pub(super) fn consume(flow: &mut FlowIo, buffers: &mut Buffers, bytes: u32) -> b
 
 impl Worker {
     /// Carry out the core's `Send` (or its retry after `POLLOUT`) as a bundle. `Ok(false)` when
-    /// no send ring is free: the caller sends with `sendmsg` instead.
+    /// it should go out another way: a single chunk, or no send ring free.
     pub(super) fn bundle_send(
         &mut self,
         now: Instant,
@@ -85,20 +90,24 @@ impl Worker {
         if flow.send_ring.is_none() && flow.chunks.len() < 2 {
             // One buffer goes out as a plain send: a bundle of one would only add the ring's
             // bookkeeping (measured: more CPU per request; see kernel-notes.md).
+            flow.bundle_owes_sent = false;
             return Ok(false);
+        }
+        flow.bundle_owes_sent = true;
+        if flow.bundle_in_flight {
+            // Only after a completion with IORING_CQE_F_MORE: the next one answers.
+            return Ok(true);
         }
         if flow.send_ring.is_none() {
             match self.send_rings.lease(self.ring.raw()) {
                 Some(send_ring) => flow.send_ring = Some(send_ring),
-                None => return Ok(false),
+                None => {
+                    flow.bundle_owes_sent = false;
+                    return Ok(false);
+                }
             }
         }
         top_up(flow, &self.buffers);
-        flow.bundle_owes_sent = true;
-        if flow.bundle_in_flight {
-            // The bundle in flight reports next, and its retry may already take the new chunks.
-            return Ok(true);
-        }
         let group = flow.send_ring.as_ref().map(|r| (r.group(), r.pending()));
         let (Some((group, pending)), Some(sink)) = (group, io.socket(dir.sink())) else {
             return Ok(true);
@@ -126,7 +135,8 @@ impl Worker {
         Ok(true)
     }
 
-    /// A completion of a bundle send.
+    /// A completion of a bundle send; `first` is the buffer id it names (the ring index of the
+    /// first entry it took).
     pub(super) fn bundle_sent(
         &mut self,
         now: Instant,
@@ -134,6 +144,7 @@ impl Worker {
         dir: Dir,
         result: i32,
         more: bool,
+        first: Option<u16>,
     ) -> Result<(), EngineError> {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
@@ -142,8 +153,20 @@ impl Worker {
         if !more {
             flow.bundle_in_flight = false;
         }
-        let pending = flow.send_ring.as_ref().map_or(0, |r| r.pending());
+        let (pending, head) = flow
+            .send_ring
+            .as_ref()
+            .map_or((0, 0), |r| (r.pending(), r.head()));
         if result > 0 {
+            if first.is_some_and(|bid| bid != head) {
+                // The kernel took entries other than the ones this engine counts as next: bytes
+                // went out of order. Never carry on silently; the ring is reset at close.
+                self.counters.bundle_out_of_step += 1;
+                tracing::error!(?dir, ?first, head, "send ring out of step with the kernel");
+                self.shard
+                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                return Ok(());
+            }
             if !consume(flow, &mut self.buffers, result as u32) {
                 tracing::debug!(?dir, result, "bundle send stopped inside a buffer");
                 self.shard
@@ -154,14 +177,26 @@ impl Worker {
             self.release_idle_send_ring(key, dir);
             return self.report_sent(now, key, dir, result as u32);
         }
+        if more {
+            return Ok(());
+        }
         match -result {
-            libc::EAGAIN if !more => {
-                // The entries stay published; the retry after POLLOUT sends them.
-                flow.send_waits_writable = true;
+            libc::EAGAIN => {
+                // Sent nothing, but the kernel may have committed its selection: start the
+                // retry, after POLLOUT, from a clean ring.
+                self.reset_send_ring(key, dir);
+                if let Some(io) = self.shard.io_mut(key) {
+                    io.flow(dir).send_waits_writable = true;
+                }
                 return self.submit_poll(key, dir, Op::PollOut(dir));
             }
-            // The bundle ran out of entries after sending all it had: nothing is lost.
-            0 | libc::ENOBUFS if pending == 0 => {}
+            libc::ENOBUFS if pending > 0 => {
+                // The kernel found the ring empty though entries are pending: its head is past
+                // them. Publish them again in a clean ring.
+                self.reset_send_ring(key, dir);
+            }
+            // Nothing was pending: nothing is lost.
+            0 | libc::ENOBUFS => {}
             _ => {
                 tracing::debug!(?dir, result, "bundle send failed");
                 self.shard
@@ -169,16 +204,28 @@ impl Worker {
                 return Ok(());
             }
         }
-        if !more {
-            let owed = flow.bundle_owes_sent;
-            if owed && !flow.chunks.is_empty() {
-                // The core still waits for its Send and bytes are queued: send them now.
-                self.bundle_send(now, key, dir)?;
-            } else {
-                self.release_idle_send_ring(key, dir);
-            }
+        let owed = self
+            .shard
+            .io_mut(key)
+            .is_some_and(|io| io.flow(dir).bundle_owes_sent && !io.flow(dir).chunks.is_empty());
+        if owed {
+            // The core still waits for its Send and bytes are queued: send them now.
+            self.submit_copy_send(now, key, dir)?;
+        } else {
+            self.release_idle_send_ring(key, dir);
         }
         Ok(())
+    }
+
+    /// Give the direction's send ring back to the pool even with entries pending (the pool
+    /// resets it); the next bundle leases one and publishes the queue from its first chunk.
+    fn reset_send_ring(&mut self, key: SlotKey, dir: Dir) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        if let Some(send_ring) = io.flow(dir).send_ring.take() {
+            self.send_rings.give_back(self.ring.raw(), send_ring);
+        }
     }
 
     /// Give a direction's send ring back to the pool once no bundle is in flight and nothing

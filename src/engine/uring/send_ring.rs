@@ -34,7 +34,10 @@ const FIRST_GROUP: u16 = 1;
 ///
 /// `pending` entries, ending at `tail`, are published and not yet reported sent: they name the
 /// first `pending` chunks of the direction's queue, in order. The kernel's head is therefore
-/// `tail - pending`, as long as every completion is accounted with [`SendRing::consumed`].
+/// `tail - pending` ([`SendRing::head`]), as long as every completion is accounted with
+/// [`SendRing::consumed`]. Each entry's buffer id is its ring index, and a bundle's completion
+/// names the id of the first entry it took, so the engine can check that the kernel's head is
+/// where it expects.
 #[derive(Debug)]
 pub struct SendRing {
     group: u16,
@@ -63,22 +66,27 @@ impl SendRing {
         self.pending
     }
 
+    /// The ring index of the first pending entry: where the kernel's head should be.
+    pub fn head(&self) -> u16 {
+        self.tail.wrapping_sub(self.pending)
+    }
+
     /// Whether another entry fits.
     pub fn has_room(&self) -> bool {
         self.pending < SEND_RING_ENTRIES
     }
 
-    /// Queue `bytes` (part of receive buffer `bid`) behind the pending entries; visible to the
-    /// kernel after [`SendRing::publish`]. The bytes must stay untouched until a completion
+    /// Queue `bytes` behind the pending entries, under buffer id = its ring index; visible to
+    /// the kernel after [`SendRing::publish`]. The bytes must stay untouched until a completion
     /// reports them sent (the direction holds their buffer until then). False when full.
-    pub fn push(&mut self, bytes: &[u8], bid: u16) -> bool {
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
         if !self.has_room() || bytes.is_empty() {
             return false;
         }
         let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
         self.entries
             .0
-            .set(self.tail, bytes.as_ptr() as u64, len, bid);
+            .set(self.tail, bytes.as_ptr() as u64, len, self.tail);
         self.tail = self.tail.wrapping_add(1);
         self.pending += 1;
         true
@@ -228,7 +236,7 @@ impl SendRings {
 mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -250,6 +258,11 @@ mod tests {
 
     /// Submit a bundle send of `group` on `socket` and wait for its final completion's result.
     fn send_bundle(ring: &mut Ring, socket: &TcpStream, group: u16) -> i32 {
+        send_bundle_from(ring, socket, group).0
+    }
+
+    /// As [`send_bundle`], also returning the buffer id the first completion names.
+    fn send_bundle_from(ring: &mut Ring, socket: &TcpStream, group: u16) -> (i32, Option<u16>) {
         let entry = SendBundle {
             socket: socket.as_fd(),
             group,
@@ -262,18 +275,20 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut done = Vec::new();
         let mut sent = 0;
+        let mut first = None;
         while Instant::now() < deadline {
             ring.submit_and_wait(Duration::from_millis(50))
                 .expect("enter");
             ring.drain(&mut done);
             for (user_data, result, flags) in done.drain(..) {
                 assert_eq!(user_data, 7);
+                first = first.or(io_uring::cqueue::buffer_select(flags));
                 if result < 0 {
-                    return result;
+                    return (result, first);
                 }
                 sent += result;
                 if !io_uring::cqueue::more(flags) {
-                    return sent;
+                    return (sent, first);
                 }
             }
         }
@@ -310,8 +325,8 @@ mod tests {
         assert_ne!(a.group(), b.group());
 
         let parts: [&[u8]; 3] = [b"one ", b"bundled ", b"send"];
-        for (bid, part) in parts.iter().enumerate() {
-            assert!(a.push(part, bid as u16));
+        for part in parts {
+            assert!(a.push(part));
         }
         a.publish();
         assert_eq!(send_bundle(&mut ring, &tx, a.group()), 16);
@@ -319,7 +334,7 @@ mod tests {
         assert_eq!(read_exactly(&mut rx, 16), b"one bundled send");
 
         // Entries published but never sent, as when a connection closes mid-send.
-        assert!(b.push(b"stale", 0));
+        assert!(b.push(b"stale"));
         b.publish();
         let stale_group = b.group();
         rings.give_back(ring.raw(), b);
@@ -332,10 +347,128 @@ mod tests {
             }
         };
         assert_eq!(reused.pending(), 0);
-        assert!(reused.push(b"fresh", 1));
+        assert!(reused.push(b"fresh"));
         reused.publish();
         assert_eq!(send_bundle(&mut ring, &tx, reused.group()), 5);
         assert_eq!(read_exactly(&mut rx, 5), b"fresh");
+    }
+
+    /// The kernel's head as `IORING_REGISTER_PBUF_STATUS` (6.8) reports it; `None` where the
+    /// kernel lacks it.
+    fn kernel_head(ring: &Ring, group: u16) -> Option<u16> {
+        #[repr(C)]
+        struct Status {
+            buf_group: u32,
+            head: u32,
+            resv: [u32; 8],
+        }
+        let mut status = Status {
+            buf_group: u32::from(group),
+            head: 0,
+            resv: [0; 8],
+        };
+        const IORING_REGISTER_PBUF_STATUS: libc::c_long = 26;
+        // SAFETY: the register call reads `buf_group` and writes `head` of the struct, which
+        // has the kernel's `io_uring_buf_status` layout and outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                ring.raw().as_raw_fd(),
+                IORING_REGISTER_PBUF_STATUS,
+                std::ptr::from_mut(&mut status),
+                1,
+            )
+        };
+        (rc == 0).then_some(status.head as u16)
+    }
+
+    /// Against the running kernel, as the engine runs it (DEFER_TASKRUN, non-blocking
+    /// sockets): a bundle larger than the socket's send buffer goes out in several partial
+    /// sends behind a slow reader, completes with every byte, and leaves the kernel's head
+    /// exactly past the entries it took, where the engine's accounting puts it, so the next
+    /// bundle from the same ring sends new entries and nothing twice.
+    #[test]
+    fn a_bundle_sent_in_parts_leaves_the_head_past_exactly_its_entries() {
+        let plan = Plan {
+            defer_taskrun: true,
+            ..plan()
+        };
+        let Ok(mut ring) = Ring::new(8, &plan, 1) else {
+            eprintln!("SKIP: no DEFER_TASKRUN here");
+            return;
+        };
+        if !ring.raw().params().is_feature_recvsend_bundle() {
+            eprintln!("SKIP: this kernel has no send bundles (6.10)");
+            return;
+        }
+        const ENTRY: usize = 16 * 1024;
+        const FIRST: usize = 12;
+        const SECOND: usize = 3;
+        let data: Vec<u8> = (0..ENTRY * (FIRST + SECOND))
+            .map(|i| (i / ENTRY * 7 + i % 251) as u8)
+            .collect();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let tx = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (rx, _) = listener.accept().expect("accept");
+        socket2::SockRef::from(&tx)
+            .set_send_buffer_size(4096)
+            .expect("small send buffer");
+        socket2::SockRef::from(&rx)
+            .set_recv_buffer_size(32 * 1024)
+            .expect("small receive buffer");
+        tx.set_nonblocking(true).expect("non-blocking");
+        let total = data.len();
+        let reader = std::thread::spawn(move || {
+            let mut rx = rx;
+            rx.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            std::thread::sleep(Duration::from_millis(50));
+            let mut got = Vec::with_capacity(total);
+            let mut chunk = [0u8; 4096];
+            while got.len() < total {
+                let n = rx.read(&mut chunk).expect("read");
+                assert!(n > 0, "early end of stream");
+                got.extend_from_slice(&chunk[..n]);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            got
+        });
+
+        let mut rings = SendRings::new(1).expect("send rings");
+        let mut r = rings.lease(ring.raw()).expect("a ring");
+        for part in data[..ENTRY * FIRST].chunks(ENTRY) {
+            assert!(r.push(part));
+        }
+        r.publish();
+        let sent = send_bundle(&mut ring, &tx, r.group());
+        assert_eq!(
+            sent,
+            (ENTRY * FIRST) as i32,
+            "one completion for every byte"
+        );
+        r.consumed(FIRST as u16);
+        let head = kernel_head(&ring, r.group()).expect("PBUF_STATUS (6.8) where bundles are");
+        assert_eq!(
+            head,
+            r.head(),
+            "the kernel's head is where the engine counts it"
+        );
+        for part in data[ENTRY * FIRST..].chunks(ENTRY) {
+            assert!(r.push(part));
+        }
+        r.publish();
+        let (sent, first) = send_bundle_from(&mut ring, &tx, r.group());
+        assert_eq!(sent, (ENTRY * SECOND) as i32);
+        assert_eq!(
+            first,
+            Some(FIRST as u16),
+            "the completion names the first entry it took"
+        );
+        r.consumed(SECOND as u16);
+        let head = kernel_head(&ring, r.group()).expect("PBUF_STATUS");
+        assert_eq!(head, r.head());
+        let got = reader.join().expect("reader");
+        assert!(got == data, "bytes arrived in order, none twice");
     }
 
     #[test]
@@ -348,12 +481,13 @@ mod tests {
         };
         let byte = [0u8; 1];
         for _ in 0..SEND_RING_ENTRIES {
-            assert!(r.push(&byte, 0));
+            assert!(r.push(&byte));
         }
         assert!(!r.has_room());
-        assert!(!r.push(&byte, 0));
+        assert!(!r.push(&byte));
         r.consumed(1);
-        assert!(r.push(&byte, 0));
-        assert!(!r.push(&[], 0), "empty entries are never queued");
+        assert_eq!(r.head(), 1);
+        assert!(r.push(&byte));
+        assert!(!r.push(&[]), "empty entries are never queued");
     }
 }

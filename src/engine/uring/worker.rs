@@ -65,6 +65,9 @@ pub(super) struct Counters {
     pub bundle_sends: u64,
     /// Copy mode: multi-buffer `sendmsg`s submitted (no bundles, or no send ring free).
     pub sendmsg_sends: u64,
+    /// Copy mode: bundle completions whose first entry was not the one expected (the
+    /// connection is failed rather than sending out of order; never seen so far).
+    pub bundle_out_of_step: u64,
 }
 
 /// Everything one worker owns. Field order matters: `ring` is dropped before `buffers` and
