@@ -94,7 +94,12 @@ impl Worker {
                     if result > 0 {
                         // So that the ring returns to the pool clean; a chunk left half sent
                         // keeps it pending, and `finalize` resets it.
-                        let _whole = send_bundle::consume(flow, &mut self.buffers, result as u32);
+                        let _whole = send_bundle::consume(
+                            flow,
+                            &mut self.send_rings,
+                            &mut self.buffers,
+                            result as u32,
+                        );
                     }
                 }
                 Op::SpliceIn(dir) if result > 0 => io.flow(dir).pipe_bytes += result as u64,

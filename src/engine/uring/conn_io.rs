@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::{SockAddr, Socket};
 
-use super::send_ring::SendRing;
+use super::send_ring::SendRingId;
 use crate::core::conn::{Dir, Side};
 use crate::sys::pipe::Pipe;
 
@@ -96,7 +96,7 @@ pub struct FlowIo {
     pub send_vec: Option<Box<SendVec>>,
     /// Copy mode with send bundles: the send ring leased while this direction sends; its
     /// pending entries are the first chunks of `chunks`.
-    pub send_ring: Option<SendRing>,
+    pub send_ring: Option<SendRingId>,
     /// A bundle send is in flight (until its completion without `IORING_CQE_F_MORE`).
     pub bundle_in_flight: bool,
     /// The core's `Send` is outstanding and the bundle in flight (or its retry) answers it.

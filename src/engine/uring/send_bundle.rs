@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use super::buf_ring::Buffers;
 use super::conn_io::{FlowIo, Parked};
+use super::send_ring::SendRings;
 use super::submit::queue_error;
 use super::token::Op;
 use super::worker::{COPY_BUFFERS, Worker};
@@ -30,10 +31,11 @@ use crate::engine::op::SendBundle;
 
 /// Publish the direction's queued chunks that are not in its send ring yet, as far as the ring
 /// has room.
-fn top_up(flow: &mut FlowIo, buffers: &Buffers) {
-    let Some(send_ring) = flow.send_ring.as_mut() else {
+fn top_up(flow: &FlowIo, rings: &mut SendRings, buffers: &Buffers) {
+    let Some(id) = flow.send_ring else {
         return;
     };
+    let send_ring = rings.get_mut(id);
     let mut added = false;
     for chunk in flow.chunks.iter().skip(usize::from(send_ring.pending())) {
         if !send_ring.push(buffers.bytes(chunk.bid, chunk.from, chunk.to)) {
@@ -50,10 +52,16 @@ fn top_up(flow: &mut FlowIo, buffers: &Buffers) {
 /// the queue and go back to the receive buffers. False if they do not (the kernel stopped
 /// inside a chunk, which only a failing socket does, or the accounting is off): the caller
 /// treats the sink as failed.
-pub(super) fn consume(flow: &mut FlowIo, buffers: &mut Buffers, bytes: u32) -> bool {
-    let Some(send_ring) = flow.send_ring.as_mut() else {
+pub(super) fn consume(
+    flow: &mut FlowIo,
+    rings: &mut SendRings,
+    buffers: &mut Buffers,
+    bytes: u32,
+) -> bool {
+    let Some(id) = flow.send_ring else {
         return false;
     };
+    let send_ring = rings.get_mut(id);
     let mut left = bytes;
     let mut count = 0u16;
     while left > 0 && count < send_ring.pending() {
@@ -107,8 +115,11 @@ impl Worker {
                 }
             }
         }
-        top_up(flow, &self.buffers);
-        let group = flow.send_ring.as_ref().map(|r| (r.group(), r.pending()));
+        top_up(flow, &mut self.send_rings, &self.buffers);
+        let group = flow.send_ring.map(|id| {
+            let r = self.send_rings.get(id);
+            (r.group(), r.pending())
+        });
         let (Some((group, pending)), Some(sink)) = (group, io.socket(dir.sink())) else {
             return Ok(true);
         };
@@ -153,10 +164,10 @@ impl Worker {
         if !more {
             flow.bundle_in_flight = false;
         }
-        let (pending, head) = flow
-            .send_ring
-            .as_ref()
-            .map_or((0, 0), |r| (r.pending(), r.head()));
+        let (pending, head) = flow.send_ring.map_or((0, 0), |id| {
+            let r = self.send_rings.get(id);
+            (r.pending(), r.head())
+        });
         if result > 0 {
             if first.is_some_and(|bid| bid != head) {
                 // The kernel took entries other than the ones this engine counts as next: bytes
@@ -167,7 +178,7 @@ impl Worker {
                     .handle_event(now, key, Event::Failed { side: dir.sink() });
                 return Ok(());
             }
-            if !consume(flow, &mut self.buffers, result as u32) {
+            if !consume(flow, &mut self.send_rings, &mut self.buffers, result as u32) {
                 tracing::debug!(?dir, result, "bundle send stopped inside a buffer");
                 self.shard
                     .handle_event(now, key, Event::Failed { side: dir.sink() });
@@ -223,8 +234,8 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return;
         };
-        if let Some(send_ring) = io.flow(dir).send_ring.take() {
-            self.send_rings.give_back(self.ring.raw(), send_ring);
+        if let Some(id) = io.flow(dir).send_ring.take() {
+            self.send_rings.give_back(self.ring.raw(), id);
         }
     }
 
@@ -235,10 +246,12 @@ impl Worker {
             return;
         };
         let flow = io.flow(dir);
-        let idle =
-            !flow.bundle_in_flight && flow.send_ring.as_ref().is_some_and(|r| r.pending() == 0);
-        if idle && let Some(send_ring) = flow.send_ring.take() {
-            self.send_rings.give_back(self.ring.raw(), send_ring);
+        let idle = !flow.bundle_in_flight
+            && flow
+                .send_ring
+                .is_some_and(|id| self.send_rings.get(id).pending() == 0);
+        if idle && let Some(id) = flow.send_ring.take() {
+            self.send_rings.give_back(self.ring.raw(), id);
         }
     }
 

@@ -12,6 +12,7 @@
 //! pages, touched (and registered, one `io_uring_register` each) only when first leased.
 
 use std::io;
+use std::num::NonZeroU16;
 
 use io_uring::IoUring;
 
@@ -30,7 +31,18 @@ pub const MAX_SEND_RINGS: u16 = 1024;
 /// Buffer group of the first send ring; group 0 is the receive ring (`buf_ring::GROUP`).
 const FIRST_GROUP: u16 = 1;
 
-/// One direction's leased send ring.
+/// A leased send ring, as a direction holds it: two bytes naming the ring in its worker's
+/// [`SendRings`], so that the per-connection state stays small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendRingId(NonZeroU16);
+
+impl SendRingId {
+    fn index(self) -> usize {
+        usize::from(self.0.get() - 1)
+    }
+}
+
+/// One send ring.
 ///
 /// `pending` entries, ending at `tail`, are published and not yet reported sent: they name the
 /// first `pending` chunks of the direction's queue, in order. The kernel's head is therefore
@@ -104,10 +116,11 @@ impl SendRing {
     }
 }
 
-/// A worker's send rings: the free ones, and how many are registered.
+/// A worker's send rings: every registered one, by index, and which are free.
 pub struct SendRings {
     memory: Region,
-    free: Vec<SendRing>,
+    rings: Vec<SendRing>,
+    free: Vec<SendRingId>,
     registered: u16,
     /// Most rings this worker will register (lowered if the kernel refuses one).
     cap: u16,
@@ -136,6 +149,7 @@ impl SendRings {
         let cap = cap.min(MAX_SEND_RINGS);
         Ok(SendRings {
             memory: Region::new(usize::from(cap.max(1)) * PAGE)?,
+            rings: Vec::new(),
             free: Vec::new(),
             registered: 0,
             cap,
@@ -159,11 +173,21 @@ impl SendRings {
         usize::from(self.registered - self.retired).saturating_sub(self.free.len())
     }
 
+    /// The leased ring `id` names.
+    pub fn get(&self, id: SendRingId) -> &SendRing {
+        &self.rings[id.index()]
+    }
+
+    /// The leased ring `id` names, to queue entries or account a completion.
+    pub fn get_mut(&mut self, id: SendRingId) -> &mut SendRing {
+        &mut self.rings[id.index()]
+    }
+
     /// A ring with nothing pending, or `None` when all `cap` are leased (the caller falls back
     /// to `sendmsg`).
-    pub fn lease(&mut self, ring: &IoUring) -> Option<SendRing> {
-        if let Some(send_ring) = self.free.pop() {
-            return Some(send_ring);
+    pub fn lease(&mut self, ring: &IoUring) -> Option<SendRingId> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
         }
         if self.registered >= self.cap {
             self.exhausted += 1;
@@ -192,18 +216,21 @@ impl SendRings {
             return None;
         }
         self.registered += 1;
-        Some(SendRing {
+        self.rings.push(SendRing {
             group,
             entries: EntriesDebug(entries),
             tail: 0,
             pending: 0,
-        })
+        });
+        // `registered` is at most MAX_SEND_RINGS, so the id fits and is not zero.
+        NonZeroU16::new(self.registered).map(SendRingId)
     }
 
     /// Take back a leased ring. One with entries still pending (its connection closed with
     /// bytes unsent) is re-registered first, which resets the kernel's head to match an empty
     /// ring; one that cannot be is retired.
-    pub fn give_back(&mut self, ring: &IoUring, mut send_ring: SendRing) {
+    pub fn give_back(&mut self, ring: &IoUring, id: SendRingId) {
+        let send_ring = &mut self.rings[id.index()];
         if send_ring.pending > 0 {
             let reset = ring
                 .submitter()
@@ -228,7 +255,7 @@ impl SendRings {
                 return;
             }
         }
-        self.free.push(send_ring);
+        self.free.push(id);
     }
 }
 
@@ -318,11 +345,12 @@ mod tests {
             .expect("timeout");
 
         let mut rings = SendRings::new(2).expect("send rings");
-        let mut a = rings.lease(ring.raw()).expect("first ring");
-        let mut b = rings.lease(ring.raw()).expect("second ring");
+        let a_id = rings.lease(ring.raw()).expect("first ring");
+        let b_id = rings.lease(ring.raw()).expect("second ring");
         assert!(rings.lease(ring.raw()).is_none(), "the pool is bounded");
         assert_eq!((rings.registered(), rings.exhausted()), (2, 1));
-        assert_ne!(a.group(), b.group());
+        assert_ne!(rings.get(a_id).group(), rings.get(b_id).group());
+        let a = rings.get_mut(a_id);
 
         let parts: [&[u8]; 3] = [b"one ", b"bundled ", b"send"];
         for part in parts {
@@ -334,18 +362,19 @@ mod tests {
         assert_eq!(read_exactly(&mut rx, 16), b"one bundled send");
 
         // Entries published but never sent, as when a connection closes mid-send.
+        let b = rings.get_mut(b_id);
         assert!(b.push(b"stale"));
         b.publish();
-        let stale_group = b.group();
-        rings.give_back(ring.raw(), b);
-        rings.give_back(ring.raw(), a);
+        rings.give_back(ring.raw(), b_id);
+        rings.give_back(ring.raw(), a_id);
         assert_eq!(rings.leased(), 0);
-        let mut reused = loop {
-            let r = rings.lease(ring.raw()).expect("a free ring");
-            if r.group() == stale_group {
-                break r;
+        let reused_id = loop {
+            let id = rings.lease(ring.raw()).expect("a free ring");
+            if id == b_id {
+                break id;
             }
         };
+        let reused = rings.get_mut(reused_id);
         assert_eq!(reused.pending(), 0);
         assert!(reused.push(b"fresh"));
         reused.publish();
@@ -435,7 +464,8 @@ mod tests {
         });
 
         let mut rings = SendRings::new(1).expect("send rings");
-        let mut r = rings.lease(ring.raw()).expect("a ring");
+        let id = rings.lease(ring.raw()).expect("a ring");
+        let r = rings.get_mut(id);
         for part in data[..ENTRY * FIRST].chunks(ENTRY) {
             assert!(r.push(part));
         }
@@ -475,10 +505,11 @@ mod tests {
     fn a_full_ring_refuses_more_entries() {
         let ring = Ring::new(8, &plan(), 1).expect("an io_uring instance");
         let mut rings = SendRings::new(1).expect("send rings");
-        let Some(mut r) = rings.lease(ring.raw()) else {
+        let Some(id) = rings.lease(ring.raw()) else {
             eprintln!("SKIP: this kernel has no provided-buffer rings");
             return;
         };
+        let r = rings.get_mut(id);
         let byte = [0u8; 1];
         for _ in 0..SEND_RING_ENTRIES {
             assert!(r.push(&byte));

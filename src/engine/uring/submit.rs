@@ -547,8 +547,8 @@ impl Worker {
             if let Some(pipe) = flow.pipe {
                 self.pipes.put(pipe, flow.pipe_bytes == 0);
             }
-            if let Some(send_ring) = flow.send_ring {
-                self.send_rings.give_back(self.ring.raw(), send_ring);
+            if let Some(id) = flow.send_ring {
+                self.send_rings.give_back(self.ring.raw(), id);
             }
         }
         if io.closing == Some(true) {
