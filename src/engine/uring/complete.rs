@@ -92,9 +92,10 @@ impl Worker {
                         flow.bundle_in_flight = false;
                     }
                     if result > 0 {
-                        // So that the ring returns to the pool clean; a chunk left half sent
-                        // keeps it pending, and `finalize` resets it.
-                        let _whole = send_bundle::consume(
+                        // So that the ring returns to the pool clean (a chunk left half sent
+                        // keeps it pending, and `finalize` resets it); the outcome itself does
+                        // not matter any more.
+                        let _ = send_bundle::consume(
                             flow,
                             &mut self.send_rings,
                             &mut self.buffers,

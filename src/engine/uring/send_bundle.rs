@@ -8,9 +8,10 @@
 //! the next one: the kernel chose the entries it sends when it first issued the request.
 //!
 //! The kernel's head is private, so the engine keeps its own (`SendRing::head`) and checks it
-//! against the first buffer id each completion names. Whenever a bundle ends without sending
-//! (`EAGAIN` after io-wq took it, `ENOBUFS`) while entries are pending, the kernel may already
-//! have moved its head past them, so the ring is reset and the chunks are published again.
+//! against the first buffer id each completion names. Whenever a bundle's last completion
+//! leaves entries pending (it sent nothing: `EAGAIN` after io-wq took it, `ENOBUFS`; or its
+//! bytes ended inside a chunk), the kernel may already have moved its head past them, so the
+//! ring is reset and the chunks are published again.
 //!
 //! A single queued chunk goes out as a plain send, and when every ring is leased the send falls
 //! back to `sendmsg` (`submit.rs`); a direction never mixes these with a bundle while either
@@ -48,28 +49,47 @@ fn top_up(flow: &FlowIo, rings: &mut SendRings, buffers: &Buffers) {
     }
 }
 
-/// Account `bytes` reported sent by a bundle: they must cover whole pending chunks, which leave
-/// the queue and go back to the receive buffers. False if they do not (the kernel stopped
-/// inside a chunk, which only a failing socket does, or the accounting is off): the caller
-/// treats the sink as failed.
+/// How a bundle's reported bytes matched the pending chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Consumed {
+    /// Whole chunks: the ring's accounting is exact.
+    Whole,
+    /// They ended inside a chunk (a final completion after a partial send, when the retry
+    /// failed): the rest of that chunk stays queued, and the ring must be reset, since the
+    /// kernel's head has passed the chunk's entry.
+    InsideChunk,
+    /// More bytes than the pending chunks hold: the accounting is broken.
+    Beyond,
+}
+
+/// Account `bytes` reported sent by a bundle: whole pending chunks leave the queue and go back
+/// to the receive buffers; a chunk the bytes end inside keeps its unsent rest.
 pub(super) fn consume(
     flow: &mut FlowIo,
     rings: &mut SendRings,
     buffers: &mut Buffers,
     bytes: u32,
-) -> bool {
+) -> Consumed {
     let Some(id) = flow.send_ring else {
-        return false;
+        return Consumed::Beyond;
     };
     let send_ring = rings.get_mut(id);
     let mut left = bytes;
     let mut count = 0u16;
-    while left > 0 && count < send_ring.pending() {
-        let Some(head) = flow.chunks.front() else {
+    let mut outcome = Consumed::Whole;
+    while left > 0 {
+        let Some(head) = flow
+            .chunks
+            .front_mut()
+            .filter(|_| count < send_ring.pending())
+        else {
+            outcome = Consumed::Beyond;
             break;
         };
         let len = head.to - head.from;
         if left < len {
+            head.from += left;
+            outcome = Consumed::InsideChunk;
             break;
         }
         left -= len;
@@ -79,7 +99,7 @@ pub(super) fn consume(
         buffers.give_back(bid);
     }
     send_ring.consumed(count);
-    left == 0
+    outcome
 }
 
 impl Worker {
@@ -164,77 +184,81 @@ impl Worker {
         if !more {
             flow.bundle_in_flight = false;
         }
-        let (pending, head) = flow.send_ring.map_or((0, 0), |id| {
-            let r = self.send_rings.get(id);
-            (r.pending(), r.head())
-        });
+        let head = flow.send_ring.map(|id| self.send_rings.get(id).head());
         if result > 0 {
-            if first.is_some_and(|bid| bid != head) {
+            if first.is_none() || first != head {
                 // The kernel took entries other than the ones this engine counts as next: bytes
                 // went out of order. Never carry on silently; the ring is reset at close.
                 self.counters.bundle_out_of_step += 1;
-                tracing::error!(?dir, ?first, head, "send ring out of step with the kernel");
+                tracing::error!(?dir, ?first, ?head, "send ring out of step with the kernel");
                 self.shard
                     .handle_event(now, key, Event::Failed { side: dir.sink() });
                 return Ok(());
             }
-            if !consume(flow, &mut self.send_rings, &mut self.buffers, result as u32) {
-                tracing::debug!(?dir, result, "bundle send stopped inside a buffer");
+            let consumed = consume(flow, &mut self.send_rings, &mut self.buffers, result as u32);
+            if consumed == Consumed::Beyond {
+                tracing::error!(?dir, result, "bundle reported more bytes than were queued");
                 self.shard
                     .handle_event(now, key, Event::Failed { side: dir.sink() });
                 return Ok(());
             }
             flow.bundle_owes_sent = false;
+            if !more {
+                // Anything still pending after the last completion (the bytes ended inside a
+                // chunk) has an unknown place in the kernel's ring: start clean.
+                self.reset_send_ring_if_pending(key, dir);
+            }
             self.release_idle_send_ring(key, dir);
             return self.report_sent(now, key, dir, result as u32);
         }
         if more {
             return Ok(());
         }
+        let owed = flow.bundle_owes_sent && !flow.chunks.is_empty();
         match -result {
             libc::EAGAIN => {
-                // Sent nothing, but the kernel may have committed its selection: start the
-                // retry, after POLLOUT, from a clean ring.
-                self.reset_send_ring(key, dir);
-                if let Some(io) = self.shard.io_mut(key) {
-                    io.flow(dir).send_waits_writable = true;
+                // Sent nothing, but the kernel may have committed its selection: the retry
+                // starts from a clean ring, after POLLOUT, if the core still waits for it.
+                self.reset_send_ring_if_pending(key, dir);
+                self.release_idle_send_ring(key, dir);
+                if owed {
+                    if let Some(io) = self.shard.io_mut(key) {
+                        io.flow(dir).send_waits_writable = true;
+                    }
+                    self.submit_poll(key, dir, Op::PollOut(dir))?;
                 }
-                return self.submit_poll(key, dir, Op::PollOut(dir));
             }
-            libc::ENOBUFS if pending > 0 => {
-                // The kernel found the ring empty though entries are pending: its head is past
-                // them. Publish them again in a clean ring.
-                self.reset_send_ring(key, dir);
+            0 | libc::ENOBUFS => {
+                // The kernel found nothing to send. With entries pending its head is past
+                // them: publish them again in a clean ring.
+                self.reset_send_ring_if_pending(key, dir);
+                self.release_idle_send_ring(key, dir);
+                if owed {
+                    self.submit_copy_send(now, key, dir)?;
+                }
             }
-            // Nothing was pending: nothing is lost.
-            0 | libc::ENOBUFS => {}
             _ => {
                 tracing::debug!(?dir, result, "bundle send failed");
                 self.shard
                     .handle_event(now, key, Event::Failed { side: dir.sink() });
-                return Ok(());
             }
-        }
-        let owed = self
-            .shard
-            .io_mut(key)
-            .is_some_and(|io| io.flow(dir).bundle_owes_sent && !io.flow(dir).chunks.is_empty());
-        if owed {
-            // The core still waits for its Send and bytes are queued: send them now.
-            self.submit_copy_send(now, key, dir)?;
-        } else {
-            self.release_idle_send_ring(key, dir);
         }
         Ok(())
     }
 
-    /// Give the direction's send ring back to the pool even with entries pending (the pool
-    /// resets it); the next bundle leases one and publishes the queue from its first chunk.
-    fn reset_send_ring(&mut self, key: SlotKey, dir: Dir) {
+    /// Give the direction's send ring back to the pool if entries are still pending in it (the
+    /// pool resets it); the next bundle leases one and publishes the queue from its first
+    /// chunk. Only after a final completion: nothing in flight may name the ring.
+    fn reset_send_ring_if_pending(&mut self, key: SlotKey, dir: Dir) {
         let Some(io) = self.shard.io_mut(key) else {
             return;
         };
-        if let Some(id) = io.flow(dir).send_ring.take() {
+        let flow = io.flow(dir);
+        let pending = flow
+            .send_ring
+            .is_some_and(|id| self.send_rings.get(id).pending() > 0);
+        if pending && let Some(id) = flow.send_ring.take() {
+            self.counters.send_ring_resets += 1;
             self.send_rings.give_back(self.ring.raw(), id);
         }
     }

@@ -68,6 +68,8 @@ pub(super) struct Counters {
     /// Copy mode: bundle completions whose first entry was not the one expected (the
     /// connection is failed rather than sending out of order; never seen so far).
     pub bundle_out_of_step: u64,
+    /// Copy mode: send rings reset because a bundle ended with entries pending.
+    pub send_ring_resets: u64,
 }
 
 /// Everything one worker owns. Field order matters: `ring` is dropped before `buffers` and
