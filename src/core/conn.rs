@@ -13,7 +13,10 @@
 //!
 //! # What the engine promises
 //! - At most one `Recv` and one `Send` are outstanding per direction; the machine never asks for
-//!   a second before the first has reported back.
+//!   a second before the first has reported back. An engine may report one send in parts (a
+//!   send bundle that posts several completions): each part is a `Sent`, the first one counts
+//!   as the report, and a `Send` the machine asks for meanwhile waits in the engine behind the
+//!   parts still in flight. `Sent` never reports more bytes than are queued.
 //! - `Received { armed: true }` means the receive operation is still armed (multishot) and will
 //!   report again; `armed: false` means it has ended and another `Recv` is needed for more data.
 //! - Bytes reported received for a direction stay queued, in order, until reported `Sent`.
