@@ -115,6 +115,9 @@ pub struct OverrideArgs {
     /// Size of one receive buffer, in bytes or such as 16KiB [default: 16KiB].
     #[arg(long, value_name = "BYTES")]
     pub buffer_size: Option<String>,
+    /// Send rings per worker for send bundles; 0 sends with sendmsg only [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub send_rings: Option<i64>,
     /// Most connections per worker (blocking engine: in total) [default: 65536].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<i64>,
@@ -140,6 +143,7 @@ impl OverrideArgs {
             no_inline_splice: self.no_inline_splice,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
+            send_rings: self.send_rings,
             max_connections: self.max_connections,
         }
     }

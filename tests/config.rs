@@ -91,6 +91,7 @@ fn base_parses_with_defaults() {
     assert_eq!(t.buffer_size, DEFAULT_BUFFER_SIZE);
     assert_eq!(t.pipe_size, DEFAULT_PIPE_SIZE);
     assert_eq!(t.pipe_pool, DEFAULT_PIPE_POOL);
+    assert_eq!(t.send_rings, DEFAULT_SEND_RINGS);
     assert_eq!(t.iowq_max_workers, DEFAULT_IOWQ_MAX_WORKERS);
     assert_eq!(t.max_connections, DEFAULT_MAX_CONNECTIONS);
     let l = &config.listeners[0];
@@ -129,6 +130,7 @@ buffer_count = 512
 buffer_size = 8192
 pipe_size = "1MiB"
 pipe_pool = 0
+send_rings = 16
 iowq_max_workers = 2
 max_connections = 1000
 [[listener]]
@@ -212,6 +214,7 @@ address = "10.0.0.2:443"
             buffer_size: 8192,
             pipe_size: 1 << 20,
             pipe_pool: 0,
+            send_rings: 16,
             iowq_max_workers: 2,
             max_connections: 1000,
         },
@@ -556,6 +559,14 @@ fn tuning_checks() {
     assert_error(&text, "100", 0, "tuning.pipe_size", &["between 4096"]);
     let text = format!("[tuning]\nbuffer_count = 32768\nbuffer_size = \"64KiB\"\n{BASE}");
     assert_error(&text, "\"64KiB\"", 0, "tuning.buffer_size", &["at most"]);
+    let text = format!("[tuning]\nsend_rings = 5000\n{BASE}");
+    assert_error(
+        &text,
+        "5000",
+        0,
+        "tuning.send_rings",
+        &["between 0 and 4096"],
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ fn overrides_replace_file_values() {
         idle_timeout: Some("30s".into()),
         no_send_bundle: true,
         pipe_size: Some("64KiB".into()),
+        send_rings: Some(0),
         ..Overrides::default()
     };
     let config = Config::from_toml_str_with(BASE, "t.toml", &overrides, MASK).expect("valid");
@@ -59,6 +60,7 @@ fn overrides_replace_file_values() {
     assert_eq!(config.timeouts.idle, Duration::from_secs(30));
     assert!(!config.features.send_bundle && config.features.multishot);
     assert_eq!(config.tuning.pipe_size, 64 * 1024);
+    assert_eq!(config.tuning.send_rings, 0);
     // A bad flag value is reported against the flag, not the file.
     let bad = Overrides {
         connect_timeout: Some("soon".into()),

@@ -1,7 +1,9 @@
 //! Copy mode on the io_uring engine sends with send bundles where the kernel has them (6.10),
-//! and `--no-send-bundle` switches them off: checked through the counters each worker logs as
-//! it stops, around streams whose bytes are checked exactly. Whether the kernel has bundles is
-//! read from `ringlb doctor`, so on an older kernel the test checks that none were used.
+//! `--no-send-bundle` switches them off, and a pool of send rings too small for the directions
+//! sending at once makes the others fall back to `sendmsg` without harm: checked through the
+//! counters each worker logs as it stops, around streams whose bytes are checked exactly.
+//! Whether the kernel has bundles is read from `ringlb doctor`, so on an older kernel the tests
+//! check that none were used.
 
 #[allow(dead_code)]
 #[path = "scenarios/harness.rs"]
@@ -12,7 +14,7 @@ use std::thread;
 
 use harness::{Ctx, Launch, Outcome, Proxy, Setup};
 
-/// Streams per run, each this many bytes echoed back.
+/// Streams per run (twice as many with a pool of one ring), each this many bytes echoed back.
 const STREAMS: usize = 4;
 const STREAM_BYTES: usize = 2 * 1024 * 1024;
 
@@ -60,11 +62,11 @@ fn counter(log: &str, name: &str) -> u64 {
 
 /// Echo `STREAMS` concurrent streams through the proxy, check every byte, stop it, and return
 /// its log.
-fn stream_through(ctx: &Ctx) -> Result<String, harness::Skip> {
+fn stream_through(ctx: &Ctx, streams: usize) -> Result<String, harness::Skip> {
     let backend = harness::echo_backend();
     let proxy = Proxy::start(ctx, &Launch::new(&[backend.local_addr()]))?;
     let addr = proxy.addr;
-    let clients: Vec<_> = (0..STREAMS)
+    let clients: Vec<_> = (0..streams)
         .map(|i| {
             thread::spawn(move || {
                 let data = harness::payload(STREAM_BYTES, 0xb0b + i as u64);
@@ -85,7 +87,7 @@ fn stream_through(ctx: &Ctx) -> Result<String, harness::Skip> {
 
 fn bundles_used_when_offered(ctx: &Ctx) -> Outcome {
     let offered = bundles_offered();
-    let log = stream_through(ctx)?;
+    let log = stream_through(ctx, STREAMS)?;
     let bundles = counter(&log, "bundle_sends");
     if offered {
         assert!(
@@ -104,12 +106,48 @@ fn bundles_used_when_offered(ctx: &Ctx) -> Outcome {
 }
 
 fn no_send_bundle_switch_uses_sendmsg(ctx: &Ctx) -> Outcome {
-    let log = stream_through(ctx)?;
+    let log = stream_through(ctx, STREAMS)?;
     assert_eq!(
         counter(&log, "bundle_sends"),
         0,
         "--no-send-bundle still sent bundles"
     );
+    Ok(())
+}
+
+/// One send ring per worker for 16 directions streaming at once: whoever holds it sends
+/// bundles, the others `sendmsg`, and every byte arrives in order either way.
+fn a_small_ring_pool_mixes_bundles_and_sendmsg(ctx: &Ctx) -> Outcome {
+    let offered = bundles_offered();
+    let log = stream_through(ctx, 2 * STREAMS)?;
+    assert_eq!(counter(&log, "bundle_out_of_step"), 0);
+    assert_eq!(
+        counter(&log, "send_rings_leased"),
+        0,
+        "every ring came back"
+    );
+    if offered {
+        assert!(
+            counter(&log, "bundle_sends") > 0,
+            "the one ring was never used:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+/// No send rings at all: every multi-buffer send is a `sendmsg`, each after a refused lease.
+fn no_send_rings_means_sendmsg(ctx: &Ctx) -> Outcome {
+    let offered = bundles_offered();
+    let log = stream_through(ctx, STREAMS)?;
+    assert_eq!(counter(&log, "bundle_sends"), 0);
+    assert_eq!(counter(&log, "send_rings"), 0);
+    if offered {
+        assert_eq!(
+            counter(&log, "send_rings_exhausted"),
+            counter(&log, "sendmsg_sends"),
+            "each sendmsg follows a refused lease"
+        );
+    }
     Ok(())
 }
 
@@ -130,5 +168,25 @@ fn no_send_bundle_switch_turns_them_off() {
         "uring_bundles",
         "switched_off",
         no_send_bundle_switch_uses_sendmsg,
+    );
+}
+
+#[test]
+fn a_pool_of_one_send_ring_mixes_bundles_and_sendmsg() {
+    harness::run(
+        &Setup::new("uring", "copy").flags(&["--send-rings", "1"]),
+        "uring_bundles",
+        "one_ring",
+        a_small_ring_pool_mixes_bundles_and_sendmsg,
+    );
+}
+
+#[test]
+fn zero_send_rings_send_with_sendmsg() {
+    harness::run(
+        &Setup::new("uring", "copy").flags(&["--send-rings", "0"]),
+        "uring_bundles",
+        "no_rings",
+        no_send_rings_means_sendmsg,
     );
 }

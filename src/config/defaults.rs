@@ -22,6 +22,9 @@ pub const DEFAULT_BUFFER_SIZE: u32 = 16 * 1024;
 pub const DEFAULT_PIPE_SIZE: u32 = 256 * 1024;
 /// Idle pipes kept per worker.
 pub const DEFAULT_PIPE_POOL: u32 = 256;
+/// Send rings per worker for send bundles: enough for this many directions sending at once
+/// (one page each, touched only when first used); beyond it, sends use `sendmsg`.
+pub const DEFAULT_SEND_RINGS: u32 = 1024;
 /// io-wq threads per ring, bounded and unbounded each.
 pub const DEFAULT_IOWQ_MAX_WORKERS: u32 = 4;
 /// Connections per worker (blocking engine: in total).

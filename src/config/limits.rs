@@ -25,6 +25,8 @@ pub const MIN_PIPE_SIZE: u32 = 4096;
 pub const MAX_PIPE_SIZE: u32 = 1 << 30;
 /// Most idle pipes kept per worker (0 keeps none).
 pub const MAX_PIPE_POOL: u32 = 65_536;
+/// Most send rings per worker (each is a buffer group; group ids are 16 bits).
+pub const MAX_SEND_RINGS: u32 = 4096;
 /// Most io-wq workers per ring.
 pub const MAX_IOWQ_WORKERS: u32 = 4096;
 /// Most connections per worker; the slot table is sized for this up front.

@@ -104,6 +104,8 @@ pub struct Tuning {
     pub pipe_size: u32,
     /// Most idle pipes each worker keeps for reuse.
     pub pipe_pool: u32,
+    /// Send rings per worker for send bundles (copy mode); 0 sends with `sendmsg` only.
+    pub send_rings: u32,
     /// Cap on io-wq worker threads per ring (bounded and unbounded alike).
     pub iowq_max_workers: u32,
     /// Most connections per worker (the blocking engine: in total); more are refused.

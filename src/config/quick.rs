@@ -141,6 +141,8 @@ pub struct Overrides {
     pub pipe_size: Option<String>,
     /// `--buffer-size`, as written.
     pub buffer_size: Option<String>,
+    /// `--send-rings`.
+    pub send_rings: Option<i64>,
     /// `--max-connections`.
     pub max_connections: Option<i64>,
 }
@@ -197,6 +199,9 @@ impl Overrides {
         }
         if let Some(size) = &self.buffer_size {
             tuning.buffer_size = Some(from_cli(RawSize::Text(size.clone())));
+        }
+        if let Some(rings) = self.send_rings {
+            tuning.send_rings = Some(from_cli(rings));
         }
         if let Some(max) = self.max_connections {
             tuning.max_connections = Some(from_cli(max));

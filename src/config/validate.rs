@@ -486,6 +486,14 @@ fn tuning(raw: &RawTuning, src: &Source<'_>) -> Result<Tuning> {
             "tuning.pipe_pool",
             src,
         )?,
+        send_rings: int(
+            raw.send_rings.as_ref(),
+            DEFAULT_SEND_RINGS,
+            0,
+            MAX_SEND_RINGS.into(),
+            "tuning.send_rings",
+            src,
+        )?,
         iowq_max_workers: int(
             raw.iowq_max_workers.as_ref(),
             DEFAULT_IOWQ_MAX_WORKERS,

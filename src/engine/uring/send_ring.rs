@@ -8,7 +8,7 @@
 //! pool is bounded by the number of directions sending at once, not by connections.
 //!
 //! A ring's entries name received bytes in place (an address inside the receive buffers and a
-//! length), so bundling copies nothing. The rings live in one mapping of [`MAX_SEND_RINGS`]
+//! length), so bundling copies nothing. The rings live in one mapping of `tuning.send_rings`
 //! pages, touched (and registered, one `io_uring_register` each) only when first leased.
 
 use std::io;
@@ -17,16 +17,12 @@ use std::num::NonZeroU16;
 use io_uring::IoUring;
 
 use super::region::{Entries, PAGE, Region};
+use crate::config::limits::MAX_SEND_RINGS;
 
 /// Entries per send ring: above the 16 buffers a direction may hold before its receive pauses
 /// (`COPY_BUFFERS`), with room for the few a multishot receive delivers before its cancel lands.
 /// Chunks beyond this wait in the direction's queue and enter the ring as it drains.
 pub const SEND_RING_ENTRIES: u16 = 32;
-
-/// Most send rings a worker registers: directions sending at the same moment beyond this fall
-/// back to `sendmsg` (counted, never an error). 1,024 pages are 4 MiB of address space, backed
-/// only as rings are first used.
-pub const MAX_SEND_RINGS: u16 = 1024;
 
 /// Buffer group of the first send ring; group 0 is the receive ring (`buf_ring::GROUP`).
 const FIRST_GROUP: u16 = 1;
@@ -141,12 +137,14 @@ impl std::fmt::Debug for SendRings {
 }
 
 impl SendRings {
-    /// Room for `cap` rings (at most [`MAX_SEND_RINGS`]); none registered yet.
+    /// Room for `cap` rings (`tuning.send_rings`, at most `limits::MAX_SEND_RINGS`); none
+    /// registered yet. Directions sending at the same moment beyond `cap` fall back to
+    /// `sendmsg` (counted, never an error).
     ///
     /// Every ring stays registered until the io_uring instance is dropped, so the worker drops
     /// `SendRings` only after its instance, as it does `Buffers`.
     pub fn new(cap: u16) -> io::Result<SendRings> {
-        let cap = cap.min(MAX_SEND_RINGS);
+        let cap = cap.min(u16::try_from(MAX_SEND_RINGS).unwrap_or(u16::MAX));
         Ok(SendRings {
             memory: Region::new(usize::from(cap.max(1)) * PAGE)?,
             rings: Vec::new(),

@@ -13,7 +13,7 @@ use super::buf_ring::Buffers;
 use super::conn_io::ConnIo;
 use super::probe::Plan;
 use super::ring::Ring;
-use super::send_ring::{MAX_SEND_RINGS, SendRings};
+use super::send_ring::SendRings;
 use super::token::Op;
 use crate::config::Config;
 use crate::core::balance::{Algorithm, PoolSnapshot};
@@ -112,7 +112,8 @@ impl Worker {
             Buffers::pool(count, tuning.buffer_size)
         }
         .map_err(|e| EngineError::io("setting up receive buffers", e))?;
-        let send_rings = SendRings::new(if plan.send_bundle { MAX_SEND_RINGS } else { 0 })
+        let rings = u16::try_from(tuning.send_rings).unwrap_or(u16::MAX);
+        let send_rings = SendRings::new(if plan.send_bundle { rings } else { 0 })
             .map_err(|e| EngineError::io("reserving send rings", e))?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
