@@ -76,9 +76,7 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
 /// Register a client with the shard and start its connection thread. A client beyond
 /// `max_connections` (or one that cannot get a thread) is closed at once.
 fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
-    if let Err(err) = socket::client(&client) {
-        tracing::debug!(%err, "cannot set TCP_NODELAY on a client");
-    }
+    // TCP_NODELAY comes from the listener (see `socket::listener`).
     // Accepted sockets inherit the listener's SO_RCVTIMEO; receives here block until data.
     client.set_read_timeout(None)?;
     client.set_write_timeout(Some(SEND_WAKE))?;

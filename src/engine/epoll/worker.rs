@@ -320,9 +320,7 @@ impl Worker {
     }
 
     fn admit(&mut self, listener: usize, client: Socket, now: Instant) {
-        if let Err(err) = crate::engine::socket::client(&client) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY on a client");
-        }
+        // TCP_NODELAY comes from the listener (see `socket::listener`).
         // A client that is already gone has no address; drop it.
         let Some(ip): Option<IpAddr> = client
             .peer_addr()

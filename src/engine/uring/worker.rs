@@ -385,9 +385,7 @@ impl Worker {
         // Without source hashing the client address does not affect the pick: skip the
         // getpeername call.
         let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if let Err(err) = socket::client(&client) {
-            tracing::debug!(%err, "setting TCP_NODELAY on a client");
-        }
+        // TCP_NODELAY comes from the listener (see `socket::listener`).
         if let Err((refused, _io)) = self.shard.accept(now, index, peer, ConnIo::new(client)) {
             tracing::debug!(?refused, "client refused");
         }
