@@ -12,6 +12,7 @@
 //! completion for it has arrived.
 
 mod accept;
+mod close;
 mod connect;
 mod recv;
 mod send;
@@ -19,6 +20,7 @@ mod shutdown;
 mod splice;
 
 pub use accept::Accept;
+pub use close::Close;
 pub use connect::Connect;
 pub use recv::{Recv, RecvMulti, RecvSelect};
 pub use send::{Send, SendBundle, SendMsg};

@@ -54,6 +54,12 @@ impl Worker {
                 self.accepted(now, key.index() as usize, result, more);
                 return Ok(());
             }
+            Op::Close => {
+                // Only a failed close posts a completion; the fd is gone either way.
+                self.counters.close_errors += 1;
+                tracing::debug!(result, "closing a socket failed");
+                return Ok(());
+            }
             Op::Cancel if key.index() == u32::MAX => {
                 // The cancel of a listener's accept (shutdown).
                 self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
@@ -209,6 +215,7 @@ impl Worker {
             | Op::ConnectTimeout
             | Op::Shutdown
             | Op::Cancel
+            | Op::Close
             | Op::Accept => {}
         }
         Ok(())

@@ -28,6 +28,7 @@ pub struct KernelFeatures {
     pub splice: bool,
     pub poll: bool,
     pub shutdown: bool,
+    pub close: bool,
     pub cancel: bool,
     pub link_timeout: bool,
     pub single_issuer: bool,
@@ -96,6 +97,7 @@ impl KernelFeatures {
             splice: op(opcode::Splice::CODE),
             poll: op(opcode::PollAdd::CODE),
             shutdown: op(opcode::Shutdown::CODE),
+            close: op(opcode::Close::CODE),
             cancel: op(opcode::AsyncCancel::CODE),
             link_timeout: op(opcode::LinkTimeout::CODE),
             single_issuer,
@@ -118,6 +120,7 @@ impl KernelFeatures {
             (self.recv_send, "IORING_OP_RECV/SEND"),
             (self.poll, "IORING_OP_POLL_ADD"),
             (self.shutdown, "IORING_OP_SHUTDOWN"),
+            (self.close, "IORING_OP_CLOSE"),
             (self.cancel, "IORING_OP_ASYNC_CANCEL"),
             (self.link_timeout, "IORING_OP_LINK_TIMEOUT"),
             (self.splice, "IORING_OP_SPLICE"),
@@ -213,7 +216,7 @@ pub fn report() -> Result<String, EngineError> {
         "{:<34} {:<8} {:<8} fallback",
         "feature (kernel)", "kernel", "ringlb"
     );
-    let rows: [(&str, bool, bool, &str); 13] = [
+    let rows: [(&str, bool, bool, &str); 14] = [
         (
             "multishot accept (5.19)",
             k.multishot_accept,
@@ -264,6 +267,7 @@ pub fn report() -> Result<String, EngineError> {
         ),
         ("splice (5.7)", k.splice, k.splice, "none: required"),
         ("shutdown (5.11)", k.shutdown, k.shutdown, "none: required"),
+        ("close (5.6)", k.close, k.close, "none: required"),
         (
             "link timeout (5.5)",
             k.link_timeout,

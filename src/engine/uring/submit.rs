@@ -6,11 +6,11 @@
 //! that is after the final completion of everything it submitted; that is the invariant each
 //! `SAFETY` comment below relies on.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, IntoRawFd};
 use std::time::Instant;
 
 use io_uring::{opcode, squeue, types};
-use socket2::SockAddr;
+use socket2::{SockAddr, Socket};
 
 use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
@@ -20,7 +20,7 @@ use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{
-    Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
+    Close, Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
 };
 use crate::engine::{EngineError, socket};
 
@@ -551,11 +551,28 @@ impl Worker {
                 self.send_rings.give_back(self.ring.raw(), id);
             }
         }
-        if io.closing == Some(true) {
-            for socket in std::iter::once(&io.client).chain(io.backend.as_ref()) {
-                let _ = socket::set_reset_on_close(socket);
+        let reset = io.closing == Some(true);
+        for socket in std::iter::once(io.client).chain(io.backend) {
+            if reset {
+                let _ = socket::set_reset_on_close(&socket);
             }
+            self.close_socket(socket);
         }
-        // Dropping the sockets closes them: nothing in the kernel refers to them any more.
+    }
+
+    /// Close a socket nothing refers to any more, with the loop turn's next submit rather than
+    /// a syscall of its own; if the entry cannot be queued, close it at once.
+    fn close_socket(&mut self, socket: Socket) {
+        let entry = Close {
+            socket: socket.as_fd(),
+        }
+        .sqe()
+        .user_data(UserData::internal_indexed(Op::Close.code(), 0).0);
+        // SAFETY: the fd stays open until the kernel closes it: on success it is handed over
+        // below and nothing in user space uses or closes it again.
+        if unsafe { self.ring.push(&entry) }.is_ok() {
+            let _handed_to_the_kernel = socket.into_raw_fd();
+        }
+        // On failure `socket` is dropped here, which closes it.
     }
 }

@@ -27,6 +27,8 @@ pub enum Op {
     Shutdown,
     /// An async cancel of some of the connection's operations.
     Cancel,
+    /// The close of a finished connection's socket (posts a completion only on failure).
+    Close,
 }
 
 impl Op {
@@ -39,6 +41,7 @@ impl Op {
             Op::ConnectTimeout => 3,
             Op::Shutdown => 4,
             Op::Cancel => 5,
+            Op::Close => 6,
             Op::Recv(d) => with_dir(10, d),
             Op::Send(d) => with_dir(12, d),
             Op::PollIn(d) => with_dir(14, d),
@@ -64,6 +67,7 @@ impl Op {
             3 => Op::ConnectTimeout,
             4 => Op::Shutdown,
             5 => Op::Cancel,
+            6 => Op::Close,
             10 | 11 => Op::Recv(dir(code)),
             12 | 13 => Op::Send(dir(code)),
             14 | 15 => Op::PollIn(dir(code)),
@@ -88,6 +92,7 @@ mod tests {
             Op::ConnectTimeout,
             Op::Shutdown,
             Op::Cancel,
+            Op::Close,
         ];
         for d in Dir::BOTH {
             ops.extend([
@@ -105,7 +110,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 6, 9, 24, 255] {
+        for code in [0u8, 7, 9, 24, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

@@ -70,6 +70,8 @@ pub(super) struct Counters {
     pub bundle_out_of_step: u64,
     /// Copy mode: send rings reset because a bundle ended with entries pending.
     pub send_ring_resets: u64,
+    /// Closes through the ring that failed.
+    pub close_errors: u64,
 }
 
 /// Everything one worker owns. Field order matters: `ring` is dropped before `buffers` and
@@ -232,6 +234,10 @@ impl Worker {
                 .submit_and_wait(wait)
                 .map_err(|e| EngineError::io("io_uring_enter", e))?;
             self.reap(Instant::now())?;
+        }
+        // Closes queued by the last completions go out now, not with the process's exit.
+        if let Err(err) = self.ring.submit_and_wait(Duration::ZERO) {
+            tracing::warn!(%err, "submitting the last closes");
         }
         let stats = self.shard.stats();
         tracing::info!(
