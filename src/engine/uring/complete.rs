@@ -55,7 +55,9 @@ impl Worker {
                 return Ok(());
             }
             Op::Close => {
-                // Only a failed close posts a completion; the fd is gone either way.
+                // Only a failed close posts a completion. Once the close ran, the fd is
+                // released whatever it returned; the probe rules out a kernel that would
+                // reject the entry itself (no IOSQE_CQE_SKIP_SUCCESS).
                 self.counters.close_errors += 1;
                 tracing::debug!(result, "closing a socket failed");
                 return Ok(());

@@ -168,11 +168,14 @@ impl Worker {
     /// mapped: a leak on a path that ends the worker, instead of a use after free.
     pub fn finish(self, clean: bool) {
         let Worker {
-            ring,
+            mut ring,
             buffers,
             send_rings,
             ..
         } = self;
+        // Best effort after a failed run: closes still queued would otherwise wait for the
+        // process's exit.
+        let _ = ring.submit_and_wait(Duration::ZERO);
         drop(ring);
         if clean {
             drop(buffers);
