@@ -98,9 +98,8 @@ impl Entries {
 
     /// Make every entry before ring index `tail` visible to the kernel.
     pub fn publish(&self, tail: u16) {
-        // SAFETY: `BufRingEntry::tail` points at the tail field inside entry 0, which is inside
-        // the memory `new` was given and 2-byte aligned; the kernel reads it with an acquire
-        // load.
+        // SAFETY: `BufRingEntry::tail` points at entry 0's tail field: inside the memory `new`
+        // was given, 2-byte aligned; the kernel reads it with an acquire load.
         let tail_ptr = unsafe { BufRingEntry::tail(self.base) }.cast_mut();
         // SAFETY: the pointer is valid and aligned (above), AtomicU16 has u16's layout, and all
         // access to the tail goes through atomics (ours, the kernel's smp_load_acquire).

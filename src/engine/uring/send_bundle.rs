@@ -105,12 +105,7 @@ pub(super) fn consume(
 impl Worker {
     /// Carry out the core's `Send` (or its retry after `POLLOUT`) as a bundle. `Ok(false)` when
     /// it should go out another way: a single chunk, or no send ring free.
-    pub(super) fn bundle_send(
-        &mut self,
-        now: Instant,
-        key: SlotKey,
-        dir: Dir,
-    ) -> Result<bool, EngineError> {
+    pub(super) fn bundle_send(&mut self, key: SlotKey, dir: Dir) -> Result<bool, EngineError> {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(true);
         };
@@ -158,10 +153,8 @@ impl Worker {
         io.flows[dir.index()].bundle_in_flight = true;
         io.in_flight += 1;
         self.counters.bundle_sends += 1;
-        let _ = now;
-        // SAFETY: the ring's entries name bytes of buffers the direction holds (queued in
-        // `chunks`) until a completion reports them sent; the ring's page lives in the worker
-        // and the socket in the slot, both past the final completion.
+        // SAFETY: the entries name bytes of buffers the direction holds until reported sent;
+        // the ring's page lives in the worker, the socket in the slot, past the completion.
         unsafe { self.ring.push(&entry) }.map_err(queue_error)?;
         Ok(true)
     }

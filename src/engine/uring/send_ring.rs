@@ -27,6 +27,9 @@ pub const SEND_RING_ENTRIES: u16 = 32;
 /// Buffer group of the first send ring; group 0 is the receive ring (`buf_ring::GROUP`).
 const FIRST_GROUP: u16 = 1;
 
+// Each ring's entries (16 bytes each) fit in the one page it is given.
+const _: () = assert!(SEND_RING_ENTRIES as usize * 16 <= PAGE);
+
 /// A leased send ring, as a direction holds it: two bytes naming the ring in its worker's
 /// [`SendRings`], so that the per-connection state stays small.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,9 +196,8 @@ impl SendRings {
         }
         let index = self.registered;
         let base = self.memory.as_ptr().wrapping_add(usize::from(index) * PAGE);
-        // SAFETY: page `index < cap` of the mapping is page-aligned, holds SEND_RING_ENTRIES
-        // entries of 16 bytes (512 bytes), and is handed to exactly one `Entries` (this one:
-        // `registered` only grows).
+        // SAFETY: page `index < cap` is page-aligned, holds the 32 entries (512 bytes), and goes
+        // to this `Entries` alone (`registered` only grows).
         let entries = unsafe { Entries::new(base, SEND_RING_ENTRIES) };
         let group = FIRST_GROUP + index;
         // SAFETY: the page outlives its registration: `SendRings` is dropped after the io_uring

@@ -379,7 +379,7 @@ impl Worker {
         key: SlotKey,
         dir: Dir,
     ) -> Result<(), EngineError> {
-        if self.plan.send_bundle && self.bundle_send(now, key, dir)? {
+        if self.plan.send_bundle && self.bundle_send(key, dir)? {
             return Ok(());
         }
         let Some(io) = self.shard.io_mut(key) else {
