@@ -558,6 +558,101 @@ mod tests {
         assert!(got == data, "bytes arrived in order, none twice");
     }
 
+    /// Against the running kernel: a bundle that finds the socket full and may not wait
+    /// (`MSG_DONTWAIT`, as a request io-wq runs on a non-blocking socket can end) fails with
+    /// `EAGAIN`, and the kernel's head may or may not have passed its entries. Whichever it
+    /// did, the engine's answer (reset the ring, publish the queue again) sends every byte
+    /// once, in order.
+    #[test]
+    fn after_eagain_a_reset_ring_sends_every_byte_once() {
+        use std::io::Write;
+
+        let plan = Plan {
+            defer_taskrun: true,
+            ..plan()
+        };
+        let Ok(mut ring) = Ring::new(8, &plan, 1) else {
+            eprintln!("SKIP: no DEFER_TASKRUN here");
+            return;
+        };
+        if !ring.raw().params().is_feature_recvsend_bundle() {
+            eprintln!("SKIP: this kernel has no send bundles (6.10)");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut tx = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (rx, _) = listener.accept().expect("accept");
+        socket2::SockRef::from(&tx)
+            .set_send_buffer_size(4096)
+            .expect("small send buffer");
+        socket2::SockRef::from(&rx)
+            .set_recv_buffer_size(4096)
+            .expect("small receive buffer");
+        tx.set_nonblocking(true).expect("non-blocking");
+        // Fill both buffers, so that the socket takes nothing more until the reader reads.
+        let mut filled = 0;
+        let block = [0xaau8; 1024];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match tx.write(&block) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the socket: {e}"),
+            }
+        }
+        let parts: [&[u8]; 3] = [b"first ", b"second ", b"third"];
+        let mut rings = SendRings::new(1).expect("send rings");
+        let id = rings.lease(ring.raw()).expect("a ring");
+        let r = rings.get_mut(id);
+        for part in parts {
+            assert!(r.push(part));
+        }
+        r.publish();
+        let group = r.group();
+        let entry = io_uring::opcode::SendBundle::new(crate::engine::op::fixed(tx.as_fd()), group)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL | libc::MSG_DONTWAIT)
+            .build()
+            .user_data(7);
+        // SAFETY: the socket and the entries' bytes (static) outlive the wait below, which
+        // returns after the final completion.
+        unsafe { ring.push(&entry) }.expect("queue the send");
+        let mut done = Vec::new();
+        while done.is_empty() && Instant::now() < deadline {
+            ring.submit_and_wait(Duration::from_millis(50))
+                .expect("enter");
+            ring.drain(&mut done);
+        }
+        assert_eq!(done.first().map(|c| c.1), Some(-libc::EAGAIN), "{done:?}");
+        let head = kernel_head(&ring, group).expect("PBUF_STATUS where bundles are");
+        assert!(
+            head == 0 || head == 3,
+            "the head is before or after the selection: {head}"
+        );
+
+        rings.give_back(ring.raw(), id);
+        assert_eq!(rings.lease(ring.raw()), Some(id));
+        let r = rings.get_mut(id);
+        assert_eq!(r.head(), 0);
+        for part in parts {
+            assert!(r.push(part));
+        }
+        r.publish();
+        let total = filled + parts.iter().map(|p| p.len()).sum::<usize>();
+        let reader = std::thread::spawn(move || {
+            let mut rx = rx;
+            rx.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut got = vec![0; total];
+            rx.read_exact(&mut got).expect("read everything");
+            got
+        });
+        let sent = send_bundle_from(&mut ring, &tx, group);
+        assert_eq!((sent.result, sent.first), (18, Some(0)));
+        let got = reader.join().expect("reader");
+        assert!(got[..filled].iter().all(|&b| b == 0xaa));
+        assert_eq!(&got[filled..], b"first second third");
+    }
+
     #[test]
     fn a_full_ring_refuses_more_entries() {
         let ring = Ring::new(8, &plan(), 1).expect("an io_uring instance");
