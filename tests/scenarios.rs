@@ -61,6 +61,7 @@ macro_rules! scenarios {
             graceful_shutdown => crate::lifecycle::graceful_shutdown,
             worker_pinning => crate::lifecycle::worker_pinning,
             round_robin_balance => crate::balance::round_robin_balance,
+            source_hash_is_sticky => crate::balance::source_hash_is_sticky,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -142,6 +142,17 @@ impl<Io> Shard<Io> {
         }
     }
 
+    /// Whether picks for `listener`'s clients depend on the client's address (its pool hashes
+    /// the source): engines look the address up (`getpeername`) only then.
+    pub fn needs_peer(&self, listener: usize) -> bool {
+        self.listeners
+            .get(listener)
+            .and_then(|policy| self.balancers.get(policy.pool))
+            .is_some_and(|b| {
+                b.snapshot().algorithm() == crate::core::balance::Algorithm::SourceHash
+            })
+    }
+
     /// Hold timers for [`RESUME_GRACE`] after the worker stalled for more than [`STALL_GAP`].
     /// Engines running on real time turn this on; a driver whose clock jumps from deadline to
     /// deadline must not (every jump would look like a stall).
@@ -407,8 +418,12 @@ mod tests {
     const IDLE: Duration = Duration::from_secs(2);
 
     fn shard(now: Instant) -> Shard<()> {
+        shard_with(now, Algorithm::RoundRobin)
+    }
+
+    fn shard_with(now: Instant, algorithm: Algorithm) -> Shard<()> {
         let pool = Arc::new(PoolSnapshot::new(
-            Algorithm::RoundRobin,
+            algorithm,
             vec![BackendInfo {
                 name: "a".into(),
                 addr: "127.0.0.1:1".parse().expect("literal address"),
@@ -429,6 +444,23 @@ mod tests {
             },
         };
         Shard::new(now, vec![policy], vec![pool], 16, 1).guard_stalls()
+    }
+
+    #[test]
+    fn only_source_hashing_needs_the_peer_address() {
+        let now = Instant::now();
+        assert!(shard_with(now, Algorithm::SourceHash).needs_peer(0));
+        for algorithm in [
+            Algorithm::RoundRobin,
+            Algorithm::LeastConnections,
+            Algorithm::RandomTwo,
+        ] {
+            assert!(!shard_with(now, algorithm).needs_peer(0), "{algorithm:?}");
+        }
+        assert!(
+            !shard_with(now, Algorithm::SourceHash).needs_peer(1),
+            "no such listener"
+        );
     }
 
     /// An established connection whose upstream receive is armed.

@@ -1,7 +1,10 @@
-//! Balancing: round robin spreads connections over every backend.
+//! Balancing: round robin spreads connections over every backend; source hashing sends each
+//! client address to the same backend whichever worker accepts it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
 
 use ringlb_tools::backend::BackendKind;
 
@@ -51,6 +54,67 @@ pub fn round_robin_balance(ctx: &Ctx) -> Outcome {
             "{n}: connections accepted vs greetings seen"
         );
     }
+    proxy.finish();
+    Ok(())
+}
+
+/// The greeting of a `hello` backend reached through the proxy from source address `from`.
+fn greeting_from(from: Ipv4Addr, proxy: SocketAddr) -> String {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    socket
+        .connect_timeout(&proxy.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
+    let stream = TcpStream::from(socket);
+    stream
+        .set_read_timeout(Some(crate::harness::IO_TIMEOUT))
+        .expect("read timeout");
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("from {from}: reading the greeting: {e}"));
+    line.trim().to_owned()
+}
+
+/// Three `hello` backends, source hashing, 24 client addresses (127.0.3.1–24) connecting
+/// three times each: every address always reaches the same backend, although successive
+/// connections land on either worker (each builds its own Maglev table, identical by
+/// design), and the addresses spread over more than one backend.
+pub fn source_hash_is_sticky(ctx: &Ctx) -> Outcome {
+    const SOURCES: u8 = 24;
+    const ROUNDS: usize = 3;
+    let names = ["alpha", "bravo", "charlie"];
+    let backends: Vec<_> = names
+        .iter()
+        .map(|n| spawn_backend(BackendKind::Hello((*n).to_owned())))
+        .collect();
+    let specs = backends
+        .iter()
+        .zip(names)
+        .map(|(b, n)| format!("{},name={n}", b.local_addr()))
+        .collect();
+    let launch = Launch::specs(specs).arg("--algorithm").arg("source-hash");
+    let proxy = Proxy::start(ctx, &launch)?;
+    let mut reached: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();
+    for _ in 0..ROUNDS {
+        for host in 1..=SOURCES {
+            let from = Ipv4Addr::new(127, 0, 3, host);
+            let name = greeting_from(from, proxy.addr);
+            assert!(
+                names.contains(&name.as_str()),
+                "from {from}: greeting {name:?}"
+            );
+            reached.entry(from).or_default().insert(name);
+        }
+    }
+    for (from, names) in &reached {
+        assert_eq!(names.len(), 1, "{from} reached {names:?}");
+    }
+    let used: BTreeSet<&String> = reached.values().flatten().collect();
+    assert!(used.len() > 1, "every address hashed to {used:?}");
     proxy.finish();
     Ok(())
 }

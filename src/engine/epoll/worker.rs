@@ -6,7 +6,7 @@
 //! fire due timers, then carry out every action the shard hands out.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -320,15 +320,16 @@ impl Worker {
     }
 
     fn admit(&mut self, listener: usize, client: Socket, now: Instant) {
-        // TCP_NODELAY comes from the listener (see `socket::listener`).
-        // A client that is already gone has no address; drop it.
-        let Some(ip): Option<IpAddr> = client
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(|a| a.ip())
-        else {
-            return;
+        // TCP_NODELAY comes from the listener (see `socket::listener`). The client's address
+        // matters only to source hashing: skip the getpeername call otherwise.
+        let ip = if self.shard.needs_peer(listener) {
+            // A client that is already gone has no address; drop it.
+            let Some(ip) = client.peer_addr().ok().and_then(|a| a.as_socket()) else {
+                return;
+            };
+            ip.ip()
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
         match self.shard.accept(now, listener, ip, ConnIo::new(client)) {
             Ok(key) => {

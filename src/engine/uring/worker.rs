@@ -16,7 +16,7 @@ use super::ring::Ring;
 use super::send_ring::SendRings;
 use super::token::Op;
 use crate::config::Config;
-use crate::core::balance::{Algorithm, PoolSnapshot};
+use crate::core::balance::PoolSnapshot;
 use crate::core::conn::Dir;
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
@@ -47,8 +47,6 @@ pub(super) struct Listening {
     pub armed: bool,
     /// Accepting resumes at this time after a resource error.
     pub paused_until: Option<Instant>,
-    /// Whether picks need the client's address (source hashing).
-    pub needs_peer: bool,
 }
 
 /// Counters for logs and benchmarks.
@@ -121,12 +119,10 @@ impl Worker {
         for listener in &config.listeners {
             let socket = socket::listener(listener.bind, listener.backlog, true)
                 .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
-            let needs_peer = config.pools[listener.pool].algorithm == Algorithm::SourceHash;
             listeners.push(Listening {
                 socket: Some(socket),
                 armed: false,
                 paused_until: None,
-                needs_peer,
             });
         }
         let now = Instant::now();
@@ -382,7 +378,7 @@ impl Worker {
             }
             return;
         }
-        let peer = if listening.needs_peer {
+        let peer = if self.shard.needs_peer(index) {
             client
                 .peer_addr()
                 .ok()
