@@ -6,25 +6,34 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ringlb_tools::backend::BackendKind;
+use ringlb_tools::backend::{BackendHandle, BackendKind};
 
 use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, spawn_backend};
+
+/// The names the three `hello` backends greet with.
+const NAMES: [&str; 3] = ["alpha", "bravo", "charlie"];
+
+/// Three `hello` backends (each greets with its name) and their `--backend` specs.
+fn hello_backends() -> (Vec<BackendHandle>, Vec<String>) {
+    let backends: Vec<_> = NAMES
+        .iter()
+        .map(|n| spawn_backend(BackendKind::Hello((*n).to_owned())))
+        .collect();
+    let specs = backends
+        .iter()
+        .zip(NAMES)
+        .map(|(b, n)| format!("{},name={n}", b.local_addr()))
+        .collect();
+    (backends, specs)
+}
 
 /// Three `hello` backends (each greets with its name), round robin, 30 sequential
 /// connections: every backend serves at least 5 (exactly 10 with one worker; each of the two
 /// workers keeps its own rotation, so a little imbalance is allowed).
 pub fn round_robin_balance(ctx: &Ctx) -> Outcome {
     const CONNECTIONS: usize = 30;
-    let names = ["alpha", "bravo", "charlie"];
-    let backends: Vec<_> = names
-        .iter()
-        .map(|n| spawn_backend(BackendKind::Hello((*n).to_owned())))
-        .collect();
-    let specs = backends
-        .iter()
-        .zip(names)
-        .map(|(b, n)| format!("{},name={n}", b.local_addr()))
-        .collect();
+    let names = NAMES;
+    let (backends, specs) = hello_backends();
     let launch = Launch::specs(specs).arg("--algorithm").arg("round-robin");
     let proxy = Proxy::start(ctx, &launch)?;
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
@@ -86,16 +95,8 @@ fn greeting_from(from: Ipv4Addr, proxy: SocketAddr) -> String {
 pub fn source_hash_is_sticky(ctx: &Ctx) -> Outcome {
     const SOURCES: u8 = 24;
     const ROUNDS: usize = 3;
-    let names = ["alpha", "bravo", "charlie"];
-    let backends: Vec<_> = names
-        .iter()
-        .map(|n| spawn_backend(BackendKind::Hello((*n).to_owned())))
-        .collect();
-    let specs = backends
-        .iter()
-        .zip(names)
-        .map(|(b, n)| format!("{},name={n}", b.local_addr()))
-        .collect();
+    let names = NAMES;
+    let (_backends, specs) = hello_backends(); // kept alive until the end
     let launch = Launch::specs(specs).arg("--algorithm").arg("source-hash");
     let proxy = Proxy::start(ctx, &launch)?;
     let mut reached: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();

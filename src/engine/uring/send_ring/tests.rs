@@ -198,31 +198,27 @@ fn kernel_head(ring: &Ring, group: u16) -> Option<u16> {
     (rc == 0).then_some(status.head as u16)
 }
 
-/// Against the running kernel, as the engine runs it (DEFER_TASKRUN, non-blocking
-/// sockets): a bundle larger than the socket's send buffer goes out in several partial
-/// sends behind a slow reader, completes with every byte, and leaves the kernel's head
-/// exactly past the entries it took, where the engine's accounting puts it, so the next
-/// bundle from the same ring sends new entries and nothing twice.
-#[test]
-fn a_bundle_sent_in_parts_leaves_the_head_past_exactly_its_entries() {
+/// A ring set up as the engine's (DEFER_TASKRUN), or `None` (said on stderr) where the kernel
+/// lacks that or send bundles.
+fn engine_ring() -> Option<Ring> {
     let plan = Plan {
         defer_taskrun: true,
         ..plan()
     };
-    let Ok(mut ring) = Ring::new(8, &plan, 1) else {
+    let Ok(ring) = Ring::new(8, &plan, 1) else {
         eprintln!("SKIP: no DEFER_TASKRUN here");
-        return;
+        return None;
     };
     if !ring.raw().params().is_feature_recvsend_bundle() {
         eprintln!("SKIP: this kernel has no send bundles (6.10)");
-        return;
+        return None;
     }
-    const ENTRY: usize = 16 * 1024;
-    const FIRST: usize = 12;
-    const SECOND: usize = 3;
-    let data: Vec<u8> = (0..ENTRY * (FIRST + SECOND))
-        .map(|i| (i / ENTRY * 7 + i % 251) as u8)
-        .collect();
+    Some(ring)
+}
+
+/// A loopback connection: a non-blocking sender with a 4 KiB send buffer, and a blocking
+/// receiver with `recv_buffer` bytes of receive buffer.
+fn small_buffered_pair(recv_buffer: usize) -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let tx = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (rx, _) = listener.accept().expect("accept");
@@ -230,9 +226,29 @@ fn a_bundle_sent_in_parts_leaves_the_head_past_exactly_its_entries() {
         .set_send_buffer_size(4096)
         .expect("small send buffer");
     socket2::SockRef::from(&rx)
-        .set_recv_buffer_size(32 * 1024)
+        .set_recv_buffer_size(recv_buffer)
         .expect("small receive buffer");
     tx.set_nonblocking(true).expect("non-blocking");
+    (tx, rx)
+}
+
+/// Against the running kernel, as the engine runs it (DEFER_TASKRUN, non-blocking
+/// sockets): a bundle larger than the socket's send buffer goes out in several partial
+/// sends behind a slow reader, completes with every byte, and leaves the kernel's head
+/// exactly past the entries it took, where the engine's accounting puts it, so the next
+/// bundle from the same ring sends new entries and nothing twice.
+#[test]
+fn a_bundle_sent_in_parts_leaves_the_head_past_exactly_its_entries() {
+    let Some(mut ring) = engine_ring() else {
+        return;
+    };
+    const ENTRY: usize = 16 * 1024;
+    const FIRST: usize = 12;
+    const SECOND: usize = 3;
+    let data: Vec<u8> = (0..ENTRY * (FIRST + SECOND))
+        .map(|i| (i / ENTRY * 7 + i % 251) as u8)
+        .collect();
+    let (tx, rx) = small_buffered_pair(32 * 1024);
     // The reader waits 50 ms before reading, so the first bundle cannot go out in one send:
     // it is larger than everything the two sockets can hold.
     let held = socket2::SockRef::from(&tx)
@@ -306,28 +322,10 @@ fn a_bundle_sent_in_parts_leaves_the_head_past_exactly_its_entries() {
 fn after_eagain_a_reset_ring_sends_every_byte_once() {
     use std::io::Write;
 
-    let plan = Plan {
-        defer_taskrun: true,
-        ..plan()
-    };
-    let Ok(mut ring) = Ring::new(8, &plan, 1) else {
-        eprintln!("SKIP: no DEFER_TASKRUN here");
+    let Some(mut ring) = engine_ring() else {
         return;
     };
-    if !ring.raw().params().is_feature_recvsend_bundle() {
-        eprintln!("SKIP: this kernel has no send bundles (6.10)");
-        return;
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let mut tx = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-    let (rx, _) = listener.accept().expect("accept");
-    socket2::SockRef::from(&tx)
-        .set_send_buffer_size(4096)
-        .expect("small send buffer");
-    socket2::SockRef::from(&rx)
-        .set_recv_buffer_size(4096)
-        .expect("small receive buffer");
-    tx.set_nonblocking(true).expect("non-blocking");
+    let (mut tx, rx) = small_buffered_pair(4096);
     // Fill both buffers, so that the socket takes nothing more until the reader reads.
     let mut filled = 0;
     let block = [0xaau8; 1024];
