@@ -25,6 +25,8 @@ mod connect;
 mod data;
 #[path = "scenarios/failures.rs"]
 mod failures;
+#[path = "scenarios/foreign.rs"]
+mod foreign;
 #[path = "scenarios/halfclose.rs"]
 mod halfclose;
 #[path = "scenarios/harness.rs"]
@@ -62,6 +64,7 @@ macro_rules! scenarios {
             worker_pinning => crate::lifecycle::worker_pinning,
             round_robin_balance => crate::balance::round_robin_balance,
             source_hash_is_sticky => crate::balance::source_hash_is_sticky,
+            foreign_backends_concurrent => crate::foreign::foreign_backends_concurrent,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

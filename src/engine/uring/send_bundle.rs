@@ -173,6 +173,7 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
+        let closing = io.closing.is_some();
         let flow = io.flow(dir);
         if !more {
             flow.bundle_in_flight = false;
@@ -219,6 +220,21 @@ impl Worker {
                         io.flow(dir).send_waits_writable = true;
                     }
                     self.submit_poll(key, dir, Op::PollOut(dir))?;
+                }
+            }
+            libc::ECANCELED if !closing => {
+                // Nobody here cancelled it: the kernel gave the bundle up. A request that
+                // re-arms its poll 128 times (APOLL_MAX_RETRY: a long MSG_WAITALL bundle behind
+                // a slowly reading peer) moves to io-wq, and io-wq runs no request marked
+                // multishot, which bundle sends are: it arms poll once more and fails the
+                // request with ECANCELED when the socket is already writable. Nothing was sent
+                // (bytes sent before that are reported as a positive result), but the kernel
+                // may have committed its selection: resend the queue from a clean ring.
+                self.counters.bundle_given_up += 1;
+                self.reset_send_ring_if_pending(key, dir);
+                self.release_idle_send_ring(key, dir);
+                if owed {
+                    self.submit_copy_send(now, key, dir)?;
                 }
             }
             0 | libc::ENOBUFS => {

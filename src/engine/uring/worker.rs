@@ -68,6 +68,9 @@ pub(super) struct Counters {
     pub bundle_out_of_step: u64,
     /// Copy mode: send rings reset because a bundle ended with entries pending.
     pub send_ring_resets: u64,
+    /// Copy mode: bundles the kernel gave up with `ECANCELED` (moved to io-wq after 128 poll
+    /// re-arms); their bytes are sent again by a fresh request.
+    pub bundle_given_up: u64,
     /// Closes through the ring that failed.
     pub close_errors: u64,
 }
