@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use ringlb::core::backend::BackendId;
-use ringlb::core::conn::{Action, CloseReason, Conn, Dir, Event, Side};
+use ringlb::core::conn::{Action, CloseReason, Conn, Dir, Event, Failure, Side};
 
 use model::{Model, mode, step};
 use support::params;
@@ -46,6 +46,7 @@ scenario_tests! {
     idle_timeout_is_exact_and_pushed_back_by_activity,
     failure_on_either_side_resets,
     abort_resets_once,
+    local_failure_resets_once_and_says_so,
     copy_backpressure_cancels_multishot_and_resumes_below_high_water,
     single_shot_receive_is_not_rearmed_at_high_water,
     splice_mode_uses_the_pipe_capacity,
@@ -115,7 +116,10 @@ proptest! {
                 3 => Event::RecvEnded { dir },
                 4 => Event::Eof { dir },
                 5 => Event::Sent { dir, bytes: n },
-                6 => Event::Failed { side },
+                6 => Event::Failed {
+                    side,
+                    failure: Failure::Os(libc::ECONNRESET),
+                },
                 7 => {
                     conn.handle_timeout(now);
                     Event::RecvEnded { dir }

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use ringlb::config::Mode;
 use ringlb::core::backend::{BackendId, BackendInfo, BackendState};
 use ringlb::core::balance::{Algorithm, PoolSnapshot};
-use ringlb::core::conn::{Action, CloseReason, ConnParams};
+use ringlb::core::conn::{Action, CloseReason, ConnParams, Failure};
 use ringlb::core::shard::{ListenerPolicy, Shard};
 use ringlb::core::slot::SlotKey;
 use ringlb::core::timer::TICK;
@@ -104,8 +104,8 @@ fn seeded_simulation() {
         for reason in [
             CloseReason::Done,
             CloseReason::NoBackend,
-            CloseReason::ClientFailed,
-            CloseReason::BackendFailed,
+            CloseReason::ClientFailed(Failure::Os(libc::ECONNRESET)),
+            CloseReason::BackendFailed(Failure::Os(libc::ECONNRESET)),
             CloseReason::IdleTimeout,
             CloseReason::Aborted,
         ] {

@@ -106,9 +106,32 @@ pub enum Event {
     Eof { dir: Dir },
     /// `bytes` of `dir`'s queue were written to its sink (possibly fewer than were queued).
     Sent { dir: Dir, bytes: u64 },
-    /// A socket on `side` failed (reset, broken pipe, any other error).
-    Failed { side: Side },
+    /// A socket on `side` failed (reset, broken pipe, any other error), for `failure`.
+    Failed { side: Side, failure: Failure },
 }
+
+/// Why a socket failed, as the engine saw it: the cause a reset is logged and counted with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The operating system reported this error number on the socket.
+    Os(i32),
+    /// The socket took no more bytes (a send that wrote 0).
+    ZeroWrite,
+    /// The engine could not carry the connection on: a resource it could not get (a thread,
+    /// a pipe, a registration) or its own accounting found inconsistent (logged as an error).
+    Local,
+}
+
+impl Failure {
+    /// `ECONNRESET` or `EPIPE`: the peer reset the connection (or is gone).
+    pub fn peer_reset(self) -> bool {
+        matches!(self, Failure::Os(errno) if errno == ECONNRESET || errno == EPIPE)
+    }
+}
+
+/// Linux error numbers the core names (it makes no system calls, so it takes them as data).
+const ECONNRESET: i32 = 104;
+const EPIPE: i32 = 32;
 
 /// Why a connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,13 +141,26 @@ pub enum CloseReason {
     /// Every candidate backend failed to connect.
     NoBackend,
     /// The client side failed or reset.
-    ClientFailed,
+    ClientFailed(Failure),
     /// The backend side failed or reset.
-    BackendFailed,
+    BackendFailed(Failure),
     /// No traffic for the idle timeout.
     IdleTimeout,
     /// The worker is shutting down and the grace period has ended.
     Aborted,
+    /// The engine could not carry the connection on (see [`Failure::Local`]).
+    Local,
+}
+
+impl CloseReason {
+    /// The failure behind a close for a failed socket.
+    pub fn failure(self) -> Option<Failure> {
+        match self {
+            CloseReason::ClientFailed(f) | CloseReason::BackendFailed(f) => Some(f),
+            CloseReason::Local => Some(Failure::Local),
+            _ => None,
+        }
+    }
 }
 
 /// What the engine should do next.
@@ -350,10 +386,10 @@ impl Conn {
                 flow.queued = flow.queued.saturating_sub(bytes);
                 flow.sending = false;
             }
-            Event::Failed { side } => {
+            Event::Failed { side, failure } => {
                 let reason = match side {
-                    Side::Client => CloseReason::ClientFailed,
-                    Side::Backend => CloseReason::BackendFailed,
+                    Side::Client => CloseReason::ClientFailed(failure),
+                    Side::Backend => CloseReason::BackendFailed(failure),
                 };
                 self.phase = Phase::Closing {
                     reset: true,
@@ -399,12 +435,21 @@ impl Conn {
         }
     }
 
-    /// Close at once (shutdown grace over, or the engine cannot carry the connection on).
+    /// Close at once: the shutdown grace period is over.
     pub fn abort(&mut self) {
+        self.reset_now(CloseReason::Aborted);
+    }
+
+    /// Close at once: the engine cannot carry the connection on.
+    pub fn fail_locally(&mut self) {
+        self.reset_now(CloseReason::Local);
+    }
+
+    fn reset_now(&mut self, reason: CloseReason) {
         if !matches!(self.phase, Phase::Closed(_)) {
             self.phase = Phase::Closing {
                 reset: true,
-                reason: CloseReason::Aborted,
+                reason,
             };
         }
     }

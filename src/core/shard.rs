@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::balance::{Balancer, PoolSnapshot};
-use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
+use super::conn::{Action, CloseReason, Conn, ConnParams, Event, Failure};
 use super::slot::{Slab, SlotKey};
 use super::timer::TimerWheel;
 use crate::core::backend::BackendId;
@@ -70,6 +70,53 @@ pub struct ShardStats {
     pub stale_events: u64,
     /// Times the worker was found to have stalled (timers then held, see `RESUME_GRACE`).
     pub stalls: u64,
+    /// Connections closed with a reset (RST to the peers), by cause.
+    pub resets: ResetCounts,
+}
+
+/// Connections a worker closed abortively, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetCounts {
+    /// The client reset the connection (`ECONNRESET`, `EPIPE`).
+    pub client_reset: u64,
+    /// The client's socket failed otherwise.
+    pub client_error: u64,
+    /// The backend reset the connection (`ECONNRESET`, `EPIPE`).
+    pub backend_reset: u64,
+    /// The backend's socket failed otherwise.
+    pub backend_error: u64,
+    /// The engine could not carry the connection on ([`Failure::Local`]).
+    pub local: u64,
+    /// The shutdown grace period ended with the connection still open.
+    pub shutdown: u64,
+}
+
+impl ResetCounts {
+    fn count(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::ClientFailed(Failure::Local)
+            | CloseReason::BackendFailed(Failure::Local)
+            | CloseReason::Local => &mut self.local,
+            CloseReason::ClientFailed(f) if f.peer_reset() => &mut self.client_reset,
+            CloseReason::ClientFailed(_) => &mut self.client_error,
+            CloseReason::BackendFailed(f) if f.peer_reset() => &mut self.backend_reset,
+            CloseReason::BackendFailed(_) => &mut self.backend_error,
+            CloseReason::Aborted => &mut self.shutdown,
+            // Never closed with a reset.
+            CloseReason::Done | CloseReason::NoBackend | CloseReason::IdleTimeout => return,
+        };
+        *counter += 1;
+    }
+
+    /// Every reset counted.
+    pub fn total(&self) -> u64 {
+        self.client_reset
+            + self.client_error
+            + self.backend_reset
+            + self.backend_error
+            + self.local
+            + self.shutdown
+    }
 }
 
 struct Entry<Io> {
@@ -279,10 +326,13 @@ impl<Io> Shard<Io> {
                         match reason {
                             CloseReason::NoBackend => self.stats.closed_no_backend += 1,
                             CloseReason::IdleTimeout => self.stats.closed_idle += 1,
-                            CloseReason::ClientFailed | CloseReason::BackendFailed => {
-                                self.stats.closed_failed += 1
-                            }
+                            CloseReason::ClientFailed(_)
+                            | CloseReason::BackendFailed(_)
+                            | CloseReason::Local => self.stats.closed_failed += 1,
                             CloseReason::Done | CloseReason::Aborted => {}
+                        }
+                        if let Action::Close { reset: true, .. } = action {
+                            self.stats.resets.count(reason);
                         }
                     }
                     _ => {}
@@ -324,13 +374,13 @@ impl<Io> Shard<Io> {
     }
 
     /// Close connection `key` now because the engine cannot carry it on (no pipe, no thread,
-    /// a failed registration): a local failure, not the peer's. Its `Close` comes from
-    /// [`Shard::poll_action`]. Returns false for a stale key.
+    /// a failed registration): a local failure, not the peer's ([`CloseReason::Local`]). Its
+    /// `Close` comes from [`Shard::poll_action`]. Returns false for a stale key.
     pub fn abort(&mut self, key: SlotKey) -> bool {
         let Some(entry) = self.conns.get_mut(key) else {
             return false;
         };
-        entry.conn.abort();
+        entry.conn.fail_locally();
         if !entry.in_ready {
             entry.in_ready = true;
             self.ready.push(key);

@@ -10,6 +10,7 @@ pub mod blocking;
 pub mod epoll;
 pub mod op;
 pub mod plan;
+pub mod rate_limit;
 pub mod signal;
 pub mod socket;
 pub mod uring;

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use ringlb::config::Mode;
 use ringlb::core::backend::BackendId;
 use ringlb::core::conn::{
-    AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Conn, ConnParams, Dir, Event, Side, Via,
+    AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Conn, ConnParams, Dir, Event, Failure, Side,
+    Via,
 };
 
 use crate::support::*;
@@ -177,6 +178,7 @@ impl Model {
                 },
                 Step::Fail { client } => Event::Failed {
                     side: if client { Side::Client } else { Side::Backend },
+                    failure: Failure::Os(libc::ECONNRESET),
                 },
                 Step::Abort => {
                     self.conn.abort();
@@ -269,7 +271,10 @@ impl Model {
                 if self.closed.is_none() {
                     self.failed = true;
                 }
-                self.feed(Event::Failed { side });
+                self.feed(Event::Failed {
+                    side,
+                    failure: Failure::Os(libc::ECONNRESET),
+                });
             }
             Step::Abort => {
                 if self.closed.is_none() {
@@ -388,10 +393,11 @@ impl Model {
                         self.check_connect_expired();
                         assert_eq!(self.attempts.len(), self.candidates.len());
                     }
-                    CloseReason::ClientFailed | CloseReason::BackendFailed => {
+                    CloseReason::ClientFailed(_) | CloseReason::BackendFailed(_) => {
                         assert!(reset && self.failed)
                     }
                     CloseReason::Aborted => assert!(reset && self.aborted),
+                    CloseReason::Local => panic!("closed as Local; the model never fails locally"),
                     CloseReason::IdleTimeout => {
                         assert!(!reset && self.established);
                         assert!(self.now >= self.last_activity + self.params.idle_timeout);

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use ringlb::config::Mode;
 use ringlb::core::backend::BackendId;
 use ringlb::core::conn::{
-    AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Conn, Dir, Event, Side, Via,
+    AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Conn, Dir, Event, Failure, Side, Via,
 };
 
+/// What engines report for a peer that reset the connection.
+const PEER_RESET: Failure = Failure::Os(libc::ECONNRESET);
 use crate::support::*;
 
 pub(crate) fn copy_round_trip_with_partial_sends_and_half_close_ends_done() {
@@ -92,7 +94,13 @@ pub(crate) fn copy_round_trip_with_partial_sends_and_half_close_ends_done() {
     assert_eq!(conn.poll_timeout(), None);
     // Late completions after Close are ignored.
     conn.handle_event(t, got(Dir::Upstream, 5, false));
-    conn.handle_event(t, Event::Failed { side: Side::Client });
+    conn.handle_event(
+        t,
+        Event::Failed {
+            side: Side::Client,
+            failure: Failure::Os(libc::ECONNRESET),
+        },
+    );
     conn.handle_timeout(t + IDLE * 2);
     assert_eq!(drain(&mut conn), []);
     assert_eq!(conn.closed(), Some(CloseReason::Done));
@@ -247,13 +255,19 @@ pub(crate) fn idle_timeout_is_exact_and_pushed_back_by_activity() {
 pub(crate) fn failure_on_either_side_resets() {
     let t0 = Instant::now();
     for (side, reason) in [
-        (Side::Client, CloseReason::ClientFailed),
-        (Side::Backend, CloseReason::BackendFailed),
+        (Side::Client, CloseReason::ClientFailed(PEER_RESET)),
+        (Side::Backend, CloseReason::BackendFailed(PEER_RESET)),
     ] {
         // While connecting.
         let mut conn = Conn::new(t0, params(Mode::Copy), &ids(&[0, 1]));
         drain(&mut conn);
-        conn.handle_event(t0, Event::Failed { side });
+        conn.handle_event(
+            t0,
+            Event::Failed {
+                side,
+                failure: PEER_RESET,
+            },
+        );
         assert_eq!(
             drain(&mut conn),
             [Action::Close {
@@ -265,7 +279,13 @@ pub(crate) fn failure_on_either_side_resets() {
         let mut conn = established(t0, Mode::Auto);
         conn.handle_event(t0, got(Dir::Upstream, 7, true));
         assert_eq!(drain(&mut conn), [send(Dir::Upstream, Via::Copy, 7)]);
-        conn.handle_event(t0, Event::Failed { side });
+        conn.handle_event(
+            t0,
+            Event::Failed {
+                side,
+                failure: PEER_RESET,
+            },
+        );
         assert_eq!(
             drain(&mut conn),
             [Action::Close {
@@ -291,6 +311,29 @@ pub(crate) fn abort_resets_once() {
     conn.abort();
     assert_eq!(drain(&mut conn), []);
     assert_eq!(conn.closed(), Some(CloseReason::Aborted));
+}
+
+pub(crate) fn local_failure_resets_once_and_says_so() {
+    let t0 = Instant::now();
+    let mut conn = established(t0, Mode::Copy);
+    conn.fail_locally();
+    assert_eq!(
+        drain(&mut conn),
+        [Action::Close {
+            reset: true,
+            reason: CloseReason::Local
+        }]
+    );
+    // A shutdown abort afterwards changes nothing: the connection is closed already.
+    conn.abort();
+    assert_eq!(drain(&mut conn), []);
+    assert_eq!(conn.closed(), Some(CloseReason::Local));
+    assert_eq!(CloseReason::Local.failure(), Some(Failure::Local));
+    assert_eq!(
+        CloseReason::BackendFailed(PEER_RESET).failure(),
+        Some(PEER_RESET)
+    );
+    assert_eq!(CloseReason::Aborted.failure(), None);
 }
 
 pub(crate) fn copy_backpressure_cancels_multishot_and_resumes_below_high_water() {

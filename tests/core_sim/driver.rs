@@ -130,6 +130,7 @@ impl Sim {
             stale: Vec::new(),
             stale_delivered: 0,
             expect_closed: [0; 4],
+            expect_resets: [0; 3],
             expect_bytes: [0; 2],
             refused_full: 0,
             cov: Coverage::default(),

@@ -2,7 +2,9 @@
 
 use ringlb::config::Mode;
 use ringlb::core::backend::BackendId;
-use ringlb::core::conn::{AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Dir, Event, Side, Via};
+use ringlb::core::conn::{
+    AUTO_SPLICE_FULL_RECEIPTS, Action, CloseReason, Dir, Event, Failure, Side, Via,
+};
 use ringlb::core::slot::SlotKey;
 use ringlb::core::timer::TICK;
 
@@ -269,15 +271,16 @@ impl Sim {
                 let budget = (self.setup.connect_timeout + TICK) * conn.attempts.len() as u32;
                 assert!(now - conn.accepted_at <= budget, "gave up late");
             }
-            CloseReason::ClientFailed => {
+            CloseReason::ClientFailed(_) => {
                 assert!(reset);
                 assert!(self.conns[c].failed.contains(&Side::Client));
             }
-            CloseReason::BackendFailed => {
+            CloseReason::BackendFailed(_) => {
                 assert!(reset);
                 assert!(self.conns[c].failed.contains(&Side::Backend));
             }
             CloseReason::Aborted => assert!(reset && self.conns[c].aborted),
+            CloseReason::Local => panic!("closed as Local; this engine never fails locally"),
             CloseReason::IdleTimeout => {
                 let conn = &self.conns[c];
                 assert!(!reset);
@@ -300,10 +303,19 @@ impl Sim {
         conn.close = Some((now, reason, reset));
         *self.cov.closes.entry(reason).or_default() += 1;
         self.expect_closed[0] += 1;
+        // Every failure the simulated peers cause is a reset by the peer; aborts are shutdown.
+        match reason {
+            CloseReason::ClientFailed(_) => self.expect_resets[0] += 1,
+            CloseReason::BackendFailed(_) => self.expect_resets[1] += 1,
+            CloseReason::Aborted => self.expect_resets[2] += 1,
+            _ => {}
+        }
         match reason {
             CloseReason::NoBackend => self.expect_closed[1] += 1,
             CloseReason::IdleTimeout => self.expect_closed[2] += 1,
-            CloseReason::ClientFailed | CloseReason::BackendFailed => self.expect_closed[3] += 1,
+            CloseReason::ClientFailed(_) | CloseReason::BackendFailed(_) => {
+                self.expect_closed[3] += 1
+            }
             _ => {}
         }
         // The engine cancels what is outstanding; some of it reports back late.
@@ -343,6 +355,7 @@ impl Sim {
         if rng.pct(10) {
             conn.late.push(Event::Failed {
                 side: Side::Backend,
+                failure: Failure::Os(libc::ECONNRESET),
             });
         }
         conn.release_at = Some(now + rng.micros(0, 10_000));

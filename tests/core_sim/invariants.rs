@@ -107,6 +107,13 @@ impl Sim {
             self.expect_closed
         );
         assert_eq!(stats.closed, accepted, "every connection closed once");
+        let resets = stats.resets;
+        assert_eq!(
+            [resets.client_reset, resets.backend_reset, resets.shutdown],
+            self.expect_resets,
+            "resets counted by cause"
+        );
+        assert_eq!(resets.total(), self.expect_resets.iter().sum::<u64>());
         assert_eq!(stats.stale_events, self.stale_delivered);
         assert_eq!(
             [stats.bytes_upstream, stats.bytes_downstream],

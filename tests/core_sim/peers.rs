@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ringlb::config::Mode;
-use ringlb::core::conn::{AUTO_SPLICE_FULL_RECEIPTS, Dir, Event, Side, Via};
+use ringlb::core::conn::{AUTO_SPLICE_FULL_RECEIPTS, Dir, Event, Failure, Side, Via};
 
 use crate::state::*;
 
@@ -160,7 +160,13 @@ impl Sim {
                 if conn.failed.is_empty() && !conn.aborted && !conn.gave_up {
                     conn.failed.push(Side::Client);
                 }
-                self.feed(c, Event::Failed { side: Side::Client });
+                self.feed(
+                    c,
+                    Event::Failed {
+                        side: Side::Client,
+                        failure: Failure::Os(libc::ECONNRESET),
+                    },
+                );
             }
             Cand::BackendReset => {
                 let conn = &mut self.conns[c];
@@ -172,6 +178,7 @@ impl Sim {
                     c,
                     Event::Failed {
                         side: Side::Backend,
+                        failure: Failure::Os(libc::ECONNRESET),
                     },
                 );
             }
@@ -332,7 +339,10 @@ impl Sim {
                     dir: Dir::Upstream,
                     bytes: 1,
                 },
-                Event::Failed { side: Side::Client },
+                Event::Failed {
+                    side: Side::Client,
+                    failure: Failure::Os(libc::ECONNRESET),
+                },
             ]);
             (key, event)
         } else {

@@ -249,6 +249,8 @@ pub(crate) struct Sim {
     pub(crate) stale: Vec<(SlotKey, Event)>,
     pub(crate) stale_delivered: u64,
     pub(crate) expect_closed: [u64; 4],
+    /// Resets expected in the shard's counters: client reset, backend reset, shutdown.
+    pub(crate) expect_resets: [u64; 3],
     pub(crate) expect_bytes: [u64; 2],
     pub(crate) refused_full: u64,
     pub(crate) cov: Coverage,

@@ -39,7 +39,7 @@ pub fn client_reset(ctx: &Ctx) -> Outcome {
             }
         }
     });
-    let proxy = Proxy::start(ctx, &Launch::new(&[backend]))?;
+    let proxy = Proxy::start(ctx, &Launch::new(&[backend]).log("debug"))?;
     let mut stream = connect(proxy.addr);
     stream.write_all(b"ping").expect("client write");
     got_data_rx
@@ -56,8 +56,32 @@ pub fn client_reset(ctx: &Ctx) -> Outcome {
     );
     // A failed side is closed abortively (`Close { reset: true }`), so the reset passes on.
     assert_eq!(how, Closed::Reset, "how the backend connection was closed");
-    proxy.finish();
+    let log = proxy.finish();
+    let reset_by_peer = io::Error::from_raw_os_error(libc::ECONNRESET).to_string();
+    assert_reset_logged(
+        &log,
+        &format!("cause=client: {reset_by_peer}"),
+        "client_reset: 1",
+    );
     Ok(())
+}
+
+/// The proxy's debug log says why it reset the connection, and its worker counters count the
+/// reset under its cause (every engine prints the shard's `ResetCounts` when it stops).
+fn assert_reset_logged(log: &str, cause: &str, counter: &str) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("resetting connection"))
+        .unwrap_or_else(|| panic!("no reset logged:\n{log}"));
+    assert!(
+        line.contains(cause),
+        "reset logged without {cause:?}: {line}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("stopped") && l.contains(counter)),
+        "no stop line counts {counter:?}:\n{log}"
+    );
 }
 
 /// The backend resets its connection: the client sees its connection reset within a second.
@@ -70,7 +94,7 @@ pub fn backend_reset(ctx: &Ctx) -> Outcome {
         reset(s);
         reset_tx.send(Instant::now()).expect("notify");
     });
-    let proxy = Proxy::start(ctx, &Launch::new(&[backend]))?;
+    let proxy = Proxy::start(ctx, &Launch::new(&[backend]).log("debug"))?;
     let mut stream = connect(proxy.addr);
     stream.write_all(b"ping").expect("client write");
     let (how, at) = wait_closed(&stream, Duration::from_secs(3));
@@ -83,6 +107,7 @@ pub fn backend_reset(ctx: &Ctx) -> Outcome {
         "client connection closed {took:?} after the backend reset"
     );
     assert_eq!(how, Closed::Reset, "how the client connection was closed");
-    proxy.finish();
+    let log = proxy.finish();
+    assert_reset_logged(&log, "cause=backend: ", "backend_reset: 1");
     Ok(())
 }

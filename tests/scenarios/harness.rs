@@ -180,6 +180,8 @@ pub struct Launch {
     pub retries: u32,
     /// Further flags.
     pub extra: Vec<String>,
+    /// `RINGLB_LOG` for this run (default: RINGLB_SCENARIO_LOG, else info).
+    pub log: Option<&'static str>,
 }
 
 impl Launch {
@@ -188,6 +190,7 @@ impl Launch {
             backends: backends.iter().map(ToString::to_string).collect(),
             retries: 2,
             extra: Vec::new(),
+            log: None,
         }
     }
 
@@ -196,6 +199,7 @@ impl Launch {
             backends,
             retries: 2,
             extra: Vec::new(),
+            log: None,
         }
     }
 
@@ -206,6 +210,12 @@ impl Launch {
 
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_owned());
+        self
+    }
+
+    /// Run with `RINGLB_LOG=level`.
+    pub fn log(mut self, level: &'static str) -> Self {
+        self.log = Some(level);
         self
     }
 }
@@ -251,7 +261,9 @@ impl Proxy {
             .args(&launch.extra)
             .env(
                 "RINGLB_LOG",
-                std::env::var("RINGLB_SCENARIO_LOG").unwrap_or_else(|_| "info".to_owned()),
+                launch.log.map(str::to_owned).unwrap_or_else(|| {
+                    std::env::var("RINGLB_SCENARIO_LOG").unwrap_or_else(|_| "info".to_owned())
+                }),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -10,7 +10,8 @@ use socket2::Socket;
 
 use super::conn::{self, ConnHandle, SEND_WAKE, STACK_SIZE};
 use super::shared::Shared;
-use crate::core::conn::{Event, Side};
+use crate::core::conn::{Event, Failure, Side};
+use crate::engine::rate_limit::RateLimit;
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::AcceptFailure;
 use crate::engine::{op, socket};
@@ -19,28 +20,6 @@ use crate::engine::{op, socket};
 pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
 /// How long accepting stops after running out of fds, memory or threads.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// At most one warning of a kind per this interval; the rest are counted.
-const WARN_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A warning that is logged at most once per [`WARN_INTERVAL`].
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now < last + WARN_INTERVAL) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// Accept on `listener` (index `index`) until shutdown is requested; the listener is closed
 /// when this returns.
 pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdown) {
@@ -54,7 +33,7 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
         {
             Ok(fd) => {
                 if let Err(err) = admit(Socket::from(fd), index, &shared) {
-                    if let Some(suppressed) = refused.allow() {
+                    if let Some(suppressed) = refused.allow(Instant::now()) {
                         tracing::warn!(listener = index, %err, suppressed, "client refused");
                     }
                 }
@@ -63,7 +42,7 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
             Err(err) => match socket::accept_failure(err.raw_os_error().unwrap_or(libc::EIO)) {
                 AcceptFailure::Retry | AcceptFailure::Skip => {}
                 AcceptFailure::BackOff => {
-                    if let Some(suppressed) = exhausted.allow() {
+                    if let Some(suppressed) = exhausted.allow(Instant::now()) {
                         tracing::warn!(listener = index, %err, suppressed, "accept failed; pausing for {ACCEPT_BACKOFF:?}");
                     }
                     std::thread::sleep(ACCEPT_BACKOFF);
@@ -97,7 +76,13 @@ fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
         .spawn(move || conn::connection(s, h, key));
     if let Err(err) = spawned {
         // No thread will ever leave this connection: close and release it here.
-        shared.report(key, Event::Failed { side: Side::Client });
+        shared.report(
+            key,
+            Event::Failed {
+                side: Side::Client,
+                failure: Failure::Local,
+            },
+        );
         shared.release(key);
         return Err(err);
     }

@@ -22,8 +22,9 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use socket2::{SockAddr, Socket};
 
 use super::shared::Shared;
-use crate::core::conn::{Dir, Event, Side, Via};
+use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::SlotKey;
+use crate::engine::op::os_failure;
 use crate::engine::{op, socket};
 use crate::sys::Peek;
 use crate::sys::pipe::Pipe;
@@ -195,7 +196,13 @@ pub fn connection(shared: Arc<Shared>, handle: Arc<ConnHandle>, key: SlotKey) {
         if let Err(err) = spawned {
             handle.threads.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(%err, "cannot spawn a connection thread");
-            shared.report(key, Event::Failed { side: Side::Client });
+            shared.report(
+                key,
+                Event::Failed {
+                    side: Side::Client,
+                    failure: Failure::Local,
+                },
+            );
         }
         forward(&shared, &handle, key, Dir::Upstream, &backend);
     }
@@ -271,7 +278,10 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
                 },
                 Err(err) => {
                     tracing::debug!(?dir, %err, "receive failed");
-                    Event::Failed { side: dir.source() }
+                    Event::Failed {
+                        side: dir.source(),
+                        failure: os_failure(&err),
+                    }
                 }
             },
             Order::Send(via, queued) => match send(&mut queue, sink, via, queued, handle) {
@@ -283,7 +293,10 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
                 },
                 Err(err) => {
                     tracing::debug!(?dir, %err, "send failed");
-                    Event::Failed { side: dir.sink() }
+                    Event::Failed {
+                        side: dir.sink(),
+                        failure: os_failure(&err),
+                    }
                 }
             },
         };

@@ -17,11 +17,13 @@ use super::conn::ConnHandle;
 use crate::core::conn::{Action, Event};
 use crate::core::shard::{Refused, Shard, ShardStats};
 use crate::core::slot::SlotKey;
+use crate::engine::op::os_failure;
+use crate::engine::rate_limit::{self, RateLimit};
 
 /// The shared shard and the settings every connection thread reads.
 #[derive(Debug)]
 pub struct Shared {
-    shard: Mutex<Shard<Arc<ConnHandle>>>,
+    shard: Mutex<Locked>,
     /// Copy-mode buffer per direction.
     pub buffer_size: usize,
     /// Splice-mode pipe size per direction.
@@ -39,14 +41,17 @@ impl Shared {
         connect_timeout: Duration,
     ) -> Self {
         Shared {
-            shard: Mutex::new(shard),
+            shard: Mutex::new(Locked {
+                shard,
+                resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
+            }),
             buffer_size,
             pipe_size,
             connect_timeout,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shard<Arc<ConnHandle>>> {
+    fn lock(&self) -> MutexGuard<'_, Locked> {
         self.shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -58,55 +63,71 @@ impl Shared {
         handle: Arc<ConnHandle>,
     ) -> Result<SlotKey, Refused> {
         let now = Instant::now();
-        let mut shard = self.lock();
-        let key = shard
+        let mut locked = self.lock();
+        let key = locked
+            .shard
             .accept(now, listener, client, handle)
             .map_err(|(reason, _)| reason)?;
-        drive(&mut shard, now);
+        locked.drive(now);
         Ok(key)
     }
 
     /// Feed one result and carry out what follows.
     pub fn report(&self, key: SlotKey, event: Event) {
         let now = Instant::now();
-        let mut shard = self.lock();
-        shard.handle_event(now, key, event);
-        drive(&mut shard, now);
+        let mut locked = self.lock();
+        locked.shard.handle_event(now, key, event);
+        locked.drive(now);
     }
 
     /// Free a connection whose threads have all left.
     pub fn release(&self, key: SlotKey) {
-        self.lock().release(key);
+        self.lock().shard.release(key);
     }
 
     /// Fire due timers (idle timeouts) and carry out what follows.
     pub fn tick(&self, now: Instant) {
-        let mut shard = self.lock();
-        shard.handle_timeouts(now);
-        drive(&mut shard, now);
+        let mut locked = self.lock();
+        locked.shard.handle_timeouts(now);
+        locked.drive(now);
     }
 
     /// Close every connection now.
     pub fn abort_all(&self) {
-        let mut shard = self.lock();
-        shard.abort_all();
-        drive(&mut shard, Instant::now());
+        let mut locked = self.lock();
+        locked.shard.abort_all();
+        locked.drive(Instant::now());
     }
 
     /// Connections not yet released.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().shard.len()
     }
 
     /// The shard's counters.
     pub fn stats(&self) -> ShardStats {
-        self.lock().stats()
+        self.lock().shard.stats()
     }
 }
 
-/// Drain every action, posting orders and carrying out the non-blocking ones; results of those
-/// are fed back until nothing is left.
-fn drive(shard: &mut Shard<Arc<ConnHandle>>, now: Instant) {
+/// What the shard lock guards.
+#[derive(Debug)]
+struct Locked {
+    shard: Shard<Arc<ConnHandle>>,
+    /// Debug lines about resets.
+    resets_log: RateLimit,
+}
+
+impl Locked {
+    /// Drain every action, posting orders and carrying out the non-blocking ones; results of
+    /// those are fed back until nothing is left.
+    fn drive(&mut self, now: Instant) {
+        let Locked { shard, resets_log } = self;
+        drive(shard, resets_log, now);
+    }
+}
+
+fn drive(shard: &mut Shard<Arc<ConnHandle>>, resets_log: &mut RateLimit, now: Instant) {
     let mut results: Vec<(SlotKey, Event)> = Vec::new();
     loop {
         while let Some((key, action)) = shard.poll_action() {
@@ -127,11 +148,16 @@ fn drive(shard: &mut Shard<Arc<ConnHandle>>, now: Instant) {
                 Action::ShutdownWrite { side } => {
                     if let Err(err) = handle.shutdown_write(side) {
                         tracing::debug!(?side, %err, "shutdown(SHUT_WR) failed");
-                        results.push((key, Event::Failed { side }));
+                        let failure = os_failure(&err);
+                        results.push((key, Event::Failed { side, failure }));
                     }
                 }
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");
+                    if reset {
+                        // The blocking engine is one shard: worker 0.
+                        rate_limit::log_reset(resets_log, now, 0, key, reason);
+                    }
                     handle.close(reset);
                 }
             }

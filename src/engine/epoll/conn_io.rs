@@ -19,8 +19,9 @@ use socket2::{SockAddr, Socket};
 
 use super::resources::Resources;
 use super::{TAG_BACKEND, TAG_CLIENT};
-use crate::core::conn::{Dir, Event, Side, Via};
+use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
+use crate::engine::op::os_failure;
 use crate::engine::{op, socket};
 use crate::sys::pipe::Pipe;
 
@@ -276,7 +277,10 @@ impl ConnIo {
         let side = dir.source();
         let Some(sock) = side_socket(client, backend, side) else {
             flow.recv = None;
-            out.push(Event::Failed { side });
+            out.push(Event::Failed {
+                side,
+                failure: Failure::Local,
+            });
             return;
         };
         if flow.turn != res.turn {
@@ -312,7 +316,10 @@ impl ConnIo {
             Err(err) => {
                 tracing::debug!(?dir, %err, "receive failed");
                 flow.recv = None;
-                out.push(Event::Failed { side });
+                out.push(Event::Failed {
+                    side,
+                    failure: os_failure(&err),
+                });
             }
         }
         flow.settle(res);
@@ -347,7 +354,10 @@ impl ConnIo {
         let side = dir.sink();
         let Some(sock) = side_socket(client, backend, side) else {
             flow.send = None;
-            out.push(Event::Failed { side });
+            out.push(Event::Failed {
+                side,
+                failure: Failure::Local,
+            });
             return;
         };
         let result = loop {
@@ -397,7 +407,10 @@ impl ConnIo {
         match result {
             Ok(0) => {
                 flow.send = None;
-                out.push(Event::Failed { side });
+                out.push(Event::Failed {
+                    side,
+                    failure: Failure::ZeroWrite,
+                });
             }
             Ok(n) => {
                 flow.send = None;
@@ -421,7 +434,10 @@ impl ConnIo {
             Err(err) => {
                 tracing::debug!(?dir, %err, "send failed");
                 flow.send = None;
-                out.push(Event::Failed { side });
+                out.push(Event::Failed {
+                    side,
+                    failure: os_failure(&err),
+                });
             }
         }
     }
@@ -437,12 +453,18 @@ impl ConnIo {
     /// Carry out `ShutdownWrite { side }`.
     pub fn shutdown_write(&mut self, side: Side, out: &mut Vec<Event>) {
         let Some(sock) = side_socket(&self.client, &self.backend, side) else {
-            out.push(Event::Failed { side });
+            out.push(Event::Failed {
+                side,
+                failure: Failure::Local,
+            });
             return;
         };
         if let Err(err) = (op::Shutdown { socket: sock }).run() {
             tracing::debug!(?side, %err, "shutdown(SHUT_WR) failed");
-            out.push(Event::Failed { side });
+            out.push(Event::Failed {
+                side,
+                failure: os_failure(&err),
+            });
         }
     }
 

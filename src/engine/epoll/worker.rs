@@ -16,9 +16,10 @@ use socket2::Socket;
 use super::conn_io::ConnIo;
 use super::resources::{IoStats, Resources};
 use super::{TAG_CLIENT, TAG_LISTENER};
-use crate::core::conn::{Action, Event, Side};
+use crate::core::conn::{Action, Event, Failure, Side};
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
+use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
 use crate::engine::{EngineError, op};
@@ -27,29 +28,8 @@ use crate::engine::{EngineError, op};
 pub const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How long a listener stops accepting after running out of fds or memory.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// At most one warning per listener in this interval; the rest are counted.
-const WARN_INTERVAL: Duration = Duration::from_secs(1);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
-
-/// A warning that is logged at most once per [`WARN_INTERVAL`].
-#[derive(Debug, Default)]
-struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(suppressed since the last one)` when a warning may be logged now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|last| now < last + WARN_INTERVAL) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
 
 /// One listening socket of this worker.
 #[derive(Debug)]
@@ -72,6 +52,8 @@ pub struct Worker {
     out: Vec<Event>,
     shutdown: Shutdown,
     grace: Duration,
+    /// Debug lines about resets.
+    resets_log: RateLimit,
 }
 
 impl std::fmt::Debug for Worker {
@@ -117,6 +99,7 @@ impl Worker {
             listeners: slots,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             out: Vec::new(),
+            resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             shutdown,
             grace,
         })
@@ -339,8 +322,14 @@ impl Worker {
                 };
                 if let Err(err) = attached {
                     tracing::warn!(%err, "cannot register a client with epoll");
-                    self.shard
-                        .handle_event(now, key, Event::Failed { side: Side::Client });
+                    self.shard.handle_event(
+                        now,
+                        key,
+                        Event::Failed {
+                            side: Side::Client,
+                            failure: Failure::Local,
+                        },
+                    );
                 }
             }
             // Dropping the payload closes the client at once.
@@ -359,6 +348,9 @@ impl Worker {
         while let Some((key, action)) = self.shard.poll_action() {
             if let Action::Close { reset, reason } = action {
                 tracing::trace!(?key, ?reason, reset, "close");
+                if reset {
+                    rate_limit::log_reset(&mut self.resets_log, now, self.index, key, reason);
+                }
                 if let Some(io) = self.shard.release(key) {
                     io.close(reset, &mut self.res);
                 }

@@ -31,7 +31,23 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use io_uring::types::Fd;
 
+use crate::core::conn::Failure;
+
 /// The io_uring view of a borrowed fd.
 pub(crate) fn fixed(fd: BorrowedFd<'_>) -> Fd {
     Fd(fd.as_raw_fd())
+}
+
+/// The failure an op's error means for its socket (a direct call's `io::Error`).
+pub(crate) fn os_failure(err: &std::io::Error) -> Failure {
+    Failure::Os(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// The failure a completion's result means for its socket: `-errno`, or 0 for a send that
+/// wrote nothing.
+pub(crate) fn cqe_failure(result: i32) -> Failure {
+    match result {
+        0 => Failure::ZeroWrite,
+        r => Failure::Os(r.saturating_neg()),
+    }
 }

@@ -10,9 +10,9 @@ use super::send_bundle;
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
-use crate::core::conn::{Dir, Event};
-use crate::core::slot::UserData;
-use crate::engine::EngineError;
+use crate::core::conn::{Dir, Event, Failure, Side};
+use crate::core::slot::{SlotKey, UserData};
+use crate::engine::{EngineError, op};
 use crate::sys::Peek;
 
 /// Spurious readiness reports tolerated before splice mode falls back to one plain receive.
@@ -32,6 +32,12 @@ fn receive_into_pipe(io: &ConnIo, dir: Dir) -> i32 {
 }
 
 impl Worker {
+    /// The socket on `side` of connection `key` failed.
+    pub(super) fn fail(&mut self, now: Instant, key: SlotKey, side: Side, failure: Failure) {
+        self.shard
+            .handle_event(now, key, Event::Failed { side, failure });
+    }
+
     /// Handle one completion.
     pub(super) fn complete(
         &mut self,
@@ -143,8 +149,7 @@ impl Worker {
                 }
                 if result <= 0 {
                     tracing::debug!(?dir, result, "send failed");
-                    self.shard
-                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                    self.fail(now, key, dir.sink(), op::cqe_failure(result));
                     return Ok(());
                 }
                 let sent = result as u32;
@@ -182,18 +187,20 @@ impl Worker {
                     let event = if result == -libc::ECANCELED {
                         Event::RecvEnded { dir }
                     } else {
-                        Event::Failed { side: dir.source() }
+                        Event::Failed {
+                            side: dir.source(),
+                            failure: op::cqe_failure(result),
+                        }
                     };
                     self.shard.handle_event(now, key, event);
                 } else {
-                    self.submit_copy_recv(now, key, dir)?;
+                    self.submit_copy_recv(key, dir)?;
                 }
             }
             Op::PollOut(dir) if io.flow(dir).send_waits_writable => {
                 io.flow(dir).send_waits_writable = false;
                 if result < 0 {
-                    self.shard
-                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                    self.fail(now, key, dir.sink(), op::cqe_failure(result));
                 } else {
                     self.submit_copy_send(now, key, dir)?;
                 }
@@ -203,8 +210,7 @@ impl Worker {
             }
             Op::PollOut(dir) if self.plan.inline_splice => {
                 if result < 0 {
-                    self.shard
-                        .handle_event(now, key, Event::Failed { side: dir.sink() });
+                    self.fail(now, key, dir.sink(), op::cqe_failure(result));
                 } else {
                     let len = io.flow(dir).splice_out_len;
                     self.submit_splice_out(now, key, dir, len, false)?;
@@ -241,8 +247,7 @@ impl Worker {
             return self.submit_splice_out(now, key, dir, len, true);
         }
         if result <= 0 {
-            self.shard
-                .handle_event(now, key, Event::Failed { side: dir.sink() });
+            self.fail(now, key, dir.sink(), op::cqe_failure(result));
             return Ok(());
         }
         let flow = io.flow(dir);
@@ -323,8 +328,7 @@ impl Worker {
         if result > 0 {
             let Some(bid) = bid else {
                 tracing::error!("a receive completed without a buffer; closing");
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.source() });
+                self.shard.abort(key);
                 return Ok(());
             };
             flow.chunks.push_back(Chunk {
@@ -375,7 +379,7 @@ impl Worker {
                 self.counters.parked_queue_full += 1;
                 let drained = flow.chunks.len() < COPY_BUFFERS as usize;
                 if drained {
-                    self.submit_copy_recv(now, key, dir)?;
+                    self.submit_copy_recv(key, dir)?;
                 }
             }
             libc::ECANCELED => {
@@ -392,8 +396,7 @@ impl Worker {
             }
             _ => {
                 tracing::debug!(?dir, result, "receive failed");
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.source() });
+                self.fail(now, key, dir.source(), op::cqe_failure(result));
             }
         }
         Ok(())
@@ -425,31 +428,32 @@ impl Worker {
         let cancelled = flow.cancel_requested;
         let pipe_has_bytes = flow.pipe_bytes > 0;
         let peek = match (result, io.socket(dir.source())) {
-            (0, Some(socket)) => crate::sys::peek(socket).ok(),
-            _ => None,
+            (0, Some(socket)) => crate::sys::peek(socket).map_err(|e| op::os_failure(&e)),
+            _ => Err(Failure::Local),
         };
         let flow = io.flow(dir);
         match -result {
             0 => match peek {
                 // A real end of stream.
-                Some(Peek::Eof) => {
+                Ok(Peek::Eof) => {
                     self.shard.handle_event(now, key, Event::Eof { dir });
                 }
                 // Not the end: TCP splice also returns 0 when it stops at urgent data. A plain
                 // receive moves past the mark (into the pipe, which is empty: the splice just
                 // moved nothing, and pipe_bytes counts what is still in it).
-                Some(Peek::Data | Peek::Empty) if !pipe_has_bytes => {
+                Ok(Peek::Data | Peek::Empty) if !pipe_has_bytes => {
                     self.counters.spurious_wakeups += 1;
                     let result = receive_into_pipe(io, dir);
                     return self.spliced_in(now, key, dir, result);
                 }
-                Some(Peek::Data | Peek::Empty) => {
+                Ok(Peek::Data | Peek::Empty) => {
                     flow.parked = Some(Parked::PipeFull);
                     self.counters.parked_pipe_full += 1;
                 }
-                None => {
+                Err(failure) => {
+                    let side = dir.source();
                     self.shard
-                        .handle_event(now, key, Event::Failed { side: dir.source() });
+                        .handle_event(now, key, Event::Failed { side, failure });
                 }
             },
             libc::EAGAIN if cancelled => {
@@ -477,10 +481,7 @@ impl Worker {
             libc::ECANCELED => {
                 self.shard.handle_event(now, key, Event::RecvEnded { dir });
             }
-            _ => {
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.source() });
-            }
+            _ => self.fail(now, key, dir.source(), op::cqe_failure(result)),
         }
         Ok(())
     }

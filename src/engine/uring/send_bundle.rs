@@ -28,7 +28,7 @@ use super::worker::{COPY_BUFFERS, Worker};
 use crate::core::conn::{Dir, Event};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::EngineError;
-use crate::engine::op::SendBundle;
+use crate::engine::op::{self, SendBundle};
 
 /// Publish the direction's queued chunks that are not in its send ring yet, as far as the ring
 /// has room.
@@ -185,15 +185,13 @@ impl Worker {
                 // went out of order. Never carry on silently; the ring is reset at close.
                 self.counters.bundle_out_of_step += 1;
                 tracing::error!(?dir, ?first, ?head, "send ring out of step with the kernel");
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                self.shard.abort(key);
                 return Ok(());
             }
             let consumed = consume(flow, &mut self.send_rings, &mut self.buffers, result as u32);
             if consumed == Consumed::Beyond {
                 tracing::error!(?dir, result, "bundle reported more bytes than were queued");
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                self.shard.abort(key);
                 return Ok(());
             }
             flow.bundle_owes_sent = false;
@@ -248,8 +246,7 @@ impl Worker {
             }
             _ => {
                 tracing::debug!(?dir, result, "bundle send failed");
-                self.shard
-                    .handle_event(now, key, Event::Failed { side: dir.sink() });
+                self.fail(now, key, dir.sink(), op::cqe_failure(result));
             }
         }
         Ok(())
@@ -314,7 +311,7 @@ impl Worker {
             .io_mut(key)
             .is_some_and(|io| io.flow(dir).parked == Some(Parked::QueueFull));
         if resume && still_parked {
-            self.submit_copy_recv(now, key, dir)?;
+            self.submit_copy_recv(key, dir)?;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{
     Close, Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
 };
-use crate::engine::{EngineError, socket};
+use crate::engine::{EngineError, rate_limit, socket};
 
 fn tag(op: Op, key: SlotKey) -> u64 {
     UserData::new(op.code(), key).0
@@ -43,7 +43,7 @@ impl Worker {
                         io.flow(dir).cancel_requested = false;
                     }
                     match via {
-                        Via::Copy => self.submit_copy_recv(now, key, dir)?,
+                        Via::Copy => self.submit_copy_recv(key, dir)?,
                         Via::Splice => self.submit_splice_in(now, key, dir)?,
                     }
                 }
@@ -56,7 +56,13 @@ impl Worker {
                     }
                 },
                 Action::ShutdownWrite { side } => self.shutdown_write(key, side)?,
-                Action::Close { reset, .. } => self.close(key, reset)?,
+                Action::Close { reset, reason } => {
+                    tracing::trace!(?key, ?reason, reset, "close");
+                    if reset {
+                        rate_limit::log_reset(&mut self.resets_log, now, self.index, key, reason);
+                    }
+                    self.close(key, reset)?;
+                }
             }
         }
         Ok(())
@@ -117,12 +123,7 @@ impl Worker {
     }
 
     /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
-    pub(super) fn submit_copy_recv(
-        &mut self,
-        now: Instant,
-        key: SlotKey,
-        dir: Dir,
-    ) -> Result<(), EngineError> {
+    pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) -> Result<(), EngineError> {
         let full = self
             .shard
             .io_mut(key)
@@ -152,8 +153,7 @@ impl Worker {
             return Ok(());
         };
         let Some(source) = io.socket(dir.source()) else {
-            self.shard
-                .handle_event(now, key, Event::Failed { side: dir.source() });
+            self.shard.abort(key);
             return Ok(());
         };
         let entry = match target {
@@ -322,7 +322,7 @@ impl Worker {
     }
 
     /// Receives parked for lack of buffers try again once some are free.
-    pub(super) fn retry_starved(&mut self, now: Instant) -> Result<(), EngineError> {
+    pub(super) fn retry_starved(&mut self) -> Result<(), EngineError> {
         let free = self.buffers.free() as usize;
         if self.starved.is_empty() || free == 0 {
             return Ok(());
@@ -338,7 +338,7 @@ impl Worker {
                 .filter(|io| io.closing.is_none())
                 .is_some_and(|io| io.flow(dir).parked == Some(Parked::NoBuffers));
             if parked {
-                self.submit_copy_recv(now, key, dir)?;
+                self.submit_copy_recv(key, dir)?;
             }
         }
         Ok(())

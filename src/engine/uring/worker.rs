@@ -21,6 +21,7 @@ use crate::core::conn::Dir;
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{Accept, fixed};
+use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan, socket};
@@ -92,6 +93,8 @@ pub(super) struct Worker {
     /// Receives waiting for buffers to come back.
     pub starved: Vec<(SlotKey, Dir)>,
     pub counters: Counters,
+    /// Debug lines about resets.
+    pub resets_log: RateLimit,
     pub completions: Vec<(u64, i32, u32)>,
     pub index: usize,
     /// Shutdown has begun: no new clients.
@@ -155,6 +158,7 @@ impl Worker {
             internal_in_flight: 0,
             starved: Vec::new(),
             counters: Counters::default(),
+            resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             completions: Vec::with_capacity(1024),
             index: info.index,
             stopping: false,
@@ -224,7 +228,7 @@ impl Worker {
             }
             self.handle_timeouts(now)?;
             self.carry_out_actions(now)?;
-            self.retry_starved(now)?;
+            self.retry_starved()?;
 
             // Buffers given back during this turn become visible to the kernel in one store.
             self.buffers.publish();
@@ -246,6 +250,7 @@ impl Worker {
             worker = self.index,
             accepted = stats.accepted,
             closed = stats.closed,
+            ?stats.resets,
             enters = self.ring.enters(),
             pipes_created = self.pipes.created(),
             buffers_held = self.buffers.held(),
