@@ -11,4 +11,5 @@ pub mod balance;
 pub mod conn;
 pub mod shard;
 pub mod slot;
+pub mod stats;
 pub mod timer;

@@ -1,0 +1,68 @@
+//! What a worker counts: connections, bytes, and the resets it made, by cause.
+
+use super::conn::{CloseReason, Failure};
+
+/// Counters a worker exposes (for logs, the demo, and later metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub accepted: u64,
+    pub refused: u64,
+    pub closed: u64,
+    pub closed_no_backend: u64,
+    pub closed_idle: u64,
+    pub closed_failed: u64,
+    pub connect_failures: u64,
+    pub bytes_upstream: u64,
+    pub bytes_downstream: u64,
+    /// Completions that named a freed or reused slot and were dropped.
+    pub stale_events: u64,
+    /// Times the worker was found to have stalled (timers then held, see `RESUME_GRACE`).
+    pub stalls: u64,
+    /// Connections closed with a reset (RST to the peers), by cause.
+    pub resets: ResetCounts,
+}
+
+/// Connections a worker closed abortively, by cause.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetCounts {
+    /// The client reset the connection (`ECONNRESET`, `EPIPE`).
+    pub client_reset: u64,
+    /// The client's socket failed otherwise.
+    pub client_error: u64,
+    /// The backend reset the connection (`ECONNRESET`, `EPIPE`).
+    pub backend_reset: u64,
+    /// The backend's socket failed otherwise.
+    pub backend_error: u64,
+    /// The engine could not carry the connection on ([`Failure::Local`]).
+    pub local: u64,
+    /// The shutdown grace period ended with the connection still open.
+    pub shutdown: u64,
+}
+
+impl ResetCounts {
+    pub(super) fn count(&mut self, reason: CloseReason) {
+        let counter = match reason {
+            CloseReason::ClientFailed(Failure::Local)
+            | CloseReason::BackendFailed(Failure::Local)
+            | CloseReason::Local => &mut self.local,
+            CloseReason::ClientFailed(f) if f.peer_reset() => &mut self.client_reset,
+            CloseReason::ClientFailed(_) => &mut self.client_error,
+            CloseReason::BackendFailed(f) if f.peer_reset() => &mut self.backend_reset,
+            CloseReason::BackendFailed(_) => &mut self.backend_error,
+            CloseReason::Aborted => &mut self.shutdown,
+            // Never closed with a reset.
+            CloseReason::Done | CloseReason::NoBackend | CloseReason::IdleTimeout => return,
+        };
+        *counter += 1;
+    }
+
+    /// Every reset counted.
+    pub fn total(&self) -> u64 {
+        self.client_reset
+            + self.client_error
+            + self.backend_reset
+            + self.backend_error
+            + self.local
+            + self.shutdown
+    }
+}
