@@ -6,7 +6,6 @@ use std::time::Instant;
 use io_uring::cqueue;
 
 use super::conn_io::{Chunk, ConnIo, Parked};
-use super::send_bundle;
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
@@ -100,23 +99,9 @@ impl Worker {
                         self.buffers.give_back(bid);
                     }
                 }
-                Op::SendBundle(dir) => {
-                    let flow = io.flow(dir);
-                    if !more {
-                        flow.bundle_in_flight = false;
-                    }
-                    if result > 0 {
-                        // So that the ring returns to the pool clean (a chunk left half sent
-                        // keeps it pending, and `finalize` resets it); the outcome itself does
-                        // not matter any more.
-                        let _ = send_bundle::consume(
-                            flow,
-                            &mut self.send_rings,
-                            &mut self.buffers,
-                            result as u32,
-                        );
-                    }
-                }
+                // Its ring is reset when `finalize` gives it back, and its chunks' buffers
+                // are returned there.
+                Op::SendBundle(dir) if !more => io.flow(dir).bundle_in_flight = false,
                 Op::SpliceIn(dir) if result > 0 => io.flow(dir).pipe_bytes += result as u64,
                 Op::SpliceOut(dir) if result > 0 => {
                     let flow = io.flow(dir);

@@ -9,9 +9,11 @@
 //!
 //! The kernel's head is private, so the engine keeps its own (`SendRing::head`) and checks it
 //! against the first buffer id each completion names. Whenever a bundle's last completion
-//! leaves entries pending (it sent nothing: `EAGAIN` after io-wq took it, `ENOBUFS`; or its
-//! bytes ended inside a chunk), the kernel may already have moved its head past them, so the
-//! ring is reset and the chunks are published again.
+//! leaves entries pending (it sent nothing: `ECANCELED` when the kernel gave it up, `ENOBUFS`,
+//! `EAGAIN`; or its bytes ended inside a chunk or short of the last entry), the kernel may
+//! already have moved its head past them (6.18 commits a selection when it takes it), so the
+//! ring is reset and the chunks are published again. A closing connection's ring is reset
+//! whatever its count, when `finalize` gives it back.
 //!
 //! A single queued chunk goes out as a plain send, and when every ring is leased the send falls
 //! back to `sendmsg` (`submit.rs`); a direction never mixes these with a bundle while either
@@ -51,7 +53,7 @@ fn top_up(flow: &FlowIo, rings: &mut SendRings, buffers: &Buffers) {
 
 /// How a bundle's reported bytes matched the pending chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Consumed {
+enum Consumed {
     /// Whole chunks: the ring's accounting is exact.
     Whole,
     /// They ended inside a chunk (a final completion after a partial send, when the retry
@@ -64,7 +66,7 @@ pub(super) enum Consumed {
 
 /// Account `bytes` reported sent by a bundle: whole pending chunks leave the queue and go back
 /// to the receive buffers; a chunk the bytes end inside keeps its unsent rest.
-pub(super) fn consume(
+fn consume(
     flow: &mut FlowIo,
     rings: &mut SendRings,
     buffers: &mut Buffers,
@@ -136,6 +138,9 @@ impl Worker {
             (r.group(), r.pending())
         });
         let (Some((group, pending)), Some(sink)) = (group, io.socket(dir.sink())) else {
+            // An established connection has both sockets: a bug, never a panic or a stall.
+            tracing::error!(?dir, "send requested without a sink socket; closing");
+            self.shard.abort(key);
             return Ok(true);
         };
         if pending == 0 {
@@ -173,7 +178,6 @@ impl Worker {
         let Some(io) = self.shard.io_mut(key) else {
             return Ok(());
         };
-        let closing = io.closing.is_some();
         let flow = io.flow(dir);
         if !more {
             flow.bundle_in_flight = false;
@@ -209,8 +213,10 @@ impl Worker {
         let owed = flow.bundle_owes_sent && !flow.chunks.is_empty();
         match -result {
             libc::EAGAIN => {
-                // Sent nothing, but the kernel may have committed its selection: the retry
-                // starts from a clean ring, after POLLOUT, if the core still waits for it.
+                // Not seen on 6.18, where io-wq never runs a bundle and ringlb sets no
+                // MSG_DONTWAIT; kept for kernels that differ. Sent nothing, but the kernel may
+                // have committed its selection: the retry starts from a clean ring, after
+                // POLLOUT, if the core still waits for it.
                 self.reset_send_ring_if_pending(key, dir);
                 self.release_idle_send_ring(key, dir);
                 if owed {
@@ -220,8 +226,9 @@ impl Worker {
                     self.submit_poll(key, dir, Op::PollOut(dir))?;
                 }
             }
-            libc::ECANCELED if !closing => {
-                // Nobody here cancelled it: the kernel gave the bundle up. A request that
+            libc::ECANCELED => {
+                // Not ours (completions of a closing connection never get here, see
+                // `complete`): the kernel gave the bundle up. A request that
                 // re-arms its poll 128 times (APOLL_MAX_RETRY: a long MSG_WAITALL bundle behind
                 // a slowly reading peer) moves to io-wq, and io-wq runs no request marked
                 // multishot, which bundle sends are: it arms poll once more and fails the

@@ -226,12 +226,24 @@ impl SendRings {
         NonZeroU16::new(self.registered).map(SendRingId)
     }
 
-    /// Take back a leased ring. One with entries still pending (its connection closed with
-    /// bytes unsent) is re-registered first, which resets the kernel's head to match an empty
-    /// ring; one that cannot be is retired.
+    /// Take back a leased ring. One with entries still pending (its bundle ended early) is
+    /// re-registered first, which resets the kernel's head to match an empty ring; one that
+    /// cannot be is retired.
     pub fn give_back(&mut self, ring: &IoUring, id: SendRingId) {
+        self.take_back(ring, id, false);
+    }
+
+    /// Take back the ring of a connection that closed while holding it, resetting it whatever
+    /// its count says: completions of a closing connection are not checked against the ring
+    /// (its bytes no longer matter), so the kernel's head is not known to match `tail`, and a
+    /// stale entry must never reach the next lessee's socket.
+    pub fn give_back_after_close(&mut self, ring: &IoUring, id: SendRingId) {
+        self.take_back(ring, id, true);
+    }
+
+    fn take_back(&mut self, ring: &IoUring, id: SendRingId, force_reset: bool) {
         let send_ring = &mut self.rings[id.index()];
-        if send_ring.pending > 0 {
+        if send_ring.pending > 0 || force_reset {
             let reset = ring
                 .submitter()
                 .unregister_buf_ring(send_ring.group)

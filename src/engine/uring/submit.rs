@@ -548,7 +548,7 @@ impl Worker {
                 self.pipes.put(pipe, flow.pipe_bytes == 0);
             }
             if let Some(id) = flow.send_ring {
-                self.send_rings.give_back(self.ring.raw(), id);
+                self.send_rings.give_back_after_close(self.ring.raw(), id);
             }
         }
         let reset = io.closing == Some(true);
