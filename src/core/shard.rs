@@ -35,6 +35,10 @@ pub const STALL_GAP: Duration = Duration::from_secs(1);
 /// merely looking at what is ready at that instant is not enough (seen with epoll).
 pub const RESUME_GRACE: Duration = Duration::from_millis(200);
 
+/// Stale timer entries (of released connections) tolerated beyond twice the live connections
+/// before the wheel is swept (see [`Shard::release`]).
+pub const TIMER_SWEEP_SLACK: usize = 4096;
+
 /// How a listener's connections are handled.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenerPolicy {
@@ -91,6 +95,7 @@ impl<Io> std::fmt::Debug for Shard<Io> {
         f.debug_struct("Shard")
             .field("connections", &self.conns.len())
             .field("timers", &self.wheel.len())
+            .field("timer_capacity", &self.wheel.capacity())
             .field("stats", &self.stats)
             .finish()
     }
@@ -306,7 +311,24 @@ impl<Io> Shard<Io> {
         if let Some(backend) = entry.counted {
             self.balancers[entry.pool].connection_closed(backend);
         }
+        self.sweep_timers_if_stale();
         Some(entry.io)
+    }
+
+    /// A released connection leaves its timer in the wheel, to be dropped when it fires (an
+    /// idle timeout can be minutes away). Once the wheel holds more than twice the live
+    /// connections plus [`TIMER_SWEEP_SLACK`], drop every entry no live connection needs in one
+    /// sweep, so that the wheel's memory follows the connections that are open, not the ones
+    /// that were. A sweep leaves at most one entry per live connection (and those already
+    /// due), so it costs O(wheel) once per more than that many releases: O(1) per release.
+    fn sweep_timers_if_stale(&mut self) {
+        if self.wheel.len() <= 2 * self.conns.len() + TIMER_SWEEP_SLACK {
+            return;
+        }
+        let conns = &self.conns;
+        self.wheel
+            .retain(|key| conns.get(key).and_then(|e| e.timer));
+        self.stats.timer_sweeps += 1;
     }
 
     /// Close connection `key` now because the engine cannot carry it on (no pipe, no thread,
@@ -374,6 +396,11 @@ impl<Io> Shard<Io> {
         self.conns.keys().collect()
     }
 
+    /// Entries in the timer wheel, and the entries its memory has room for.
+    pub fn timers(&self) -> (usize, usize) {
+        (self.wheel.len(), self.wheel.capacity())
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> ShardStats {
         self.stats
@@ -408,6 +435,10 @@ mod tests {
     }
 
     fn shard_with(now: Instant, algorithm: Algorithm) -> Shard<()> {
+        shard_idle(now, algorithm, IDLE)
+    }
+
+    fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Shard<()> {
         let pool = Arc::new(PoolSnapshot::new(
             algorithm,
             vec![BackendInfo {
@@ -422,7 +453,7 @@ mod tests {
             candidates: 1,
             params: ConnParams {
                 connect_timeout: None,
-                idle_timeout: IDLE,
+                idle_timeout,
                 mode: Mode::Copy,
                 copy_high_water: 1 << 16,
                 splice_capacity: 1 << 16,
@@ -468,6 +499,57 @@ mod tests {
             }
         }
         reason
+    }
+
+    /// Issue 10, item 3: each connection left its idle timer in the wheel until it fired
+    /// (minutes later), so memory grew with churn and stayed at its peak.
+    #[test]
+    fn timers_of_released_connections_do_not_accumulate() {
+        const CHURN: usize = 500_000;
+        let idle = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let mut shard = shard_idle(t0, Algorithm::RoundRobin, idle);
+        // One connection stays open throughout: its timer must survive every sweep.
+        let kept = established(&mut shard, t0);
+        let mut now = t0;
+        let mut peak = (0, 0);
+        for i in 0..CHURN {
+            now += Duration::from_micros(20);
+            if i % 1000 == 0 {
+                // As an engine does every loop turn.
+                shard.handle_timeouts(now);
+            }
+            let key = established(&mut shard, now);
+            shard.abort(key);
+            assert!(closed(&mut shard).is_some());
+            shard.release(key).expect("current");
+            let (len, cap) = shard.timers();
+            peak = (peak.0.max(len), peak.1.max(cap));
+        }
+        let bound = 2 * shard.len() + TIMER_SWEEP_SLACK + 1;
+        assert!(
+            peak.0 <= bound,
+            "wheel held {} entries for {} open connections",
+            peak.0,
+            shard.len()
+        );
+        // Each slot keeps at most 4x its entries plus 8.
+        assert!(peak.1 <= 4 * bound + 8 * crate::core::timer::WHEEL_SLOTS);
+        assert!(shard.stats().timer_sweeps >= (CHURN / (TIMER_SWEEP_SLACK + 1)) as u64 / 2);
+        // The kept connection still idles out on time (timers checked every 100 ms).
+        while now + Duration::from_millis(100) < t0 + idle {
+            now += Duration::from_millis(100);
+            shard.handle_timeouts(now);
+            assert_eq!(
+                closed(&mut shard),
+                None,
+                "closed {:?} early",
+                t0 + idle - now
+            );
+        }
+        shard.handle_timeouts(t0 + idle + Duration::from_millis(10));
+        assert_eq!(closed(&mut shard), Some(CloseReason::IdleTimeout));
+        assert!(shard.conn(kept).is_some_and(|c| c.closed().is_some()));
     }
 
     #[test]

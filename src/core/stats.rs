@@ -18,6 +18,8 @@ pub struct ShardStats {
     pub stale_events: u64,
     /// Times the worker was found to have stalled (timers then held, see `RESUME_GRACE`).
     pub stalls: u64,
+    /// Sweeps of the timer wheel that dropped the entries of released connections.
+    pub timer_sweeps: u64,
     /// Connections closed with a reset (RST to the peers), by cause.
     pub resets: ResetCounts,
 }

@@ -61,10 +61,7 @@ impl TimerWheel {
     }
 
     fn tick_of(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        let tick = TICK.as_nanos();
-        // Round up: never fire before the deadline.
-        u64::try_from(nanos.div_ceil(tick)).unwrap_or(u64::MAX)
+        tick_at(self.origin, at)
     }
 
     fn instant_of(&self, tick: u64) -> Instant {
@@ -85,6 +82,29 @@ impl TimerWheel {
         } else if let Some(next) = self.next_slot {
             self.next_slot = Some(next.min(visit));
         }
+    }
+
+    /// Keep only the entries still needed: `deadline(key)` is the deadline key's owner has
+    /// registered (`None`: none, or the owner is gone). An entry is kept when it fires no later
+    /// than that deadline, so a later duplicate (left when the deadline moved earlier) goes,
+    /// and an entry clamped to the current tick stays. Gives back the memory of slots left
+    /// mostly empty. O(slots + entries).
+    pub fn retain(&mut self, mut deadline: impl FnMut(SlotKey) -> Option<Instant>) {
+        let current = self.current;
+        let origin = self.origin;
+        for slot in &mut self.slots {
+            slot.retain(|entry| {
+                deadline(entry.key).is_some_and(|d| entry.tick <= tick_at(origin, d).max(current))
+            });
+            shrink_if_sparse(slot);
+        }
+        self.len = self.slots.iter().map(Vec::len).sum();
+        self.next_slot = None;
+    }
+
+    /// Entries the wheel has room for without allocating (its memory, in entries).
+    pub fn capacity(&self) -> usize {
+        self.slots.iter().map(Vec::capacity).sum()
     }
 
     /// Move every entry whose deadline is at or before `now` into `fired`.
@@ -110,6 +130,7 @@ impl TimerWheel {
                     !is_due
                 });
                 self.len -= before - slot.len();
+                shrink_if_sparse(slot);
             }
         }
         self.current = due + 1;
@@ -131,6 +152,21 @@ impl TimerWheel {
                 .find(|tick| !self.slots[(tick % WHEEL_SLOTS as u64) as usize].is_empty());
         }
         self.next_slot.map(|tick| self.instant_of(tick))
+    }
+}
+
+/// The tick at or after `at` of a wheel started at `origin`: rounded up, so that a timer never
+/// fires before its deadline.
+fn tick_at(origin: Instant, at: Instant) -> u64 {
+    let nanos = at.saturating_duration_since(origin).as_nanos();
+    u64::try_from(nanos.div_ceil(TICK.as_nanos())).unwrap_or(u64::MAX)
+}
+
+/// A slot keeps at most four times the room its entries need (and a few entries' worth), so
+/// that the wheel's memory follows the timers pending, not the most it ever held.
+fn shrink_if_sparse(slot: &mut Vec<Entry>) {
+    if slot.capacity() > 4 * slot.len() + 8 {
+        slot.shrink_to(2 * slot.len());
     }
 }
 
@@ -166,6 +202,48 @@ mod tests {
         assert!(fired.is_empty());
         wheel.expire(t0 + Duration::from_millis(10_004), &mut fired);
         assert_eq!(fired, vec![k[1]]);
+        assert!(wheel.is_empty());
+    }
+
+    #[test]
+    fn retain_drops_gone_keys_and_later_duplicates_and_gives_memory_back() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0);
+        let k = keys(3000);
+        let ms = |n| t0 + Duration::from_millis(n);
+        for key in &k {
+            wheel.insert(*key, ms(100));
+        }
+        // k[1]'s deadline moved earlier: its later entry is a duplicate.
+        wheel.insert(k[1], ms(50));
+        // An entry for a deadline already past is clamped to the current tick.
+        let mut fired = Vec::new();
+        wheel.expire(ms(60), &mut fired);
+        assert_eq!(fired, vec![k[1]]);
+        wheel.insert(k[2], ms(10));
+        wheel.insert(k[1], ms(100));
+        let big = wheel.capacity();
+        // Only k[0], k[1] (deadline 100 ms) and k[2] (deadline 10 ms, clamped) remain needed.
+        wheel.retain(|key| match key {
+            key if key == k[0] || key == k[1] => Some(ms(100)),
+            key if key == k[2] => Some(ms(10)),
+            _ => None,
+        });
+        // k[2]'s entry at 100 ms is a later duplicate of its 10 ms one: dropped.
+        assert_eq!(wheel.len(), 4, "k0, k1 twice at 100 ms, k2 clamped");
+        assert!(wheel.capacity() < big / 4, "{} of {big}", wheel.capacity());
+        fired.clear();
+        // Clamped to the tick after the last expiry (60 ms): due at 64 ms.
+        wheel.expire(ms(65), &mut fired);
+        assert_eq!(
+            fired,
+            vec![k[2]],
+            "the clamped entry fires on the next pass"
+        );
+        fired.clear();
+        wheel.expire(ms(101), &mut fired);
+        fired.sort_by_key(|key| key.index());
+        assert_eq!(fired, vec![k[0], k[1], k[1]]);
         assert!(wheel.is_empty());
     }
 
