@@ -278,8 +278,9 @@ proptest! {
                 prop_assert!(states.iter().all(|s| *s != BackendState::Up));
                 return Ok(());
             };
-            // load(a) ≤ load(b)  ⇔  a.active · b.weight ≤ b.active · a.weight
-            let load = |id: BackendId| (u64::from(balancer.active(id)), u64::from(weights[id.index()]));
+            // A backend's load counts the connection being placed: (active + 1) / weight.
+            // load(a) ≤ load(b)  ⇔  (a.active + 1) · b.weight ≤ (b.active + 1) · a.weight
+            let load = |id: BackendId| (u64::from(balancer.active(id)) + 1, u64::from(weights[id.index()]));
             let (ca, cw) = load(pick.chosen());
             for (i, s) in states.iter().enumerate() {
                 if *s == BackendState::Up {
@@ -414,5 +415,82 @@ fn empty_and_odd_inputs_do_not_panic() {
         let pick = balancer.pick(client(0), 0).expect("one is up");
         assert_eq!(pick.candidates(), [BackendId(0)]);
         assert!(pick.fallbacks().is_empty());
+    }
+}
+
+/// Issue 10, item 8: with W workers and a few long-lived connections, every worker's rotation
+/// started at the same backend, so backend 0 got W of the first W connections.
+#[test]
+fn workers_start_their_rotations_apart() {
+    for algorithm in [Algorithm::RoundRobin, Algorithm::LeastConnections] {
+        let snapshot = Arc::new(snapshot_with(algorithm, &[1, 1, 1], &[]));
+        let firsts: BTreeSet<BackendId> = (0..3)
+            .map(|worker| {
+                let mut balancer = Balancer::for_worker(Arc::clone(&snapshot), worker, 0);
+                balancer.pick(client(0), 1).expect("all are up").chosen()
+            })
+            .collect();
+        assert_eq!(firsts.len(), 3, "{algorithm:?}: first picks {firsts:?}");
+    }
+}
+
+/// Issue 10, item 8: weights hold from the first pick. Three workers take 20 long-lived
+/// connections each over backends weighted 1:2:3; each worker's share is within one connection
+/// of its weighted share (3.3, 6.7, 10), and the totals are 10, 20, 30 within one per worker.
+/// Random-two gets two: it can only choose between the two backends it sampled.
+#[test]
+fn weights_hold_from_the_first_pick() {
+    const WORKERS: usize = 3;
+    const PER_WORKER: u32 = 20;
+    let weights = [1u32, 2, 3];
+    let total_weight: u32 = weights.iter().sum();
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::RandomTwo,
+    ] {
+        let snapshot = Arc::new(snapshot_with(algorithm, &weights, &[]));
+        let slack = if algorithm == Algorithm::RandomTwo {
+            2
+        } else {
+            1
+        };
+        let mut totals = [0u32; 3];
+        let mut early = [0u32; 3];
+        for worker in 0..WORKERS {
+            let mut balancer = Balancer::for_worker(Arc::clone(&snapshot), worker, 0);
+            for i in 0..PER_WORKER {
+                if i == 2 {
+                    // The first six connections (two per worker) follow the weights too.
+                    for (b, e) in early.iter_mut().enumerate() {
+                        *e += balancer.active(BackendId(b as u32));
+                    }
+                }
+                let chosen = balancer.pick(client(i), 1).expect("all are up").chosen();
+                // Long-lived: nothing closes.
+                balancer.connection_opened(chosen);
+            }
+            for (b, &w) in weights.iter().enumerate() {
+                let got = balancer.active(BackendId(b as u32));
+                let share = f64::from(PER_WORKER * w) / f64::from(total_weight);
+                assert!(
+                    (f64::from(got) - share).abs() <= f64::from(slack),
+                    "{algorithm:?} worker {worker}: backend {b} (weight {w}) got {got}, share {share:.1}"
+                );
+                totals[b] += got;
+            }
+        }
+        for (b, &w) in weights.iter().enumerate() {
+            assert!(
+                early[b].abs_diff(w) <= slack,
+                "{algorithm:?}: the first six connections went {early:?}"
+            );
+            let expected = WORKERS as u32 * PER_WORKER * w / total_weight;
+            assert!(
+                totals[b].abs_diff(expected) <= slack * WORKERS as u32,
+                "{algorithm:?}: backend {b} got {} of 60, expected {expected}",
+                totals[b]
+            );
+        }
     }
 }

@@ -102,18 +102,19 @@ impl<Io> std::fmt::Debug for Shard<Io> {
 }
 
 impl<Io> Shard<Io> {
-    /// A shard for `listeners`, balancing over `pools`; `seed` varies random choices per worker.
+    /// Worker `worker`'s shard for `listeners`, balancing over `pools`; the worker's index
+    /// seeds its random choices and where its rotations start (see [`Balancer::for_worker`]).
     pub fn new(
         now: Instant,
         listeners: Vec<ListenerPolicy>,
         pools: Vec<Arc<PoolSnapshot>>,
         max_connections: usize,
-        seed: u64,
+        worker: usize,
     ) -> Self {
         let balancers = pools
             .into_iter()
             .enumerate()
-            .map(|(i, pool)| Balancer::new(pool, seed.wrapping_add(i as u64)))
+            .map(|(i, pool)| Balancer::for_worker(pool, worker, i))
             .collect();
         Shard {
             listeners,

@@ -89,7 +89,13 @@ impl Sim {
             params,
             candidates,
         };
-        let shard = Shard::new(t0, vec![listener], vec![pool], max_connections, seed);
+        let shard = Shard::new(
+            t0,
+            vec![listener],
+            vec![pool],
+            max_connections,
+            seed as usize,
+        );
         let mut conns = Vec::with_capacity(CONNS);
         for _ in 0..CONNS {
             let plan = Self::plan(&mut rng);

@@ -29,11 +29,15 @@ pub struct Balancer {
     rng: SplitMix64,
     /// Random-two's shuffled copy of the Up list.
     sample: Vec<BackendId>,
+    /// Where this worker's rotations start (its index): round robin starts this many picks
+    /// into its cycle and least connections this many places into the Up list, so that W
+    /// workers do not all send their first connection to the same backend.
+    phase: usize,
 }
 
 impl Balancer {
-    /// A balancer over `snapshot`; `seed` drives random-two's generator (give each worker its
-    /// own, e.g. from the worker index, so workers do not sample in lockstep).
+    /// A balancer over `snapshot`; `seed` drives random-two's generator. Rotations start at
+    /// the beginning: see [`Balancer::for_worker`] for a balancer per worker.
     pub fn new(snapshot: Arc<PoolSnapshot>, seed: u64) -> Self {
         let mut round_robin = SmoothRoundRobin::default();
         round_robin.reset(snapshot.len());
@@ -44,6 +48,31 @@ impl Balancer {
             rng: SplitMix64::new(seed),
             round_robin,
             snapshot,
+            phase: 0,
+        }
+    }
+
+    /// The balancer of worker `worker` for pool `pool`: its own random sequence, and its
+    /// rotations started `worker` steps in (see `phase`).
+    pub fn for_worker(snapshot: Arc<PoolSnapshot>, worker: usize, pool: usize) -> Self {
+        let mut seeds = SplitMix64::new((worker as u64) << 32 | pool as u64);
+        let mut balancer = Balancer::new(snapshot, seeds.next_u64());
+        balancer.phase = worker;
+        balancer.start_rotations();
+        balancer
+    }
+
+    /// Move the rotations to this worker's starting place: `phase` (modulo the Up backends)
+    /// round-robin picks, which keeps the cycle's exact shares, and the least-connections
+    /// cursor. O(phase × backends), at set-up and on a snapshot change only.
+    fn start_rotations(&mut self) {
+        let up = self.snapshot.up().len();
+        if up == 0 {
+            return;
+        }
+        self.cursor = self.phase % up;
+        for _ in 0..self.phase % up {
+            let _ = self.round_robin.pick(&self.snapshot, 1);
         }
     }
 
@@ -129,6 +158,7 @@ impl Balancer {
         self.sample.clear();
         self.sample.extend_from_slice(snapshot.up());
         self.snapshot = snapshot;
+        self.start_rotations();
     }
 
     /// The snapshot picks are made from; ids in picks index its backends.

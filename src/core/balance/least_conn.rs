@@ -1,9 +1,15 @@
-//! Weighted least connections: choose the Up backend with the smallest `active / weight`.
+//! Weighted least connections: choose the Up backend whose load *with this connection*,
+//! `(active + 1) / weight`, is smallest. Counting the new connection is what makes weights hold
+//! from the first pick: with every count at 0, `active / weight` ties everywhere and an idle
+//! pool would be served in turn whatever its weights, while `1 / weight` goes to the heaviest
+//! first. Successive picks then follow the D'Hondt sequence, which gives each backend exactly
+//! its share of any number of connections divisible by the total weight (weights 1:2:3 and 60
+//! connections: 10, 20, 30).
 //!
-//! Loads are compared by cross-multiplication, `a₁·w₂ < a₂·w₁` in `u64` (both factors are
-//! `u32`, so it cannot overflow), which is exact where floats would round. Ties are broken in
-//! rotation: the scan starts just after the previous pick, and the first of equally loaded
-//! backends wins, so an idle pool is served in turn instead of always by its first backend.
+//! Loads are compared by cross-multiplication, `(a₁+1)·w₂ < (a₂+1)·w₁` in `u64` (the factors
+//! fit 33 and 32 bits), which is exact where floats would round. Ties are broken in rotation:
+//! the scan starts just after the previous pick (each worker starts at its own position, see
+//! `Balancer`), and the first of equally loaded backends wins.
 
 use std::cmp::Ordering;
 
@@ -11,7 +17,7 @@ use super::PoolSnapshot;
 use super::pick::{MAX_CANDIDATES, Pick};
 use crate::core::backend::BackendId;
 
-/// A backend's load as the fraction `active / weight`.
+/// A backend's load with one more connection, as the fraction `(active + 1) / weight`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Load {
     pub(crate) active: u32,
@@ -27,10 +33,10 @@ impl Load {
         }
     }
 
-    /// Compares `self.active / self.weight` with `other`'s exactly.
+    /// Compares `(self.active + 1) / self.weight` with `other`'s exactly.
     pub(crate) fn cmp_load(self, other: Self) -> Ordering {
-        let lhs = u64::from(self.active) * u64::from(other.weight);
-        let rhs = u64::from(other.active) * u64::from(self.weight);
+        let lhs = (u64::from(self.active) + 1) * u64::from(other.weight);
+        let rhs = (u64::from(other.active) + 1) * u64::from(self.weight);
         lhs.cmp(&rhs)
     }
 }
@@ -123,8 +129,11 @@ mod tests {
 
     #[test]
     fn loads_compare_exactly() {
-        assert_eq!(load(1, 3).cmp_load(load(2, 6)), Ordering::Equal);
+        // (1+1)/3 against (3+1)/6: equal.
+        assert_eq!(load(1, 3).cmp_load(load(3, 6)), Ordering::Equal);
         assert_eq!(load(1, 3).cmp_load(load(1, 2)), Ordering::Less);
+        // Idle: the heavier backend is the less loaded one.
+        assert_eq!(load(0, 3).cmp_load(load(0, 1)), Ordering::Less);
         assert_eq!(
             load(u32::MAX, u32::MAX).cmp_load(load(u32::MAX - 1, u32::MAX)),
             Ordering::Greater

@@ -1,5 +1,6 @@
 //! Power of two random choices (Mitzenmacher): sample two distinct Up backends uniformly and
-//! choose the less loaded (by `active / weight`, as in [`super::least_conn`]). Nearly as well
+//! choose the less loaded (by `(active + 1) / weight`, as in [`super::least_conn`], so that
+//! weights count from the first pick). Nearly as well
 //! balanced as least connections, at O(1) per pick instead of O(N), and workers that see stale
 //! counts do not all pile onto the same "least loaded" backend.
 //!

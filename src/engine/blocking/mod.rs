@@ -60,7 +60,8 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         ),
         plan::pool_snapshots(&config),
         max_connections,
-        0x9E37_79B9_7F4A_7C15,
+        // One shard for the whole engine: worker 0.
+        0,
     )
     .guard_stalls();
     let shared = Arc::new(Shared::new(

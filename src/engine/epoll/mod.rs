@@ -109,8 +109,6 @@ fn setup(
         turn: 0,
         deferred: Vec::new(),
     };
-    // Different seeds per worker, so random choices do not move in lockstep.
-    let seed = 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(index as u64 + 1);
     let shard: Shard<ConnIo> = Shard::new(
         now,
         plan::listener_policies(
@@ -122,7 +120,7 @@ fn setup(
         ),
         snapshots.to_vec(),
         tuning.max_connections as usize,
-        seed,
+        index,
     )
     .guard_stalls();
     Worker::new(

@@ -143,7 +143,7 @@ impl Worker {
             ),
             pools,
             tuning.max_connections as usize,
-            0x5eed_0000 + info.index as u64,
+            info.index,
         )
         .guard_stalls();
         Ok(Worker {
