@@ -32,7 +32,7 @@ pub enum Command {
         #[command(flatten)]
         overrides: OverrideArgs,
     },
-    /// Run the load balancer until SIGTERM or SIGINT.
+    /// Run the load balancer until SIGTERM, SIGINT or SIGQUIT.
     Run(RunArgs),
     /// Report the kernel features ringlb probes and which of them it will use.
     Doctor,
@@ -91,7 +91,8 @@ pub struct OverrideArgs {
     /// Close a connection idle in both directions this long, such as 5m [default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<String>,
-    /// After SIGTERM/SIGINT, let established connections run this long [default: 10s].
+    /// After SIGTERM/SIGINT/SIGQUIT, let established connections run this long (a second
+    /// signal cuts it short) [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
     /// Use single-shot accept and recv instead of multishot.

@@ -6,7 +6,7 @@ use std::time::Duration;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection idle in both directions this long is closed (HAProxy `timeout client/server`).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// After SIGTERM/SIGINT, established connections may finish for this long.
+/// After SIGTERM/SIGINT/SIGQUIT, established connections may finish for this long.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Further backends tried after a failed connect.
 pub const DEFAULT_RETRIES: u32 = 2;

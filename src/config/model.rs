@@ -71,7 +71,7 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A connection with no traffic in either direction for this long is closed.
     pub idle: Duration,
-    /// After SIGTERM/SIGINT, how long established connections may continue.
+    /// After SIGTERM/SIGINT/SIGQUIT, how long established connections may continue.
     pub shutdown_grace: Duration,
 }
 

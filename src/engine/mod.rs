@@ -45,8 +45,9 @@ impl EngineError {
     }
 }
 
-/// Run the data plane described by `config` until SIGTERM or SIGINT, then drain for up to
-/// `shutdown_grace` and return.
+/// Run the data plane described by `config` until SIGTERM, SIGINT or SIGQUIT, then drain for up
+/// to `shutdown_grace` (or less, on a second such signal) and return. The signal table is in
+/// [`signal`].
 pub fn run(config: Config) -> Result<(), EngineError> {
     let shutdown = signal::Shutdown::from_signals()
         .map_err(|e| EngineError::io("installing signal handlers", e))?;

@@ -113,13 +113,15 @@ fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration) {
             drain_until = Some(now + grace);
             tracing::info!(connections = shared.len(), "draining");
         }
-        let Some(deadline) = drain_until else {
+        let Some(deadline) = drain_until.as_mut() else {
             continue;
         };
         if shared.len() == 0 {
             return;
         }
-        if now >= deadline {
+        // A second stop signal ends the grace period now.
+        *deadline = shutdown.drain_until(*deadline, now);
+        if now >= *deadline {
             tracing::info!(connections = shared.len(), "grace period over; aborting");
             shared.abort_all();
             // Threads leave once woken; one still inside a connect leaves when it times out.

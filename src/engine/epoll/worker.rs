@@ -120,11 +120,13 @@ impl Worker {
                     "draining"
                 );
             }
-            if let Some(deadline) = drain_until {
+            if let Some(deadline) = drain_until.as_mut() {
                 if self.shard.is_empty() {
                     break;
                 }
-                if now >= deadline {
+                // A second stop signal ends the grace period now.
+                *deadline = self.shutdown.drain_until(*deadline, now);
+                if now >= *deadline {
                     tracing::info!(
                         worker = self.index,
                         connections = self.shard.len(),

@@ -200,7 +200,10 @@ impl Worker {
                 self.stop_accepting();
                 tracing::info!(worker = self.index, open = self.shard.len(), "draining");
             }
-            if let Some(deadline) = stopping {
+            if let Some(deadline) = stopping.as_mut() {
+                // A second stop signal ends the grace period now.
+                *deadline = shutdown.drain_until(*deadline, now);
+                let deadline = *deadline;
                 if now >= deadline + grace.max(HARD_STOP_MIN) {
                     // Something never completed (a kernel that ignores a cancel, say): stop
                     // anyway rather than hang; the caller keeps the buffers mapped.
