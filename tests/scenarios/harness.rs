@@ -182,6 +182,8 @@ pub struct Launch {
     pub extra: Vec<String>,
     /// `RINGLB_LOG` for this run (default: RINGLB_SCENARIO_LOG, else info).
     pub log: Option<&'static str>,
+    /// `--shutdown-grace` (default [`SHUTDOWN_GRACE`]; clap refuses the flag twice).
+    pub grace: Duration,
 }
 
 impl Launch {
@@ -191,6 +193,7 @@ impl Launch {
             retries: 2,
             extra: Vec::new(),
             log: None,
+            grace: SHUTDOWN_GRACE,
         }
     }
 
@@ -200,6 +203,7 @@ impl Launch {
             retries: 2,
             extra: Vec::new(),
             log: None,
+            grace: SHUTDOWN_GRACE,
         }
     }
 
@@ -210,6 +214,12 @@ impl Launch {
 
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_owned());
+        self
+    }
+
+    /// Run with `--shutdown-grace grace`.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
         self
     }
 
@@ -255,7 +265,10 @@ impl Proxy {
         cmd.args(["--engine", s.engine, "--mode", s.mode])
             .args(["--workers", &WORKERS.to_string()])
             .args(["--connect-timeout", "500ms", "--idle-timeout", "2s"])
-            .args(["--shutdown-grace", "1s"])
+            .args([
+                "--shutdown-grace",
+                &format!("{}ms", launch.grace.as_millis()),
+            ])
             .args(["--retries", &launch.retries.to_string()])
             .args(s.flags)
             .args(&launch.extra)
@@ -450,7 +463,8 @@ impl Drop for Proxy {
     }
 }
 
-fn signal(pid: u32, sig: rustix::process::Signal) {
+/// Sends `sig` to process `pid`.
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a positive pid");
     // The process may have exited already; that is not this function's concern.
     let _ = rustix::process::kill_process(pid, sig);
