@@ -35,6 +35,8 @@ mod harness;
 mod lifecycle;
 #[path = "scenarios/load.rs"]
 mod load;
+#[path = "scenarios/starvation.rs"]
+mod starvation;
 #[path = "scenarios/timeouts.rs"]
 mod timeouts;
 
@@ -68,6 +70,7 @@ macro_rules! scenarios {
             round_robin_balance => crate::balance::round_robin_balance,
             source_hash_is_sticky => crate::balance::source_hash_is_sticky,
             foreign_backends_concurrent => crate::foreign::foreign_backends_concurrent,
+            non_reading_clients_do_not_starve_others => crate::starvation::non_reading_clients_do_not_starve_others,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

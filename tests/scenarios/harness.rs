@@ -184,6 +184,8 @@ pub struct Launch {
     pub log: Option<&'static str>,
     /// `--shutdown-grace` (default [`SHUTDOWN_GRACE`]; clap refuses the flag twice).
     pub grace: Duration,
+    /// `--idle-timeout` (default [`IDLE_TIMEOUT`]).
+    pub idle: Duration,
 }
 
 impl Launch {
@@ -194,6 +196,7 @@ impl Launch {
             extra: Vec::new(),
             log: None,
             grace: SHUTDOWN_GRACE,
+            idle: IDLE_TIMEOUT,
         }
     }
 
@@ -204,6 +207,7 @@ impl Launch {
             extra: Vec::new(),
             log: None,
             grace: SHUTDOWN_GRACE,
+            idle: IDLE_TIMEOUT,
         }
     }
 
@@ -214,6 +218,12 @@ impl Launch {
 
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_owned());
+        self
+    }
+
+    /// Run with `--idle-timeout idle`.
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
         self
     }
 
@@ -264,7 +274,8 @@ impl Proxy {
         }
         cmd.args(["--engine", s.engine, "--mode", s.mode])
             .args(["--workers", &WORKERS.to_string()])
-            .args(["--connect-timeout", "500ms", "--idle-timeout", "2s"])
+            .args(["--connect-timeout", "500ms"])
+            .args(["--idle-timeout", &format!("{}ms", launch.idle.as_millis())])
             .args([
                 "--shutdown-grace",
                 &format!("{}ms", launch.grace.as_millis()),

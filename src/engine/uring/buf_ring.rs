@@ -217,6 +217,35 @@ impl Buffers {
         u32::from(self.count).saturating_sub(self.held)
     }
 
+    /// Whether one more multishot receive may be armed while `armed` are: a multishot receive
+    /// can take a batch of buffers before the engine sees any, so only while at least half
+    /// the buffers are free, and each armed one counts as [`MULTISHOT_CLAIM`] buffers of the
+    /// free half. Receives beyond that take one buffer per submission.
+    pub fn multishot_room(&self, armed: usize) -> bool {
+        let half = usize::from(self.count) / 2;
+        let free = self.free() as usize;
+        free >= half && (armed + 1) * MULTISHOT_CLAIM <= free - half
+    }
+
+    /// How many buffers one direction may hold now before its receive pauses: `most` while
+    /// at least half of them are free, then in proportion to what is free (`most × free /
+    /// (count / 2)`, down to 0). Directions whose sink stopped draining (a client that does
+    /// not read) keep what they hold, so as they pile up each gets less, and the buffers left
+    /// free stay with the connections that move bytes: with `n` such directions each ends up
+    /// near `2·most / (1 + 2·most·n / count)` and about `count / (1 + 2·most·n / count)`
+    /// stay free (4,096 buffers, most 16: 400 stalled directions leave 1,023 free, 1,500
+    /// leave 383; test `stalled_directions_leave_buffers_free`).
+    /// See [`may_take_another`] for the direction that holds none.
+    pub fn share(&self, most: usize) -> usize {
+        let half = (usize::from(self.count) / 2).max(1);
+        let free = self.free() as usize;
+        if free >= half {
+            most
+        } else {
+            most * free / half
+        }
+    }
+
     /// Give buffer `bid` back for new receives (visible to the kernel after [`Buffers::publish`]).
     pub fn give_back(&mut self, bid: u16) {
         if bid >= self.count {
@@ -237,6 +266,85 @@ impl Buffers {
                 *tail = tail.wrapping_add(1);
                 *unpublished = true;
             }
+        }
+    }
+}
+
+/// Buffers an armed multishot receive is assumed to take before the engine can stop it.
+pub const MULTISHOT_CLAIM: usize = 16;
+
+/// Whether a direction holding `held` buffers may receive into another, given the current
+/// [`Buffers::share`]: below its share, or holding none at all (a direction that holds nothing
+/// is never starved by the others' share).
+pub fn may_take_another(held: usize, share: usize) -> bool {
+    held == 0 || held < share
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOST: usize = 16;
+
+    #[test]
+    fn a_full_share_until_half_are_held_then_in_proportion_to_what_is_free() {
+        let mut buffers = Buffers::pool(1024, 64).expect("a pool");
+        assert_eq!(buffers.share(MOST), MOST);
+        let mut taken = Vec::new();
+        for _ in 0..512 {
+            taken.push(buffers.take().expect("free buffers"));
+        }
+        assert_eq!(buffers.share(MOST), MOST, "exactly half free");
+        for _ in 0..256 {
+            taken.push(buffers.take().expect("free buffers"));
+        }
+        assert_eq!(buffers.share(MOST), MOST / 2, "a quarter free");
+        while buffers.take().is_some() {}
+        assert_eq!(buffers.share(MOST), 0, "none free");
+        // Whatever the share, a direction holding nothing may take one.
+        assert!(may_take_another(0, 0));
+        assert!(!may_take_another(1, 1));
+        assert!(may_take_another(1, 2));
+    }
+
+    #[test]
+    fn multishot_receives_are_armed_only_within_the_free_half() {
+        let mut buffers = Buffers::pool(1024, 64).expect("a pool");
+        // 512 free above the half: room for 512 / 16 = 32 armed.
+        assert!(buffers.multishot_room(31));
+        assert!(!buffers.multishot_room(32));
+        for _ in 0..256 {
+            buffers.take().expect("free buffers");
+        }
+        assert!(buffers.multishot_room(15));
+        assert!(!buffers.multishot_room(16));
+        for _ in 0..256 {
+            buffers.take().expect("free buffers");
+        }
+        assert!(!buffers.multishot_room(0), "none once half are held");
+    }
+
+    /// The equilibrium stated in `share`'s documentation: stalled directions that keep what
+    /// they hold and take more while below their share leave buffers free for the others.
+    #[test]
+    fn stalled_directions_leave_buffers_free() {
+        for stalled in [100usize, 400, 1500] {
+            let mut buffers = Buffers::pool(4096, 64).expect("a pool");
+            let mut held = vec![0usize; stalled];
+            loop {
+                let mut took = false;
+                for h in &mut held {
+                    if may_take_another(*h, buffers.share(MOST)) && buffers.take().is_some() {
+                        *h += 1;
+                        took = true;
+                    }
+                }
+                if !took {
+                    break;
+                }
+            }
+            let free = buffers.free();
+            assert!(free >= 300, "{stalled} stalled directions left {free} free");
         }
     }
 }

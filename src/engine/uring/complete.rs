@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use io_uring::cqueue;
 
+use super::buf_ring::may_take_another;
 use super::conn_io::{Chunk, ConnIo, Parked};
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
@@ -91,6 +92,10 @@ impl Worker {
             // Only resources matter now: give back what the completion hands us.
             match op {
                 Op::Recv(dir) => {
+                    if !more && io.flow(dir).recv_multishot {
+                        io.flow(dir).recv_multishot = false;
+                        self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
+                    }
                     let bid = selected.or_else(|| io.flow(dir).recv_buffer.take());
                     if let Some(bid) = bid {
                         if selected.is_some() {
@@ -306,6 +311,9 @@ impl Worker {
         }
         let self_cancelled = flow.self_cancelled && !more;
         if !more {
+            if flow.recv_multishot {
+                self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
+            }
             flow.recv_in_flight = false;
             flow.recv_multishot = false;
             flow.self_cancelled = false;
@@ -322,9 +330,15 @@ impl Worker {
                 to: result as u32,
             });
             // The core limits bytes; buffers are this engine's to limit. Small segments behind
-            // a stalled sink could otherwise pin the whole ring below the byte limit.
+            // a stalled sink could otherwise pin the whole ring below the byte limit, and
+            // directions that stall together could pin it all (see `Buffers::share`).
+            // Under pressure (below a full share) a multishot receive stops at once and the
+            // direction goes on one buffer per receive: a multishot one can take a whole batch
+            // of buffers before the engine sees any of them.
+            let most = COPY_BUFFERS as usize;
+            let share = self.buffers.share(most);
             let too_many = more
-                && flow.chunks.len() >= COPY_BUFFERS as usize
+                && (share < most || !may_take_another(flow.chunks.len(), share))
                 && !flow.cancel_requested
                 && !flow.self_cancelled;
             if too_many {
@@ -358,12 +372,12 @@ impl Worker {
                 }
             }
             libc::ECANCELED if self_cancelled && !cancelled => {
-                // Our own cancel (too many buffers held): from the core's view the receive is
+                // Our own cancel (too many buffers held, or buffers short): from the core's view the receive is
                 // still armed; resume it once sends have drained some buffers.
                 flow.parked = Some(Parked::QueueFull);
                 self.counters.parked_queue_full += 1;
-                let drained = flow.chunks.len() < COPY_BUFFERS as usize;
-                if drained {
+                let share = self.buffers.share(COPY_BUFFERS as usize);
+                if may_take_another(flow.chunks.len(), share) {
                     self.submit_copy_recv(key, dir)?;
                 }
             }

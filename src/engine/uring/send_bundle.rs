@@ -21,7 +21,7 @@
 
 use std::time::Instant;
 
-use super::buf_ring::Buffers;
+use super::buf_ring::{Buffers, may_take_another};
 use super::conn_io::{FlowIo, Parked};
 use super::send_ring::SendRings;
 use super::submit::queue_error;
@@ -301,9 +301,10 @@ impl Worker {
         dir: Dir,
         bytes: u32,
     ) -> Result<(), EngineError> {
+        let share = self.buffers.share(COPY_BUFFERS as usize);
         let resume = self.shard.io_mut(key).is_some_and(|io| {
             let flow = io.flow(dir);
-            flow.parked == Some(Parked::QueueFull) && flow.chunks.len() < COPY_BUFFERS as usize
+            flow.parked == Some(Parked::QueueFull) && may_take_another(flow.chunks.len(), share)
         });
         self.shard.handle_event(
             now,

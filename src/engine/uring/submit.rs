@@ -12,6 +12,7 @@ use std::time::Instant;
 use io_uring::{opcode, squeue, types};
 use socket2::{SockAddr, Socket};
 
+use super::buf_ring::may_take_another;
 use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
@@ -124,10 +125,12 @@ impl Worker {
 
     /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
     pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) -> Result<(), EngineError> {
+        let most = COPY_BUFFERS as usize;
+        let share = self.buffers.share(most);
         let full = self
             .shard
             .io_mut(key)
-            .is_some_and(|io| io.flow(dir).chunks.len() >= COPY_BUFFERS as usize);
+            .is_some_and(|io| !may_take_another(io.flow(dir).chunks.len(), share));
         if full {
             self.park(key, dir, Parked::QueueFull);
             return Ok(());
@@ -143,7 +146,11 @@ impl Worker {
                 }
             }
         };
-        let multishot = self.plan.multishot_recv;
+        // Below a full share, one buffer per receive: a multishot receive could fill several
+        // before the cancel that stops it lands.
+        let multishot = self.plan.multishot_recv
+            && share >= most
+            && self.buffers.multishot_room(self.multishot_recvs);
         let size = self.buffers.size();
         let target = pooled.map(|bid| self.buffers.recv_target(bid));
         let Some(io) = self.shard.io_mut(key) else {
@@ -183,6 +190,9 @@ impl Worker {
         let flow = io.flow(dir);
         flow.recv_in_flight = true;
         flow.recv_multishot = target.is_none() && multishot;
+        if flow.recv_multishot {
+            self.multishot_recvs += 1;
+        }
         flow.recv_buffer = pooled;
         flow.parked = None;
         io.in_flight += 1;

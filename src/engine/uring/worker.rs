@@ -92,6 +92,8 @@ pub(super) struct Worker {
     pub internal_in_flight: u32,
     /// Receives waiting for buffers to come back.
     pub starved: Vec<(SlotKey, Dir)>,
+    /// Copy-mode multishot receives armed (see `Buffers::multishot_room`).
+    pub multishot_recvs: usize,
     pub counters: Counters,
     /// Debug lines about resets.
     pub resets_log: RateLimit,
@@ -157,6 +159,7 @@ impl Worker {
             connect_timeout: types::Timespec::from(config.timeouts.connect),
             internal_in_flight: 0,
             starved: Vec::new(),
+            multishot_recvs: 0,
             counters: Counters::default(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             completions: Vec::with_capacity(1024),

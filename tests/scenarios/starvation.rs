@@ -1,0 +1,161 @@
+//! Hostile clients must not starve the others: clients that never read their replies pin what
+//! the proxy received for them, and that must not leave other connections without buffers.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::harness::{Ctx, Launch, Outcome, Proxy, join};
+
+/// Clients that ask for a stream and never read it (over both workers: about 300 each, with
+/// 16 buffers' worth wanted by each, against 4,096 buffers per worker).
+const NON_READERS: usize = 600;
+/// Request/response exchanges of the well-behaved client.
+const EXCHANGES: usize = 20;
+/// Longest the well-behaved client waits for one answer before calling itself starved.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+
+/// A backend that streams to connections whose first byte is `S`, and echoes the others.
+/// Every connection gets a thread; all stop once `stop` is set.
+fn mixed_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mixed backend");
+    let addr = listener.local_addr().expect("backend address");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let handle = thread::spawn(move || {
+        let mut served = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let stop = Arc::clone(&stop);
+                    served.push(thread::spawn(move || serve(stream, &stop)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => panic!("mixed backend accept: {e}"),
+            }
+        }
+        for s in served {
+            let _ = s.join();
+        }
+    });
+    (addr, handle)
+}
+
+fn serve(mut stream: TcpStream, stop: &AtomicBool) {
+    stream.set_nonblocking(false).expect("blocking stream");
+    // Short timeouts so that every thread notices `stop` soon.
+    let tick = Some(Duration::from_millis(100));
+    stream.set_read_timeout(tick).expect("read timeout");
+    stream.set_write_timeout(tick).expect("write timeout");
+    let mut first = [0u8; 1];
+    loop {
+        match stream.read(&mut first) {
+            Ok(0) => return,
+            Ok(_) => break,
+            Err(_) if !stop.load(Ordering::Relaxed) => {}
+            Err(_) => return,
+        }
+    }
+    if first[0] == b'S' {
+        let chunk = vec![0x5a; 16 << 10];
+        while !stop.load(Ordering::Relaxed) {
+            match stream.write(&chunk) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A client that asks for the stream with a 4 KiB receive buffer and then never reads.
+fn non_reader(addr: SocketAddr) -> Option<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket.set_recv_buffer_size(4096).ok()?;
+    socket.connect(&addr.into()).ok()?;
+    socket.send(b"S").ok()?;
+    Some(socket)
+}
+
+/// Issue 10, item 2: 600 clients ask the backend for a stream and never read it, so the proxy
+/// holds what it received for them. Meanwhile a well-behaved client on the same proxy gets
+/// every one of its 20 answers (each within 3 s; it got none before the fix in copy mode,
+/// where the non-readers pinned every buffer of the workers' shared rings). The 99th
+/// percentile of its round trips is printed.
+pub fn non_reading_clients_do_not_starve_others(ctx: &Ctx) -> Outcome {
+    let _ = ringlb_tools::raise_nofile_limit();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (backend, served) = mixed_backend(Arc::clone(&stop));
+    // Non-readers move no bytes: with the suite's 2 s idle timeout they would be closed, and
+    // their buffers freed, before the starvation showed.
+    let proxy = Proxy::start(ctx, &Launch::new(&[backend]).idle(Duration::from_secs(60)))?;
+    let hogs: Vec<Socket> = (0..NON_READERS)
+        .filter_map(|_| non_reader(proxy.addr))
+        .collect();
+    // Let the streams fill what the proxy will hold for the non-readers.
+    thread::sleep(Duration::from_millis(1500));
+    let mut client = TcpStream::connect(proxy.addr).expect("the well-behaved client connects");
+    client
+        .set_read_timeout(Some(ANSWER_WITHIN))
+        .expect("read timeout");
+    client.write_all(b"E").expect("choose echo");
+    let mut rtts = Vec::with_capacity(EXCHANGES);
+    for i in 0..EXCHANGES {
+        let request = [i as u8; 64];
+        let started = Instant::now();
+        client.write_all(&request).expect("send a request");
+        let mut answer = [0u8; 64];
+        if let Err(e) = client.read_exact(&mut answer) {
+            panic!(
+                "answer {i} of {EXCHANGES} not received within {ANSWER_WITHIN:?} with {} \
+                 non-reading clients connected: {e}",
+                hogs.len()
+            );
+        }
+        assert_eq!(answer, request, "answer {i}");
+        rtts.push(started.elapsed());
+    }
+    rtts.sort();
+    eprintln!(
+        "{} non-readers: p99 round trip {:?}, median {:?}",
+        hogs.len(),
+        rtts[rtts.len() * 99 / 100],
+        rtts[rtts.len() / 2]
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(hogs);
+    drop(client);
+    join(served, "mixed backend");
+    proxy.finish();
+    Ok(())
+}
