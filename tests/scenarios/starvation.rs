@@ -69,11 +69,7 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             match stream.write(&chunk) {
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if timed_out(&e) => {}
                 Err(_) => return,
             }
         }
@@ -88,14 +84,18 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool) {
                     return;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(_) => return,
         }
     }
+}
+
+/// A socket timeout expired (reported as either kind).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// A client that asks for the stream with a 4 KiB receive buffer and then never reads.
