@@ -30,4 +30,4 @@ while [ "$SECONDS" -lt "$end" ]; do
 done
 kill -INT "$lb"; wait "$lb" || true
 echo "rounds $rounds clients $((rounds * 48)) failed $failed"
-grep -o 'closed_failed: [0-9]*\|Counters {[^}]*}' "$work/ringlb.log" || true
+grep -o 'ResetCounts {[^}]*}\|Counters {[^}]*}' "$work/ringlb.log" || true

@@ -6,7 +6,7 @@ use std::time::Instant;
 use io_uring::cqueue;
 
 use super::buf_ring::may_take_another;
-use super::conn_io::{Chunk, ConnIo, Parked};
+use super::conn_io::{Chunk, ConnIo, Filling, Parked};
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
@@ -329,6 +329,11 @@ impl Worker {
                 from: 0,
                 to: result as u32,
             });
+            flow.filling = if result as u32 >= self.buffers.size() {
+                Filling::Whole
+            } else {
+                Filling::Part
+            };
             // The core limits bytes; buffers are this engine's to limit. Small segments behind
             // a stalled sink could otherwise pin the whole ring below the byte limit, and
             // directions that stall together could pin it all (see `Buffers::share`).
@@ -337,8 +342,14 @@ impl Worker {
             // of buffers before the engine sees any of them.
             let most = COPY_BUFFERS as usize;
             let share = self.buffers.share(most);
+            // A multishot receive that turned out to stream while over the budget goes back to
+            // one buffer per receive too (its own entry counts as one of the armed).
+            let over_budget = flow.filling == Filling::Whole
+                && !self
+                    .buffers
+                    .multishot_room(self.multishot_recvs.saturating_sub(1));
             let too_many = more
-                && (share < most || !may_take_another(flow.chunks.len(), share))
+                && (share < most || over_budget || !may_take_another(flow.chunks.len(), share))
                 && !flow.cancel_requested
                 && !flow.self_cancelled;
             if too_many {

@@ -71,6 +71,16 @@ pub enum Parked {
     QueueFull,
 }
 
+/// What a direction's receives have been filling, in copy mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Filling {
+    /// No receive has completed yet, or the last one filled its buffer: bulk data, or maybe.
+    #[default]
+    Whole,
+    /// The last receive left room in its buffer: messages, which take a buffer at a time.
+    Part,
+}
+
 /// One direction's I/O state.
 #[derive(Debug, Default)]
 pub struct FlowIo {
@@ -84,6 +94,11 @@ pub struct FlowIo {
     pub recv_in_flight: bool,
     /// The receive in flight is multishot.
     pub recv_multishot: bool,
+    /// Copy mode: the last receive filled its buffer, or none has completed yet (what a
+    /// direction sends is unknown until then). Such a direction is armed multishot only within
+    /// the worker's budget (`Buffers::multishot_room`): a multishot receive on a streaming
+    /// source can take a batch of buffers before the engine sees any.
+    pub filling: Filling,
     /// Pool mode: the buffer the receive in flight writes into.
     pub recv_buffer: Option<u16>,
     /// The receive was asked for but waits for a resource.

@@ -13,6 +13,7 @@ use io_uring::{opcode, squeue, types};
 use socket2::{SockAddr, Socket};
 
 use super::buf_ring::may_take_another;
+use super::conn_io::Filling;
 use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
@@ -147,10 +148,15 @@ impl Worker {
             }
         };
         // Below a full share, one buffer per receive: a multishot receive could fill several
-        // before the cancel that stops it lands.
+        // before the cancel that stops it lands. A direction that may be streaming is armed
+        // multishot only within the budget; one that receives messages always is.
+        let filling = self
+            .shard
+            .io_mut(key)
+            .map_or(Filling::Whole, |io| io.flow(dir).filling);
         let multishot = self.plan.multishot_recv
             && share >= most
-            && self.buffers.multishot_room(self.multishot_recvs);
+            && (filling == Filling::Part || self.buffers.multishot_room(self.multishot_recvs));
         let size = self.buffers.size();
         let target = pooled.map(|bid| self.buffers.recv_target(bid));
         let Some(io) = self.shard.io_mut(key) else {
