@@ -25,7 +25,7 @@ pub mod round_robin;
 mod snapshot;
 
 pub use balancer::Balancer;
-pub use maglev::{MaglevTable, table_size_for};
+pub use maglev::{BuildWork, MaglevTable, table_size_for};
 pub use pick::{MAX_CANDIDATES, Pick};
 pub use random_two::SplitMix64;
 pub use snapshot::PoolSnapshot;
