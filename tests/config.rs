@@ -545,6 +545,12 @@ fn tuning_checks() {
         "tuning.ring_entries",
         &["power of two such as 2048 or 4096"],
     );
+    // One entry cannot hold a connect and its linked timeout; the kernel takes at most 32768.
+    for (n, bound) in [("1", "2"), ("65536", "32768")] {
+        let text = format!("[tuning]\nring_entries = {n}\n{BASE}");
+        let words = ["between 2 and 32768", "queued together as 2 entries", bound];
+        assert_error(&text, n, 0, "tuning.ring_entries", &words);
+    }
     let text = format!("[tuning]\nbuffer_count = 65536\n{BASE}");
     assert_error(
         &text,

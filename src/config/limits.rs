@@ -10,6 +10,10 @@ pub const MAX_BACKENDS_PER_POOL: usize = 65_536;
 pub const MAX_WORKERS: usize = 1024;
 /// Largest listen(2) backlog accepted (the kernel caps it at `net.core.somaxconn` anyway).
 pub const MAX_BACKLOG: u32 = 1 << 20;
+/// Smallest submission queue: a connect and its linked timeout are queued together, as a chain
+/// of 2 entries that must go to the kernel in one submit (see `Ring::push_chain`), and no
+/// chain is longer. With 1 entry the first client's connect could never be queued.
+pub const MIN_RING_ENTRIES: u32 = 2;
 /// Largest submission queue (the kernel's `IORING_MAX_ENTRIES`).
 pub const MAX_RING_ENTRIES: u32 = 32_768;
 /// Most buffers in a provided-buffer ring (the kernel's limit for one buffer group ring).

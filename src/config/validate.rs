@@ -418,11 +418,18 @@ fn tuning(raw: &RawTuning, src: &Source<'_>) -> Result<Tuning> {
     let ring_entries = int(
         raw.ring_entries.as_ref(),
         DEFAULT_RING_ENTRIES,
-        1,
+        MIN_RING_ENTRIES.into(),
         MAX_RING_ENTRIES.into(),
         "tuning.ring_entries",
         src,
-    )?;
+    )
+    .map_err(|e| {
+        with_hint(
+            e,
+            "a connect and its timeout are queued together as 2 entries; \
+             32768 is the kernel's IORING_MAX_ENTRIES",
+        )
+    })?;
     let ring_entries = power_of_two(
         ring_entries,
         raw.ring_entries.as_ref(),

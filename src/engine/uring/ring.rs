@@ -94,7 +94,7 @@ impl Ring {
             // SAFETY: the caller upholds the entry's validity contract stated above.
             if unsafe { self.ring.submission().push(entry) }.is_err() {
                 // Room was made above; a queue smaller than one chain is a configuration the
-                // validator rejects (ring_entries >= 2), so this is not reachable.
+                // validator rejects (`MIN_RING_ENTRIES`), so this is not reachable.
                 return Err(io::Error::other("submission queue full"));
             }
             self.pushed += 1;
