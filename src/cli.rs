@@ -122,6 +122,10 @@ pub struct OverrideArgs {
     /// Most connections per worker (blocking engine: in total) [default: 65536].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<i64>,
+    /// Submission queue entries per io_uring worker ring: a power of two, 2 to 32768
+    /// [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub ring_entries: Option<i64>,
 }
 
 impl OverrideArgs {
@@ -146,6 +150,7 @@ impl OverrideArgs {
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,
             max_connections: self.max_connections,
+            ring_entries: self.ring_entries,
         }
     }
 }

@@ -225,6 +225,7 @@ fn help_lists_subcommands_and_flags() {
         "--pipe-size",
         "--buffer-size",
         "--max-connections",
+        "--ring-entries",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
     }

@@ -76,6 +76,30 @@ fn overrides_replace_file_values() {
 }
 
 #[test]
+fn ring_entries_flag_is_checked_like_the_key() {
+    let with = |entries: i64| Overrides {
+        ring_entries: Some(entries),
+        ..Overrides::default()
+    };
+    let config = Config::from_toml_str_with(BASE, "t.toml", &with(2), MASK).expect("valid");
+    assert_eq!(config.tuning.ring_entries, 2);
+    for (entries, words) in [
+        (
+            1,
+            "must be between 2 and 32768, got 1 (a connect and its timeout",
+        ),
+        (65_536, "must be between 2 and 32768, got 65536"),
+        (12, "must be a power of two such as 8 or 16, got 12"),
+    ] {
+        let message = Config::from_toml_str_with(BASE, "t.toml", &with(entries), MASK)
+            .expect_err("bad ring size")
+            .to_string();
+        let expected = format!("command line: tuning.ring_entries (--ring-entries): {words}");
+        assert!(message.starts_with(&expected), "{message}");
+    }
+}
+
+#[test]
 fn quick_form_builds_the_same_config() {
     let backends: Vec<BackendSpec> = ["127.0.0.1:9001,weight=3,name=a", "[::1]:9002"]
         .iter()

@@ -165,6 +165,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
         ("tuning.pipe_size", _) => "--pipe-size",
         ("tuning.buffer_size", _) => "--buffer-size",
         ("tuning.max_connections", _) => "--max-connections",
+        ("tuning.ring_entries", _) => "--ring-entries",
         (_, "bind") => "--listen",
         (_, "mode") => "--mode",
         (_, "algorithm") => "--algorithm",

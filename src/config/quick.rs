@@ -145,6 +145,8 @@ pub struct Overrides {
     pub send_rings: Option<i64>,
     /// `--max-connections`.
     pub max_connections: Option<i64>,
+    /// `--ring-entries`.
+    pub ring_entries: Option<i64>,
 }
 
 impl Overrides {
@@ -205,6 +207,9 @@ impl Overrides {
         }
         if let Some(max) = self.max_connections {
             tuning.max_connections = Some(from_cli(max));
+        }
+        if let Some(entries) = self.ring_entries {
+            tuning.ring_entries = Some(from_cli(entries));
         }
     }
 }
