@@ -60,6 +60,7 @@ macro_rules! scenarios {
             idle_timeout => crate::timeouts::idle_timeout,
             stalled_proxy_keeps_busy_connections => crate::timeouts::stalled_proxy_keeps_busy_connections,
             many_concurrent => crate::load::many_concurrent,
+            smallest_ring => crate::load::smallest_ring,
             no_fd_leak => crate::load::no_fd_leak,
             no_fd_leak_failure_paths => crate::load::no_fd_leak_failure_paths,
             graceful_shutdown => crate::lifecycle::graceful_shutdown,

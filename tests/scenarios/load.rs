@@ -70,6 +70,33 @@ pub fn many_concurrent(ctx: &Ctx) -> Outcome {
     Ok(())
 }
 
+/// The smallest ring validation accepts (`--ring-entries 2`, one connect + timeout chain)
+/// serves: 300 short connections (a connect chain each), then 64 persistent connections
+/// echoing 16 KiB requests for a second (poll + splice chains in splice mode), every byte
+/// verified, and the proxy stops cleanly. Other engines have no ring: nothing to check.
+pub fn smallest_ring(ctx: &Ctx) -> Outcome {
+    if ctx.setup.engine != "uring" {
+        return Ok(());
+    }
+    let echo = echo_backend();
+    let proxy = Proxy::start(
+        ctx,
+        &Launch::new(&[echo.local_addr()])
+            .arg("--ring-entries")
+            .arg("2"),
+    )?;
+    short_connections(&proxy, 300);
+    let mut config = LoadConfig::new(proxy.addr, Mode::Rr { size: 16 << 10 });
+    config.connections = 64;
+    config.threads = 2;
+    config.duration = Duration::from_secs(1);
+    let report = loadgen::run(&config).expect("load run");
+    assert_clean(&report, "64 connections through a 2-entry ring");
+    assert!(report.requests >= 64, "requests: {report:?}");
+    proxy.finish();
+    Ok(())
+}
+
 /// Runs `count` short connect-send-receive-close cycles, 32 at a time.
 fn short_connections(proxy: &Proxy, count: u64) {
     let mut config = LoadConfig::new(proxy.addr, Mode::Connect { size: 64 });
