@@ -12,7 +12,7 @@ use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
 use crate::core::conn::{Dir, Event, Failure, Side};
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::{EngineError, op};
+use crate::engine::op;
 use crate::sys::Peek;
 
 /// Spurious readiness reports tolerated before splice mode falls back to one plain receive.
@@ -39,26 +39,20 @@ impl Worker {
     }
 
     /// Handle one completion.
-    pub(super) fn complete(
-        &mut self,
-        now: Instant,
-        user_data: UserData,
-        result: i32,
-        flags: u32,
-    ) -> Result<(), EngineError> {
+    pub(super) fn complete(&mut self, now: Instant, user_data: UserData, result: i32, flags: u32) {
         let Some(op) = Op::from_code(user_data.op()) else {
             tracing::error!(
                 user_data = user_data.0,
                 "completion with an unknown op code"
             );
-            return Ok(());
+            return;
         };
         let more = cqueue::more(flags);
         let key = user_data.key();
         match op {
             Op::Accept => {
                 self.accepted(now, key.index() as usize, result, more);
-                return Ok(());
+                return;
             }
             Op::Close => {
                 // Only a failed close posts a completion. Once the close ran, the fd is
@@ -66,12 +60,12 @@ impl Worker {
                 // reject the entry itself (no IOSQE_CQE_SKIP_SUCCESS).
                 self.counters.close_errors += 1;
                 tracing::debug!(result, "closing a socket failed");
-                return Ok(());
+                return;
             }
             Op::Cancel if key.index() == u32::MAX => {
                 // The cancel of a listener's accept (shutdown).
                 self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
-                return Ok(());
+                return;
             }
             _ => {}
         }
@@ -83,7 +77,7 @@ impl Worker {
                 self.buffers.selected(bid);
                 self.buffers.give_back(bid);
             }
-            return Ok(());
+            return;
         };
         if !more {
             io.in_flight = io.in_flight.saturating_sub(1);
@@ -117,7 +111,7 @@ impl Worker {
             if io.in_flight == 0 {
                 self.finalize(key);
             }
-            return Ok(());
+            return;
         }
         match op {
             Op::Connect => {
@@ -131,7 +125,7 @@ impl Worker {
                 };
                 self.shard.handle_event(now, key, event);
             }
-            Op::Recv(dir) => self.copy_received(now, key, dir, result, more, selected)?,
+            Op::Recv(dir) => self.copy_received(now, key, dir, result, more, selected),
             Op::Send(dir) => {
                 if result == -libc::EAGAIN {
                     io.flow(dir).send_waits_writable = true;
@@ -140,7 +134,7 @@ impl Worker {
                 if result <= 0 {
                     tracing::debug!(?dir, result, "send failed");
                     self.fail(now, key, dir.sink(), op::cqe_failure(result));
-                    return Ok(());
+                    return;
                 }
                 let sent = result as u32;
                 let flow = io.flow(dir);
@@ -159,11 +153,11 @@ impl Worker {
                         self.buffers.give_back(bid);
                     }
                 }
-                self.report_sent(now, key, dir, sent)?;
+                self.report_sent(now, key, dir, sent);
             }
-            Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more, selected)?,
-            Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result)?,
-            Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result)?,
+            Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more, selected),
+            Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result),
+            Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result),
             Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
                 let flow = io.flow(dir);
                 flow.recv_waits_readable = false;
@@ -184,7 +178,7 @@ impl Worker {
                     };
                     self.shard.handle_event(now, key, event);
                 } else {
-                    self.submit_copy_recv(key, dir)?;
+                    self.submit_copy_recv(key, dir);
                 }
             }
             Op::PollOut(dir) if io.flow(dir).send_waits_writable => {
@@ -192,18 +186,18 @@ impl Worker {
                 if result < 0 {
                     self.fail(now, key, dir.sink(), op::cqe_failure(result));
                 } else {
-                    self.submit_copy_send(now, key, dir)?;
+                    self.submit_copy_send(now, key, dir);
                 }
             }
             Op::PollIn(dir) if self.plan.inline_splice => {
-                self.inline_splice_in(now, key, dir, result)?;
+                self.inline_splice_in(now, key, dir, result);
             }
             Op::PollOut(dir) if self.plan.inline_splice => {
                 if result < 0 {
                     self.fail(now, key, dir.sink(), op::cqe_failure(result));
                 } else {
                     let len = io.flow(dir).splice_out_len;
-                    self.submit_splice_out(now, key, dir, len, false)?;
+                    self.submit_splice_out(now, key, dir, len, false);
                 }
             }
             // Readiness and bookkeeping completions: their effect shows in the linked or
@@ -216,7 +210,6 @@ impl Worker {
             | Op::Close
             | Op::Accept => {}
         }
-        Ok(())
     }
 
     /// The result of a splice out of `dir`'s pipe (a completion, or an inline call's return).
@@ -226,9 +219,9 @@ impl Worker {
         key: crate::core::slot::SlotKey,
         dir: Dir,
         result: i32,
-    ) -> Result<(), EngineError> {
+    ) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         if result == -libc::EAGAIN {
             // The sink's send buffer is full: wait for room, then try again.
@@ -238,7 +231,7 @@ impl Worker {
         }
         if result <= 0 {
             self.fail(now, key, dir.sink(), op::cqe_failure(result));
-            return Ok(());
+            return;
         }
         let flow = io.flow(dir);
         flow.pipe_bytes = flow.pipe_bytes.saturating_sub(result as u64);
@@ -252,9 +245,8 @@ impl Worker {
             },
         );
         if resume {
-            self.submit_splice_in(now, key, dir)?;
+            self.submit_splice_in(now, key, dir);
         }
-        Ok(())
     }
 
     /// The source of `dir` became readable (or failed): splice into the pipe directly.
@@ -264,20 +256,20 @@ impl Worker {
         key: crate::core::slot::SlotKey,
         dir: Dir,
         poll_result: i32,
-    ) -> Result<(), EngineError> {
+    ) {
         if poll_result < 0 {
             // Cancelled (the core asked) or failed: either way the receive has ended.
             return self.spliced_in(now, key, dir, poll_result);
         }
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let Some(source) = io.socket(dir.source()) else {
-            return Ok(());
+            return;
         };
         let flow = &io.flows[dir.index()];
         let Some(pipe) = flow.pipe.as_ref() else {
-            return Ok(());
+            return;
         };
         let free = (pipe.capacity() as u64).saturating_sub(flow.pipe_bytes);
         let splice = crate::engine::op::Splice {
@@ -300,9 +292,9 @@ impl Worker {
         result: i32,
         more: bool,
         selected: Option<u16>,
-    ) -> Result<(), EngineError> {
+    ) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let flow = io.flow(dir);
         let bid = selected.or_else(|| flow.recv_buffer.take());
@@ -322,7 +314,7 @@ impl Worker {
             let Some(bid) = bid else {
                 tracing::error!("a receive completed without a buffer; closing");
                 self.shard.abort(key);
-                return Ok(());
+                return;
             };
             flow.chunks.push_back(Chunk {
                 bid,
@@ -354,7 +346,7 @@ impl Worker {
                 && !flow.self_cancelled;
             if too_many {
                 flow.self_cancelled = true;
-                self.submit_cancel(key, Op::Recv(dir))?;
+                self.submit_cancel(key, Op::Recv(dir));
             }
             let event = Event::Received {
                 dir,
@@ -362,7 +354,7 @@ impl Worker {
                 armed: more,
             };
             self.shard.handle_event(now, key, event);
-            return Ok(());
+            return;
         }
         if let Some(bid) = bid {
             self.buffers.give_back(bid);
@@ -389,7 +381,7 @@ impl Worker {
                 self.counters.parked_queue_full += 1;
                 let share = self.buffers.share(COPY_BUFFERS as usize);
                 if may_take_another(flow.chunks.len(), share) {
-                    self.submit_copy_recv(key, dir)?;
+                    self.submit_copy_recv(key, dir);
                 }
             }
             libc::ECANCELED => {
@@ -399,7 +391,7 @@ impl Worker {
                 // Still armed from the core's view: wait for readability, then receive again.
                 flow.recv_in_flight = true;
                 flow.recv_waits_readable = true;
-                return self.submit_poll(key, dir, Op::PollIn(dir));
+                self.submit_poll(key, dir, Op::PollIn(dir));
             }
             libc::EAGAIN => {
                 self.shard.handle_event(now, key, Event::RecvEnded { dir });
@@ -409,18 +401,11 @@ impl Worker {
                 self.fail(now, key, dir.source(), op::cqe_failure(result));
             }
         }
-        Ok(())
     }
 
-    fn spliced_in(
-        &mut self,
-        now: Instant,
-        key: crate::core::slot::SlotKey,
-        dir: Dir,
-        result: i32,
-    ) -> Result<(), EngineError> {
+    fn spliced_in(&mut self, now: Instant, key: crate::core::slot::SlotKey, dir: Dir, result: i32) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let flow = io.flow(dir);
         flow.recv_in_flight = false;
@@ -433,7 +418,7 @@ impl Worker {
                 armed: false,
             };
             self.shard.handle_event(now, key, event);
-            return Ok(());
+            return;
         }
         let cancelled = flow.cancel_requested;
         let pipe_has_bytes = flow.pipe_bytes > 0;
@@ -454,7 +439,7 @@ impl Worker {
                 Ok(Peek::Data | Peek::Empty) if !pipe_has_bytes => {
                     self.counters.spurious_wakeups += 1;
                     let result = receive_into_pipe(io, dir);
-                    return self.spliced_in(now, key, dir, result);
+                    self.spliced_in(now, key, dir, result);
                 }
                 Ok(Peek::Data | Peek::Empty) => {
                     flow.parked = Some(Parked::PipeFull);
@@ -478,14 +463,14 @@ impl Worker {
                 } else if flow.spurious_wakeups < SPURIOUS_WAKEUPS_BEFORE_RECV {
                     // Readable, yet nothing to splice: a spurious wake-up. Poll again.
                     flow.spurious_wakeups += 1;
-                    self.submit_splice_in(now, key, dir)?;
+                    self.submit_splice_in(now, key, dir);
                 } else {
                     // Readable, yet splice cannot move: TCP urgent data stops splice at its
                     // mark while poll keeps saying readable. A plain receive gets past it.
                     flow.spurious_wakeups = 0;
                     self.counters.spurious_wakeups += 1;
                     let result = receive_into_pipe(io, dir);
-                    return self.spliced_in(now, key, dir, result);
+                    self.spliced_in(now, key, dir, result);
                 }
             }
             libc::ECANCELED => {
@@ -493,6 +478,5 @@ impl Worker {
             }
             _ => self.fail(now, key, dir.source(), op::cqe_failure(result)),
         }
-        Ok(())
     }
 }

@@ -76,6 +76,9 @@ impl Ring {
     /// across two submits, which would cut its links (a connect would lose its timeout).
     /// This is the one function that hands entries to the kernel's queue.
     ///
+    /// All or nothing: on an error (the kernel would not take what was queued, so there is
+    /// still no room) none of `entries` is queued, and the caller keeps what they point to.
+    ///
     /// # Safety
     /// Every fd, buffer, address and timespec that an entry points to must stay valid and must
     /// not be moved, freed or (for buffers the kernel writes) read or written by user space
@@ -83,23 +86,30 @@ impl Ring {
     /// without `IORING_CQE_F_MORE`; for a linked timeout's timespec, until the submit that
     /// carries it has returned).
     pub unsafe fn push_chain(&mut self, entries: &[&squeue::Entry]) -> io::Result<()> {
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < entries.len() {
+        if self.room() < entries.len() {
             self.submit_pending()?;
+            if self.room() < entries.len() {
+                // A chain longer than the whole queue: validation keeps ring_entries at
+                // `MIN_RING_ENTRIES` or more, the longest chain queued.
+                return Err(io::Error::other("submission queue full"));
+            }
         }
         for entry in entries {
             // SAFETY: the caller upholds the entry's validity contract stated above.
             if unsafe { self.ring.submission().push(entry) }.is_err() {
-                // Room was made above; a queue smaller than one chain is a configuration the
-                // validator rejects (`MIN_RING_ENTRIES`), so this is not reachable.
+                // Room for every entry was checked above, on this thread, the queue's only
+                // producer: not reachable.
                 return Err(io::Error::other("submission queue full"));
             }
             self.pushed += 1;
         }
         Ok(())
+    }
+
+    /// Free entries in the submission queue.
+    fn room(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
     }
 
     /// Hand what is queued to the kernel without waiting. When the completion queue is

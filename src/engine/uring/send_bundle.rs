@@ -24,12 +24,10 @@ use std::time::Instant;
 use super::buf_ring::{Buffers, may_take_another};
 use super::conn_io::{FlowIo, Parked};
 use super::send_ring::SendRings;
-use super::submit::queue_error;
 use super::token::Op;
 use super::worker::{COPY_BUFFERS, Worker};
 use crate::core::conn::{Dir, Event};
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::EngineError;
 use crate::engine::op::{self, SendBundle};
 
 /// Publish the direction's queued chunks that are not in its send ring yet, as far as the ring
@@ -105,30 +103,30 @@ fn consume(
 }
 
 impl Worker {
-    /// Carry out the core's `Send` (or its retry after `POLLOUT`) as a bundle. `Ok(false)` when
+    /// Carry out the core's `Send` (or its retry after `POLLOUT`) as a bundle. `false` when
     /// it should go out another way: a single chunk, or no send ring free.
-    pub(super) fn bundle_send(&mut self, key: SlotKey, dir: Dir) -> Result<bool, EngineError> {
+    pub(super) fn bundle_send(&mut self, key: SlotKey, dir: Dir) -> bool {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(true);
+            return true;
         };
         let flow = &mut io.flows[dir.index()];
         if flow.send_ring.is_none() && flow.chunks.len() < 2 {
             // One buffer goes out as a plain send: a bundle of one would only add the ring's
             // bookkeeping (measured: more CPU per request; see kernel-notes.md).
             flow.bundle_owes_sent = false;
-            return Ok(false);
+            return false;
         }
         flow.bundle_owes_sent = true;
         if flow.bundle_in_flight {
             // Only after a completion with IORING_CQE_F_MORE: the next one answers.
-            return Ok(true);
+            return true;
         }
         if flow.send_ring.is_none() {
             match self.send_rings.lease(self.ring.raw()) {
                 Some(send_ring) => flow.send_ring = Some(send_ring),
                 None => {
                     flow.bundle_owes_sent = false;
-                    return Ok(false);
+                    return false;
                 }
             }
         }
@@ -141,13 +139,13 @@ impl Worker {
             // An established connection has both sockets: a bug, never a panic or a stall.
             tracing::error!(?dir, "send requested without a sink socket; closing");
             self.shard.abort(key);
-            return Ok(true);
+            return true;
         };
         if pending == 0 {
             // The core asked to send bytes this engine does not hold: a bug, never a panic.
             tracing::error!(?dir, "send requested with nothing queued; closing");
             self.shard.abort(key);
-            return Ok(true);
+            return true;
         }
         let entry = SendBundle {
             socket: sink,
@@ -160,8 +158,8 @@ impl Worker {
         self.counters.bundle_sends += 1;
         // SAFETY: the entries name bytes of buffers the direction holds until reported sent;
         // the ring's page lives in the worker, the socket in the slot, past the completion.
-        unsafe { self.ring.push(&entry) }.map_err(queue_error)?;
-        Ok(true)
+        unsafe { self.queue(key, &[&entry]) };
+        true
     }
 
     /// A completion of a bundle send; `first` is the buffer id it names (the ring index of the
@@ -174,9 +172,9 @@ impl Worker {
         result: i32,
         more: bool,
         first: Option<u16>,
-    ) -> Result<(), EngineError> {
+    ) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let flow = io.flow(dir);
         if !more {
@@ -190,13 +188,13 @@ impl Worker {
                 self.counters.bundle_out_of_step += 1;
                 tracing::error!(?dir, ?first, ?head, "send ring out of step with the kernel");
                 self.shard.abort(key);
-                return Ok(());
+                return;
             }
             let consumed = consume(flow, &mut self.send_rings, &mut self.buffers, result as u32);
             if consumed == Consumed::Beyond {
                 tracing::error!(?dir, result, "bundle reported more bytes than were queued");
                 self.shard.abort(key);
-                return Ok(());
+                return;
             }
             flow.bundle_owes_sent = false;
             if !more {
@@ -208,7 +206,7 @@ impl Worker {
             return self.report_sent(now, key, dir, result as u32);
         }
         if more {
-            return Ok(());
+            return;
         }
         let owed = flow.bundle_owes_sent && !flow.chunks.is_empty();
         match -result {
@@ -223,7 +221,7 @@ impl Worker {
                     if let Some(io) = self.shard.io_mut(key) {
                         io.flow(dir).send_waits_writable = true;
                     }
-                    self.submit_poll(key, dir, Op::PollOut(dir))?;
+                    self.submit_poll(key, dir, Op::PollOut(dir));
                 }
             }
             libc::ECANCELED => {
@@ -239,7 +237,7 @@ impl Worker {
                 self.reset_send_ring_if_pending(key, dir);
                 self.release_idle_send_ring(key, dir);
                 if owed {
-                    self.submit_copy_send(now, key, dir)?;
+                    self.submit_copy_send(now, key, dir);
                 }
             }
             0 | libc::ENOBUFS => {
@@ -248,7 +246,7 @@ impl Worker {
                 self.reset_send_ring_if_pending(key, dir);
                 self.release_idle_send_ring(key, dir);
                 if owed {
-                    self.submit_copy_send(now, key, dir)?;
+                    self.submit_copy_send(now, key, dir);
                 }
             }
             _ => {
@@ -256,7 +254,6 @@ impl Worker {
                 self.fail(now, key, dir.sink(), op::cqe_failure(result));
             }
         }
-        Ok(())
     }
 
     /// Give the direction's send ring back to the pool if entries are still pending in it (the
@@ -294,13 +291,7 @@ impl Worker {
 
     /// Bytes of `dir` have left through its sink (any copy-mode send): tell the core, and
     /// resume a receive that paused because the direction held too many buffers.
-    pub(super) fn report_sent(
-        &mut self,
-        now: Instant,
-        key: SlotKey,
-        dir: Dir,
-        bytes: u32,
-    ) -> Result<(), EngineError> {
+    pub(super) fn report_sent(&mut self, now: Instant, key: SlotKey, dir: Dir, bytes: u32) {
         let share = self.buffers.share(COPY_BUFFERS as usize);
         let resume = self.shard.io_mut(key).is_some_and(|io| {
             let flow = io.flow(dir);
@@ -319,8 +310,7 @@ impl Worker {
             .io_mut(key)
             .is_some_and(|io| io.flow(dir).parked == Some(Parked::QueueFull));
         if resume && still_parked {
-            self.submit_copy_recv(key, dir)?;
+            self.submit_copy_recv(key, dir);
         }
-        Ok(())
     }
 }

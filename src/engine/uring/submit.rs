@@ -24,58 +24,76 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{
     Close, Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
 };
-use crate::engine::{EngineError, rate_limit, socket};
+use crate::engine::{rate_limit, socket};
 
 fn tag(op: Op, key: SlotKey) -> u64 {
     UserData::new(op.code(), key).0
 }
 
-pub(super) fn queue_error(err: std::io::Error) -> EngineError {
-    EngineError::io("queueing a submission", err)
-}
-
 impl Worker {
+    /// Queue `entries` (one operation, or a chain) of connection `key`, already counted in its
+    /// `in_flight`. If the ring refuses them (then none is queued, see `Ring::push_chain`),
+    /// they are counted out again and the connection is closed (`CloseReason::Local`): one
+    /// connection's trouble never stops the worker. Whatever the caller marked as in flight
+    /// besides the count is moot then: a closing connection's state is only released.
+    ///
+    /// # Safety
+    /// As for `Ring::push_chain`.
+    pub(super) unsafe fn queue(&mut self, key: SlotKey, entries: &[&squeue::Entry]) {
+        // SAFETY: the caller upholds `push_chain`'s contract for these entries.
+        let Err(err) = (unsafe { self.ring.push_chain(entries) }) else {
+            return;
+        };
+        if let Some(io) = self.shard.io_mut(key) {
+            io.in_flight = io.in_flight.saturating_sub(entries.len() as u32);
+        }
+        self.counters.queue_failures += 1;
+        if self.counters.queue_failures.is_power_of_two() {
+            tracing::warn!(
+                worker = self.index,
+                %err,
+                count = self.counters.queue_failures,
+                "cannot queue a connection's operation; closing the connection"
+            );
+        }
+        self.shard.abort(key);
+    }
+
     /// Drain the shard's actions into submissions.
-    pub(super) fn carry_out_actions(&mut self, now: Instant) -> Result<(), EngineError> {
+    pub(super) fn carry_out_actions(&mut self, now: Instant) {
         while let Some((key, action)) = self.shard.poll_action() {
             match action {
-                Action::Connect { backend, .. } => self.connect(now, key, backend)?,
+                Action::Connect { backend, .. } => self.connect(now, key, backend),
                 Action::Recv { dir, via } => {
                     if let Some(io) = self.shard.io_mut(key) {
                         io.flow(dir).cancel_requested = false;
                     }
                     match via {
-                        Via::Copy => self.submit_copy_recv(key, dir)?,
-                        Via::Splice => self.submit_splice_in(now, key, dir)?,
+                        Via::Copy => self.submit_copy_recv(key, dir),
+                        Via::Splice => self.submit_splice_in(now, key, dir),
                     }
                 }
-                Action::CancelRecv { dir } => self.cancel_recv(now, key, dir)?,
+                Action::CancelRecv { dir } => self.cancel_recv(now, key, dir),
                 Action::Send { dir, via, queued } => match via {
-                    Via::Copy => self.submit_copy_send(now, key, dir)?,
+                    Via::Copy => self.submit_copy_send(now, key, dir),
                     Via::Splice => {
                         let len = u32::try_from(queued).unwrap_or(u32::MAX);
-                        self.submit_splice_out(now, key, dir, len, false)?;
+                        self.submit_splice_out(now, key, dir, len, false);
                     }
                 },
-                Action::ShutdownWrite { side } => self.shutdown_write(key, side)?,
+                Action::ShutdownWrite { side } => self.shutdown_write(key, side),
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");
                     if reset {
                         rate_limit::log_reset(&mut self.resets_log, now, self.index, key, reason);
                     }
-                    self.close(key, reset)?;
+                    self.close(key, reset);
                 }
             }
         }
-        Ok(())
     }
 
-    fn connect(
-        &mut self,
-        now: Instant,
-        key: SlotKey,
-        backend: BackendId,
-    ) -> Result<(), EngineError> {
+    fn connect(&mut self, now: Instant, key: SlotKey, backend: BackendId) {
         let socket = self
             .shard
             .backend_addr(key, backend)
@@ -95,18 +113,18 @@ impl Worker {
                 }
                 self.shard
                     .handle_event(now, key, Event::ConnectFailed { timed_out: false });
-                return Ok(());
+                return;
             }
         };
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         // Any earlier attempt's connect has completed (its failure is what led here), so its
         // socket can be closed now.
         io.backend = Some(socket);
         io.backend_addr = Some(Box::new(addr));
         let (Some(sock), Some(addr)) = (io.backend.as_ref(), io.backend_addr.as_ref()) else {
-            return Ok(());
+            return;
         };
         let connect = Connect {
             socket: sock.as_fd(),
@@ -121,11 +139,11 @@ impl Worker {
         io.in_flight += 2;
         // SAFETY: socket and address live in the slot, the timespec in the worker (module docs);
         // one chain, so that a full queue cannot separate the connect from its timeout.
-        unsafe { self.ring.push_chain(&[&connect, &timeout]) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&connect, &timeout]) }
     }
 
     /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
-    pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) -> Result<(), EngineError> {
+    pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) {
         let most = COPY_BUFFERS as usize;
         let share = self.buffers.share(most);
         let full = self
@@ -134,7 +152,7 @@ impl Worker {
             .is_some_and(|io| !may_take_another(io.flow(dir).chunks.len(), share));
         if full {
             self.park(key, dir, Parked::QueueFull);
-            return Ok(());
+            return;
         }
         let pooled = if self.buffers.is_ring() {
             None
@@ -143,7 +161,7 @@ impl Worker {
                 Some(bid) => Some(bid),
                 None => {
                     self.park(key, dir, Parked::NoBuffers);
-                    return Ok(());
+                    return;
                 }
             }
         };
@@ -163,11 +181,11 @@ impl Worker {
             if let Some(bid) = pooled {
                 self.buffers.give_back(bid);
             }
-            return Ok(());
+            return;
         };
         let Some(source) = io.socket(dir.source()) else {
             self.shard.abort(key);
-            return Ok(());
+            return;
         };
         let entry = match target {
             Some((ptr, len)) => {
@@ -204,17 +222,12 @@ impl Worker {
         io.in_flight += 1;
         // SAFETY: the socket lives in the slot; the kernel writes only into a buffer we hold (pool)
         // or select from the ring (ring), both in the worker's region, which outlives the ring.
-        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&entry]) }
     }
 
     /// A splice-mode receive: wait for the source to be readable, then splice into the pipe.
     /// The two are linked: the splice starts only when the poll has fired.
-    pub(super) fn submit_splice_in(
-        &mut self,
-        _now: Instant,
-        key: SlotKey,
-        dir: Dir,
-    ) -> Result<(), EngineError> {
+    pub(super) fn submit_splice_in(&mut self, _now: Instant, key: SlotKey, dir: Dir) {
         let needs_pipe = self
             .shard
             .io_mut(key)
@@ -225,29 +238,29 @@ impl Worker {
                 Err(err) => {
                     tracing::warn!(%err, "cannot create a pipe; closing the connection");
                     self.shard.abort(key);
-                    return Ok(());
+                    return;
                 }
             }
         } else {
             None
         };
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         if let Some(pipe) = fresh {
             io.flow(dir).pipe = Some(pipe);
         }
         let Some(source) = io.socket(dir.source()) else {
-            return Ok(());
+            return;
         };
         let flow = &io.flows[dir.index()];
         let Some(pipe) = flow.pipe.as_ref() else {
-            return Ok(());
+            return;
         };
         let free = (pipe.capacity() as u64).saturating_sub(flow.pipe_bytes);
         if free == 0 {
             self.park(key, dir, Parked::PipeFull);
-            return Ok(());
+            return;
         }
         let poll =
             opcode::PollAdd::new(fixed(source), (libc::POLLIN | libc::POLLRDHUP) as u32).build();
@@ -261,7 +274,7 @@ impl Worker {
             flow.parked = None;
             io.in_flight += 1;
             // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
-            return unsafe { self.ring.push(&poll) }.map_err(queue_error);
+            return unsafe { self.queue(key, &[&poll]) };
         }
         let poll = poll
             .flags(squeue::Flags::IO_LINK)
@@ -279,46 +292,41 @@ impl Worker {
         flow.parked = None;
         io.in_flight += 2;
         // SAFETY: the socket and the pipe live in the slot until both completions arrived.
-        unsafe { self.ring.push_chain(&[&poll, &splice]) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&poll, &splice]) }
     }
 
     /// Cancel the connection's operation `target` (by its `user_data`).
-    pub(super) fn submit_cancel(&mut self, key: SlotKey, target: Op) -> Result<(), EngineError> {
+    pub(super) fn submit_cancel(&mut self, key: SlotKey, target: Op) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let cancel = opcode::AsyncCancel::new(tag(target, key))
             .build()
             .user_data(tag(Op::Cancel, key));
         io.in_flight += 1;
         // SAFETY: a cancel names its target by user_data and points to no memory.
-        unsafe { self.ring.push(&cancel) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&cancel]) }
     }
 
     /// Arm a one-shot readiness poll (`Op::PollIn` on `dir`'s source or `Op::PollOut` on its
     /// sink) before retrying an operation that answered `EAGAIN`.
-    pub(super) fn submit_poll(
-        &mut self,
-        key: SlotKey,
-        dir: Dir,
-        op: Op,
-    ) -> Result<(), EngineError> {
+    pub(super) fn submit_poll(&mut self, key: SlotKey, dir: Dir, op: Op) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let (side, mask) = match op {
             Op::PollOut(_) => (dir.sink(), libc::POLLOUT),
             _ => (dir.source(), libc::POLLIN | libc::POLLRDHUP),
         };
         let Some(socket) = io.socket(side) else {
-            return Ok(());
+            return;
         };
         let poll = opcode::PollAdd::new(fixed(socket), mask as u32)
             .build()
             .user_data(tag(op, key));
         io.in_flight += 1;
         // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
-        unsafe { self.ring.push(&poll) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&poll]) }
     }
 
     fn park(&mut self, key: SlotKey, dir: Dir, why: Parked) {
@@ -338,10 +346,10 @@ impl Worker {
     }
 
     /// Receives parked for lack of buffers try again once some are free.
-    pub(super) fn retry_starved(&mut self) -> Result<(), EngineError> {
+    pub(super) fn retry_starved(&mut self) {
         let free = self.buffers.free() as usize;
         if self.starved.is_empty() || free == 0 {
-            return Ok(());
+            return;
         }
         // Oldest first, and no more than there are free buffers: retrying every starved flow
         // for one returned buffer would cost an SQE and an ENOBUFS completion each.
@@ -354,22 +362,21 @@ impl Worker {
                 .filter(|io| io.closing.is_none())
                 .is_some_and(|io| io.flow(dir).parked == Some(Parked::NoBuffers));
             if parked {
-                self.submit_copy_recv(key, dir)?;
+                self.submit_copy_recv(key, dir);
             }
         }
-        Ok(())
     }
 
-    fn cancel_recv(&mut self, now: Instant, key: SlotKey, dir: Dir) -> Result<(), EngineError> {
+    fn cancel_recv(&mut self, now: Instant, key: SlotKey, dir: Dir) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let flow = io.flow(dir);
         if !flow.recv_in_flight {
             // Parked or already finished: nothing is in the kernel, so it has stopped.
             flow.parked = None;
             self.shard.handle_event(now, key, Event::RecvEnded { dir });
-            return Ok(());
+            return;
         }
         flow.cancel_requested = true;
         // A splice receive is cancelled through its poll; the linked splice then fails with
@@ -386,20 +393,15 @@ impl Worker {
             .user_data(tag(Op::Cancel, key));
         io.in_flight += 1;
         // SAFETY: a cancel names its target by user_data and points to no memory.
-        unsafe { self.ring.push(&cancel) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&cancel]) }
     }
 
-    pub(super) fn submit_copy_send(
-        &mut self,
-        now: Instant,
-        key: SlotKey,
-        dir: Dir,
-    ) -> Result<(), EngineError> {
-        if self.plan.send_bundle && self.bundle_send(key, dir)? {
-            return Ok(());
+    pub(super) fn submit_copy_send(&mut self, now: Instant, key: SlotKey, dir: Dir) {
+        if self.plan.send_bundle && self.bundle_send(key, dir) {
+            return;
         }
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let sink = match dir.sink() {
             Side::Client => Some(&io.client),
@@ -410,7 +412,7 @@ impl Worker {
             // The core asked to send bytes this engine does not hold: a bug, but never a panic.
             tracing::error!(?dir, "send requested with nothing queued; closing");
             self.shard.abort(key);
-            return Ok(());
+            return;
         };
         let count = flow.chunks.len().min(MAX_SEND_CHUNKS);
         let entry = if count == 1 {
@@ -442,7 +444,7 @@ impl Worker {
         let _ = now;
         // SAFETY: the buffers stay held (queued in `chunks`) and the boxed msghdr and iovecs live
         // in the flow until the send completes; the socket lives in the slot.
-        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&entry]) }
     }
 
     /// Splice `len` bytes out of the pipe into the sink; after `EAGAIN`, first wait for the sink
@@ -454,15 +456,15 @@ impl Worker {
         dir: Dir,
         len: u32,
         after_poll: bool,
-    ) -> Result<(), EngineError> {
+    ) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let Some(sink) = io.socket(dir.sink()) else {
-            return Ok(());
+            return;
         };
         let Some(pipe) = io.flows[dir.index()].pipe.as_ref() else {
-            return Ok(());
+            return;
         };
         let splice = Splice {
             from: pipe.read_end(),
@@ -478,7 +480,7 @@ impl Worker {
                 io.in_flight += 1;
                 // SAFETY: a poll names its socket by fd, which lives in the slot until
                 // completion.
-                return unsafe { self.ring.push(&poll) }.map_err(queue_error);
+                return unsafe { self.queue(key, &[&poll]) };
             }
             // The pipe holds the bytes, so this never waits for the source; a full sink socket
             // answers EAGAIN and the retry waits behind a POLLOUT.
@@ -500,31 +502,30 @@ impl Worker {
         io.in_flight += 1 + u32::from(poll.is_some());
         match &poll {
             // SAFETY: the socket and the pipe live in the slot until both completions arrived.
-            Some(poll) => unsafe { self.ring.push_chain(&[poll, &splice]) },
+            Some(poll) => unsafe { self.queue(key, &[poll, &splice]) },
             // SAFETY: the socket and the pipe live in the slot until the splice's completion.
-            None => unsafe { self.ring.push(&splice) },
+            None => unsafe { self.queue(key, &[&splice]) },
         }
-        .map_err(queue_error)
     }
 
-    fn shutdown_write(&mut self, key: SlotKey, side: Side) -> Result<(), EngineError> {
+    fn shutdown_write(&mut self, key: SlotKey, side: Side) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         let Some(socket) = io.socket(side) else {
-            return Ok(());
+            return;
         };
         let entry = Shutdown { socket }.sqe().user_data(tag(Op::Shutdown, key));
         io.in_flight += 1;
         // SAFETY: the socket lives in the slot until the completion arrived.
-        unsafe { self.ring.push(&entry) }.map_err(queue_error)
+        unsafe { self.queue(key, &[&entry]) }
     }
 
     /// Begin closing: cancel everything in flight; the slot is finalized when the last
     /// completion arrives (or now, if nothing is in flight).
-    fn close(&mut self, key: SlotKey, reset: bool) -> Result<(), EngineError> {
+    fn close(&mut self, key: SlotKey, reset: bool) {
         let Some(io) = self.shard.io_mut(key) else {
-            return Ok(());
+            return;
         };
         io.closing = Some(reset);
         for flow in &mut io.flows {
@@ -532,19 +533,49 @@ impl Worker {
         }
         if io.in_flight == 0 {
             self.finalize(key);
-            return Ok(());
+            return;
         }
-        io.cancel_sent = true;
+        self.cancel_all(key);
+    }
+
+    /// Cancel everything a closing connection has in flight, by its sockets' fds. If the ring
+    /// refuses a cancel, the connection owes it and `retry_cancels` queues them again: what it
+    /// would cancel (a receive on an idle socket, say) might never complete otherwise, and the
+    /// slot would never be freed. Cancelling twice is harmless.
+    fn cancel_all(&mut self, key: SlotKey) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
         let fds = [Side::Client, Side::Backend].map(|side| io.socket(side).map(fixed));
-        io.in_flight += fds.iter().flatten().count() as u32;
+        let mut refused = false;
         for fd in fds.into_iter().flatten() {
             let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
                 .build()
                 .user_data(tag(Op::Cancel, key));
             // SAFETY: a cancel names its targets by fd number and points to no memory.
-            unsafe { self.ring.push(&cancel) }.map_err(queue_error)?;
+            match unsafe { self.ring.push(&cancel) } {
+                Ok(()) => io.in_flight += 1,
+                Err(_) => refused = true,
+            }
         }
-        Ok(())
+        io.cancel_sent = !refused;
+        if refused {
+            self.counters.queue_failures += 1;
+            self.owed_cancels.push(key);
+        }
+    }
+
+    /// Queue the cancels closing connections still owe (see `cancel_all`).
+    pub(super) fn retry_cancels(&mut self) {
+        for key in std::mem::take(&mut self.owed_cancels) {
+            let owed = self
+                .shard
+                .io_mut(key)
+                .is_some_and(|io| io.closing.is_some() && !io.cancel_sent);
+            if owed {
+                self.cancel_all(key);
+            }
+        }
     }
 
     /// Free a closed connection whose last completion has arrived: return its buffers and

@@ -74,6 +74,9 @@ pub(super) struct Counters {
     pub bundle_given_up: u64,
     /// Closes through the ring that failed.
     pub close_errors: u64,
+    /// Submissions the ring refused (its queue full and the kernel not taking it): each
+    /// closed its connection, or delayed an accept or a closing connection's cancel.
+    pub queue_failures: u64,
 }
 
 /// Everything one worker owns. Field order matters: `ring` is dropped before `buffers` and
@@ -94,6 +97,8 @@ pub(super) struct Worker {
     pub starved: Vec<(SlotKey, Dir)>,
     /// Copy-mode multishot receives armed (see `Buffers::multishot_room`).
     pub multishot_recvs: usize,
+    /// Closing connections whose cancels the ring refused: queued again every loop turn.
+    pub owed_cancels: Vec<SlotKey>,
     pub counters: Counters,
     /// Debug lines about resets.
     pub resets_log: RateLimit,
@@ -160,6 +165,7 @@ impl Worker {
             internal_in_flight: 0,
             starved: Vec::new(),
             multishot_recvs: 0,
+            owed_cancels: Vec::new(),
             counters: Counters::default(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             completions: Vec::with_capacity(1024),
@@ -230,11 +236,12 @@ impl Worker {
                     break;
                 }
             } else {
-                self.arm_accepts(now)?;
+                self.arm_accepts(now);
             }
             self.handle_timeouts(now)?;
-            self.carry_out_actions(now)?;
-            self.retry_starved()?;
+            self.carry_out_actions(now);
+            self.retry_starved();
+            self.retry_cancels();
 
             // Buffers given back during this turn become visible to the kernel in one store.
             self.buffers.publish();
@@ -245,7 +252,7 @@ impl Worker {
             self.ring
                 .submit_and_wait(wait)
                 .map_err(|e| EngineError::io("io_uring_enter", e))?;
-            self.reap(Instant::now())?;
+            self.reap(Instant::now());
         }
         // Closes queued by the last completions go out now, not with the process's exit.
         if let Err(err) = self.ring.submit_and_wait(Duration::ZERO) {
@@ -270,15 +277,14 @@ impl Worker {
     }
 
     /// Handle every completion that has arrived.
-    fn reap(&mut self, now: Instant) -> Result<(), EngineError> {
+    fn reap(&mut self, now: Instant) {
         let mut completions = std::mem::take(&mut self.completions);
         self.ring.drain(&mut completions);
         for &(user_data, result, flags) in &completions {
-            self.complete(now, UserData(user_data), result, flags)?;
+            self.complete(now, UserData(user_data), result, flags);
         }
         completions.clear();
         self.completions = completions;
-        Ok(())
     }
 
     /// Fire due timers, but only after everything that arrived before `now` has been seen.
@@ -292,15 +298,16 @@ impl Worker {
             self.ring
                 .submit_and_wait(Duration::ZERO)
                 .map_err(|e| EngineError::io("io_uring_enter", e))?;
-            self.reap(now)?;
-            self.carry_out_actions(now)?;
+            self.reap(now);
+            self.carry_out_actions(now);
         }
         self.shard.handle_timeouts(now);
         Ok(())
     }
 
-    /// Arm an accept on every listener that has none in flight.
-    fn arm_accepts(&mut self, now: Instant) -> Result<(), EngineError> {
+    /// Arm an accept on every listener that has none in flight. One the ring refuses (see
+    /// `Ring::push_chain`) is tried again after `ACCEPT_BACKOFF`, like a failed accept.
+    fn arm_accepts(&mut self, now: Instant) {
         for index in 0..self.listeners.len() {
             let listening = &mut self.listeners[index];
             if listening.armed || listening.paused_until.is_some_and(|t| now < t) {
@@ -320,12 +327,16 @@ impl Worker {
             .user_data(UserData::internal_indexed(Op::Accept.code(), index as u32).0);
             // SAFETY: the listener stays open while `armed` (see `Listening::armed`); accept
             // writes no user memory (null address pointers).
-            unsafe { self.ring.push(&entry) }.map_err(|e| EngineError::io("queueing accept", e))?;
+            if let Err(err) = unsafe { self.ring.push(&entry) } {
+                self.counters.queue_failures += 1;
+                tracing::warn!(worker = self.index, %err, "cannot queue an accept; backing off");
+                listening.paused_until = Some(now + ACCEPT_BACKOFF);
+                continue;
+            }
             listening.armed = true;
             listening.paused_until = None;
             self.internal_in_flight += 1;
         }
-        Ok(())
     }
 
     /// Stop taking clients: cancel armed accepts; close idle listeners now.
@@ -408,5 +419,77 @@ impl Worker {
         if let Err((refused, _io)) = self.shard.accept(now, index, peer, ConnIo::new(client)) {
             tracing::debug!(?refused, "client refused");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{ErrorKind, Read};
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::config::{BackendSpec, Overrides};
+    use crate::engine::uring::probe::KernelFeatures;
+
+    /// A connection whose operations the ring refuses is closed as a local failure, and the
+    /// worker goes on. A 1-entry ring (below what validation allows, so set by hand) cannot
+    /// take a connect and its linked timeout: that used to end the worker, and with it every
+    /// other ("queueing a submission: submission queue full").
+    #[test]
+    fn a_refused_submission_closes_only_its_connection() {
+        let kernel = match KernelFeatures::probe() {
+            Ok(kernel) if kernel.missing_required().is_empty() => kernel,
+            _ => {
+                eprintln!("SKIP: io_uring cannot run here");
+                return;
+            }
+        };
+        let backend = TcpListener::bind("127.0.0.1:0").expect("backend");
+        let spec: BackendSpec = backend
+            .local_addr()
+            .expect("address")
+            .to_string()
+            .parse()
+            .expect("spec");
+        let mut config =
+            Config::from_quick_with("127.0.0.1:1", &[spec], &Overrides::default(), &[0])
+                .expect("valid");
+        config.listeners[0].bind = "127.0.0.1:0".parse().expect("address");
+        config.tuning.ring_entries = 1;
+        config.tuning.buffer_count = 16;
+        config.tuning.send_rings = 1;
+        let plan = kernel.plan(&config.features);
+        let info = WorkerInfo { index: 0, cpu: 0 };
+        let mut worker =
+            Worker::new(info, &config, plan, plan::pool_snapshots(&config)).expect("worker");
+
+        // A client, handed over as an accept completion would hand it.
+        let front = TcpListener::bind("127.0.0.1:0").expect("front");
+        let mut client = TcpStream::connect(front.local_addr().expect("address")).expect("connect");
+        let (accepted, peer) = front.accept().expect("accept");
+        let now = Instant::now();
+        let key = worker
+            .shard
+            .accept(now, 0, peer.ip(), ConnIo::new(Socket::from(accepted)))
+            .expect("room for a connection");
+        // The connect chain is refused: the connection fails locally, and with nothing in
+        // flight it is released at once.
+        worker.carry_out_actions(now);
+        assert!(
+            worker.shard.io_mut(key).is_none(),
+            "the connection is released"
+        );
+        assert_eq!(worker.shard.stats().resets.local, 1);
+        assert_eq!(worker.counters.queue_failures, 1);
+        // Its socket's close was queued; once submitted, the client sees the reset.
+        worker.ring.submit_and_wait(Duration::ZERO).expect("submit");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let err = client
+            .read(&mut [0u8; 1])
+            .expect_err("reset, not data or end of stream");
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        worker.finish(true);
     }
 }
