@@ -6,9 +6,11 @@
 //! has), `ring` (set-up and the single `push`), `region` (memory shared with the kernel),
 //! `buf_ring` (receive buffers), `send_ring` and `send_bundle` (send bundles), `conn_io`
 //! (per-connection I/O state), `worker` (the loop, accepts, shutdown), `submit` (actions to
-//! submissions), `complete` (completions to events), `token` (op codes in `user_data`).
+//! submissions), `close` (cancelling and freeing a closed connection), `complete` (completions
+//! to events), `token` (op codes in `user_data`).
 
 mod buf_ring;
+mod close;
 mod complete;
 mod conn_io;
 pub mod probe;
