@@ -52,6 +52,7 @@ macro_rules! scenarios {
             half_close_client_first => crate::halfclose::half_close_client_first,
             half_close_backend_first => crate::halfclose::half_close_backend_first,
             urgent_data_mid_stream => crate::halfclose::urgent_data_mid_stream,
+            urgent_data_small_pipe => crate::halfclose::urgent_data_small_pipe,
             client_reset => crate::failures::client_reset,
             backend_reset => crate::failures::backend_reset,
             refused_connect_retried => crate::connect::refused_connect_retried,

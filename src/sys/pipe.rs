@@ -50,13 +50,23 @@ impl Pipe {
     }
 }
 
+/// Most bytes [`recv_into_pipe`] moves at once.
+pub const URGENT_CHUNK: usize = 16 * 1024;
+
 /// Move what one `recv` can take from `source` into `pipe` with a copy: the way past urgent
-/// data, where splice refuses to move (see [`super::peek`]). `pipe` must be empty: it holds at
-/// least 64 KiB, so the up to 16 KiB read always fit, and a short write (which would lose
-/// bytes) is an error instead. Returns the bytes moved; 0 at end of stream.
+/// data, where splice refuses to move (see [`super::peek`]). `pipe` must be empty. The receive
+/// takes at most [`URGENT_CHUNK`] bytes and never more than the pipe's capacity, which may be
+/// a single page (`tuning.pipe_size` goes down to 4 KiB), so the write into the empty pipe
+/// always takes them all; a short write (which would lose bytes) is an error instead. Returns
+/// the bytes moved; 0 at end of stream.
 pub fn recv_into_pipe(source: BorrowedFd<'_>, pipe: &Pipe) -> io::Result<usize> {
-    let mut scratch = [0u8; 16 * 1024];
-    let (n, _) = rustix::net::recv(source, &mut scratch, rustix::net::RecvFlags::DONTWAIT)?;
+    let mut scratch = [0u8; URGENT_CHUNK];
+    let len = URGENT_CHUNK.min(pipe.capacity());
+    let (n, _) = rustix::net::recv(
+        source,
+        &mut scratch[..len],
+        rustix::net::RecvFlags::DONTWAIT,
+    )?;
     if n == 0 {
         return Ok(0);
     }
@@ -134,6 +144,44 @@ mod tests {
             .expect_err("nothing to splice");
         assert_eq!(err, rustix::io::Errno::AGAIN);
         drop(r);
+    }
+
+    /// With the smallest pipe a configuration allows (one page), the copy past urgent data
+    /// takes no more than the pipe holds: it used to receive 16 KiB, write 4 KiB of them and
+    /// fail ("short write into an empty pipe"), and the connection was reset.
+    #[test]
+    fn recv_into_a_one_page_pipe_moves_what_fits() {
+        use std::io::{Read, Write};
+        let pipe = Pipe::new(4096).expect("pipe");
+        assert!(
+            pipe.capacity() < URGENT_CHUNK,
+            "capacity {}",
+            pipe.capacity()
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let mut sender =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (receiver, _) = listener.accept().expect("accept");
+        let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        sender.write_all(&sent).expect("send");
+        // Wait (up to 5 s) until everything has arrived, so the receive is not short for lack
+        // of bytes.
+        let mut peek = vec![0u8; sent.len()];
+        for _ in 0..5000 {
+            let (queued, _) = rustix::net::recv(&receiver, &mut peek, rustix::net::RecvFlags::PEEK)
+                .expect("peek");
+            if queued == sent.len() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let moved = recv_into_pipe(receiver.as_fd(), &pipe).expect("no short write");
+        assert_eq!(moved, pipe.capacity());
+        let mut out = vec![0u8; moved];
+        std::fs::File::from(pipe.read.try_clone().expect("dup"))
+            .read_exact(&mut out)
+            .expect("read the pipe");
+        assert_eq!(out, sent[..moved]);
     }
 
     #[test]

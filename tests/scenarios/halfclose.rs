@@ -79,8 +79,24 @@ pub fn half_close_backend_first(ctx: &Ctx) -> Outcome {
 /// mark must arrive. The urgent byte itself is not forwarded (ringlb, like HAProxy, relays a
 /// byte stream, and the kernel keeps urgent data out of it).
 pub fn urgent_data_mid_stream(ctx: &Ctx) -> Outcome {
+    urgent_data_through(ctx, &[])
+}
+
+/// The same with the smallest pipe a configuration allows (`--pipe-size 4KiB`, one page): the
+/// copy that moves past the mark must take no more than the pipe holds (it took 16 KiB, wrote
+/// 4 KiB and reset the connection).
+pub fn urgent_data_small_pipe(ctx: &Ctx) -> Outcome {
+    urgent_data_through(ctx, &["--pipe-size", "4KiB"])
+}
+
+fn urgent_data_through(ctx: &Ctx, flags: &[&str]) -> Outcome {
     let echo = echo_backend();
-    let proxy = Proxy::start(ctx, &Launch::new(&[echo.local_addr()]))?;
+    let launch = flags
+        .iter()
+        .fold(Launch::new(&[echo.local_addr()]), |launch, flag| {
+            launch.arg(flag)
+        });
+    let proxy = Proxy::start(ctx, &launch)?;
     let before = payload(40 << 10, 7);
     let after = payload(40 << 10, 8);
     let stream = connect(proxy.addr);
