@@ -10,8 +10,9 @@ use ringlb::config::{BackendSpec, Overrides};
 /// ringlb: an L4 TCP load balancer for Linux on io_uring.
 ///
 /// Configure it with a TOML file (`--config`), or for a quick start with `--listen` and one or
-/// more `--backend`. Logging goes to stderr; set its level with RINGLB_LOG (default: info),
-/// for example RINGLB_LOG=debug or RINGLB_LOG=ringlb=trace.
+/// more `--backend`. Logging goes to stderr; set its level with RINGLB_LOG (default: info;
+/// `demo` logs nothing unless it is set), for example RINGLB_LOG=debug or
+/// RINGLB_LOG=ringlb=trace.
 #[derive(Debug, Parser)]
 #[command(name = "ringlb", version, about, long_about)]
 pub struct Cli {
@@ -36,7 +37,8 @@ pub enum Command {
     Run(RunArgs),
     /// Report the kernel features ringlb probes and which of them it will use.
     Doctor,
-    /// Run a self-contained demo: local backends, ringlb in front, a short bounded load.
+    /// Run a self-contained demo: local backends, ringlb in front, a short bounded load. It
+    /// prints its report alone; set RINGLB_LOG (such as info) to see the engine's logs too.
     Demo(DemoArgs),
 }
 

@@ -13,8 +13,13 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command, RunArgs};
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // The demo's report is its output: engine logs would break it up, so they come only on
+    // request. Everything else logs at info by default.
+    init_logging(match cli.command {
+        Command::Demo(_) => "off",
+        _ => "info",
+    });
     match cli.command {
         Command::Check {
             config: path,
@@ -88,15 +93,15 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logs to stderr, filtered by RINGLB_LOG (default `info`); a bad filter is reported and the
+/// Logs to stderr, filtered by RINGLB_LOG (else `default`); a bad filter is reported and the
 /// default used, since logging should never stop the balancer from starting.
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = match std::env::var("RINGLB_LOG") {
         Ok(spec) => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
             eprintln!("ringlb: ignoring RINGLB_LOG={spec:?}: {e}");
-            EnvFilter::new("info")
+            EnvFilter::new(default)
         }),
-        Err(_) => EnvFilter::new("info"),
+        Err(_) => EnvFilter::new(default),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

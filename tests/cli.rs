@@ -235,3 +235,40 @@ fn help_lists_subcommands_and_flags() {
         assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
     }
 }
+
+/// `ringlb demo` prints its report alone: the engine's log lines (such as each worker's
+/// `self.counters=Counters { … }` as it stops) used to be mixed into it at the default level.
+/// RINGLB_LOG brings them back on request.
+#[test]
+fn demo_prints_its_report_without_engine_logs() {
+    let args = ["demo", "--seconds", "1", "--clients", "8"];
+    let out = ringlb(&args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    if stderr.contains("io_uring is unavailable") {
+        eprintln!("SKIP: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for part in ["ringlb demo:", "requests", "latency", "errors      0"] {
+        assert!(stdout.contains(part), "{part:?} missing from\n{stdout}");
+    }
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            !line.contains("Counters {") && !line.contains(" INFO "),
+            "engine log line without RINGLB_LOG: {line}"
+        );
+    }
+    assert!(stderr.is_empty(), "stderr without RINGLB_LOG:\n{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(args)
+        .env("RINGLB_LOG", "info")
+        .output()
+        .expect("the ringlb binary runs");
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("worker stopped"),
+        "RINGLB_LOG=info shows the engine's logs:\n{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("worker stopped"));
+}
