@@ -23,7 +23,14 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// A backend that streams to connections whose first byte is `S`, and echoes the others.
 /// Every connection gets a thread; all stop once `stop` is set.
 fn mixed_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the mixed backend");
+    // A long backlog: 600 connections arrive in a burst, faster than one thread accepts
+    // them (std's listeners get 128, and a refused connect would leave a client with no
+    // backend at all).
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("backend socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    socket.bind(&any.into()).expect("bind the mixed backend");
+    socket.listen(4096).expect("listen");
+    let listener: TcpListener = socket.into();
     let addr = listener.local_addr().expect("backend address");
     listener
         .set_nonblocking(true)
@@ -120,7 +127,13 @@ pub fn non_reading_clients_do_not_starve_others(ctx: &Ctx) -> Outcome {
     // their buffers freed, before the starvation showed.
     let proxy = Proxy::start(ctx, &Launch::new(&[backend]).idle(Duration::from_secs(60)))?;
     let hogs: Vec<Socket> = (0..NON_READERS)
-        .filter_map(|_| non_reader(proxy.addr))
+        .filter_map(|i| {
+            if i % 50 == 49 {
+                // Let the backend's accept loop keep up.
+                thread::sleep(Duration::from_millis(20));
+            }
+            non_reader(proxy.addr)
+        })
         .collect();
     // Let the streams fill what the proxy will hold for the non-readers.
     thread::sleep(Duration::from_millis(1500));
