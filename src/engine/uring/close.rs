@@ -79,6 +79,11 @@ impl Worker {
             return;
         };
         for flow in io.flows {
+            if flow.recv_multishot {
+                // Its receive never reached the kernel (the ring refused it), or its last
+                // completion was not seen: either way it is armed no more.
+                self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
+            }
             for chunk in flow.chunks {
                 self.buffers.give_back(chunk.bid);
             }
