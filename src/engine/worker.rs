@@ -33,9 +33,21 @@ impl Ready {
     }
 }
 
+/// Tells the spawner that its worker panicked, as the panic unwinds past it.
+struct ReportPanic<'a>(&'a Ready);
+
+impl Drop for ReportPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.failed("panicked".into());
+        }
+    }
+}
+
 /// Start one thread per entry of `cpus`, pin it, and run `body` on it. Returns once every
-/// worker has returned. If any worker fails its set-up, `on_setup_failure` is called (to stop
-/// the others) and the first failure is returned after all have been joined.
+/// worker has returned. If any worker fails, in its set-up or later (an error or a panic),
+/// `on_setup_failure` is called (to stop the others) and the first failure is returned after
+/// all have been joined.
 pub fn run_pinned<F>(
     cpus: &[usize],
     name: &str,
@@ -71,6 +83,8 @@ where
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     tracing::warn!(worker = index, cpu, "could not pin worker to its CPU");
                 }
+                // A panic is reported like an error, so that the others are stopped too.
+                let _report = ReportPanic(&ready);
                 let result = body(WorkerInfo { index, cpu }, &ready);
                 if let Err(err) = &result {
                     ready.failed(err.to_string());
@@ -97,6 +111,16 @@ where
     if first_error.is_none() {
         tracing::info!(workers = cpus.len(), "ringlb is up");
         on_up();
+        // Until every worker has ended: one that fails (or panics) while serving stops the
+        // others, so that the process exits with its error instead of serving on short of a
+        // worker.
+        for message in &rx {
+            if let Err(message) = message {
+                tracing::error!(%message, "a worker failed; stopping the others");
+                on_setup_failure();
+                first_error.get_or_insert(message);
+            }
+        }
     }
     let mut result = Ok(());
     for (index, handle) in handles.into_iter().enumerate() {
@@ -121,5 +145,53 @@ where
         (Err(err), _) => Err(err),
         (Ok(()), Some(message)) => Err(EngineError::Worker { worker: 0, message }),
         (Ok(()), None) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Issue 10, item 5: a worker that panicked while serving left the others running, so the
+    /// process served on short of a worker. Now the others are stopped and the panic is the
+    /// result.
+    #[test]
+    fn a_worker_that_panics_while_serving_stops_the_others() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let watched = Arc::clone(&stop);
+        let started = Instant::now();
+        let result = run_pinned(
+            &[0, 0],
+            "test-worker",
+            move |info, ready| {
+                ready.ok();
+                if info.index == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    panic!("worker 0 fails while serving (expected by this test)");
+                }
+                // Worker 1 serves until it is told to stop (at most 5 s).
+                while !watched.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(5)
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(())
+            },
+            move || stopping.store(true, Ordering::Relaxed),
+        );
+        let took = started.elapsed();
+        assert!(
+            stop.load(Ordering::Relaxed),
+            "the other worker was not told to stop"
+        );
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        match result {
+            Err(EngineError::Worker { message, .. }) => assert_eq!(message, "panicked"),
+            other => panic!("expected the panic as the result, got {other:?}"),
+        }
     }
 }
