@@ -227,6 +227,14 @@ impl Buffers {
         free >= half && (armed + 1) * MULTISHOT_CLAIM <= free - half
     }
 
+    /// The one rule for whether a direction's receive may be (or stay) multishot, with
+    /// `others` multishot receives armed besides its own: only at a full share (`most`), and
+    /// for a direction that may be streaming only within [`Buffers::multishot_room`]; one
+    /// that receives messages takes a buffer at a time anyway.
+    pub fn may_multishot(&self, most: usize, streaming: bool, others: usize) -> bool {
+        self.share(most) >= most && (!streaming || self.multishot_room(others))
+    }
+
     /// How many buffers one direction may hold now before its receive pauses: `most` while
     /// at least half of them are free, then in proportion to what is free (`most × free /
     /// (count / 2)`, down to 0). Directions whose sink stopped draining (a client that does

@@ -332,16 +332,18 @@ impl Worker {
             // Under pressure (below a full share) a multishot receive stops at once and the
             // direction goes on one buffer per receive: a multishot one can take a whole batch
             // of buffers before the engine sees any of them.
+            // A multishot receive the rule no longer allows (under pressure, or streaming
+            // over the budget; its own entry is one of the armed) goes to one buffer per
+            // receive.
             let most = COPY_BUFFERS as usize;
             let share = self.buffers.share(most);
-            // A multishot receive that turned out to stream while over the budget goes back to
-            // one buffer per receive too (its own entry counts as one of the armed).
-            let over_budget = flow.filling == Filling::Whole
-                && !self
-                    .buffers
-                    .multishot_room(self.multishot_recvs.saturating_sub(1));
+            let keep_multishot = self.buffers.may_multishot(
+                most,
+                flow.filling == Filling::Whole,
+                self.multishot_recvs.saturating_sub(1),
+            );
             let too_many = more
-                && (share < most || over_budget || !may_take_another(flow.chunks.len(), share))
+                && (!keep_multishot || !may_take_another(flow.chunks.len(), share))
                 && !flow.cancel_requested
                 && !flow.self_cancelled;
             if too_many {

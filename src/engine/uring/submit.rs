@@ -146,11 +146,14 @@ impl Worker {
     pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) {
         let most = COPY_BUFFERS as usize;
         let share = self.buffers.share(most);
-        let full = self
+        let Some((held, filling)) = self
             .shard
             .io_mut(key)
-            .is_some_and(|io| !may_take_another(io.flow(dir).chunks.len(), share));
-        if full {
+            .map(|io| (io.flow(dir).chunks.len(), io.flow(dir).filling))
+        else {
+            return;
+        };
+        if !may_take_another(held, share) {
             self.park(key, dir, Parked::QueueFull);
             return;
         }
@@ -165,16 +168,12 @@ impl Worker {
                 }
             }
         };
-        // Below a full share, one buffer per receive: a multishot receive could fill several
-        // before the cancel that stops it lands. A direction that may be streaming is armed
-        // multishot only within the budget; one that receives messages always is.
-        let filling = self
-            .shard
-            .io_mut(key)
-            .map_or(Filling::Whole, |io| io.flow(dir).filling);
+        // A multishot receive could fill several buffers before the cancel that stops it
+        // lands: see `Buffers::may_multishot`.
         let multishot = self.plan.multishot_recv
-            && share >= most
-            && (filling == Filling::Part || self.buffers.multishot_room(self.multishot_recvs));
+            && self
+                .buffers
+                .may_multishot(most, filling == Filling::Whole, self.multishot_recvs);
         let size = self.buffers.size();
         let target = pooled.map(|bid| self.buffers.recv_target(bid));
         let Some(io) = self.shard.io_mut(key) else {
