@@ -91,7 +91,7 @@ pub type Outcome = Result<(), Skip>;
 
 /// Runs one (scenario, configuration) pair under the global concurrency limit.
 pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&Ctx) -> Outcome) {
-    let _permit = Permit::acquire();
+    let _permit = Permit::acquire(EXCLUSIVE.contains(&scenario));
     let ctx = Ctx {
         setup: *setup,
         config,
@@ -114,35 +114,43 @@ pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&C
 
 /// A counting semaphore over all tests of this binary, so that `--test-threads` larger than
 /// the machine does not overload it. RINGLB_SCENARIO_JOBS sets the width (default 2).
-struct Permit;
+/// The slots a running scenario holds.
+struct Permit(usize);
+
+/// Scenarios that run alone (see [`Permit::acquire`]).
+const EXCLUSIVE: [&str; 1] = ["non_reading_clients_do_not_starve_others"];
+
+static WIDTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
 static SLOTS: Mutex<Option<usize>> = Mutex::new(None);
 static FREED: Condvar = Condvar::new();
 
 impl Permit {
-    fn acquire() -> Permit {
+    /// One slot, or (`exclusive`) every slot: a scenario that loads the whole machine (hundreds
+    /// of connections and threads) runs alone, so that it cannot starve another into failing.
+    fn acquire(exclusive: bool) -> Permit {
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.is_none() {
-            let width = std::env::var("RINGLB_SCENARIO_JOBS")
+        let width = *WIDTH.get_or_init(|| {
+            std::env::var("RINGLB_SCENARIO_JOBS")
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2usize)
-                .max(1);
-            *slots = Some(width);
-        }
-        while *slots == Some(0) {
+                .max(1)
+        });
+        let want = if exclusive { width } else { 1 };
+        while slots.unwrap_or(width) < want {
             slots = FREED.wait(slots).unwrap_or_else(|p| p.into_inner());
         }
-        *slots = slots.map(|n| n - 1);
-        Permit
+        *slots = Some(slots.unwrap_or(width) - want);
+        Permit(want)
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        *slots = slots.map(|n| n + 1);
-        FREED.notify_one();
+        *slots = slots.map(|n| n + self.0);
+        FREED.notify_all();
     }
 }
 
