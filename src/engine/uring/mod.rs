@@ -53,7 +53,18 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         move |info, ready| {
             let mut worker = worker::Worker::new(info, &config, plan, pools.clone())?;
             ready.ok();
-            let result = worker.run(&shutdown, grace);
+            // A panic must not unwind past the worker's buffers while the kernel may still
+            // write to them: catch it, end the ring and keep the buffers mapped (`finish`),
+            // then let it go on to the spawner, which stops the other workers.
+            let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                worker.run(&shutdown, grace)
+            })) {
+                Ok(result) => result,
+                Err(panic) => {
+                    worker.finish(false);
+                    std::panic::resume_unwind(panic);
+                }
+            };
             if let Err(err) = &result {
                 // Say so now: the other workers keep serving until they are stopped too.
                 tracing::error!(worker = info.index, %err, "worker failed");

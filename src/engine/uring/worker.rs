@@ -74,8 +74,10 @@ pub(super) struct Counters {
     pub bundle_given_up: u64,
     /// Closes through the ring that failed.
     pub close_errors: u64,
-    /// Submissions the ring refused (its queue full and the kernel not taking it): each
-    /// closed its connection, or delayed an accept or a closing connection's cancel.
+    /// Submissions the ring refused for good (a chain longer than the queue, or an error
+    /// that also stops the worker): each closed its connection, or delayed an accept or a
+    /// closing connection's cancel. A kernel that says "later" refuses nothing: the ring
+    /// holds the entries (see `Ring::push_chain`).
     pub queue_failures: u64,
 }
 
@@ -265,6 +267,7 @@ impl Worker {
             closed = stats.closed,
             ?stats.resets,
             enters = self.ring.enters(),
+            enters_refused = self.ring.refused(),
             pipes_created = self.pipes.created(),
             buffers_held = self.buffers.held(),
             send_rings = self.send_rings.registered(),
