@@ -15,7 +15,9 @@ use std::io;
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
+use super::conn_io::Armed;
 use super::region::{Entries, PAGE, Region};
+use super::spill::{SPILL_SIZE, Spill};
 
 /// Buffer group id of every worker's ring (each worker has its own io_uring instance).
 pub const GROUP: u16 = 0;
@@ -46,6 +48,20 @@ pub struct Buffers {
     kind: Kind,
     /// Buffers currently held by connections (for leak checks and metrics).
     held: u32,
+    /// Receives in the kernel that may take ring buffers the engine has not seen yet.
+    claims: Claims,
+    /// A direction's own buffers, for when the shared ones run short.
+    spill: Spill,
+}
+
+/// Ring receives armed, by kind (see [`Buffers::arm`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Claims {
+    /// Single receives of directions that hold buffers already: each takes one more when its
+    /// data arrives.
+    select: usize,
+    /// Multishot receives: each may take a batch (see [`MULTISHOT_CLAIM`]).
+    multishot: usize,
 }
 
 enum Kind {
@@ -69,6 +85,8 @@ impl std::fmt::Debug for Buffers {
             .field("count", &self.count)
             .field("ring", &matches!(self.kind, Kind::Ring { .. }))
             .field("held", &self.held)
+            .field("claims", &self.claims)
+            .field("spill", &self.spill)
             .finish()
     }
 }
@@ -110,6 +128,8 @@ impl Buffers {
                 unpublished: false,
             },
             held: u32::from(count),
+            claims: Claims::default(),
+            spill: Spill::default(),
         };
         for bid in 0..count {
             buffers.give_back(bid);
@@ -128,6 +148,8 @@ impl Buffers {
                 free: (0..count).rev().collect(),
             },
             held: 0,
+            claims: Claims::default(),
+            spill: Spill::default(),
         })
     }
 
@@ -172,11 +194,17 @@ impl Buffers {
             .wrapping_add(usize::from(bid) * self.size as usize)
     }
 
-    /// The whole of buffer `bid`, for submitting a receive into it (pool only).
+    /// The whole of buffer `bid`, for submitting a receive into it (pool and spill buffers).
     ///
-    /// The pointer stays valid until the worker drops `Buffers`; the engine writes to it only
-    /// through the kernel, between `take` and `give_back`.
+    /// The pointer stays valid until the worker drops `Buffers` (a spill buffer: until it is
+    /// given back); the engine writes to it only through the kernel, between `take` (or
+    /// `take_spill`) and `give_back`.
     pub fn recv_target(&self, bid: u16) -> (*mut u8, u32) {
+        if Spill::owns(bid) {
+            if let Some(start) = self.spill.start(bid) {
+                return (start, SPILL_SIZE);
+            }
+        }
         debug_assert!(bid < self.count);
         (self.start(bid.min(self.count - 1)), self.size)
     }
@@ -186,11 +214,15 @@ impl Buffers {
     /// is only written by a receive that selected it (ring) or that was submitted with it
     /// (pool), and that receive has completed.
     pub fn bytes(&self, bid: u16, from: u32, to: u32) -> &[u8] {
-        let to = to.min(self.size);
+        let (start, size) = match self.spill.start(bid) {
+            Some(start) => (start, SPILL_SIZE),
+            None => (self.start(bid.min(self.count - 1)), self.size),
+        };
+        let to = to.min(size);
         let from = from.min(to);
-        let bid = bid.min(self.count - 1);
-        let start = self.start(bid).wrapping_add(from as usize);
-        // SAFETY: the range lies inside buffer `bid` (clamped above), inside the region, and the
+        let start = start.wrapping_add(from as usize);
+        // SAFETY: the range lies inside buffer `bid` (clamped above), inside the region (or the
+        // spill buffer's own mapping, which stays mapped until it is given back), and the
         // caller holds `bid`, so no receive is writing to it (see the doc above).
         unsafe { std::slice::from_raw_parts(start, (to - from) as usize) }
     }
@@ -217,6 +249,43 @@ impl Buffers {
         u32::from(self.count).saturating_sub(self.held)
     }
 
+    /// A receive of kind `armed` went to the kernel: a ring receive claims buffers it may take
+    /// before the engine sees them. Every [`Buffers::arm`] is matched by one
+    /// [`Buffers::disarm`] when the receive's final completion arrives (or its connection is
+    /// freed without it).
+    pub fn arm(&mut self, armed: Armed) {
+        match armed {
+            Armed::SelectAnother => self.claims.select += 1,
+            Armed::Multishot => self.claims.multishot += 1,
+            Armed::No | Armed::Pooled | Armed::Select | Armed::Readable | Armed::Splice => {}
+        }
+    }
+
+    /// The receive of kind `armed` has ended (see [`Buffers::arm`]).
+    pub fn disarm(&mut self, armed: Armed) {
+        match armed {
+            Armed::SelectAnother => self.claims.select = self.claims.select.saturating_sub(1),
+            Armed::Multishot => self.claims.multishot = self.claims.multishot.saturating_sub(1),
+            Armed::No | Armed::Pooled | Armed::Select | Armed::Readable | Armed::Splice => {}
+        }
+    }
+
+    /// A spill buffer for a direction that holds no shared one while they are short (see
+    /// `spill`); given back with [`Buffers::give_back`] like any other.
+    pub fn take_spill(&mut self) -> io::Result<u16> {
+        self.spill.take()
+    }
+
+    /// Spill buffers in use now, and taken since the start.
+    pub fn spilled(&self) -> (u32, u64) {
+        (self.spill.in_use(), self.spill.taken())
+    }
+
+    /// Multishot receives armed.
+    pub fn multishot_armed(&self) -> usize {
+        self.claims.multishot
+    }
+
     /// Whether one more multishot receive may be armed while `armed` are: a multishot receive
     /// can take a batch of buffers before the engine sees any, so only while at least half
     /// the buffers are free, and each armed one counts as [`MULTISHOT_CLAIM`] buffers of the
@@ -237,7 +306,10 @@ impl Buffers {
 
     /// How many buffers one direction may hold now before its receive pauses: `most` while
     /// at least half of them are free, then in proportion to what is free (`most × free /
-    /// (count / 2)`, down to 0). Directions whose sink stopped draining (a client that does
+    /// (count / 2)`, down to 0). Free here is what no single receive in the kernel has claimed
+    /// (see [`Buffers::arm`]): each armed receive was allowed by the share of its moment, and
+    /// without the claims a thousand of them arming together would each take a buffer the
+    /// share had counted as free, and run the ring dry. Directions whose sink stopped draining (a client that does
     /// not read) keep what they hold, so as they pile up each gets less, and the buffers left
     /// free stay with the connections that move bytes: with `n` such directions each ends up
     /// near `2·most / (1 + 2·most·n / count)` and about `count / (1 + 2·most·n / count)`
@@ -246,7 +318,7 @@ impl Buffers {
     /// See [`may_take_another`] for the direction that holds none.
     pub fn share(&self, most: usize) -> usize {
         let half = (usize::from(self.count) / 2).max(1);
-        let free = self.free() as usize;
+        let free = (self.free() as usize).saturating_sub(self.claims.select);
         if free >= half {
             most
         } else {
@@ -256,6 +328,9 @@ impl Buffers {
 
     /// Give buffer `bid` back for new receives (visible to the kernel after [`Buffers::publish`]).
     pub fn give_back(&mut self, bid: u16) {
+        if Spill::owns(bid) {
+            return self.spill.give_back(bid);
+        }
         if bid >= self.count {
             return;
         }
@@ -330,6 +405,52 @@ mod tests {
             buffers.take().expect("free buffers");
         }
         assert!(!buffers.multishot_room(0), "none once half are held");
+    }
+
+    /// Issue 10, item 2 with 1,500 non-reading clients on one worker: every stalled
+    /// direction armed a receive while its share allowed one more buffer, the data for all of
+    /// them arrived together, and each took a buffer the share had counted as free: the ring
+    /// ran dry and a well-behaved client never got its answer. With armed receives counted as
+    /// claims the ring keeps buffers free, however the arming and the data interleave.
+    #[test]
+    fn receives_armed_together_never_run_the_ring_dry() {
+        for stalled in [400usize, 1500, 3000] {
+            let mut buffers = Buffers::pool(4096, 64).expect("a pool");
+            let mut held = vec![0usize; stalled];
+            let mut armed: Vec<Option<Armed>> = vec![None; stalled];
+            for round in 0..64 {
+                // Every direction without a receive arms one if its share allows, as
+                // `copy_recv` does ...
+                for (h, a) in held.iter().zip(armed.iter_mut()) {
+                    if a.is_none() && may_take_another(*h, buffers.share(MOST)) {
+                        let kind = if *h == 0 {
+                            Armed::Select
+                        } else {
+                            Armed::SelectAnother
+                        };
+                        buffers.arm(kind);
+                        *a = Some(kind);
+                    }
+                }
+                // ... then data arrives for all of them at once.
+                for (h, a) in held.iter_mut().zip(armed.iter_mut()) {
+                    if let Some(kind) = a.take() {
+                        buffers.disarm(kind);
+                        assert!(
+                            buffers.take().is_some(),
+                            "{stalled} stalled directions ran the ring dry in round {round}"
+                        );
+                        *h += 1;
+                    }
+                }
+            }
+            let free = buffers.free();
+            let least = if stalled <= 1500 { 256 } else { 1 };
+            assert!(
+                free >= least,
+                "{stalled} stalled directions left {free} free"
+            );
+        }
     }
 
     /// The equilibrium stated in `share`'s documentation: stalled directions that keep what

@@ -79,11 +79,9 @@ impl Worker {
             return;
         };
         for flow in io.flows {
-            if flow.recv_multishot {
-                // Its receive never reached the kernel (the ring refused it), or its last
-                // completion was not seen: either way it is armed no more.
-                self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
-            }
+            // A receive still marked armed never reached the kernel (the ring refused it),
+            // or its last completion was not seen: either way it claims no buffers now.
+            self.buffers.disarm(flow.armed);
             for chunk in flow.chunks {
                 self.buffers.give_back(chunk.bid);
             }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use io_uring::cqueue;
 
 use super::buf_ring::may_take_another;
-use super::conn_io::{Chunk, ConnIo, Filling, Parked};
+use super::conn_io::{Armed, Chunk, ConnIo, Filling, Parked};
+use super::submit::Readiness;
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
 use super::worker::Worker;
@@ -86,9 +87,9 @@ impl Worker {
             // Only resources matter now: give back what the completion hands us.
             match op {
                 Op::Recv(dir) => {
-                    if !more && io.flow(dir).recv_multishot {
-                        io.flow(dir).recv_multishot = false;
-                        self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
+                    if !more {
+                        let armed = std::mem::take(&mut io.flow(dir).armed);
+                        self.buffers.disarm(armed);
                     }
                     let bid = selected.or_else(|| io.flow(dir).recv_buffer.take());
                     if let Some(bid) = bid {
@@ -158,16 +159,13 @@ impl Worker {
             Op::SendBundle(dir) => self.bundle_sent(now, key, dir, result, more, selected),
             Op::SpliceIn(dir) => self.spliced_in(now, key, dir, result),
             Op::SpliceOut(dir) => self.spliced_out(now, key, dir, result),
-            Op::PollIn(dir) if io.flow(dir).recv_waits_readable => {
+            Op::PollIn(dir) if io.flow(dir).armed == Armed::Readable => {
                 let flow = io.flow(dir);
-                flow.recv_waits_readable = false;
+                flow.armed = Armed::No;
                 if flow.cancel_requested {
                     // The core asked to stop while we waited: the receive has ended.
-                    flow.recv_in_flight = false;
                     self.shard.handle_event(now, key, Event::RecvEnded { dir });
                 } else if result < 0 {
-                    let flow = io.flow(dir);
-                    flow.recv_in_flight = false;
                     let event = if result == -libc::ECANCELED {
                         Event::RecvEnded { dir }
                     } else {
@@ -178,7 +176,7 @@ impl Worker {
                     };
                     self.shard.handle_event(now, key, event);
                 } else {
-                    self.submit_copy_recv(key, dir);
+                    self.copy_recv(key, dir, Readiness::Readable);
                 }
             }
             Op::PollOut(dir) if io.flow(dir).send_waits_writable => {
@@ -303,11 +301,8 @@ impl Worker {
         }
         let self_cancelled = flow.self_cancelled && !more;
         if !more {
-            if flow.recv_multishot {
-                self.multishot_recvs = self.multishot_recvs.saturating_sub(1);
-            }
-            flow.recv_in_flight = false;
-            flow.recv_multishot = false;
+            let armed = std::mem::take(&mut flow.armed);
+            self.buffers.disarm(armed);
             flow.self_cancelled = false;
         }
         if result > 0 {
@@ -340,7 +335,7 @@ impl Worker {
             let keep_multishot = self.buffers.may_multishot(
                 most,
                 flow.filling == Filling::Whole,
-                self.multishot_recvs.saturating_sub(1),
+                self.buffers.multishot_armed().saturating_sub(1),
             );
             let too_many = more
                 && (!keep_multishot || !may_take_another(flow.chunks.len(), share))
@@ -367,9 +362,13 @@ impl Worker {
                 self.shard.handle_event(now, key, Event::Eof { dir });
             }
             libc::ENOBUFS => {
-                // The ring ran dry: wait for buffers to come back, invisibly to the core.
+                // The ring ran dry: a direction that holds none receives into a spill buffer
+                // once readable (see `Worker::copy_recv`); one that holds some waits for
+                // buffers to come back (its own, as its sink drains), invisibly to the core.
                 if cancelled {
                     self.shard.handle_event(now, key, Event::RecvEnded { dir });
+                } else if flow.chunks.is_empty() {
+                    self.wait_readable(key, dir);
                 } else {
                     flow.parked = Some(Parked::NoBuffers);
                     self.counters.parked_no_buffers += 1;
@@ -391,9 +390,7 @@ impl Worker {
             }
             libc::EAGAIN if !cancelled => {
                 // Still armed from the core's view: wait for readability, then receive again.
-                flow.recv_in_flight = true;
-                flow.recv_waits_readable = true;
-                self.submit_poll(key, dir, Op::PollIn(dir));
+                self.wait_readable(key, dir);
             }
             libc::EAGAIN => {
                 self.shard.handle_event(now, key, Event::RecvEnded { dir });
@@ -410,7 +407,7 @@ impl Worker {
             return;
         };
         let flow = io.flow(dir);
-        flow.recv_in_flight = false;
+        flow.armed = Armed::No;
         if result > 0 {
             flow.pipe_bytes += result as u64;
             flow.spurious_wakeups = 0;

@@ -81,6 +81,44 @@ pub enum Filling {
     Part,
 }
 
+/// The receive of a direction that is in the kernel, if any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Armed {
+    /// None: idle, parked, or finished.
+    #[default]
+    No,
+    /// Pool mode: a receive into the direction's own buffer (`recv_buffer`).
+    Pooled,
+    /// A single receive that takes a ring buffer when data arrives, for a direction that
+    /// holds none (which may always take one, so it claims none: an idle connection's
+    /// receive does not shrink the others' share).
+    Select,
+    /// As `Select`, for a direction that holds some already: one claim on the ring (see
+    /// `Buffers::arm`).
+    SelectAnother,
+    /// A multishot receive from the ring.
+    Multishot,
+    /// Copy mode: a POLLIN, then a receive. After `EAGAIN` (io_uring can surface it on
+    /// non-blocking sockets when a request was punted to io-wq), and in pool mode while
+    /// buffers are short, so that an idle direction holds none.
+    Readable,
+    /// Splice mode: a POLLIN and the splice into the pipe (linked, or made inline when the
+    /// poll fires).
+    Splice,
+}
+
+impl Armed {
+    /// A receive is in the kernel.
+    pub fn in_flight(self) -> bool {
+        self != Armed::No
+    }
+
+    /// Its cancel targets the poll (`Op::PollIn`) rather than the receive (`Op::Recv`).
+    pub fn polls(self) -> bool {
+        matches!(self, Armed::Readable | Armed::Splice)
+    }
+}
+
 /// One direction's I/O state.
 #[derive(Debug, Default)]
 pub struct FlowIo {
@@ -90,10 +128,8 @@ pub struct FlowIo {
     pub pipe: Option<Pipe>,
     /// Bytes spliced into the pipe and not yet out of it.
     pub pipe_bytes: u64,
-    /// A receive (or poll + splice) is in flight.
-    pub recv_in_flight: bool,
-    /// The receive in flight is multishot.
-    pub recv_multishot: bool,
+    /// What receive of this direction is in the kernel.
+    pub armed: Armed,
     /// Copy mode: the last receive filled its buffer, or none has completed yet (what a
     /// direction sends is unknown until then). Such a direction is armed multishot only within
     /// the worker's budget (`Buffers::multishot_room`): a multishot receive on a streaming
@@ -116,9 +152,6 @@ pub struct FlowIo {
     pub bundle_in_flight: bool,
     /// The core's `Send` is outstanding and the bundle in flight (or its retry) answers it.
     pub bundle_owes_sent: bool,
-    /// Copy mode: a receive answered `EAGAIN` (io_uring can surface it on non-blocking
-    /// sockets when a request was punted to io-wq); a POLLIN is armed, then it is retried.
-    pub recv_waits_readable: bool,
     /// Copy mode: likewise for a send, behind a POLLOUT.
     pub send_waits_writable: bool,
     /// Copy mode: the engine itself cancelled a multishot receive because the direction holds

@@ -18,6 +18,7 @@ mod region;
 mod ring;
 mod send_bundle;
 mod send_ring;
+mod spill;
 mod submit;
 mod token;
 mod worker;

@@ -13,7 +13,7 @@ use io_uring::{opcode, squeue};
 use socket2::SockAddr;
 
 use super::buf_ring::may_take_another;
-use super::conn_io::Filling;
+use super::conn_io::{Armed, Filling};
 use super::conn_io::{MAX_SEND_CHUNKS, Parked, SendVec};
 use super::token::Op;
 use super::worker::COPY_BUFFERS;
@@ -25,6 +25,15 @@ use crate::engine::op::{
     Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
 };
 use crate::engine::{rate_limit, socket};
+
+/// Whether the source of a copy receive is known to be readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Readiness {
+    /// Not known: a pooled receive may wait for readability first.
+    Unknown,
+    /// A POLLIN just reported it.
+    Readable,
+}
 
 pub(super) fn tag(op: Op, key: SlotKey) -> u64 {
     UserData::new(op.code(), key).0
@@ -144,6 +153,22 @@ impl Worker {
 
     /// A copy-mode receive: from the ring (multishot or single) or into a pooled buffer.
     pub(super) fn submit_copy_recv(&mut self, key: SlotKey, dir: Dir) {
+        self.copy_recv(key, dir, Readiness::Unknown);
+    }
+
+    /// Wait for `dir`'s source to be readable, then receive (`Armed::Readable`).
+    pub(super) fn wait_readable(&mut self, key: SlotKey, dir: Dir) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        let flow = io.flow(dir);
+        flow.armed = Armed::Readable;
+        flow.parked = None;
+        self.submit_poll(key, dir, Op::PollIn(dir));
+    }
+
+    /// As [`Worker::submit_copy_recv`], knowing whether the source is readable.
+    pub(super) fn copy_recv(&mut self, key: SlotKey, dir: Dir, readiness: Readiness) {
         let most = COPY_BUFFERS as usize;
         let share = self.buffers.share(most);
         let Some((held, filling)) = self
@@ -157,8 +182,31 @@ impl Worker {
             self.park(key, dir, Parked::QueueFull);
             return;
         }
-        let pooled = if self.buffers.is_ring() {
+        // A direction that holds no shared buffer while they are short (its share is none)
+        // does not wait for the others' to come back: it receives into a spill buffer of its
+        // own (see `spill`), once its source is readable, so that an idle one holds none.
+        let pooled = if held == 0 && share == 0 {
+            if readiness == Readiness::Unknown {
+                return self.wait_readable(key, dir);
+            }
+            match self.buffers.take_spill() {
+                Ok(bid) => Some(bid),
+                Err(err) => {
+                    self.park(key, dir, Parked::NoBuffers);
+                    if self.counters.parked_no_buffers.is_power_of_two() {
+                        tracing::warn!(worker = self.index, %err, "no spill buffer; receives wait");
+                    }
+                    return;
+                }
+            }
+        } else if self.buffers.is_ring() {
             None
+        } else if readiness == Readiness::Unknown && share < most {
+            // Pool mode while buffers are short: a buffer goes to a receive only once its
+            // source is readable, so that idle directions hold none (a pooled receive holds
+            // its buffer from submission on, unlike a ring's, which takes one when data
+            // arrives).
+            return self.wait_readable(key, dir);
         } else {
             match self.buffers.take() {
                 Some(bid) => Some(bid),
@@ -171,9 +219,11 @@ impl Worker {
         // A multishot receive could fill several buffers before the cancel that stops it
         // lands: see `Buffers::may_multishot`.
         let multishot = self.plan.multishot_recv
-            && self
-                .buffers
-                .may_multishot(most, filling == Filling::Whole, self.multishot_recvs);
+            && self.buffers.may_multishot(
+                most,
+                filling == Filling::Whole,
+                self.buffers.multishot_armed(),
+            );
         let size = self.buffers.size();
         let target = pooled.map(|bid| self.buffers.recv_target(bid));
         let Some(io) = self.shard.io_mut(key) else {
@@ -210,12 +260,15 @@ impl Worker {
             .sqe(),
         }
         .user_data(tag(Op::Recv(dir), key));
+        let armed = match (target, multishot) {
+            (Some(_), _) => Armed::Pooled,
+            (None, true) => Armed::Multishot,
+            (None, false) if held == 0 => Armed::Select,
+            (None, false) => Armed::SelectAnother,
+        };
         let flow = io.flow(dir);
-        flow.recv_in_flight = true;
-        flow.recv_multishot = target.is_none() && multishot;
-        if flow.recv_multishot {
-            self.multishot_recvs += 1;
-        }
+        flow.armed = armed;
+        self.buffers.arm(armed);
         flow.recv_buffer = pooled;
         flow.parked = None;
         io.in_flight += 1;
@@ -268,8 +321,7 @@ impl Worker {
             // (see `complete.rs`): no io-wq thread hop per chunk.
             let poll = poll.user_data(tag(Op::PollIn(dir), key));
             let flow = io.flow(dir);
-            flow.recv_in_flight = true;
-            flow.recv_multishot = false;
+            flow.armed = Armed::Splice;
             flow.parked = None;
             io.in_flight += 1;
             // SAFETY: a poll names its socket by fd, which lives in the slot until completion.
@@ -286,8 +338,7 @@ impl Worker {
         .sqe()
         .user_data(tag(Op::SpliceIn(dir), key));
         let flow = io.flow(dir);
-        flow.recv_in_flight = true;
-        flow.recv_multishot = false;
+        flow.armed = Armed::Splice;
         flow.parked = None;
         io.in_flight += 2;
         // SAFETY: the socket and the pipe live in the slot until both completions arrived.
@@ -331,7 +382,7 @@ impl Worker {
     fn park(&mut self, key: SlotKey, dir: Dir, why: Parked) {
         if let Some(io) = self.shard.io_mut(key) {
             let flow = io.flow(dir);
-            flow.recv_in_flight = false;
+            flow.armed = Armed::No;
             flow.parked = Some(why);
             match why {
                 Parked::NoBuffers => {
@@ -371,7 +422,7 @@ impl Worker {
             return;
         };
         let flow = io.flow(dir);
-        if !flow.recv_in_flight {
+        if !flow.armed.in_flight() {
             // Parked or already finished: nothing is in the kernel, so it has stopped.
             flow.parked = None;
             self.shard.handle_event(now, key, Event::RecvEnded { dir });
@@ -380,9 +431,7 @@ impl Worker {
         flow.cancel_requested = true;
         // A splice receive is cancelled through its poll; the linked splice then fails with
         // ECANCELED (or completes, if the poll had already fired).
-        let target = if flow.recv_waits_readable
-            || (flow.pipe.is_some() && !flow.recv_multishot && flow.recv_buffer.is_none())
-        {
+        let target = if flow.armed.polls() {
             Op::PollIn(dir)
         } else {
             Op::Recv(dir)

@@ -97,8 +97,6 @@ pub(super) struct Worker {
     pub internal_in_flight: u32,
     /// Receives waiting for buffers to come back.
     pub starved: Vec<(SlotKey, Dir)>,
-    /// Copy-mode multishot receives armed (see `Buffers::multishot_room`).
-    pub multishot_recvs: usize,
     /// Closing connections whose cancels the ring refused: queued again every loop turn.
     pub owed_cancels: Vec<SlotKey>,
     pub counters: Counters,
@@ -166,7 +164,6 @@ impl Worker {
             connect_timeout: types::Timespec::from(config.timeouts.connect),
             internal_in_flight: 0,
             starved: Vec::new(),
-            multishot_recvs: 0,
             owed_cancels: Vec::new(),
             counters: Counters::default(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
@@ -270,6 +267,7 @@ impl Worker {
             enters_refused = self.ring.refused(),
             pipes_created = self.pipes.created(),
             buffers_held = self.buffers.held(),
+            spilled = ?self.buffers.spilled(),
             send_rings = self.send_rings.registered(),
             send_rings_leased = self.send_rings.leased(),
             send_rings_exhausted = self.send_rings.exhausted(),
