@@ -72,7 +72,9 @@ macro_rules! scenarios {
             round_robin_balance => crate::balance::round_robin_balance,
             source_hash_is_sticky => crate::balance::source_hash_is_sticky,
             foreign_backends_concurrent => crate::foreign::foreign_backends_concurrent,
-            non_reading_clients_do_not_starve_others => crate::starvation::non_reading_clients_do_not_starve_others,
+            non_readers_400_do_not_starve_others => crate::starvation::non_readers_400_do_not_starve_others,
+            non_readers_1500_do_not_starve_others => crate::starvation::non_readers_1500_do_not_starve_others,
+            trickling_non_readers_do_not_starve_others => crate::starvation::trickling_non_readers_do_not_starve_others,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -65,11 +65,11 @@ impl Setup {
 
     /// Listening sockets the engine opens for one listener: one per worker (SO_REUSEPORT)
     /// for the thread-per-core engines, one for the blocking engine.
-    fn listeners(&self) -> usize {
+    fn listeners(&self, workers: usize) -> usize {
         if self.engine == "blocking" {
             1
         } else {
-            WORKERS
+            workers
         }
     }
 }
@@ -118,7 +118,11 @@ pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&C
 struct Permit(usize);
 
 /// Scenarios that run alone (see [`Permit::acquire`]).
-const EXCLUSIVE: [&str; 1] = ["non_reading_clients_do_not_starve_others"];
+const EXCLUSIVE: [&str; 3] = [
+    "non_readers_400_do_not_starve_others",
+    "non_readers_1500_do_not_starve_others",
+    "trickling_non_readers_do_not_starve_others",
+];
 
 static WIDTH: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -194,6 +198,8 @@ pub struct Launch {
     pub grace: Duration,
     /// `--idle-timeout` (default [`IDLE_TIMEOUT`]).
     pub idle: Duration,
+    /// `--workers` (default [`WORKERS`]).
+    pub workers: usize,
 }
 
 impl Launch {
@@ -205,6 +211,7 @@ impl Launch {
             log: None,
             grace: SHUTDOWN_GRACE,
             idle: IDLE_TIMEOUT,
+            workers: WORKERS,
         }
     }
 
@@ -216,6 +223,7 @@ impl Launch {
             log: None,
             grace: SHUTDOWN_GRACE,
             idle: IDLE_TIMEOUT,
+            workers: WORKERS,
         }
     }
 
@@ -238,6 +246,13 @@ impl Launch {
     /// Run with `--shutdown-grace grace`.
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Run with `--workers workers` (the thread-per-core engines; the blocking engine has
+    /// none).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
         self
     }
 
@@ -281,7 +296,7 @@ impl Proxy {
             cmd.args(["--backend", b]);
         }
         cmd.args(["--engine", s.engine, "--mode", s.mode])
-            .args(["--workers", &WORKERS.to_string()])
+            .args(["--workers", &launch.workers.to_string()])
             .args(["--connect-timeout", "500ms"])
             .args(["--idle-timeout", &format!("{}ms", launch.idle.as_millis())])
             .args([
@@ -327,7 +342,7 @@ impl Proxy {
                 panic!("ringlb exited at start-up with {status}; its log:\n{text}");
             }
             let listening = listening_sockets(addr.port());
-            if listening >= s.listeners() {
+            if listening >= s.listeners(launch.workers) {
                 return Ok(Ok(proxy));
             }
             if started.elapsed() > START_TIMEOUT {
