@@ -7,6 +7,8 @@
 //! that feeds arbitrary events and only asks that the machine neither panics nor speaks after
 //! `Close`.
 
+#[path = "core_conn/halfclosed.rs"]
+mod halfclosed;
 #[path = "core_conn/model.rs"]
 mod model;
 #[path = "core_conn/scenarios.rs"]

@@ -148,6 +148,8 @@ fn no_backend_up_closes_every_client_at_once() {
     let params = ConnParams {
         connect_timeout: Some(Duration::from_millis(50)),
         idle_timeout: Duration::from_secs(1),
+        client_fin: Duration::from_secs(1),
+        server_fin: Duration::from_secs(1),
         mode: Mode::Auto,
         copy_high_water: 4096,
         splice_capacity: 8192,
@@ -210,6 +212,8 @@ fn all_blackholed_gives_up_after_every_timeout() {
         let params = ConnParams {
             connect_timeout: Some(timeout),
             idle_timeout: Duration::from_secs(1),
+            client_fin: Duration::from_secs(1),
+            server_fin: Duration::from_secs(1),
             mode: Mode::Copy,
             copy_high_water: 4096,
             splice_capacity: 8192,

@@ -146,6 +146,10 @@ pub enum CloseReason {
     BackendFailed(Failure),
     /// No traffic for the idle timeout.
     IdleTimeout,
+    /// One direction had ended and nothing came from the other for the fin timeout of the
+    /// side it waited on (`client_fin` for [`Side::Client`], `server_fin` for
+    /// [`Side::Backend`]; see [`ConnParams::client_fin`]).
+    FinTimeout(Side),
     /// The worker is shutting down and the grace period has ended.
     Aborted,
     /// The engine could not carry the connection on (see [`Failure::Local`]).
@@ -190,6 +194,15 @@ pub struct ConnParams {
     /// `ConnectFailed { timed_out: true }`.
     pub connect_timeout: Option<Duration>,
     pub idle_timeout: Duration,
+    /// Half-closed toward the client: once ringlb has shut down writing toward the client (the
+    /// backend's direction ended and all of it was sent on) while the client's direction is
+    /// still open, this inactivity limit replaces `idle_timeout` (HAProxy's
+    /// `timeout client-fin`). Traffic in the open direction resets it, as it does the idle
+    /// timeout.
+    pub client_fin: Duration,
+    /// The same toward the backend: once writing toward the backend is shut down while the
+    /// backend's direction is still open (HAProxy's `timeout server-fin`).
+    pub server_fin: Duration,
     pub mode: Mode,
     /// Copy mode: receives pause while this many bytes of a direction wait to be sent.
     pub copy_high_water: u64,
@@ -414,8 +427,28 @@ impl Conn {
         };
     }
 
-    /// Act on the passing of time: connect and idle timeouts.
+    /// The inactivity limit that applies now, and the reason a close for it gives: the idle
+    /// timeout, or a fin timeout while exactly one direction has been shut down.
+    fn inactivity(&self) -> (Duration, CloseReason) {
+        let [up, down] = &self.flows;
+        match (up.shut, down.shut) {
+            // ringlb sent its FIN to the client; waiting for the client's direction to end.
+            (false, true) => (
+                self.params.client_fin,
+                CloseReason::FinTimeout(Side::Client),
+            ),
+            // ringlb sent its FIN to the backend; waiting for the backend's direction to end.
+            (true, false) => (
+                self.params.server_fin,
+                CloseReason::FinTimeout(Side::Backend),
+            ),
+            _ => (self.params.idle_timeout, CloseReason::IdleTimeout),
+        }
+    }
+
+    /// Act on the passing of time: connect, idle and fin timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let (limit, reason) = self.inactivity();
         match self.phase {
             Phase::Connecting {
                 issued: true,
@@ -425,10 +458,10 @@ impl Conn {
                 self.last_activity = now;
                 self.next_candidate();
             }
-            Phase::Established if now >= self.last_activity + self.params.idle_timeout => {
+            Phase::Established if now >= self.last_activity + limit => {
                 self.phase = Phase::Closing {
                     reset: false,
-                    reason: CloseReason::IdleTimeout,
+                    reason,
                 };
             }
             _ => {}
@@ -540,7 +573,7 @@ impl Conn {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
             Phase::Connecting { deadline, .. } => deadline,
-            Phase::Established => Some(self.last_activity + self.params.idle_timeout),
+            Phase::Established => Some(self.last_activity + self.inactivity().0),
             Phase::Closing { .. } | Phase::Closed(_) => None,
         }
     }

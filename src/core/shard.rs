@@ -268,6 +268,7 @@ impl<Io> Shard<Io> {
                         match reason {
                             CloseReason::NoBackend => self.stats.closed_no_backend += 1,
                             CloseReason::IdleTimeout => self.stats.closed_idle += 1,
+                            CloseReason::FinTimeout(_) => self.stats.closed_fin += 1,
                             CloseReason::ClientFailed(_)
                             | CloseReason::BackendFailed(_)
                             | CloseReason::Local => self.stats.closed_failed += 1,

@@ -10,6 +10,8 @@ pub struct ShardStats {
     pub closed: u64,
     pub closed_no_backend: u64,
     pub closed_idle: u64,
+    /// Closed by `client_fin` or `server_fin` while half-closed.
+    pub closed_fin: u64,
     pub closed_failed: u64,
     pub connect_failures: u64,
     pub bytes_upstream: u64,
@@ -53,7 +55,10 @@ impl ResetCounts {
             CloseReason::BackendFailed(_) => &mut self.backend_error,
             CloseReason::Aborted => &mut self.shutdown,
             // Never closed with a reset.
-            CloseReason::Done | CloseReason::NoBackend | CloseReason::IdleTimeout => return,
+            CloseReason::Done
+            | CloseReason::NoBackend
+            | CloseReason::IdleTimeout
+            | CloseReason::FinTimeout(_) => return,
         };
         *counter += 1;
     }

@@ -401,6 +401,17 @@ impl Model {
                     CloseReason::IdleTimeout => {
                         assert!(!reset && self.established);
                         assert!(self.now >= self.last_activity + self.params.idle_timeout);
+                        assert_eq!(self.shut[0], self.shut[1], "half-closed: a fin timeout");
+                    }
+                    CloseReason::FinTimeout(side) => {
+                        assert!(!reset && self.established);
+                        // Exactly one direction shut, and the one still open comes from `side`.
+                        let (open, limit) = match side {
+                            Side::Client => (Dir::Upstream, self.params.client_fin),
+                            Side::Backend => (Dir::Downstream, self.params.server_fin),
+                        };
+                        assert!(!self.shut[open.index()] && self.shut[1 - open.index()]);
+                        assert!(self.now >= self.last_activity + limit);
                     }
                 }
                 if self.failed || self.aborted {

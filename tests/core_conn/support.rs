@@ -17,6 +17,8 @@ pub(crate) fn params(mode: Mode) -> ConnParams {
     ConnParams {
         connect_timeout: Some(CONNECT_TIMEOUT),
         idle_timeout: IDLE,
+        client_fin: IDLE,
+        server_fin: IDLE,
         mode,
         copy_high_water: HIGH_WATER,
         splice_capacity: PIPE,

@@ -22,14 +22,26 @@ impl Sim {
         let full = rng.pick(&[512u64, 1024, 4096]);
         let connect_timeout = rng.micros(8_000, 150_000);
         let engine_timeout = rng.pct(25);
+        // Some idle timeouts beyond the wheel's horizon (about 4 s), so entries wait turns.
+        let idle_timeout = if rng.pct(20) {
+            rng.micros(4_000_000, 9_000_000)
+        } else {
+            rng.micros(80_000, 700_000)
+        };
+        // Half-closed limits: as the idle timeout (the default), or shorter or longer.
+        let mut fin = || {
+            if rng.pct(50) {
+                idle_timeout
+            } else {
+                rng.micros(30_000, 900_000)
+            }
+        };
+        let (client_fin, server_fin) = (fin(), fin());
         let params = ConnParams {
             connect_timeout: (!engine_timeout).then_some(connect_timeout),
-            // Some idle timeouts beyond the wheel's horizon (about 4 s), so entries wait turns.
-            idle_timeout: if rng.pct(20) {
-                rng.micros(4_000_000, 9_000_000)
-            } else {
-                rng.micros(80_000, 700_000)
-            },
+            idle_timeout,
+            client_fin,
+            server_fin,
             mode,
             copy_high_water: full * rng.range(1, 4),
             splice_capacity: rng.pick(&[4096u64, 8192, 65536]),

@@ -281,11 +281,16 @@ impl Sim {
             }
             CloseReason::Aborted => assert!(reset && self.conns[c].aborted),
             CloseReason::Local => panic!("closed as Local; this engine never fails locally"),
-            CloseReason::IdleTimeout => {
+            CloseReason::IdleTimeout | CloseReason::FinTimeout(_) => {
                 let conn = &self.conns[c];
                 assert!(!reset);
                 assert!(conn.established_at.is_some());
-                let deadline = conn.last_activity + params.idle_timeout;
+                let limit = match reason {
+                    CloseReason::FinTimeout(Side::Client) => params.client_fin,
+                    CloseReason::FinTimeout(Side::Backend) => params.server_fin,
+                    _ => params.idle_timeout,
+                };
+                let deadline = conn.last_activity + limit;
                 assert!(now >= deadline, "idled out {:?} early", deadline - now);
                 assert!(
                     now <= deadline + TICK,

@@ -32,6 +32,8 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
         params: ConnParams {
             connect_timeout: None,
             idle_timeout,
+            client_fin: idle_timeout,
+            server_fin: idle_timeout,
             mode: Mode::Copy,
             copy_high_water: 1 << 16,
             splice_capacity: 1 << 16,
