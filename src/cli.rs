@@ -97,6 +97,32 @@ pub struct OverrideArgs {
     /// signal cuts it short) [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// Once ringlb has sent its FIN to the client (the backend finished), close if the client
+    /// sends nothing for this long (HAProxy's timeout client-fin) [default: the idle timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub client_fin: Option<String>,
+    /// Once ringlb has sent its FIN to the backend (the client finished), close if the backend
+    /// sends nothing for this long (HAProxy's timeout server-fin) [default: the idle timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub server_fin: Option<String>,
+    /// No TCP keepalive probes on client or backend sockets.
+    #[arg(long)]
+    pub no_keepalive: bool,
+    /// Idle time before the first keepalive probe, whole seconds [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub keepalive_idle: Option<String>,
+    /// Time between unanswered keepalive probes, whole seconds [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub keepalive_interval: Option<String>,
+    /// Unanswered keepalive probes before a peer counts as dead, 1 to 127 [default: 6].
+    #[arg(long, value_name = "N")]
+    pub keepalive_count: Option<i64>,
+    /// TCP_USER_TIMEOUT on client sockets; 0s keeps the kernel's [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub client_user_timeout: Option<String>,
+    /// TCP_USER_TIMEOUT on backend sockets; 0s keeps the kernel's [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    pub server_user_timeout: Option<String>,
     /// Use single-shot accept and recv instead of multishot.
     #[arg(long)]
     pub no_multishot: bool,
@@ -143,6 +169,14 @@ impl OverrideArgs {
             connect_timeout: self.connect_timeout.clone(),
             idle_timeout: self.idle_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),
+            client_fin: self.client_fin.clone(),
+            server_fin: self.server_fin.clone(),
+            no_keepalive: self.no_keepalive,
+            keepalive_idle: self.keepalive_idle.clone(),
+            keepalive_interval: self.keepalive_interval.clone(),
+            keepalive_count: self.keepalive_count,
+            client_user_timeout: self.client_user_timeout.clone(),
+            server_user_timeout: self.server_user_timeout.clone(),
             no_multishot: self.no_multishot,
             no_buffer_ring: self.no_buffer_ring,
             no_send_bundle: self.no_send_bundle,

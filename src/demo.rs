@@ -11,7 +11,7 @@ use ringlb_tools::loadgen::{self, LoadConfig, Mode as LoadMode};
 use ringlb_tools::source::SourceRange;
 
 use crate::config::{
-    Config, EngineKind, Features, Listener, Mode, Pool, Timeouts, Tuning, Workers, defaults,
+    Config, EngineKind, Features, Listener, Mode, Pool, Tcp, Timeouts, Tuning, Workers, defaults,
 };
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
@@ -76,8 +76,11 @@ fn demo_config(options: &DemoOptions, listen: SocketAddr, backends: Vec<BackendI
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,
             idle: defaults::DEFAULT_IDLE_TIMEOUT,
+            client_fin: defaults::DEFAULT_IDLE_TIMEOUT,
+            server_fin: defaults::DEFAULT_IDLE_TIMEOUT,
             shutdown_grace: Duration::from_secs(1),
         },
+        tcp: Tcp::default(),
         features: Features {
             multishot: true,
             buffer_ring: true,

@@ -53,6 +53,8 @@ fn check_example_prints_the_summary() {
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     for part in [
         "engine: uring",
+        "client_fin 5m, server_fin 5m",
+        "tcp: client keepalive idle 1m interval 10s count 6, user_timeout kernel default",
         "workers:",
         "listeners (2):",
         "web on 0.0.0.0:8080",
@@ -99,9 +101,14 @@ fn check_applies_overrides() {
         "--idle-timeout",
         "30s",
         "--no-multishot",
+        "--client-fin",
+        "2s",
+        "--no-keepalive",
     ]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    assert!(stdout.contains("client_fin 2s, server_fin 5m"), "{stdout}");
+    assert!(stdout.contains("client keepalive off"), "{stdout}");
     assert!(stdout.contains("engine: epoll"), "{stdout}");
     assert!(stdout.contains("idle 30s"), "{stdout}");
     assert!(stdout.contains("multishot off"), "{stdout}");
@@ -226,6 +233,14 @@ fn help_lists_subcommands_and_flags() {
         "--buffer-size",
         "--max-connections",
         "--ring-entries",
+        "--client-fin",
+        "--server-fin",
+        "--no-keepalive",
+        "--keepalive-idle",
+        "--keepalive-interval",
+        "--keepalive-count",
+        "--client-user-timeout",
+        "--server-user-timeout",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
     }

@@ -199,8 +199,11 @@ address = "10.0.0.2:443"
         timeouts: Timeouts {
             connect: Duration::from_millis(500),
             idle: Duration::from_secs(90),
+            client_fin: Duration::from_secs(90),
+            server_fin: Duration::from_secs(90),
             shutdown_grace: Duration::ZERO,
         },
+        tcp: Tcp::default(),
         features: Features {
             multishot: false,
             buffer_ring: false,

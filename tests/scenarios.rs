@@ -25,12 +25,16 @@ mod connect;
 mod data;
 #[path = "scenarios/failures.rs"]
 mod failures;
+#[path = "scenarios/fin.rs"]
+mod fin;
 #[path = "scenarios/foreign.rs"]
 mod foreign;
 #[path = "scenarios/halfclose.rs"]
 mod halfclose;
 #[path = "scenarios/harness.rs"]
 mod harness;
+#[path = "scenarios/keepalive.rs"]
+mod keepalive;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
 #[path = "scenarios/load.rs"]
@@ -60,6 +64,10 @@ macro_rules! scenarios {
             blackholed_backends => crate::connect::blackholed_backends,
             idle_timeout => crate::timeouts::idle_timeout,
             stalled_proxy_keeps_busy_connections => crate::timeouts::stalled_proxy_keeps_busy_connections,
+            client_fin_timeout => crate::fin::client_fin_timeout,
+            server_fin_timeout => crate::fin::server_fin_timeout,
+            half_closed_traffic_outlives_client_fin => crate::fin::half_closed_traffic_outlives_client_fin,
+            keepalive_on_both_sides => crate::keepalive::keepalive_on_both_sides,
             many_concurrent => crate::load::many_concurrent,
             smallest_ring => crate::load::smallest_ring,
             no_fd_leak => crate::load::no_fd_leak,

@@ -6,6 +6,11 @@ use std::time::Duration;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection idle in both directions this long is closed (HAProxy `timeout client/server`).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `timeouts.client_fin` and `timeouts.server_fin` have no constant of their own: left out,
+/// each is the idle timeout (as HAProxy's `timeout client-fin` defaults to `timeout client`),
+/// so a half-closed connection lives exactly as long as before unless they are set. A shorter
+/// fixed default would cut legitimate exchanges such as a client that sends its request, shuts
+/// down its write side and waits minutes for the answer.
 /// After SIGTERM/SIGINT/SIGQUIT, established connections may finish for this long.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Further backends tried after a failed connect.
@@ -34,3 +39,24 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
 /// at 100 slots per backend, removing one backend measurably moved more than 1% of the other
 /// clients.
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
+/// TCP keepalive on client sockets (`tcp.client_keepalive`): on, so that a client that
+/// vanished (power loss, a NAT or firewall that dropped the flow) is found without waiting for
+/// the idle timeout, and long idle timeouts stay safe.
+pub const DEFAULT_CLIENT_KEEPALIVE: bool = true;
+/// TCP keepalive on backend sockets (`tcp.server_keepalive`): on, for the same reason.
+pub const DEFAULT_SERVER_KEEPALIVE: bool = true;
+/// Idle time before the first keepalive probe (`TCP_KEEPIDLE`; the kernel's default is 2 h).
+/// With the interval and count below a dead peer is found about 2 minutes after it was last
+/// heard from, well within the default idle timeout, for one small packet per idle connection
+/// and minute.
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between unanswered keepalive probes (`TCP_KEEPINTVL`).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`).
+pub const DEFAULT_KEEPALIVE_COUNT: u32 = 6;
+/// `TCP_USER_TIMEOUT` on both sides: zero, the kernel's own behaviour (about 15 minutes of
+/// retransmissions with `tcp_retries2 = 15`). Linux applies the user timeout to zero-window
+/// probing too, so a live client that merely stops reading while it keeps sending would be cut
+/// after it, even with a longer idle timeout; a stuck peer that sends nothing is cut by the
+/// idle timeout anyway. Set it where unacknowledged data must fail faster.
+pub const DEFAULT_USER_TIMEOUT: Duration = Duration::ZERO;

@@ -35,3 +35,8 @@ pub const MAX_SEND_RINGS: u32 = 4096;
 pub const MAX_IOWQ_WORKERS: u32 = 4096;
 /// Most connections per worker; the slot table is sized for this up front.
 pub const MAX_CONNECTIONS: u32 = 1 << 24;
+/// Longest keepalive idle time and probe interval: the kernel's `MAX_TCP_KEEPIDLE` and
+/// `MAX_TCP_KEEPINTVL` (32767 s). Both are whole seconds, at least 1.
+pub const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// Most keepalive probes: the kernel's `MAX_TCP_KEEPCNT`.
+pub const MAX_KEEPALIVE_COUNT: u32 = 127;

@@ -5,6 +5,7 @@
 //! name the file, line, column and field.
 
 pub mod affinity;
+mod connection;
 pub mod defaults;
 pub mod duration;
 mod error;

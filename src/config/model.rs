@@ -71,8 +71,75 @@ pub struct Timeouts {
     pub connect: Duration,
     /// A connection with no traffic in either direction for this long is closed.
     pub idle: Duration,
+    /// Once ringlb has shut down writing toward the client while the client's direction is
+    /// still open, the inactivity limit instead of `idle` (HAProxy's `timeout client-fin`).
+    pub client_fin: Duration,
+    /// Once ringlb has shut down writing toward the backend while the backend's direction is
+    /// still open, the inactivity limit instead of `idle` (HAProxy's `timeout server-fin`).
+    pub server_fin: Duration,
     /// After SIGTERM/SIGINT/SIGQUIT, how long established connections may continue.
     pub shutdown_grace: Duration,
+}
+
+/// TCP keepalive on one side's sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keepalive {
+    /// No keepalive probes (`SO_KEEPALIVE` off).
+    Off,
+    /// `SO_KEEPALIVE` with these probe timings.
+    On(KeepaliveProbes),
+}
+
+/// When keepalive probes go out and when the peer counts as dead: after `idle` without
+/// traffic, a probe every `interval`, dropped after `count` unanswered probes. The kernel
+/// counts in whole seconds; validation guarantees `idle` and `interval` are such.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveProbes {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+/// Socket options for the sockets of one side (clients, or backends).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub keepalive: Keepalive,
+    /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before the connection
+    /// is dropped. `None` leaves the kernel's behaviour.
+    pub user_timeout: Option<Duration>,
+}
+
+/// TCP socket options, per side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tcp {
+    /// Accepted sockets (set on the listening sockets, which they inherit them from).
+    pub client: SocketOptions,
+    /// Sockets connected to backends.
+    pub server: SocketOptions,
+}
+
+impl Default for Tcp {
+    /// What validation gives when `[tcp]` is left out.
+    fn default() -> Self {
+        use super::defaults::*;
+        let probes = KeepaliveProbes {
+            idle: DEFAULT_KEEPALIVE_IDLE,
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            count: DEFAULT_KEEPALIVE_COUNT,
+        };
+        let side = |on: bool| SocketOptions {
+            keepalive: if on {
+                Keepalive::On(probes)
+            } else {
+                Keepalive::Off
+            },
+            user_timeout: (!DEFAULT_USER_TIMEOUT.is_zero()).then_some(DEFAULT_USER_TIMEOUT),
+        };
+        Tcp {
+            client: side(DEFAULT_CLIENT_KEEPALIVE),
+            server: side(DEFAULT_SERVER_KEEPALIVE),
+        }
+    }
 }
 
 /// Kernel features that can be switched off so that every fallback path can be exercised.
@@ -122,6 +189,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
     pub timeouts: Timeouts,
+    pub tcp: Tcp,
     pub features: Features,
     pub tuning: Tuning,
 }

@@ -127,6 +127,22 @@ pub struct Overrides {
     pub idle_timeout: Option<String>,
     /// `--shutdown-grace`, as written.
     pub shutdown_grace: Option<String>,
+    /// `--client-fin`, as written.
+    pub client_fin: Option<String>,
+    /// `--server-fin`, as written.
+    pub server_fin: Option<String>,
+    /// `--no-keepalive`: keepalive off on both sides.
+    pub no_keepalive: bool,
+    /// `--keepalive-idle`, as written.
+    pub keepalive_idle: Option<String>,
+    /// `--keepalive-interval`, as written.
+    pub keepalive_interval: Option<String>,
+    /// `--keepalive-count`.
+    pub keepalive_count: Option<i64>,
+    /// `--client-user-timeout`, as written.
+    pub client_user_timeout: Option<String>,
+    /// `--server-user-timeout`, as written.
+    pub server_user_timeout: Option<String>,
     /// `--no-multishot`.
     pub no_multishot: bool,
     /// `--no-buffer-ring`.
@@ -183,6 +199,20 @@ impl Overrides {
         set_text(&mut t.connect, &self.connect_timeout);
         set_text(&mut t.idle, &self.idle_timeout);
         set_text(&mut t.shutdown_grace, &self.shutdown_grace);
+        set_text(&mut t.client_fin, &self.client_fin);
+        set_text(&mut t.server_fin, &self.server_fin);
+        let tcp = &mut raw.tcp;
+        if self.no_keepalive {
+            tcp.client_keepalive = Some(false);
+            tcp.server_keepalive = Some(false);
+        }
+        set_text(&mut tcp.keepalive_idle, &self.keepalive_idle);
+        set_text(&mut tcp.keepalive_interval, &self.keepalive_interval);
+        if let Some(count) = self.keepalive_count {
+            tcp.keepalive_count = Some(from_cli(count));
+        }
+        set_text(&mut tcp.client_user_timeout, &self.client_user_timeout);
+        set_text(&mut tcp.server_user_timeout, &self.server_user_timeout);
         let f = &mut raw.features;
         for (switch, off) in [
             (&mut f.multishot, self.no_multishot),

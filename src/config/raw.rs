@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `[timeouts]`.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// `[tcp]`.
+    #[serde(default)]
+    pub tcp: RawTcp,
     /// `[features]`.
     #[serde(default)]
     pub features: RawFeatures,
@@ -61,6 +64,30 @@ pub struct RawTimeouts {
     pub idle: Option<Spanned<String>>,
     /// `shutdown_grace`, documented in `examples/ringlb.toml`.
     pub shutdown_grace: Option<Spanned<String>>,
+    /// `client_fin`, documented in `examples/ringlb.toml`.
+    pub client_fin: Option<Spanned<String>>,
+    /// `server_fin`, documented in `examples/ringlb.toml`.
+    pub server_fin: Option<Spanned<String>>,
+}
+
+/// `[tcp]`: socket options for client and backend sockets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcp {
+    /// `client_keepalive`, documented in `examples/ringlb.toml`.
+    pub client_keepalive: Option<bool>,
+    /// `server_keepalive`, documented in `examples/ringlb.toml`.
+    pub server_keepalive: Option<bool>,
+    /// `keepalive_idle`, documented in `examples/ringlb.toml`.
+    pub keepalive_idle: Option<Spanned<String>>,
+    /// `keepalive_interval`, documented in `examples/ringlb.toml`.
+    pub keepalive_interval: Option<Spanned<String>>,
+    /// `keepalive_count`, documented in `examples/ringlb.toml`.
+    pub keepalive_count: Option<Spanned<i64>>,
+    /// `client_user_timeout`, documented in `examples/ringlb.toml`.
+    pub client_user_timeout: Option<Spanned<String>>,
+    /// `server_user_timeout`, documented in `examples/ringlb.toml`.
+    pub server_user_timeout: Option<Spanned<String>>,
 }
 
 /// `[features]`: each switch defaults to on.

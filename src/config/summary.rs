@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
-use super::{Config, EngineKind, Mode, Workers};
+use super::{Config, EngineKind, Keepalive, Mode, SocketOptions, Workers};
 use crate::core::balance::Algorithm;
 
 /// The spelling used in the configuration, so the summary reads like the file.
@@ -38,6 +38,23 @@ fn on_off(on: bool) -> &'static str {
     if on { "on" } else { "off" }
 }
 
+/// `keepalive 60s/10s x6, user_timeout kernel` for one side's sockets.
+fn socket_options(options: &SocketOptions) -> String {
+    let keepalive = match options.keepalive {
+        Keepalive::Off => "keepalive off".to_owned(),
+        Keepalive::On(p) => format!(
+            "keepalive idle {} interval {} count {}",
+            format_duration(p.idle),
+            format_duration(p.interval),
+            p.count
+        ),
+    };
+    let user_timeout = options
+        .user_timeout
+        .map_or("kernel default".to_owned(), format_duration);
+    format!("{keepalive}, user_timeout {user_timeout}")
+}
+
 /// Renders `config`, with workers resolved against `available` CPUs.
 pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let mut out = String::new();
@@ -61,10 +78,18 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let t = &config.timeouts;
     let _ = writeln!(
         out,
-        "timeouts: connect {}, idle {}, shutdown grace {}",
+        "timeouts: connect {}, idle {}, client_fin {}, server_fin {}, shutdown grace {}",
         format_duration(t.connect),
         format_duration(t.idle),
+        format_duration(t.client_fin),
+        format_duration(t.server_fin),
         format_duration(t.shutdown_grace)
+    );
+    let _ = writeln!(
+        out,
+        "tcp: client {}; server {}",
+        socket_options(&config.tcp.client),
+        socket_options(&config.tcp.server)
     );
     let f = &config.features;
     let _ = writeln!(

@@ -7,15 +7,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::Duration;
 
+use super::connection;
 use super::defaults::*;
-use super::duration::parse_duration;
 use super::error::{ConfigError, Source};
 use super::limits::*;
 use super::raw::*;
 use super::size::parse_size;
-use super::{Config, EngineKind, Features, Listener, Mode, Pool, Timeouts, Tuning, Workers};
+use super::{Config, EngineKind, Features, Listener, Mode, Pool, Tuning, Workers};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
@@ -25,7 +24,8 @@ type Result<T> = std::result::Result<T, ConfigError>;
 pub fn validate(raw: RawConfig, src: &Source<'_>, available: &[usize]) -> Result<Config> {
     let pools = pools(&raw.pools, src)?;
     let listeners = listeners(&raw.listeners, &pools, src)?;
-    let timeouts = timeouts(&raw.timeouts, src)?;
+    let timeouts = connection::timeouts(&raw.timeouts, src)?;
+    let tcp = connection::tcp(&raw.tcp, src)?;
     let tuning = tuning(&raw.tuning, src)?;
     let (workers, cpus) =
         workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, available)?;
@@ -39,6 +39,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, available: &[usize]) -> Result
         listeners,
         pools,
         timeouts,
+        tcp,
         features: Features {
             multishot: f.multishot.unwrap_or(true),
             buffer_ring: f.buffer_ring.unwrap_or(true),
@@ -79,7 +80,7 @@ pub fn algorithm(name: AlgorithmName) -> Algorithm {
 }
 
 /// An integer field checked against `min..=max`, or `default` when absent.
-fn int<T: TryFrom<i64> + Copy>(
+pub(super) fn int<T: TryFrom<i64> + Copy>(
     value: Option<&Spanned<i64>>,
     default: T,
     min: i64,
@@ -317,51 +318,6 @@ fn listeners(
         });
     }
     Ok(listeners)
-}
-
-fn duration(
-    value: Option<&Spanned<String>>,
-    default: Duration,
-    allow_zero: bool,
-    field: &str,
-    src: &Source<'_>,
-) -> Result<Duration> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    let d = parse_duration(value.get_ref())
-        .map_err(|e| src.invalid(value.span(), field, e.to_string()))?;
-    if d.is_zero() && !allow_zero {
-        return Err(src.invalid(value.span(), field, "must be longer than zero"));
-    }
-    Ok(d)
-}
-
-fn timeouts(raw: &RawTimeouts, src: &Source<'_>) -> Result<Timeouts> {
-    Ok(Timeouts {
-        connect: duration(
-            raw.connect.as_ref(),
-            DEFAULT_CONNECT_TIMEOUT,
-            false,
-            "timeouts.connect",
-            src,
-        )?,
-        idle: duration(
-            raw.idle.as_ref(),
-            DEFAULT_IDLE_TIMEOUT,
-            false,
-            "timeouts.idle",
-            src,
-        )?,
-        // Zero is meaningful here: close everything at once on shutdown.
-        shutdown_grace: duration(
-            raw.shutdown_grace.as_ref(),
-            DEFAULT_SHUTDOWN_GRACE,
-            true,
-            "timeouts.shutdown_grace",
-            src,
-        )?,
-    })
 }
 
 fn size(

@@ -57,8 +57,8 @@ pub fn conn_params(config: &Config, mode: Mode, traits: &EngineTraits) -> ConnPa
     ConnParams {
         connect_timeout: (!traits.enforces_connect_timeout).then_some(config.timeouts.connect),
         idle_timeout: config.timeouts.idle,
-        client_fin: config.timeouts.idle,
-        server_fin: config.timeouts.idle,
+        client_fin: config.timeouts.client_fin,
+        server_fin: config.timeouts.server_fin,
         mode,
         copy_high_water: buffer * traits.copy_buffers.max(1),
         splice_capacity: u64::from(config.tuning.pipe_size),

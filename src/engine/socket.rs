@@ -3,15 +3,25 @@
 use std::io;
 use std::net::SocketAddr;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+
+use crate::config::{Keepalive, SocketOptions};
 
 /// A listening TCP socket with `SO_REUSEPORT`, so that each worker has its own and the kernel
 /// spreads new connections across them (no shared accept queue, no thundering herd).
 ///
 /// It carries `TCP_NODELAY`, for the reason given at [`backend`]: Linux copies the listener's
 /// TCP state into each accepted socket, Nagle's setting included, so clients arrive with it
-/// set and no `setsockopt` per client is needed (a test below checks the kernel does so).
-pub fn listener(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result<Socket> {
+/// set and no `setsockopt` per client is needed (a test below checks the kernel does so). The
+/// clients' keepalive and user timeout (`client`) are set here for the same reason: accepted
+/// sockets inherit `SO_KEEPALIVE`, `TCP_KEEPIDLE`/`KEEPINTVL`/`KEEPCNT` and `TCP_USER_TIMEOUT`
+/// too, so they cost nothing per connection.
+pub fn listener(
+    addr: SocketAddr,
+    backlog: u32,
+    nonblocking: bool,
+    client: &SocketOptions,
+) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.cloexec(),
@@ -24,6 +34,7 @@ pub fn listener(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result
         socket.set_only_v6(true)?;
     }
     socket.set_tcp_nodelay(true)?;
+    set_options(&socket, client)?;
     socket.set_nonblocking(nonblocking)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
@@ -32,8 +43,10 @@ pub fn listener(addr: SocketAddr, backlog: u32, nonblocking: bool) -> io::Result
 
 /// A socket ready to connect to `addr`: `TCP_NODELAY`, because a proxy must not add Nagle's
 /// delay to small writes that the client already chose to send. Non-blocking from creation
-/// (`SOCK_NONBLOCK`) when asked: two `fcntl` calls fewer per connection.
-pub fn backend(addr: SocketAddr, nonblocking: bool) -> io::Result<Socket> {
+/// (`SOCK_NONBLOCK`) when asked: two `fcntl` calls fewer per connection. With `server`'s
+/// keepalive and user timeout: up to five more `setsockopt` calls (four for keepalive, one
+/// for the user timeout), the only per-connection cost of these options.
+pub fn backend(addr: SocketAddr, nonblocking: bool, server: &SocketOptions) -> io::Result<Socket> {
     let kind = if nonblocking {
         Type::STREAM.nonblocking()
     } else {
@@ -45,7 +58,24 @@ pub fn backend(addr: SocketAddr, nonblocking: bool) -> io::Result<Socket> {
         Some(Protocol::TCP),
     )?;
     socket.set_tcp_nodelay(true)?;
+    set_options(&socket, server)?;
     Ok(socket)
+}
+
+/// Keepalive and user timeout as `options` say. New sockets have neither, so `Off` and `None`
+/// cost no call.
+fn set_options(socket: &Socket, options: &SocketOptions) -> io::Result<()> {
+    if let Keepalive::On(probes) = options.keepalive {
+        let keepalive = TcpKeepalive::new()
+            .with_time(probes.idle)
+            .with_interval(probes.interval)
+            .with_retries(probes.count);
+        socket.set_tcp_keepalive(&keepalive)?;
+    }
+    if let Some(timeout) = options.user_timeout {
+        socket.set_tcp_user_timeout(Some(timeout))?;
+    }
+    Ok(())
 }
 
 /// Make the next close abortive: the peer sees RST instead of FIN (`SO_LINGER` with 0 s).
@@ -86,13 +116,87 @@ pub fn accept_failure(errno: i32) -> AcceptFailure {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    const OFF: SocketOptions = SocketOptions {
+        keepalive: Keepalive::Off,
+        user_timeout: None,
+    };
+
+    fn options() -> SocketOptions {
+        SocketOptions {
+            keepalive: Keepalive::On(crate::config::KeepaliveProbes {
+                idle: Duration::from_secs(37),
+                interval: Duration::from_secs(7),
+                count: 3,
+            }),
+            user_timeout: Some(Duration::from_millis(4500)),
+        }
+    }
+
+    fn assert_options(socket: &Socket, what: &str) {
+        assert!(socket.keepalive().expect("SO_KEEPALIVE"), "{what}");
+        assert_eq!(
+            socket.tcp_keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(37),
+            "{what}"
+        );
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("TCP_KEEPINTVL"),
+            Duration::from_secs(7),
+            "{what}"
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("TCP_KEEPCNT"),
+            3,
+            "{what}"
+        );
+        assert_eq!(
+            socket.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_millis(4500)),
+            "{what}"
+        );
+    }
+
+    /// The engines rely on this instead of setting the client options on every client.
+    #[test]
+    fn accepted_clients_inherit_keepalive_and_user_timeout_from_the_listener() {
+        let listening = listener(
+            "127.0.0.1:0".parse().expect("literal"),
+            8,
+            false,
+            &options(),
+        )
+        .expect("a listener");
+        let addr = listening
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("its address");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = listening.accept().expect("accept");
+        assert_options(&accepted, "accepted socket");
+        // And with the options off, accepted sockets have none.
+        let plain =
+            listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
+        let addr = plain
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("addr");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = plain.accept().expect("accept");
+        assert!(!accepted.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(accepted.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), None);
+    }
 
     /// The engines rely on this instead of setting `TCP_NODELAY` on every client.
     #[test]
     fn accepted_clients_inherit_tcp_nodelay_from_the_listener() {
         let listening =
-            listener("127.0.0.1:0".parse().expect("literal"), 8, false).expect("a listener");
+            listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
         let addr = listening
             .local_addr()
             .ok()
@@ -108,9 +212,12 @@ mod tests {
     fn backend_sockets_are_created_as_asked() {
         let addr = "127.0.0.1:9".parse().expect("literal");
         for nonblocking in [true, false] {
-            let socket = backend(addr, nonblocking).expect("a socket");
+            let socket = backend(addr, nonblocking, &options()).expect("a socket");
             assert_eq!(socket.nonblocking().expect("fcntl"), nonblocking);
             assert!(socket.tcp_nodelay().expect("getsockopt"));
+            assert_options(&socket, "backend socket");
+            let plain = backend(addr, nonblocking, &OFF).expect("a socket");
+            assert!(!plain.keepalive().expect("SO_KEEPALIVE"));
         }
     }
 

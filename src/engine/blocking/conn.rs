@@ -22,6 +22,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use socket2::{SockAddr, Socket};
 
 use super::shared::Shared;
+use crate::config::SocketOptions;
 use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::SlotKey;
 use crate::engine::op::os_failure;
@@ -224,7 +225,7 @@ fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<A
         lock(&handle.backend).take();
         match addr
             .ok_or_else(|| io::Error::other("backend has no address"))
-            .and_then(|a| connect(a, shared.connect_timeout))
+            .and_then(|a| connect(a, shared.connect_timeout, &shared.server_options))
         {
             Ok(sock) => {
                 let sock = Arc::new(sock);
@@ -241,8 +242,8 @@ fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<A
     }
 }
 
-fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Socket> {
-    let sock = socket::backend(addr, false)?;
+fn connect(addr: SocketAddr, timeout: Duration, options: &SocketOptions) -> io::Result<Socket> {
+    let sock = socket::backend(addr, false, options)?;
     sock.connect_timeout(&SockAddr::from(addr), timeout)?;
     sock.set_write_timeout(Some(SEND_WAKE))?;
     Ok(sock)

@@ -42,7 +42,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     }
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let socket = socket::listener(listener.bind, listener.backlog, false)
+        let socket = socket::listener(listener.bind, listener.backlog, false, &config.tcp.client)
             .and_then(|s| s.set_read_timeout(Some(acceptor::ACCEPT_WAKE)).map(|()| s))
             .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
         listeners.push(socket);
@@ -69,6 +69,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         tuning.buffer_size as usize,
         tuning.pipe_size as usize,
         config.timeouts.connect,
+        config.tcp.server,
     ));
     let mut acceptors = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {

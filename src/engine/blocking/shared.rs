@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::conn::ConnHandle;
+use crate::config::SocketOptions;
 use crate::core::conn::{Action, Event};
 use crate::core::shard::{Refused, Shard, ShardStats};
 use crate::core::slot::SlotKey;
@@ -30,6 +31,8 @@ pub struct Shared {
     pub pipe_size: usize,
     /// Limit of one blocking connect.
     pub connect_timeout: Duration,
+    /// Keepalive and user timeout for backend sockets.
+    pub server_options: SocketOptions,
 }
 
 impl Shared {
@@ -39,6 +42,7 @@ impl Shared {
         buffer_size: usize,
         pipe_size: usize,
         connect_timeout: Duration,
+        server_options: SocketOptions,
     ) -> Self {
         Shared {
             shard: Mutex::new(Locked {
@@ -48,6 +52,7 @@ impl Shared {
             buffer_size,
             pipe_size,
             connect_timeout,
+            server_options,
         }
     }
 

@@ -170,7 +170,7 @@ impl ConnIo {
             out.push(failed);
             return;
         };
-        let sock = match socket::backend(addr, true) {
+        let sock = match socket::backend(addr, true, &res.server_options) {
             Ok(sock) => sock,
             Err(err) => {
                 tracing::debug!(%addr, %err, "cannot open a backend socket");

@@ -94,7 +94,7 @@ fn setup(
     let now = Instant::now();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let socket = socket::listener(listener.bind, listener.backlog, true)
+        let socket = socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
             .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
         listeners.push(socket);
     }
@@ -108,6 +108,7 @@ fn setup(
         stats: IoStats::default(),
         turn: 0,
         deferred: Vec::new(),
+        server_options: config.tcp.server,
     };
     let shard: Shard<ConnIo> = Shard::new(
         now,

@@ -3,6 +3,7 @@
 
 use std::os::fd::OwnedFd;
 
+use crate::config::SocketOptions;
 use crate::core::conn::Dir;
 use crate::core::slot::SlotKey;
 use crate::sys::pipe::PipePool;
@@ -92,4 +93,6 @@ pub struct Resources {
     pub turn: u64,
     /// Receives that used up their turn's budget; retried next turn.
     pub deferred: Vec<(SlotKey, Dir)>,
+    /// Keepalive and user timeout for backend sockets.
+    pub server_options: SocketOptions,
 }

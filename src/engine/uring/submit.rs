@@ -103,11 +103,12 @@ impl Worker {
     }
 
     fn connect(&mut self, now: Instant, key: SlotKey, backend: BackendId) {
+        let options = self.server_options;
         let socket = self
             .shard
             .backend_addr(key, backend)
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
-            .and_then(|addr| Ok((socket::backend(addr, true)?, SockAddr::from(addr))));
+            .and_then(|addr| Ok((socket::backend(addr, true, &options)?, SockAddr::from(addr))));
         let (socket, addr) = match socket {
             Ok(pair) => pair,
             Err(err) => {

@@ -15,7 +15,7 @@ use super::probe::Plan;
 use super::ring::Ring;
 use super::send_ring::SendRings;
 use super::token::Op;
-use crate::config::Config;
+use crate::config::{Config, SocketOptions};
 use crate::core::balance::PoolSnapshot;
 use crate::core::conn::Dir;
 use crate::core::shard::Shard;
@@ -93,6 +93,8 @@ pub(super) struct Worker {
     pub plan: Plan,
     /// The connect timeout, read by the kernel when the linked timeout is submitted.
     pub connect_timeout: types::Timespec,
+    /// Keepalive and user timeout for backend sockets.
+    pub server_options: SocketOptions,
     /// Accept and accept-cancel operations in flight (they belong to no connection).
     pub internal_in_flight: u32,
     /// Receives waiting for buffers to come back.
@@ -130,8 +132,9 @@ impl Worker {
             .map_err(|e| EngineError::io("reserving send rings", e))?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let socket = socket::listener(listener.bind, listener.backlog, true)
-                .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
+            let socket =
+                socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
+                    .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
             listeners.push(Listening {
                 socket: Some(socket),
                 armed: false,
@@ -162,6 +165,7 @@ impl Worker {
             pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
             plan,
             connect_timeout: types::Timespec::from(config.timeouts.connect),
+            server_options: config.tcp.server,
             internal_in_flight: 0,
             starved: Vec::new(),
             owed_cancels: Vec::new(),
