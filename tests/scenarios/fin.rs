@@ -29,9 +29,11 @@ fn about_fin(took: Duration, what: &str) {
         took >= FIN - Duration::from_millis(200),
         "{what} after {took:?}, before the fin timeout"
     );
+    // Well before the idle timeout, with room for a loaded machine (the idle timeout scenario
+    // allows 2 s too).
     assert!(
-        took < FIN * 3,
-        "{what} only after {took:?} (fin timeout {FIN:?})"
+        took < FIN + Duration::from_secs(4),
+        "{what} only after {took:?} (fin timeout {FIN:?}, idle {IDLE:?})"
     );
 }
 
