@@ -38,7 +38,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
 /// prime ≥ 65537·2ᵏ that leaves at least 256 slots per backend (see `core::balance::maglev`):
 /// at 100 slots per backend, removing one backend measurably moved more than 1% of the other
 /// clients.
-pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = crate::core::balance::maglev::BASE_TABLE_SIZE;
 /// TCP keepalive on client sockets (`tcp.client_keepalive`): on, so that a client that
 /// vanished (power loss, a NAT or firewall that dropped the flow) is found without waiting for
 /// the idle timeout, and long idle timeouts stay safe.

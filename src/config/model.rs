@@ -19,17 +19,9 @@ pub enum EngineKind {
     Blocking,
 }
 
-/// How a listener moves bytes between client and backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Receive into user-space buffers and send them on.
-    Copy,
-    /// Zero-copy socket → pipe → socket.
-    Splice,
-    /// Copy for small exchanges; switch a direction to splice once it streams bulk data.
-    #[default]
-    Auto,
-}
+/// How a listener moves bytes between client and backend (defined by the core, which
+/// forwards by it).
+pub use crate::core::conn::Mode;
 
 /// How many workers to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -25,7 +25,6 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::Mode;
 use crate::core::backend::BackendId;
 
 /// Most backends one connection tries (the first pick and its fallbacks).
@@ -86,6 +85,18 @@ pub enum Via {
     Copy,
     /// Through a pipe, with splice.
     Splice,
+}
+
+/// How a listener moves bytes between client and backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Receive into user-space buffers and send them on.
+    Copy,
+    /// Zero-copy socket → pipe → socket.
+    Splice,
+    /// Copy for small exchanges; switch a direction to splice once it streams bulk data.
+    #[default]
+    Auto,
 }
 
 /// What the engine reports.

@@ -34,13 +34,17 @@ use std::net::IpAddr;
 use super::PoolSnapshot;
 use super::hash::{client_hash, permutation};
 use super::pick::Pick;
-use crate::config::defaults::DEFAULT_MAGLEV_TABLE_SIZE;
 use crate::core::backend::{BackendId, BackendInfo};
 
 /// A pick walks at most this many slots looking for Up owners; whatever is still missing then
 /// comes from the Up list. Bounds a pick's cost when nearly every backend is down, or when a
 /// backend of tiny weight owns only a handful of slots.
 const WALK_LIMIT: usize = 1024;
+
+/// Table size for pools of up to 256 backends (prime); larger pools get the smallest prime
+/// ≥ this · 2ᵏ that leaves at least [`SLOTS_PER_BACKEND`] slots per backend (see
+/// [`table_size_for`]). The configuration's `DEFAULT_MAGLEV_TABLE_SIZE` is this value.
+pub const BASE_TABLE_SIZE: u32 = 65_537;
 
 /// The largest prime below 2³², the cap on any table size so that the prime search cannot
 /// overflow.
@@ -53,7 +57,7 @@ const LARGEST_U32_PRIME: u32 = 4_294_967_291;
 pub const SLOTS_PER_BACKEND: u64 = 256;
 
 /// The table size for a pool of `backends` backends: the smallest prime ≥ 65 537·2ᵏ
-/// ([`DEFAULT_MAGLEV_TABLE_SIZE`]·2ᵏ) that gives every backend at least [`SLOTS_PER_BACKEND`]
+/// ([`BASE_TABLE_SIZE`]·2ᵏ) that gives every backend at least [`SLOTS_PER_BACKEND`]
 /// slots, so 65 537 up to 256 backends, 131 101 up to 512, 262 151 up to 1024, and so on.
 ///
 /// It counts backends in every state, so a state change never changes M. And M grows in
@@ -63,7 +67,7 @@ pub fn table_size_for(backends: usize) -> u32 {
     let wanted = u64::try_from(backends)
         .unwrap_or(u64::MAX)
         .saturating_mul(SLOTS_PER_BACKEND);
-    let mut size = u64::from(DEFAULT_MAGLEV_TABLE_SIZE);
+    let mut size = u64::from(BASE_TABLE_SIZE);
     while size < wanted && size < u64::from(LARGEST_U32_PRIME) {
         size *= 2;
     }
@@ -364,8 +368,8 @@ mod tests {
     #[test]
     fn known_table_entries_and_lookups() {
         let names = ["a", "b", "c", "d", "e"];
-        let table = MaglevTable::build(&named(&names), &ids(5), DEFAULT_MAGLEV_TABLE_SIZE)
-            .expect("five backends");
+        let table =
+            MaglevTable::build(&named(&names), &ids(5), BASE_TABLE_SIZE).expect("five backends");
         assert_eq!(table.size(), 65_537);
         let first: Vec<&str> = table.entries()[..8]
             .iter()
@@ -497,7 +501,7 @@ mod tests {
                 weight: 1,
             })
             .collect();
-        pool[0].weight = crate::config::limits::MAX_WEIGHT;
+        pool[0].weight = u32::from(u16::MAX);
         let (table, work) =
             MaglevTable::build_counted(&pool, &ids(n), table_size_for(n)).expect("backends");
         let m = u64::from(table.size());

@@ -1,10 +1,10 @@
 //! Unit tests of the shard: timers, stalls and the wheel's memory.
 
 use super::*;
-use crate::config::Mode;
 use crate::core::backend::{BackendInfo, BackendState};
 use crate::core::balance::Algorithm;
 use crate::core::conn::Dir;
+use crate::core::conn::Mode;
 
 const IDLE: Duration = Duration::from_secs(2);
 
