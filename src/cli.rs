@@ -147,9 +147,14 @@ pub struct OverrideArgs {
     /// Send rings per worker for send bundles; 0 sends with sendmsg only [default: 1024].
     #[arg(long, value_name = "N")]
     pub send_rings: Option<i64>,
-    /// Most connections per worker (blocking engine: in total) [default: 65536].
+    /// Most connections open at once in the whole process (HAProxy's maxconn); clients
+    /// beyond it wait in the kernel's listen backlog [default: derived from RLIMIT_NOFILE].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<i64>,
+    /// Most connections per worker: the size of its slot table (blocking engine: in total)
+    /// [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub worker_max_connections: Option<i64>,
     /// Submission queue entries per io_uring worker ring: a power of two, 2 to 32768
     /// [default: 4096].
     #[arg(long, value_name = "N")]
@@ -186,6 +191,7 @@ impl OverrideArgs {
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,
             max_connections: self.max_connections,
+            worker_max_connections: self.worker_max_connections,
             ring_entries: self.ring_entries,
         }
     }

@@ -10,8 +10,10 @@ use ringlb_tools::backend::{self, BackendKind};
 use ringlb_tools::loadgen::{self, LoadConfig, Mode as LoadMode};
 use ringlb_tools::source::SourceRange;
 
+use crate::config::fd_budget::{self, Shape, connection_limit};
 use crate::config::{
-    Config, EngineKind, Features, Listener, Mode, Pool, Tcp, Timeouts, Tuning, Workers, defaults,
+    Config, EngineKind, Features, Listener, Mode, Pool, Tcp, Timeouts, Tuning, Workers, affinity,
+    defaults,
 };
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
@@ -48,6 +50,8 @@ pub enum DemoError {
     Load(#[from] loadgen::LoadError),
     #[error("the load saw {0} errors (see above): forwarding is broken")]
     Errors(u64),
+    #[error("{0}")]
+    Fds(#[from] fd_budget::FdShortage),
 }
 
 fn free_port() -> Result<SocketAddr, DemoError> {
@@ -55,18 +59,37 @@ fn free_port() -> Result<SocketAddr, DemoError> {
     probe.local_addr().map_err(DemoError::Port)
 }
 
-fn demo_config(options: &DemoOptions, listen: SocketAddr, backends: Vec<BackendInfo>) -> Config {
-    Config {
+fn demo_config(
+    options: &DemoOptions,
+    listen: SocketAddr,
+    backends: Vec<BackendInfo>,
+) -> Result<Config, DemoError> {
+    let listeners = vec![Listener {
+        name: "demo".into(),
+        bind: listen,
+        pool: 0,
+        mode: options.mode,
+        backlog: defaults::DEFAULT_BACKLOG,
+    }];
+    let tuning = Tuning {
+        ring_entries: defaults::DEFAULT_RING_ENTRIES,
+        buffer_count: defaults::DEFAULT_BUFFER_COUNT,
+        buffer_size: defaults::DEFAULT_BUFFER_SIZE,
+        pipe_size: defaults::DEFAULT_PIPE_SIZE,
+        pipe_pool: defaults::DEFAULT_PIPE_POOL,
+        send_rings: defaults::DEFAULT_SEND_RINGS,
+        iowq_max_workers: defaults::DEFAULT_IOWQ_MAX_WORKERS,
+        max_connections: defaults::DEFAULT_WORKER_MAX_CONNECTIONS,
+    };
+    // As validation would: derived from the open file limit, raised to the hard limit.
+    let workers = affinity::available_cpus().len();
+    let shape = Shape::of(options.engine, workers, &listeners, &tuning);
+    let connections = connection_limit(None, &shape, crate::sys::limits::raised_nofile())?;
+    Ok(Config {
         engine: options.engine,
         workers: Workers::Auto,
         cpus: None,
-        listeners: vec![Listener {
-            name: "demo".into(),
-            bind: listen,
-            pool: 0,
-            mode: options.mode,
-            backlog: defaults::DEFAULT_BACKLOG,
-        }],
+        listeners,
         pools: vec![Pool {
             name: "demo".into(),
             algorithm: Algorithm::RoundRobin,
@@ -88,17 +111,9 @@ fn demo_config(options: &DemoOptions, listen: SocketAddr, backends: Vec<BackendI
             defer_taskrun: true,
             inline_splice: true,
         },
-        tuning: Tuning {
-            ring_entries: defaults::DEFAULT_RING_ENTRIES,
-            buffer_count: defaults::DEFAULT_BUFFER_COUNT,
-            buffer_size: defaults::DEFAULT_BUFFER_SIZE,
-            pipe_size: defaults::DEFAULT_PIPE_SIZE,
-            pipe_pool: defaults::DEFAULT_PIPE_POOL,
-            send_rings: defaults::DEFAULT_SEND_RINGS,
-            iowq_max_workers: defaults::DEFAULT_IOWQ_MAX_WORKERS,
-            max_connections: defaults::DEFAULT_MAX_CONNECTIONS,
-        },
-    }
+        tuning,
+        connections,
+    })
 }
 
 /// Wait until every worker is up, so that the kernel spreads clients over all their listeners.
@@ -135,7 +150,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
             weight: 1,
         })
         .collect();
-    let config = demo_config(&options, listen, infos);
+    let config = demo_config(&options, listen, infos)?;
     let workers = config.worker_count();
     let sources: SourceRange = "127.0.1.1-127.0.1.254"
         .parse()

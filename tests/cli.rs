@@ -287,3 +287,44 @@ fn demo_prints_its_report_without_engine_logs() {
     );
     assert!(!text(&out.stdout).contains("worker stopped"));
 }
+
+/// `check` raises RLIMIT_NOFILE to its hard limit and fails, naming the numbers, when the
+/// configured `max_connections` cannot fit (run under `prlimit`, skipped where it is missing).
+#[test]
+fn check_fails_when_max_connections_cannot_fit_rlimit_nofile() {
+    let run = |limit: &str, max: &str| {
+        Command::new("prlimit")
+            .arg(format!("--nofile={limit}"))
+            .arg(env!("CARGO_BIN_EXE_ringlb"))
+            .args(["check", "--config", &example(), "--max-connections", max])
+            .args(["--mode", "copy", "--workers", "2"])
+            .env_remove("RINGLB_LOG")
+            .output()
+    };
+    let Ok(out) = run("256:256", "1000") else {
+        eprintln!("SKIP: prlimit is not installed");
+        return;
+    };
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for part in [
+        "command line: max_connections (--max-connections): 1000 connections",
+        "RLIMIT_NOFILE is 256 (hard limit 256)",
+        "ulimit -n",
+        "or lower max_connections to at most",
+    ] {
+        assert!(stderr.contains(part), "{part:?} missing from {stderr}");
+    }
+    // The soft limit is raised to the hard one before the check: 1000 fit 4096.
+    let out = run("256:4096", "1000").expect("prlimit ran before");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        stdout.contains("max_connections: 1000 in the whole process (configured)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("RLIMIT_NOFILE 4096 (hard limit 4096)"),
+        "{stdout}"
+    );
+}

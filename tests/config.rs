@@ -93,7 +93,7 @@ fn base_parses_with_defaults() {
     assert_eq!(t.pipe_pool, DEFAULT_PIPE_POOL);
     assert_eq!(t.send_rings, DEFAULT_SEND_RINGS);
     assert_eq!(t.iowq_max_workers, DEFAULT_IOWQ_MAX_WORKERS);
-    assert_eq!(t.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(t.max_connections, DEFAULT_WORKER_MAX_CONNECTIONS);
     let l = &config.listeners[0];
     assert_eq!(
         (l.mode, l.backlog, l.pool),
@@ -221,6 +221,8 @@ address = "10.0.0.2:443"
             iowq_max_workers: 2,
             max_connections: 1000,
         },
+        // Checked in tests/config_limits.rs.
+        connections: config.connections,
     };
     assert_eq!(config, expected);
     assert_eq!(config.worker_cpus_in(MASK), vec![3, 1]);

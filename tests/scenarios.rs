@@ -37,6 +37,8 @@ mod harness;
 mod keepalive;
 #[path = "scenarios/lifecycle.rs"]
 mod lifecycle;
+#[path = "scenarios/limits.rs"]
+mod limits;
 #[path = "scenarios/load.rs"]
 mod load;
 #[path = "scenarios/starvation.rs"]
@@ -72,6 +74,7 @@ macro_rules! scenarios {
             smallest_ring => crate::load::smallest_ring,
             no_fd_leak => crate::load::no_fd_leak,
             no_fd_leak_failure_paths => crate::load::no_fd_leak_failure_paths,
+            max_connections_holds_clients_in_the_backlog => crate::limits::max_connections_holds_clients_in_the_backlog,
             graceful_shutdown => crate::lifecycle::graceful_shutdown,
             sighup_and_usr_signals_do_not_stop => crate::lifecycle::sighup_and_usr_signals_do_not_stop,
             sigquit_drains_gracefully => crate::lifecycle::sigquit_drains_gracefully,

@@ -32,8 +32,10 @@ pub const DEFAULT_PIPE_POOL: u32 = 256;
 pub const DEFAULT_SEND_RINGS: u32 = 1024;
 /// io-wq threads per ring, bounded and unbounded each.
 pub const DEFAULT_IOWQ_MAX_WORKERS: u32 = 4;
-/// Connections per worker (blocking engine: in total).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 65_536;
+/// Connections per worker (`tuning.max_connections`, the size of a worker's slot table; the
+/// blocking engine has one table for all). The process-wide `max_connections` has no fixed
+/// default: it is derived from `RLIMIT_NOFILE` (see `config::fd_budget`).
+pub const DEFAULT_WORKER_MAX_CONNECTIONS: u32 = 65_536;
 /// Maglev table size for pools of up to 256 backends (prime). Larger pools get the smallest
 /// prime ≥ 65537·2ᵏ that leaves at least 256 slots per backend (see `core::balance::maglev`):
 /// at 100 slots per backend, removing one backend measurably moved more than 1% of the other

@@ -33,8 +33,22 @@ pub const MAX_PIPE_POOL: u32 = 65_536;
 pub const MAX_SEND_RINGS: u32 = 4096;
 /// Most io-wq workers per ring.
 pub const MAX_IOWQ_WORKERS: u32 = 4096;
-/// Most connections per worker; the slot table is sized for this up front.
-pub const MAX_CONNECTIONS: u32 = 1 << 24;
+/// Most connections per worker (`tuning.max_connections`); the slot table is sized for this
+/// up front.
+pub const MAX_WORKER_CONNECTIONS: u32 = 1 << 24;
+/// Most connections in the whole process (`max_connections`): at two descriptors each, more
+/// would pass Linux's ceiling on `fs.nr_open` (about 2³¹).
+pub const MAX_PROCESS_CONNECTIONS: u32 = 1 << 30;
+/// Descriptors one connection holds: its client socket and its backend socket.
+pub const FDS_PER_CONNECTION: u64 = 2;
+/// Descriptors one pipe holds (splice and auto modes): its two ends.
+pub const FDS_PER_PIPE: u64 = 2;
+/// Descriptors set aside for the process as a whole: stdin, stdout, stderr, the signal
+/// thread, logging, the files `check` and `run` read at start, with margin.
+pub const FD_RESERVE_PROCESS: u64 = 32;
+/// Descriptors set aside for each worker besides its listeners: its io_uring or epoll
+/// instance, the sockets of a connect in progress before its slot owns them, with margin.
+pub const FD_RESERVE_PER_WORKER: u64 = 8;
 /// Longest keepalive idle time and probe interval: the kernel's `MAX_TCP_KEEPIDLE` and
 /// `MAX_TCP_KEEPINTVL` (32767 s). Both are whole seconds, at least 1.
 pub const MAX_KEEPALIVE_SECS: u64 = 32_767;

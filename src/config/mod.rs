@@ -9,6 +9,7 @@ mod connection;
 pub mod defaults;
 pub mod duration;
 mod error;
+pub mod fd_budget;
 pub mod limits;
 mod model;
 pub mod quick;
@@ -43,32 +44,41 @@ impl Config {
             path: origin.clone(),
             source,
         })?;
-        Self::from_toml_str_with(&text, &origin, overrides, affinity::available_cpus())
+        Self::from_toml_str_on(&text, &origin, overrides, &Host::this_process())
     }
 
     /// Validates TOML `text`; errors name it `origin` (such as a file path or `<string>`).
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        Self::from_toml_str_with(
-            text,
-            origin,
-            &Overrides::default(),
-            affinity::available_cpus(),
-        )
+        Self::from_toml_str_on(text, origin, &Overrides::default(), &Host::this_process())
     }
 
-    /// The general form of [`Config::from_toml_str`]: with `overrides` applied, and with
-    /// `available_cpus` standing for the process's affinity mask (so that CPU checks can be
-    /// tested on any machine).
+    /// [`Config::from_toml_str`] with `overrides` applied, and with `available_cpus` standing
+    /// for the process's affinity mask (so that CPU checks can be tested on any machine).
     pub fn from_toml_str_with(
         text: &str,
         origin: &str,
         overrides: &Overrides,
         available_cpus: &[usize],
     ) -> Result<Config, ConfigError> {
+        let host = Host {
+            cpus: available_cpus,
+            ..Host::this_process()
+        };
+        Self::from_toml_str_on(text, origin, overrides, &host)
+    }
+
+    /// The general form of [`Config::from_toml_str`]: with `overrides` applied, validated for
+    /// `host` (its CPUs and its open file limit).
+    pub fn from_toml_str_on(
+        text: &str,
+        origin: &str,
+        overrides: &Overrides,
+        host: &Host<'_>,
+    ) -> Result<Config, ConfigError> {
         let src = Source { origin, text };
         let mut raw = parse_raw(&src)?;
         overrides.apply(&mut raw);
-        validate::validate(raw, &src, available_cpus)
+        validate::validate(raw, &src, host)
     }
 
     /// The quick form: one listener on `listen`, one pool of `backends`, `overrides` for the
@@ -78,7 +88,7 @@ impl Config {
         backends: &[BackendSpec],
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
-        Self::from_quick_with(listen, backends, overrides, affinity::available_cpus())
+        Self::from_quick_on(listen, backends, overrides, &Host::this_process())
     }
 
     /// [`Config::from_quick`] with `available_cpus` standing for the affinity mask.
@@ -88,13 +98,27 @@ impl Config {
         overrides: &Overrides,
         available_cpus: &[usize],
     ) -> Result<Config, ConfigError> {
+        let host = Host {
+            cpus: available_cpus,
+            ..Host::this_process()
+        };
+        Self::from_quick_on(listen, backends, overrides, &host)
+    }
+
+    /// [`Config::from_quick`] validated for `host`.
+    pub fn from_quick_on(
+        listen: &str,
+        backends: &[BackendSpec],
+        overrides: &Overrides,
+        host: &Host<'_>,
+    ) -> Result<Config, ConfigError> {
         let mut raw = quick::quick_raw(listen, backends);
         overrides.apply(&mut raw);
         let src = Source {
             origin: "command line",
             text: "",
         };
-        validate::validate(raw, &src, available_cpus)
+        validate::validate(raw, &src, host)
     }
 
     /// How many workers run, with `auto` resolved against the process's affinity mask.
@@ -117,19 +141,7 @@ impl Config {
     /// Never empty. Validation guarantees `cpus` has at least `workers` entries; a `Config`
     /// built by hand that breaks that gets one worker per listed CPU.
     pub fn worker_cpus_in(&self, available: &[usize]) -> Vec<usize> {
-        let base: &[usize] = match &self.cpus {
-            Some(list) if !list.is_empty() => list,
-            _ if !available.is_empty() => available,
-            _ => &[0],
-        };
-        let count = match self.workers {
-            Workers::Auto => base.len(),
-            Workers::Count(n) if self.cpus.as_ref().is_some_and(|c| !c.is_empty()) => {
-                n.clamp(1, base.len())
-            }
-            Workers::Count(n) => n.max(1),
-        };
-        base.iter().copied().cycle().take(count).collect()
+        worker_cpus(self.workers, self.cpus.as_deref(), available)
     }
 
     /// A readable multi-line summary: engine, workers and their CPUs, timeouts, features,
@@ -142,6 +154,46 @@ impl Config {
     pub fn summary_in(&self, available: &[usize]) -> String {
         summary::summary(self, available)
     }
+}
+
+/// What validation needs to know about the machine: read from the process by
+/// [`Host::this_process`], or given by tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Host<'a> {
+    /// The CPUs of the affinity mask, ascending.
+    pub cpus: &'a [usize],
+    /// `RLIMIT_NOFILE`, after raising the soft limit to the hard one.
+    pub fd_limit: FdLimit,
+}
+
+impl Host<'static> {
+    /// This process: its affinity mask, and its open file limit raised to the hard limit (once
+    /// per process, see [`crate::sys::limits::raised_nofile`]).
+    pub fn this_process() -> Self {
+        Host {
+            cpus: affinity::available_cpus(),
+            fd_limit: crate::sys::limits::raised_nofile(),
+        }
+    }
+}
+
+/// The CPU each worker pins to (see [`Config::worker_cpus_in`]).
+pub(crate) fn worker_cpus(
+    workers: Workers,
+    cpus: Option<&[usize]>,
+    available: &[usize],
+) -> Vec<usize> {
+    let base: &[usize] = match cpus {
+        Some(list) if !list.is_empty() => list,
+        _ if !available.is_empty() => available,
+        _ => &[0],
+    };
+    let count = match workers {
+        Workers::Auto => base.len(),
+        Workers::Count(n) if cpus.is_some_and(|c| !c.is_empty()) => n.clamp(1, base.len()),
+        Workers::Count(n) => n.max(1),
+    };
+    base.iter().copied().cycle().take(count).collect()
 }
 
 /// Parses TOML text into the raw structure, turning serde errors into located ones.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
+pub use super::fd_budget::{ConnectionLimit, FdLimit, LimitOrigin};
+
 /// Which I/O engine runs the data plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EngineKind {
@@ -167,7 +169,9 @@ pub struct Tuning {
     pub send_rings: u32,
     /// Cap on io-wq worker threads per ring (bounded and unbounded alike).
     pub iowq_max_workers: u32,
-    /// Most connections per worker (the blocking engine: in total); more are refused.
+    /// Most connections per worker: the size of its slot table (the blocking engine has one
+    /// table for all). A full worker stops accepting; the process-wide limit is
+    /// [`Config::connections`].
     pub max_connections: u32,
 }
 
@@ -184,4 +188,6 @@ pub struct Config {
     pub tcp: Tcp,
     pub features: Features,
     pub tuning: Tuning,
+    /// The process-wide `max_connections` and the file descriptors it needs.
+    pub connections: ConnectionLimit,
 }

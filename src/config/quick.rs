@@ -159,8 +159,10 @@ pub struct Overrides {
     pub buffer_size: Option<String>,
     /// `--send-rings`.
     pub send_rings: Option<i64>,
-    /// `--max-connections`.
+    /// `--max-connections` (process-wide).
     pub max_connections: Option<i64>,
+    /// `--worker-max-connections` (`tuning.max_connections`).
+    pub worker_max_connections: Option<i64>,
     /// `--ring-entries`.
     pub ring_entries: Option<i64>,
 }
@@ -194,6 +196,9 @@ impl Overrides {
             if let Some(retries) = self.retries {
                 pool.retries = Some(from_cli(retries));
             }
+        }
+        if let Some(max) = self.max_connections {
+            raw.max_connections = Some(from_cli(max));
         }
         let t = &mut raw.timeouts;
         set_text(&mut t.connect, &self.connect_timeout);
@@ -235,7 +240,7 @@ impl Overrides {
         if let Some(rings) = self.send_rings {
             tuning.send_rings = Some(from_cli(rings));
         }
-        if let Some(max) = self.max_connections {
+        if let Some(max) = self.worker_max_connections {
             tuning.max_connections = Some(from_cli(max));
         }
         if let Some(entries) = self.ring_entries {

@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub workers: Option<Spanned<RawWorkers>>,
     /// `cpus = [0, 1]`.
     pub cpus: Option<Spanned<Vec<Spanned<i64>>>>,
+    /// `max_connections`: process-wide, documented in `examples/ringlb.toml`.
+    pub max_connections: Option<Spanned<i64>>,
     /// `[timeouts]`.
     #[serde(default)]
     pub timeouts: RawTimeouts,
@@ -124,7 +126,7 @@ pub struct RawTuning {
     pub send_rings: Option<Spanned<i64>>,
     /// `iowq_max_workers`, documented in `examples/ringlb.toml`.
     pub iowq_max_workers: Option<Spanned<i64>>,
-    /// `max_connections`, documented in `examples/ringlb.toml`.
+    /// `max_connections` (per worker), documented in `examples/ringlb.toml`.
     pub max_connections: Option<Spanned<i64>>,
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
-use super::{Config, EngineKind, Keepalive, Mode, SocketOptions, Workers};
+use super::{Config, EngineKind, Keepalive, LimitOrigin, Mode, SocketOptions, Workers};
 use crate::core::balance::Algorithm;
 
 /// The spelling used in the configuration, so the summary reads like the file.
@@ -106,7 +106,7 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let _ = writeln!(
         out,
         "tuning: ring_entries {}, buffer_count {}, buffer_size {}, pipe_size {}, pipe_pool {}, \
-         send_rings {}, iowq_max_workers {}, max_connections {}",
+         send_rings {}, iowq_max_workers {}, max_connections {} (per worker)",
         u.ring_entries,
         u.buffer_count,
         format_size(u.buffer_size.into()),
@@ -115,6 +115,27 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         u.send_rings,
         u.iowq_max_workers,
         u.max_connections
+    );
+    let c = &config.connections;
+    let origin = match c.origin {
+        LimitOrigin::Configured => "configured",
+        LimitOrigin::FdLimit => "derived from RLIMIT_NOFILE",
+        LimitOrigin::WorkerTables => "capped by workers × tuning.max_connections",
+    };
+    let _ = writeln!(
+        out,
+        "max_connections: {} in the whole process ({origin}), {} per worker",
+        c.max_connections, u.max_connections
+    );
+    let _ = writeln!(
+        out,
+        "file descriptors: {} needed at the limit ({} per connection, {} reserved, {} \
+         connections of race overshoot), RLIMIT_NOFILE {}",
+        c.fds_needed(),
+        c.budget.per_connection,
+        c.budget.reserve,
+        c.budget.overshoot,
+        c.fd_limit
     );
     let _ = writeln!(out, "listeners ({}):", config.listeners.len());
     for l in &config.listeners {

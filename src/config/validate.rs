@@ -11,9 +11,10 @@ use std::ops::Range;
 use super::connection;
 use super::defaults::*;
 use super::error::{ConfigError, Source};
+use super::fd_budget::{ConnectionLimit, FdLimit, Shape, connection_limit};
 use super::limits::*;
 use super::raw::*;
-use super::{Config, EngineKind, Features, Listener, Mode, Pool, Workers};
+use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
@@ -23,20 +24,24 @@ use tuning::tuning;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-/// Validates `raw`, read from `src`, with `available` as the CPUs in the affinity mask.
-pub fn validate(raw: RawConfig, src: &Source<'_>, available: &[usize]) -> Result<Config> {
+/// Validates `raw`, read from `src`, for `host` (its CPUs and its open file limit).
+pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Config> {
     let pools = pools(&raw.pools, src)?;
     let listeners = listeners(&raw.listeners, &pools, src)?;
     let timeouts = connection::timeouts(&raw.timeouts, src)?;
     let tcp = connection::tcp(&raw.tcp, src)?;
     let tuning = tuning(&raw.tuning, src)?;
     let (workers, cpus) =
-        workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, available)?;
+        workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, host.cpus)?;
+    let engine = raw
+        .engine
+        .map_or(EngineKind::default(), |e| engine_kind(*e.get_ref()));
+    let count = super::worker_cpus(workers, cpus.as_deref(), host.cpus).len();
+    let shape = Shape::of(engine, count, &listeners, &tuning);
     let f = &raw.features;
     Ok(Config {
-        engine: raw
-            .engine
-            .map_or(EngineKind::default(), |e| engine_kind(*e.get_ref())),
+        connections: connections(raw.max_connections.as_ref(), &shape, host.fd_limit, src)?,
+        engine,
         workers,
         cpus,
         listeners,
@@ -323,6 +328,23 @@ fn listeners(
     Ok(listeners)
 }
 
+/// The process-wide `max_connections`, as written or derived from the open file limit; an
+/// error (at the value, if one was written) when it cannot fit that limit.
+fn connections(
+    raw: Option<&Spanned<i64>>,
+    shape: &Shape,
+    fd_limit: FdLimit,
+    src: &Source<'_>,
+) -> Result<ConnectionLimit> {
+    let max = MAX_PROCESS_CONNECTIONS.into();
+    let configured = raw
+        .map(|_| int(raw, 0u32, 1, max, "max_connections", src))
+        .transpose()?;
+    connection_limit(configured, shape, fd_limit).map_err(|e| match raw {
+        Some(value) => src.invalid(value.span(), "max_connections", e.0),
+        None => src.invalid_here("max_connections", e.0),
+    })
+}
 
 fn workers_and_cpus(
     workers: Option<&Spanned<RawWorkers>>,

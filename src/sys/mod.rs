@@ -5,23 +5,10 @@
 //! memory it shares with the kernel).
 #![forbid(unsafe_code)]
 
+pub mod limits;
 pub mod pipe;
 
 use std::io;
-
-/// Raise the soft `RLIMIT_NOFILE` to the hard limit: a proxy holds two sockets per connection
-/// (and two pipe ends per splicing direction). Returns the new soft limit.
-pub fn raise_nofile_limit() -> io::Result<u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if let Some(hard) = limit.maximum
-        && limit.current != Some(hard)
-    {
-        limit.current = Some(hard);
-        setrlimit(Resource::Nofile, limit).map_err(io::Error::from)?;
-    }
-    Ok(limit.current.unwrap_or(u64::MAX))
-}
 
 /// Map an `io::Error` from a socket call onto "the peer reset or vanished" or not.
 pub fn is_reset(err: &io::Error) -> bool {

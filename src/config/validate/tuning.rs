@@ -154,9 +154,9 @@ pub(super) fn tuning(raw: &RawTuning, src: &Source<'_>) -> Result<Tuning> {
         )?,
         max_connections: int(
             raw.max_connections.as_ref(),
-            DEFAULT_MAX_CONNECTIONS,
+            DEFAULT_WORKER_MAX_CONNECTIONS,
             1,
-            MAX_CONNECTIONS.into(),
+            MAX_WORKER_CONNECTIONS.into(),
             "tuning.max_connections",
             src,
         )?,

@@ -20,12 +20,21 @@ use crate::engine::{op, socket};
 pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
 /// How long accepting stops after running out of fds, memory or threads.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// While the process is full, how often an acceptor looks for a free slot.
+pub const ROOM_WAKE: Duration = Duration::from_millis(10);
 /// Accept on `listener` (index `index`) until shutdown is requested; the listener is closed
 /// when this returns.
 pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdown) {
     let mut exhausted = RateLimit::default();
     let mut refused = RateLimit::default();
     while !shutdown.requested() {
+        // Full: leave clients in the listen backlog until a slot frees. An acceptor already
+        // blocked in `accept` when others fill the process may still take one client (the
+        // overshoot, see `engine::admission`).
+        if !shared.admission.has_room() {
+            std::thread::sleep(ROOM_WAKE);
+            continue;
+        }
         match (op::Accept {
             listener: listener.as_fd(),
         })
@@ -53,7 +62,7 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
 }
 
 /// Register a client with the shard and start its connection thread. A client beyond
-/// `max_connections` (or one that cannot get a thread) is closed at once.
+/// `max_connections` and the overshoot (or one that cannot get a thread) is closed at once.
 fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
     // TCP_NODELAY comes from the listener (see `socket::listener`).
     // Accepted sockets inherit the listener's SO_RCVTIMEO; receives here block until data.

@@ -13,8 +13,9 @@
 //! supervising thread (the caller of [`run`]) calling `handle_timeouts` every [`TICK`]; a close
 //! shuts the connection's sockets down, which wakes its blocked threads.
 //!
-//! `tuning.max_connections` bounds connections in total (and so threads, two per connection):
-//! clients beyond it are closed at once.
+//! `max_connections` bounds connections in total (and so threads, two per connection), and so
+//! does `tuning.max_connections` and what the machine allows threads (`thread_budget`): while
+//! they are all taken, acceptors do not call `accept`, and clients wait in the listen backlog.
 
 mod acceptor;
 mod conn;
@@ -25,6 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use self::shared::Shared;
+use super::admission::Admission;
 use super::signal::Shutdown;
 use super::{EngineError, plan, socket};
 use crate::config::Config;
@@ -36,10 +38,7 @@ pub const TICK: Duration = Duration::from_millis(50);
 /// Run the blocking data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
-    match crate::sys::raise_nofile_limit() {
-        Ok(limit) => tracing::debug!(limit, "open file limit"),
-        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
-    }
+    let fd_limit = crate::sys::limits::raised_nofile();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let socket = socket::listener(listener.bind, listener.backlog, false, &config.tcp.client)
@@ -49,6 +48,9 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     }
     let tuning = &config.tuning;
     let max_connections = thread_budget(tuning.max_connections as usize);
+    let limit = max_connections.min(config.connections.max_connections as usize);
+    tracing::info!(max_connections = limit, %fd_limit, "connection limit");
+    let admission = Admission::new(limit, config.connections.budget.overshoot as usize);
     let shard = Shard::new(
         Instant::now(),
         plan::listener_policies(
@@ -70,6 +72,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         tuning.pipe_size as usize,
         config.timeouts.connect,
         config.tcp.server,
+        admission,
     ));
     let mut acceptors = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -98,7 +101,11 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         // An acceptor that panicked has stopped accepting; nothing else to do.
         let _ = handle.join();
     }
-    tracing::info!(stats = ?shared.stats(), "blocking engine stopped");
+    tracing::info!(
+        stats = ?shared.stats(),
+        admission = ?shared.admission.stats(),
+        "blocking engine stopped"
+    );
     Ok(())
 }
 

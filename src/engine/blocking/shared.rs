@@ -18,6 +18,7 @@ use crate::config::SocketOptions;
 use crate::core::conn::{Action, Event};
 use crate::core::shard::{Refused, Shard, ShardStats};
 use crate::core::slot::SlotKey;
+use crate::engine::admission::{Admission, Admitted};
 use crate::engine::op::os_failure;
 use crate::engine::rate_limit::{self, RateLimit};
 
@@ -33,6 +34,8 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Keepalive and user timeout for backend sockets.
     pub server_options: SocketOptions,
+    /// The process-wide connection count.
+    pub admission: Admission,
 }
 
 impl Shared {
@@ -43,6 +46,7 @@ impl Shared {
         pipe_size: usize,
         connect_timeout: Duration,
         server_options: SocketOptions,
+        admission: Admission,
     ) -> Self {
         Shared {
             shard: Mutex::new(Locked {
@@ -53,6 +57,7 @@ impl Shared {
             pipe_size,
             connect_timeout,
             server_options,
+            admission,
         }
     }
 
@@ -60,7 +65,8 @@ impl Shared {
         self.shard.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Take a new client; its `Connect` is posted before this returns.
+    /// Take a new client, counted against the process-wide limit (kept within the overshoot,
+    /// see `engine::admission`); its `Connect` is posted before this returns.
     pub fn accept(
         &self,
         listener: usize,
@@ -68,11 +74,17 @@ impl Shared {
         handle: Arc<ConnHandle>,
     ) -> Result<SlotKey, Refused> {
         let now = Instant::now();
+        if self.admission.admit() == Admitted::Refused {
+            return Err(Refused::Full);
+        }
         let mut locked = self.lock();
-        let key = locked
-            .shard
-            .accept(now, listener, client, handle)
-            .map_err(|(reason, _)| reason)?;
+        let key = match locked.shard.accept(now, listener, client, handle) {
+            Ok(key) => key,
+            Err((reason, _)) => {
+                self.admission.release();
+                return Err(reason);
+            }
+        };
         locked.drive(now);
         Ok(key)
     }
@@ -87,7 +99,9 @@ impl Shared {
 
     /// Free a connection whose threads have all left.
     pub fn release(&self, key: SlotKey) {
-        self.lock().shard.release(key);
+        if self.lock().shard.release(key).is_some() {
+            self.admission.release();
+        }
     }
 
     /// Fire due timers (idle timeouts) and carry out what follows.

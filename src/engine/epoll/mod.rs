@@ -23,6 +23,7 @@ use rustix::event::epoll;
 use self::conn_io::ConnIo;
 use self::resources::{BufferPool, Resources};
 use self::worker::Worker;
+use super::admission::Admission;
 use super::signal::Shutdown;
 use super::{EngineError, plan, socket};
 use crate::config::Config;
@@ -44,10 +45,13 @@ const MAX_IDLE_BUFFERS: usize = 1024;
 /// Run the epoll data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
 pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
-    match crate::sys::raise_nofile_limit() {
-        Ok(limit) => tracing::debug!(limit, "open file limit"),
-        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
-    }
+    let fd_limit = crate::sys::limits::raised_nofile();
+    tracing::info!(
+        max_connections = config.connections.max_connections,
+        %fd_limit,
+        "connection limit"
+    );
+    let admission = Arc::new(Admission::for_config(&config));
     let cpus = config.worker_cpus();
     let config = Arc::new(config);
     let snapshots = plan::pool_snapshots(&config);
@@ -55,8 +59,10 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     let body = {
         let (config, shutdown, totals) =
             (Arc::clone(&config), shutdown.clone(), Arc::clone(&totals));
+        let admission = Arc::clone(&admission);
         move |info: super::worker::WorkerInfo, ready: &super::worker::Ready| {
-            let worker = setup(&config, &snapshots, info.index, shutdown.clone())?;
+            let admission = Arc::clone(&admission);
+            let worker = setup(&config, &snapshots, info.index, admission, shutdown.clone())?;
             ready.ok();
             let stats = worker.run()?;
             totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);
@@ -79,6 +85,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         writes = total.writes,
         writes_eagain = total.writes_eagain,
         accepted = total.accepted,
+        admission = ?admission.stats(),
         "epoll engine stopped"
     );
     Ok(())
@@ -89,6 +96,7 @@ fn setup(
     config: &Config,
     snapshots: &[Arc<crate::core::balance::PoolSnapshot>],
     index: usize,
+    admission: Arc<Admission>,
     shutdown: Shutdown,
 ) -> Result<Worker, EngineError> {
     let now = Instant::now();
@@ -126,10 +134,10 @@ fn setup(
     .guard_stalls();
     Worker::new(
         index,
-        shard,
+        (shard, tuning.max_connections as usize),
         res,
         listeners,
-        shutdown,
-        config.timeouts.shutdown_grace,
+        admission,
+        (shutdown, config.timeouts.shutdown_grace),
     )
 }

@@ -8,6 +8,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::{Timespec, epoll};
@@ -19,6 +20,7 @@ use super::{TAG_CLIENT, TAG_LISTENER};
 use crate::core::conn::{Action, Event, Failure, Side};
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
+use crate::engine::admission::Admission;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
@@ -31,13 +33,24 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
 
+/// Whether a listener is accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accepting {
+    /// Yes: readiness is acted on.
+    Open,
+    /// Stopped until then (fd or memory exhaustion).
+    BackingOff(Instant),
+    /// Stopped while the process (or this worker's table) is full: clients wait in the
+    /// listen backlog; resumed at the end of a loop turn that finds room.
+    Full,
+}
+
 /// One listening socket of this worker.
 #[derive(Debug)]
 struct ListenerSlot {
     /// `None` once closed for shutdown.
     socket: Option<Socket>,
-    /// Accepting stopped until then (fd or memory exhaustion).
-    paused_until: Option<Instant>,
+    accepting: Accepting,
     warn: RateLimit,
     refused_warn: RateLimit,
 }
@@ -54,6 +67,10 @@ pub struct Worker {
     grace: Duration,
     /// Debug lines about resets.
     resets_log: RateLimit,
+    /// The process-wide connection count, shared with the other workers.
+    admission: Arc<Admission>,
+    /// `tuning.max_connections`: this worker's own table size.
+    worker_max: usize,
 }
 
 impl std::fmt::Debug for Worker {
@@ -66,14 +83,15 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker for `shard`, accepting on `listeners` (already bound and non-blocking).
+    /// A worker for `shard` (of `worker_max` connections), accepting on `listeners` (already
+    /// bound and non-blocking) while `admission` has room.
     pub fn new(
         index: usize,
-        shard: Shard<ConnIo>,
+        (shard, worker_max): (Shard<ConnIo>, usize),
         res: Resources,
         listeners: Vec<Socket>,
-        shutdown: Shutdown,
-        grace: Duration,
+        admission: Arc<Admission>,
+        (shutdown, grace): (Shutdown, Duration),
     ) -> Result<Self, EngineError> {
         let mut slots = Vec::with_capacity(listeners.len());
         for (i, socket) in listeners.into_iter().enumerate() {
@@ -87,7 +105,7 @@ impl Worker {
             .map_err(|e| EngineError::io("registering a listener with epoll", e.into()))?;
             slots.push(ListenerSlot {
                 socket: Some(socket),
-                paused_until: None,
+                accepting: Accepting::Open,
                 warn: RateLimit::default(),
                 refused_warn: RateLimit::default(),
             });
@@ -102,6 +120,8 @@ impl Worker {
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             shutdown,
             grace,
+            admission,
+            worker_max,
         })
     }
 
@@ -167,7 +187,10 @@ impl Worker {
             .next_timeout()
             .into_iter()
             .chain(drain_until)
-            .chain(self.listeners.iter().filter_map(|l| l.paused_until));
+            .chain(self.listeners.iter().filter_map(|l| match l.accepting {
+                Accepting::BackingOff(until) => Some(until),
+                Accepting::Open | Accepting::Full => None,
+            }));
         deadlines.fold(MAX_WAIT, |timeout, at| {
             timeout.min(at.saturating_duration_since(now))
         })
@@ -203,16 +226,7 @@ impl Worker {
             }
         }
         self.handle_readiness(now);
-        for i in 0..self.listeners.len() {
-            if self.listeners[i]
-                .paused_until
-                .is_some_and(|until| now >= until)
-            {
-                self.listeners[i].paused_until = None;
-                // Edge-triggered: clients that queued during the pause raised no new edge.
-                self.accept_all(i, now);
-            }
-        }
+        self.resume_accepts(now);
         // Timers fire only after everything that was ready has been seen: after a stop and
         // SIGCONT, epoll_wait returns EINTR with no events, and an idle timer checked then
         // would close connections whose bytes are already waiting. Timers are rarely due, so
@@ -224,6 +238,36 @@ impl Worker {
         }
         self.shard.handle_timeouts(now);
         self.run_actions(now);
+        // Slots those actions freed let a full listener go on now, not a turn later.
+        if self.resume_accepts(now) {
+            self.run_actions(now);
+        }
+    }
+
+    /// Accept again on listeners whose back-off is over, or that stopped while full and now
+    /// find room (freed by this worker or, seen within a turn, by another). Edge-triggered:
+    /// clients that queued meanwhile raised no new edge, so accept at once. Returns whether
+    /// any listener resumed.
+    fn resume_accepts(&mut self, now: Instant) -> bool {
+        let mut resumed = false;
+        for i in 0..self.listeners.len() {
+            let due = match self.listeners[i].accepting {
+                Accepting::Open => false,
+                Accepting::BackingOff(until) => now >= until,
+                Accepting::Full => self.has_room(),
+            };
+            if due {
+                self.listeners[i].accepting = Accepting::Open;
+                self.accept_all(i, now);
+                resumed = true;
+            }
+        }
+        resumed
+    }
+
+    /// Whether this worker may take a client: its table and the process have room.
+    fn has_room(&self) -> bool {
+        self.shard.len() < self.worker_max && self.admission.has_room()
     }
 
     /// Act on the readiness events of the last wait.
@@ -263,15 +307,24 @@ impl Worker {
             let Some(slot) = self.listeners.get_mut(index) else {
                 return;
             };
-            if slot.paused_until.is_some() {
+            if slot.accepting != Accepting::Open {
                 return;
             }
             let Some(listener) = &slot.socket else { return };
-            match (op::Accept {
+            // The slot is taken before the call, so the process never passes its limit; a full
+            // process leaves clients in the backlog.
+            if self.shard.len() >= self.worker_max || !self.admission.try_reserve() {
+                slot.accepting = Accepting::Full;
+                return;
+            }
+            let accepted = (op::Accept {
                 listener: listener.as_fd(),
             })
-            .run(true)
-            {
+            .run(true);
+            if accepted.is_err() {
+                self.admission.release();
+            }
+            match accepted {
                 Ok(fd) => {
                     self.res.stats.accepted += 1;
                     self.admit(index, Socket::from(fd), now);
@@ -286,7 +339,7 @@ impl Worker {
                         // EMFILE, ENFILE, ENOBUFS, ENOMEM, or something unexpected: back off
                         // rather than spin, and keep serving what is open.
                         self.res.stats.accept_exhausted += 1;
-                        slot.paused_until = Some(now + ACCEPT_BACKOFF);
+                        slot.accepting = Accepting::BackingOff(now + ACCEPT_BACKOFF);
                         if let Some(suppressed) = slot.warn.allow(now) {
                             tracing::warn!(
                                 worker = self.index,
@@ -304,12 +357,15 @@ impl Worker {
         }
     }
 
+    /// Register a client whose slot in the process is already taken (and given back here if
+    /// the client goes no further).
     fn admit(&mut self, listener: usize, client: Socket, now: Instant) {
         // TCP_NODELAY comes from the listener (see `socket::listener`). The client's address
         // matters only to source hashing: skip the getpeername call otherwise.
         let ip = if self.shard.needs_peer(listener) {
             // A client that is already gone has no address; drop it.
             let Some(ip) = client.peer_addr().ok().and_then(|a| a.as_socket()) else {
+                self.admission.release();
                 return;
             };
             ip.ip()
@@ -336,6 +392,7 @@ impl Worker {
             }
             // Dropping the payload closes the client at once.
             Err((reason, _io)) => {
+                self.admission.release();
                 if let Some(slot) = self.listeners.get_mut(listener)
                     && let Some(suppressed) = slot.refused_warn.allow(now)
                 {
@@ -354,6 +411,7 @@ impl Worker {
                     rate_limit::log_reset(&mut self.resets_log, now, self.index, key, reason);
                 }
                 if let Some(io) = self.shard.release(key) {
+                    self.admission.release();
                     io.close(reset, &mut self.res);
                 }
                 continue;
@@ -383,7 +441,7 @@ impl Worker {
             if let Some(socket) = slot.socket.take() {
                 let _ = epoll::delete(&self.res.epoll, &socket);
             }
-            slot.paused_until = None;
+            slot.accepting = Accepting::Open;
         }
     }
 }

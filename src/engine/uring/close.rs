@@ -78,6 +78,7 @@ impl Worker {
         let Some(io) = self.shard.release(key) else {
             return;
         };
+        self.admission.release();
         for flow in io.flows {
             // A receive still marked armed never reached the kernel (the ring refused it),
             // or its last completion was not seen: either way it claims no buffers now.

@@ -5,10 +5,12 @@
 //! asked for and waits for completions (or the next timer). Files: `probe` (what the kernel
 //! has), `ring` (set-up and the single `push`), `region` (memory shared with the kernel),
 //! `buf_ring` (receive buffers), `send_ring` and `send_bundle` (send bundles), `conn_io`
-//! (per-connection I/O state), `worker` (the loop, accepts, shutdown), `submit` (actions to
-//! submissions), `close` (cancelling and freeing a closed connection), `complete` (completions
-//! to events), `token` (op codes in `user_data`).
+//! (per-connection I/O state), `worker` (the loop, shutdown), `accept` (arming and cancelling
+//! accepts against the connection limit), `submit` (actions to submissions), `close`
+//! (cancelling and freeing a closed connection), `complete` (completions to events), `token`
+//! (op codes in `user_data`).
 
+mod accept;
 mod buf_ring;
 mod close;
 mod complete;
@@ -23,7 +25,10 @@ mod submit;
 mod token;
 mod worker;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::engine::admission::Admission;
 use crate::engine::signal::Shutdown;
 use crate::engine::{EngineError, plan, worker as workers};
 
@@ -39,20 +44,26 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     }
     let plan = kernel.plan(&config.features);
     tracing::info!(?plan, "io_uring features");
-    if let Err(err) = crate::sys::raise_nofile_limit() {
-        tracing::warn!(%err, "could not raise RLIMIT_NOFILE");
-    }
+    let fd_limit = crate::sys::limits::raised_nofile();
+    let admission = Arc::new(Admission::for_config(&config));
+    tracing::info!(
+        max_connections = config.connections.max_connections,
+        %fd_limit,
+        "connection limit"
+    );
     let pools = plan::pool_snapshots(&config);
     let cpus = config.worker_cpus();
     let grace = config.timeouts.shutdown_grace;
-    let config = std::sync::Arc::new(config);
+    let config = Arc::new(config);
+    let shared = Arc::clone(&admission);
     let stop_others = shutdown.clone();
     let up = shutdown.clone();
-    workers::run_pinned_notify(
+    let result = workers::run_pinned_notify(
         &cpus,
         "ringlb-uring",
         move |info, ready| {
-            let mut worker = worker::Worker::new(info, &config, plan, pools.clone())?;
+            let admission = Arc::clone(&shared);
+            let mut worker = worker::Worker::new(info, &config, plan, pools.clone(), admission)?;
             ready.ok();
             // A panic must not unwind past the worker's buffers while the kernel may still
             // write to them: catch it, end the ring and keep the buffers mapped (`finish`),
@@ -76,5 +87,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
         },
         move || stop_others.request(),
         move || up.mark_up(),
-    )
+    );
+    tracing::info!(admission = ?admission.stats(), "io_uring engine stopped");
+    result
 }

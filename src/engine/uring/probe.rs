@@ -205,11 +205,12 @@ pub fn report() -> Result<String, EngineError> {
         "fs.pipe-max-size = {}",
         read_sysctl("/proc/sys/fs/pipe-max-size")
     );
-    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    // Read before raising it, so that the first figure is what the shell gave.
+    let nofile = crate::sys::limits::nofile();
     let _ = writeln!(
         out,
-        "RLIMIT_NOFILE = {:?} soft / {:?} hard\n",
-        nofile.current, nofile.maximum
+        "RLIMIT_NOFILE = {nofile}; run and check raise the soft limit to the hard one, and \
+         max_connections defaults to what that allows\n"
     );
     let _ = writeln!(
         out,

@@ -1,34 +1,31 @@
 //! One io_uring worker: its ring, listeners, buffers, pipes and shard, and the loop that drives
 //! them. Submitting actions lives in `submit.rs`, handling completions in `complete.rs`.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types};
-use socket2::Socket;
+use io_uring::types;
 
+use super::accept::Listening;
 use super::buf_ring::Buffers;
 use super::conn_io::ConnIo;
 use super::probe::Plan;
 use super::ring::Ring;
 use super::send_ring::SendRings;
-use super::token::Op;
 use crate::config::{Config, SocketOptions};
 use crate::core::balance::PoolSnapshot;
 use crate::core::conn::Dir;
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::{Accept, fixed};
+use crate::engine::admission::Admission;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan, socket};
 use crate::sys::pipe::PipePool;
 
-/// The loop wakes at least this often, to notice a shutdown request and re-arm backed-off
-/// accepts.
+/// The loop wakes at least this often, to notice a shutdown request, re-arm backed-off
+/// accepts and see slots other workers freed.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Copy mode: buffers of one direction that may wait to be sent (sent together, see
 /// `MAX_SEND_CHUNKS`) before its receive pauses: 16 × 16 KiB, the default pipe's size.
@@ -36,19 +33,6 @@ pub(super) const COPY_BUFFERS: u64 = 16;
 /// After the grace period and this much more (or the grace period again, if longer), a worker
 /// whose operations never all completed stops anyway.
 const HARD_STOP_MIN: Duration = Duration::from_secs(2);
-/// After EMFILE and similar, accepting on a listener pauses this long.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// One listening socket and the state of its accept.
-pub(super) struct Listening {
-    pub socket: Option<Socket>,
-    /// An accept for it is in flight (multishot: until its final completion). While it is, the
-    /// socket stays open: `stop_accepting` cancels, and the socket is closed only when `armed`
-    /// drops in `accepted`.
-    pub armed: bool,
-    /// Accepting resumes at this time after a resource error.
-    pub paused_until: Option<Instant>,
-}
 
 /// Counters for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default)]
@@ -108,6 +92,10 @@ pub(super) struct Worker {
     pub index: usize,
     /// Shutdown has begun: no new clients.
     pub stopping: bool,
+    /// The process-wide connection count, shared with the other workers.
+    pub admission: Arc<Admission>,
+    /// `tuning.max_connections`: this worker's own table size.
+    pub worker_max: usize,
 }
 
 impl Worker {
@@ -116,6 +104,7 @@ impl Worker {
         config: &Config,
         plan: Plan,
         pools: Vec<Arc<PoolSnapshot>>,
+        admission: Arc<Admission>,
     ) -> Result<Worker, EngineError> {
         let tuning = &config.tuning;
         let ring = Ring::new(tuning.ring_entries, &plan, tuning.iowq_max_workers)
@@ -135,11 +124,7 @@ impl Worker {
             let socket =
                 socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
                     .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
-            listeners.push(Listening {
-                socket: Some(socket),
-                armed: false,
-                paused_until: None,
-            });
+            listeners.push(Listening::new(socket));
         }
         let now = Instant::now();
         let shard = Shard::new(
@@ -174,6 +159,8 @@ impl Worker {
             completions: Vec::with_capacity(1024),
             index: info.index,
             stopping: false,
+            admission,
+            worker_max: tuning.max_connections as usize,
         })
     }
 
@@ -239,7 +226,7 @@ impl Worker {
                     break;
                 }
             } else {
-                self.arm_accepts(now);
+                self.steer_accepts(now);
             }
             self.handle_timeouts(now)?;
             self.carry_out_actions(now);
@@ -309,128 +296,14 @@ impl Worker {
         self.shard.handle_timeouts(now);
         Ok(())
     }
-
-    /// Arm an accept on every listener that has none in flight. One the ring refuses (see
-    /// `Ring::push_chain`) is tried again after `ACCEPT_BACKOFF`, like a failed accept.
-    fn arm_accepts(&mut self, now: Instant) {
-        for index in 0..self.listeners.len() {
-            let listening = &mut self.listeners[index];
-            if listening.armed || listening.paused_until.is_some_and(|t| now < t) {
-                continue;
-            }
-            let Some(socket) = &listening.socket else {
-                continue;
-            };
-            let accept = Accept {
-                listener: socket.as_fd(),
-            };
-            let entry = if self.plan.multishot_accept {
-                accept.sqe_multishot()
-            } else {
-                accept.sqe()
-            }
-            .user_data(UserData::internal_indexed(Op::Accept.code(), index as u32).0);
-            // SAFETY: the listener stays open while `armed` (see `Listening::armed`); accept
-            // writes no user memory (null address pointers).
-            if let Err(err) = unsafe { self.ring.push(&entry) } {
-                self.counters.queue_failures += 1;
-                tracing::warn!(worker = self.index, %err, "cannot queue an accept; backing off");
-                listening.paused_until = Some(now + ACCEPT_BACKOFF);
-                continue;
-            }
-            listening.armed = true;
-            listening.paused_until = None;
-            self.internal_in_flight += 1;
-        }
-    }
-
-    /// Stop taking clients: cancel armed accepts; close idle listeners now.
-    fn stop_accepting(&mut self) {
-        for index in 0..self.listeners.len() {
-            let listening = &mut self.listeners[index];
-            if !listening.armed {
-                listening.socket = None;
-                continue;
-            }
-            let Some(socket) = &listening.socket else {
-                continue;
-            };
-            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fixed(socket.as_fd())))
-                .build()
-                .user_data(UserData::internal_indexed(Op::Cancel.code(), u32::MAX).0);
-            // SAFETY: a cancel names its target by fd number and points to no memory.
-            if unsafe { self.ring.push(&cancel) }.is_ok() {
-                self.internal_in_flight += 1;
-            }
-        }
-    }
-
-    /// A completion of a listener's accept.
-    pub(super) fn accepted(&mut self, now: Instant, index: usize, result: i32, more: bool) {
-        let stopping = self.stopping;
-        let Some(listening) = self.listeners.get_mut(index) else {
-            return;
-        };
-        if !more {
-            listening.armed = false;
-            self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
-        }
-        if result < 0 {
-            let errno = -result;
-            // ECANCELED: our own cancel at shutdown. EAGAIN (io_uring may surface it on a
-            // non-blocking listener) and one client's own failure: re-arm at once.
-            let back_off = errno != libc::ECANCELED
-                && socket::accept_failure(errno) == socket::AcceptFailure::BackOff;
-            if back_off {
-                self.counters.accept_errors += 1;
-                // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of resources. Pause this listener and
-                // keep serving the connections we have; the kernel queues new clients.
-                if self.counters.accept_errors.is_power_of_two() {
-                    tracing::warn!(
-                        worker = self.index,
-                        error = %std::io::Error::from_raw_os_error(errno),
-                        "accept failed; backing off"
-                    );
-                }
-                listening.paused_until = Some(now + ACCEPT_BACKOFF);
-            }
-            if !listening.armed && stopping {
-                listening.socket = None;
-            }
-            return;
-        }
-        // SAFETY: a successful accept completion's result is a new fd that nothing else owns.
-        let client = Socket::from(unsafe { OwnedFd::from_raw_fd(result) });
-        if stopping {
-            // Shutting down: a client accepted in the race is closed at once.
-            if !listening.armed {
-                listening.socket = None;
-            }
-            return;
-        }
-        let peer = if self.shard.needs_peer(index) {
-            client
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map(|a| a.ip())
-        } else {
-            None
-        };
-        // Without source hashing the client address does not affect the pick: skip the
-        // getpeername call.
-        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        // TCP_NODELAY comes from the listener (see `socket::listener`).
-        if let Err((refused, _io)) = self.shard.accept(now, index, peer, ConnIo::new(client)) {
-            tracing::debug!(?refused, "client refused");
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::{ErrorKind, Read};
     use std::net::{TcpListener, TcpStream};
+
+    use socket2::Socket;
 
     use super::*;
     use crate::config::{BackendSpec, Overrides};
@@ -465,8 +338,15 @@ mod tests {
         config.tuning.send_rings = 1;
         let plan = kernel.plan(&config.features);
         let info = WorkerInfo { index: 0, cpu: 0 };
-        let mut worker =
-            Worker::new(info, &config, plan, plan::pool_snapshots(&config)).expect("worker");
+        let admission = Arc::new(Admission::new(16, 0));
+        let mut worker = Worker::new(
+            info,
+            &config,
+            plan,
+            plan::pool_snapshots(&config),
+            admission,
+        )
+        .expect("worker");
 
         // A client, handed over as an accept completion would hand it.
         let front = TcpListener::bind("127.0.0.1:0").expect("front");
