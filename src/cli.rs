@@ -155,6 +155,10 @@ pub struct OverrideArgs {
     /// [default: 65536].
     #[arg(long, value_name = "N")]
     pub worker_max_connections: Option<i64>,
+    /// Most pipes per worker, in use and idle; a direction that would splice beyond it
+    /// forwards by copy; 0 allows none [default: 2048].
+    #[arg(long, value_name = "N")]
+    pub max_pipes: Option<i64>,
     /// Submission queue entries per io_uring worker ring: a power of two, 2 to 32768
     /// [default: 4096].
     #[arg(long, value_name = "N")]
@@ -192,6 +196,7 @@ impl OverrideArgs {
             send_rings: self.send_rings,
             max_connections: self.max_connections,
             worker_max_connections: self.worker_max_connections,
+            max_pipes: self.max_pipes,
             ring_entries: self.ring_entries,
         }
     }

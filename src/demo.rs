@@ -77,6 +77,7 @@ fn demo_config(
         buffer_size: defaults::DEFAULT_BUFFER_SIZE,
         pipe_size: defaults::DEFAULT_PIPE_SIZE,
         pipe_pool: defaults::DEFAULT_PIPE_POOL,
+        max_pipes: defaults::DEFAULT_MAX_PIPES,
         send_rings: defaults::DEFAULT_SEND_RINGS,
         iowq_max_workers: defaults::DEFAULT_IOWQ_MAX_WORKERS,
         max_connections: defaults::DEFAULT_WORKER_MAX_CONNECTIONS,

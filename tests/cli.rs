@@ -232,6 +232,7 @@ fn help_lists_subcommands_and_flags() {
         "--pipe-size",
         "--buffer-size",
         "--max-connections",
+        "--max-pipes",
         "--ring-entries",
         "--client-fin",
         "--server-fin",

@@ -91,6 +91,7 @@ fn base_parses_with_defaults() {
     assert_eq!(t.buffer_size, DEFAULT_BUFFER_SIZE);
     assert_eq!(t.pipe_size, DEFAULT_PIPE_SIZE);
     assert_eq!(t.pipe_pool, DEFAULT_PIPE_POOL);
+    assert_eq!(t.max_pipes, DEFAULT_MAX_PIPES);
     assert_eq!(t.send_rings, DEFAULT_SEND_RINGS);
     assert_eq!(t.iowq_max_workers, DEFAULT_IOWQ_MAX_WORKERS);
     assert_eq!(t.max_connections, DEFAULT_WORKER_MAX_CONNECTIONS);
@@ -130,6 +131,7 @@ buffer_count = 512
 buffer_size = 8192
 pipe_size = "1MiB"
 pipe_pool = 0
+max_pipes = 64
 send_rings = 16
 iowq_max_workers = 2
 max_connections = 1000
@@ -217,6 +219,7 @@ address = "10.0.0.2:443"
             buffer_size: 8192,
             pipe_size: 1 << 20,
             pipe_pool: 0,
+            max_pipes: 64,
             send_rings: 16,
             iowq_max_workers: 2,
             max_connections: 1000,

@@ -99,6 +99,55 @@ fn ring_entries_flag_is_checked_like_the_key() {
     }
 }
 
+/// `tuning.max_pipes` and `--max-pipes`: default, key, flag over key, bounds with the
+/// value's location (file) or the flag (command line), and the summary.
+#[test]
+fn max_pipes_key_and_flag() {
+    use ringlb::config::defaults::DEFAULT_MAX_PIPES;
+    let config =
+        Config::from_toml_str_with(BASE, "t.toml", &Overrides::default(), MASK).expect("valid");
+    assert_eq!(config.tuning.max_pipes, DEFAULT_MAX_PIPES);
+    let text = format!("[tuning]\nmax_pipes = 0\n{BASE}");
+    let config =
+        Config::from_toml_str_with(&text, "t.toml", &Overrides::default(), MASK).expect("valid");
+    assert_eq!(
+        config.tuning.max_pipes, 0,
+        "0 is allowed: every direction copies"
+    );
+    assert!(
+        config.summary_in(MASK).contains("max_pipes 0,"),
+        "{}",
+        config.summary_in(MASK)
+    );
+    let flag = Overrides {
+        max_pipes: Some(2),
+        ..Overrides::default()
+    };
+    let config = Config::from_toml_str_with(&text, "t.toml", &flag, MASK).expect("valid");
+    assert_eq!(config.tuning.max_pipes, 2, "the flag replaces the key");
+    let text = format!("[tuning]\nmax_pipes = -1\n{BASE}");
+    let message = Config::from_toml_str_with(&text, "t.toml", &Overrides::default(), MASK)
+        .expect_err("negative")
+        .to_string();
+    assert!(
+        message.starts_with("t.toml:2:13: tuning.max_pipes: must be between 0 and 1048576, got -1"),
+        "{message}"
+    );
+    let flag = Overrides {
+        max_pipes: Some(1 << 21),
+        ..Overrides::default()
+    };
+    let message = Config::from_toml_str_with(BASE, "t.toml", &flag, MASK)
+        .expect_err("too many")
+        .to_string();
+    assert!(
+        message.starts_with(
+            "command line: tuning.max_pipes (--max-pipes): must be between 0 and 1048576"
+        ),
+        "{message}"
+    );
+}
+
 #[test]
 fn quick_form_builds_the_same_config() {
     let backends: Vec<BackendSpec> = ["127.0.0.1:9001,weight=3,name=a", "[::1]:9002"]

@@ -27,6 +27,10 @@ pub const DEFAULT_BUFFER_SIZE: u32 = 16 * 1024;
 pub const DEFAULT_PIPE_SIZE: u32 = 256 * 1024;
 /// Idle pipes kept per worker.
 pub const DEFAULT_PIPE_POOL: u32 = 256;
+/// Pipes per worker, in use and idle together: 2,048 pipes are 4,096 fds and, at the default
+/// 256 KiB `pipe_size`, at most 512 MiB of unswappable kernel memory per worker (1,024
+/// connections splicing both ways). Directions that find no pipe forward by copy.
+pub const DEFAULT_MAX_PIPES: u32 = 2048;
 /// Send rings per worker for send bundles: enough for this many directions sending at once
 /// (one page each, touched only when first used); beyond it, sends use `sendmsg`.
 pub const DEFAULT_SEND_RINGS: u32 = 1024;

@@ -173,6 +173,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
         ("tuning.buffer_size", _) => "--buffer-size",
         ("max_connections", _) => "--max-connections",
         ("tuning.max_connections", _) => "--worker-max-connections",
+        ("tuning.max_pipes", _) => "--max-pipes",
         ("tuning.ring_entries", _) => "--ring-entries",
         (_, "bind") => "--listen",
         (_, "mode") => "--mode",

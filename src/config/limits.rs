@@ -29,6 +29,9 @@ pub const MIN_PIPE_SIZE: u32 = 4096;
 pub const MAX_PIPE_SIZE: u32 = 1 << 30;
 /// Most idle pipes kept per worker (0 keeps none).
 pub const MAX_PIPE_POOL: u32 = 65_536;
+/// Most pipes per worker (`tuning.max_pipes`): 2 fds each, so this is already far beyond a
+/// usual `RLIMIT_NOFILE`; 0 allows none (every direction copies).
+pub const MAX_PIPES: u32 = 1 << 20;
 /// Most send rings per worker (each is a buffer group; group ids are 16 bits).
 pub const MAX_SEND_RINGS: u32 = 4096;
 /// Most io-wq workers per ring.

@@ -165,6 +165,9 @@ pub struct Tuning {
     pub pipe_size: u32,
     /// Most idle pipes each worker keeps for reuse.
     pub pipe_pool: u32,
+    /// Most pipes each worker holds, in use and idle together; a direction that would splice
+    /// beyond it forwards by copy.
+    pub max_pipes: u32,
     /// Send rings per worker for send bundles (copy mode); 0 sends with `sendmsg` only.
     pub send_rings: u32,
     /// Cap on io-wq worker threads per ring (bounded and unbounded alike).

@@ -163,6 +163,8 @@ pub struct Overrides {
     pub max_connections: Option<i64>,
     /// `--worker-max-connections` (`tuning.max_connections`).
     pub worker_max_connections: Option<i64>,
+    /// `--max-pipes`.
+    pub max_pipes: Option<i64>,
     /// `--ring-entries`.
     pub ring_entries: Option<i64>,
 }
@@ -242,6 +244,9 @@ impl Overrides {
         }
         if let Some(max) = self.worker_max_connections {
             tuning.max_connections = Some(from_cli(max));
+        }
+        if let Some(max) = self.max_pipes {
+            tuning.max_pipes = Some(from_cli(max));
         }
         if let Some(entries) = self.ring_entries {
             tuning.ring_entries = Some(from_cli(entries));

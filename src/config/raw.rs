@@ -122,6 +122,8 @@ pub struct RawTuning {
     pub pipe_size: Option<Spanned<RawSize>>,
     /// `pipe_pool`, documented in `examples/ringlb.toml`.
     pub pipe_pool: Option<Spanned<i64>>,
+    /// `max_pipes`, documented in `examples/ringlb.toml`.
+    pub max_pipes: Option<Spanned<i64>>,
     /// `send_rings`, documented in `examples/ringlb.toml`.
     pub send_rings: Option<Spanned<i64>>,
     /// `iowq_max_workers`, documented in `examples/ringlb.toml`.

@@ -106,12 +106,13 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let _ = writeln!(
         out,
         "tuning: ring_entries {}, buffer_count {}, buffer_size {}, pipe_size {}, pipe_pool {}, \
-         send_rings {}, iowq_max_workers {}, max_connections {} (per worker)",
+         max_pipes {}, send_rings {}, iowq_max_workers {}, max_connections {} (per worker)",
         u.ring_entries,
         u.buffer_count,
         format_size(u.buffer_size.into()),
         format_size(u.pipe_size.into()),
         u.pipe_pool,
+        u.max_pipes,
         u.send_rings,
         u.iowq_max_workers,
         u.max_connections

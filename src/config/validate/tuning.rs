@@ -136,6 +136,14 @@ pub(super) fn tuning(raw: &RawTuning, src: &Source<'_>) -> Result<Tuning> {
             "tuning.pipe_pool",
             src,
         )?,
+        max_pipes: int(
+            raw.max_pipes.as_ref(),
+            DEFAULT_MAX_PIPES,
+            0,
+            MAX_PIPES.into(),
+            "tuning.max_pipes",
+            src,
+        )?,
         send_rings: int(
             raw.send_rings.as_ref(),
             DEFAULT_SEND_RINGS,
