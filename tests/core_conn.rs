@@ -11,6 +11,8 @@
 mod halfclosed;
 #[path = "core_conn/model.rs"]
 mod model;
+#[path = "core_conn/no_pipe.rs"]
+mod no_pipe;
 #[path = "core_conn/scenarios.rs"]
 mod scenarios;
 #[path = "core_conn/support.rs"]
@@ -54,6 +56,8 @@ scenario_tests! {
     splice_mode_uses_the_pipe_capacity,
     auto_switches_to_splice_only_once_nothing_is_in_flight,
     auto_streak_is_broken_by_a_short_receipt,
+    splice_without_a_pipe_copies_and_asks_again_after_bulk,
+    pipe_refused_while_bytes_wait_switches_to_copy_once_sent,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -91,7 +95,7 @@ proptest! {
         mode in mode(),
         candidates in 0usize..10,
         events in prop::collection::vec(
-            (0u8..9, any::<bool>(), 0u64..u64::MAX, any::<bool>(), 0u16..2000), 0..100),
+            (0u8..10, any::<bool>(), 0u64..u64::MAX, any::<bool>(), 0u16..2000), 0..100),
     ) {
         let t0 = Instant::now();
         let ids: Vec<BackendId> = (0..candidates as u32).map(BackendId).collect();
@@ -122,7 +126,8 @@ proptest! {
                     side,
                     failure: Failure::Os(libc::ECONNRESET),
                 },
-                7 => {
+                7 => Event::SpliceUnavailable { dir },
+                8 => {
                     conn.handle_timeout(now);
                     Event::RecvEnded { dir }
                 }

@@ -17,6 +17,9 @@
 //!   send bundle that posts several completions): each part is a `Sent`, the first one counts
 //!   as the report, and a `Send` the machine asks for meanwhile waits in the engine behind the
 //!   parts still in flight. `Sent` never reports more bytes than are queued.
+//! - A `Recv { via: Splice }` the engine cannot carry out for want of a pipe (its per-worker
+//!   limit, or the kernel refusing one) is answered with `SpliceUnavailable`, never with a
+//!   failure: the direction then forwards by copy (see [`Event::SpliceUnavailable`]).
 //! - `Received { armed: true }` means the receive operation is still armed (multishot) and will
 //!   report again; `armed: false` means it has ended and another `Recv` is needed for more data.
 //! - Bytes reported received for a direction stay queued, in order, until reported `Sent`.
@@ -33,6 +36,11 @@ pub const MAX_CANDIDATES: usize = 8;
 /// In `auto` mode, this many consecutive full-size receipts mark a direction as bulk, and it
 /// switches to splice (HAProxy's splice-auto switches when its buffer fills up).
 pub const AUTO_SPLICE_FULL_RECEIPTS: u8 = 4;
+
+/// After a direction was refused a pipe `n` times, it needs `AUTO_SPLICE_FULL_RECEIPTS << n`
+/// full receipts (`n` capped here: 128 receipts, 2 MiB of 16 KiB buffers) before it asks for
+/// one again, so that a worker at its pipe limit is not asked for a pipe every 64 KiB.
+const MAX_REFUSAL_BACKOFF: u8 = 5;
 
 /// One end of a proxied connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -113,6 +121,11 @@ pub enum Event {
     Received { dir: Dir, bytes: u64, armed: bool },
     /// The receive operation of `dir` ended without data (cancelled, or out of buffers).
     RecvEnded { dir: Dir },
+    /// The engine could not get a pipe for `dir`'s `Recv { via: Splice }` (the worker's pipe
+    /// limit, or the kernel refused or shrank one). That receive has ended without data; the
+    /// direction forwards by copy from now on, and asks for a pipe again (in `splice` mode as
+    /// in `auto`) once it has streamed bulk data for a while, as `auto` switches.
+    SpliceUnavailable { dir: Dir },
     /// The source of `dir` reached end of stream; its receive operation has ended.
     Eof { dir: Dir },
     /// `bytes` of `dir`'s queue were written to its sink (possibly fewer than were queued).
@@ -223,6 +236,28 @@ pub struct ConnParams {
     pub full_receipt: u64,
 }
 
+/// A change of [`Via`] a direction waits to make until nothing of it is in flight, so that
+/// bytes never overtake each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Switch {
+    /// None pending.
+    Stay,
+    /// Bulk data: splice (`auto` mode, or a direction that fell back to copy).
+    ToSplice,
+    /// No pipe could be had: copy.
+    ToCopy,
+}
+
+impl Switch {
+    fn target(self) -> Option<Via> {
+        match self {
+            Switch::Stay => None,
+            Switch::ToSplice => Some(Via::Splice),
+            Switch::ToCopy => Some(Via::Copy),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RecvState {
     Idle,
@@ -242,7 +277,9 @@ struct Flow {
     shut: bool,
     forwarded: u64,
     full_streak: u8,
-    wants_splice: bool,
+    switch: Switch,
+    /// Times this direction was refused a pipe (see [`MAX_REFUSAL_BACKOFF`]).
+    splice_refusals: u8,
 }
 
 impl Flow {
@@ -256,7 +293,8 @@ impl Flow {
             shut: false,
             forwarded: 0,
             full_streak: 0,
-            wants_splice: false,
+            switch: Switch::Stay,
+            splice_refusals: 0,
         }
     }
 
@@ -377,7 +415,8 @@ impl Conn {
             Event::Received { dir, bytes, armed } => {
                 self.last_activity = now;
                 let full_receipt = self.params.full_receipt;
-                let auto = self.params.mode == Mode::Auto;
+                // `auto`, or `splice` with a direction that fell back to copy.
+                let may_splice = self.params.mode != Mode::Copy;
                 let flow = &mut self.flows[dir.index()];
                 flow.queued += bytes;
                 flow.forwarded += bytes;
@@ -386,14 +425,27 @@ impl Conn {
                     (RecvState::Cancelling, true) => RecvState::Cancelling,
                     (_, true) => RecvState::Armed,
                 };
-                if auto && flow.via == Via::Copy && !flow.wants_splice {
+                if may_splice && flow.via == Via::Copy && flow.switch == Switch::Stay {
                     flow.full_streak = if bytes >= full_receipt {
                         flow.full_streak.saturating_add(1)
                     } else {
                         0
                     };
-                    flow.wants_splice = flow.full_streak >= AUTO_SPLICE_FULL_RECEIPTS;
+                    let backoff = flow.splice_refusals.min(MAX_REFUSAL_BACKOFF);
+                    if flow.full_streak >= AUTO_SPLICE_FULL_RECEIPTS << backoff {
+                        flow.switch = Switch::ToSplice;
+                    }
                 }
+            }
+            Event::SpliceUnavailable { dir } => {
+                let flow = &mut self.flows[dir.index()];
+                flow.recv = RecvState::Idle;
+                flow.full_streak = 0;
+                flow.splice_refusals = flow.splice_refusals.saturating_add(1);
+                flow.switch = match flow.via {
+                    Via::Splice => Switch::ToCopy,
+                    Via::Copy => Switch::Stay,
+                };
             }
             Event::RecvEnded { dir } => self.flows[dir.index()].recv = RecvState::Idle,
             Event::Eof { dir } => {
@@ -549,21 +601,22 @@ impl Conn {
                 queued: flow.queued,
             });
         }
-        if flow.wants_splice && flow.via == Via::Copy {
+        if let Some(target) = flow.switch.target() {
             // Switch only when nothing is in flight, so bytes never overtake each other.
             if flow.recv == RecvState::Armed {
                 flow.recv = RecvState::Cancelling;
                 return Some(Action::CancelRecv { dir });
             }
             if flow.quiescent() {
-                flow.via = Via::Splice;
+                flow.via = target;
+                flow.switch = Switch::Stay;
             }
         }
         let limit = match flow.via {
             Via::Copy => params.copy_high_water,
             Via::Splice => params.splice_capacity,
         };
-        let switching = flow.wants_splice && flow.via == Via::Copy;
+        let switching = flow.switch != Switch::Stay;
         if !flow.eof && flow.recv == RecvState::Idle && flow.queued < limit && !switching {
             flow.recv = RecvState::Armed;
             return Some(Action::Recv { dir, via: flow.via });

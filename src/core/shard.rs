@@ -201,6 +201,7 @@ impl<Io> Shard<Io> {
                     self.balancers[entry.pool].connection_closed(backend);
                 }
             }
+            Event::SpliceUnavailable { .. } => self.stats.copy_fallbacks += 1,
             Event::Sent { dir, bytes } => match dir {
                 super::conn::Dir::Upstream => self.stats.bytes_upstream += bytes,
                 super::conn::Dir::Downstream => self.stats.bytes_downstream += bytes,

@@ -16,6 +16,8 @@ pub struct ShardStats {
     pub connect_failures: u64,
     pub bytes_upstream: u64,
     pub bytes_downstream: u64,
+    /// Directions that could not get a pipe to splice and forwarded by copy instead.
+    pub copy_fallbacks: u64,
     /// Completions that named a freed or reused slot and were dropped.
     pub stale_events: u64,
     /// Times the worker was found to have stalled (timers then held, see `RESUME_GRACE`).

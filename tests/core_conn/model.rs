@@ -31,6 +31,10 @@ pub(crate) enum Step {
     RecvEnded {
         up: bool,
     },
+    /// Answer an outstanding splice receive with `SpliceUnavailable` (no pipe to be had).
+    NoPipe {
+        up: bool,
+    },
     /// Complete the outstanding send with this share (percent, at least one byte).
     Sent {
         up: bool,
@@ -50,6 +54,7 @@ pub(crate) fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(up, bytes, armed)| Step::Receive { up, bytes, armed }),
         2 => any::<bool>().prop_map(|up| Step::Eof { up }),
         1 => any::<bool>().prop_map(|up| Step::RecvEnded { up }),
+        1 => any::<bool>().prop_map(|up| Step::NoPipe { up }),
         6 => (any::<bool>(), 1u8..=100).prop_map(|(up, percent)| Step::Sent { up, percent }),
         1 => any::<bool>().prop_map(|client| Step::Fail { client }),
         1 => Just(Step::Abort),
@@ -87,6 +92,10 @@ pub(crate) struct Model {
     /// Consecutive full copy receipts (auto mode), and whether a streak was completed.
     pub(crate) streak: [u32; 2],
     pub(crate) wants_splice: [bool; 2],
+    /// Pipes refused per direction, and whether one was refused since the last splice receive
+    /// (the direction may then go back to copy).
+    pub(crate) refusals: [u32; 2],
+    pub(crate) fell_back: [bool; 2],
     pub(crate) failed: bool,
     pub(crate) aborted: bool,
     pub(crate) closed: Option<(CloseReason, bool)>,
@@ -124,6 +133,8 @@ impl Model {
             via: [via; 2],
             streak: [0; 2],
             wants_splice: [false; 2],
+            refusals: [0; 2],
+            fell_back: [false; 2],
             failed: false,
             aborted: false,
             closed: None,
@@ -148,7 +159,9 @@ impl Model {
                 | Event::Received { .. }
                 | Event::Eof { .. }
                 | Event::Sent { .. } => self.last_activity = self.now,
-                Event::RecvEnded { .. } | Event::Failed { .. } => {}
+                Event::RecvEnded { .. }
+                | Event::SpliceUnavailable { .. }
+                | Event::Failed { .. } => {}
             }
         }
         self.conn.handle_event(self.now, event);
@@ -172,6 +185,7 @@ impl Model {
                 },
                 Step::Eof { up } => Event::Eof { dir: dir(up) },
                 Step::RecvEnded { up } => Event::RecvEnded { dir: dir(up) },
+                Step::NoPipe { up } => Event::SpliceUnavailable { dir: dir(up) },
                 Step::Sent { up, percent } => Event::Sent {
                     dir: dir(up),
                     bytes: u64::from(percent),
@@ -228,13 +242,14 @@ impl Model {
                 }
                 self.queued[i] += bytes;
                 self.received[i] += bytes;
-                if self.params.mode == Mode::Auto && via == Via::Copy && !self.wants_splice[i] {
+                if self.params.mode != Mode::Copy && via == Via::Copy && !self.wants_splice[i] {
                     self.streak[i] = if bytes >= self.params.full_receipt {
                         self.streak[i] + 1
                     } else {
                         0
                     };
-                    self.wants_splice[i] = self.streak[i] >= u32::from(AUTO_SPLICE_FULL_RECEIPTS);
+                    let needed = u32::from(AUTO_SPLICE_FULL_RECEIPTS) << self.refusals[i].min(5);
+                    self.wants_splice[i] = self.streak[i] >= needed;
                 }
                 self.feed(Event::Received {
                     dir: d,
@@ -253,6 +268,24 @@ impl Model {
                 let d = dir(up);
                 if self.recv[d.index()].take().is_some() {
                     self.feed(Event::RecvEnded { dir: d });
+                }
+            }
+            Step::NoPipe { up } => {
+                let d = dir(up);
+                let i = d.index();
+                let splicing = matches!(
+                    self.recv[i],
+                    Some(RecvOp {
+                        via: Some(Via::Splice),
+                        cancelled: false
+                    })
+                );
+                if splicing {
+                    self.recv[i] = None;
+                    self.streak[i] = 0;
+                    self.refusals[i] += 1;
+                    self.fell_back[i] = true;
+                    self.feed(Event::SpliceUnavailable { dir: d });
                 }
             }
             Step::Sent { up, percent } => {
@@ -319,25 +352,29 @@ impl Model {
                 assert!(self.recv[i].is_none(), "second Recv for {dir:?}");
                 assert!(!self.eof[i], "Recv after Eof for {dir:?}");
                 assert!(!self.shut[i], "Recv after ShutdownWrite for {dir:?}");
-                match self.params.mode {
-                    Mode::Copy => assert_eq!(via, Via::Copy),
-                    Mode::Splice => assert_eq!(via, Via::Splice),
-                    Mode::Auto => {
-                        if via == Via::Splice && self.via[i] == Via::Copy {
-                            assert!(self.wants_splice[i], "switched without a full streak");
-                            assert_eq!(self.queued[i], 0, "switched with bytes queued");
-                            assert!(self.send[i].is_none(), "switched with a send out");
-                        }
-                        assert!(
-                            !(via == Via::Copy && self.wants_splice[i]),
-                            "copy receive after a full streak"
-                        );
-                        assert!(
-                            !(via == Via::Copy && self.via[i] == Via::Splice),
-                            "switched back"
-                        );
-                        self.via[i] = via;
+                if self.params.mode == Mode::Copy {
+                    assert_eq!(via, Via::Copy);
+                } else {
+                    if via != self.via[i] {
+                        assert_eq!(self.queued[i], 0, "switched with bytes queued");
+                        assert!(self.send[i].is_none(), "switched with a send out");
                     }
+                    if via == Via::Splice && self.via[i] == Via::Copy {
+                        assert!(self.wants_splice[i], "switched without a full streak");
+                    }
+                    if via == Via::Splice {
+                        self.wants_splice[i] = false;
+                        self.fell_back[i] = false;
+                    }
+                    assert!(
+                        !(via == Via::Copy && self.wants_splice[i]),
+                        "copy receive after a full streak"
+                    );
+                    assert!(
+                        !(via == Via::Copy && self.via[i] == Via::Splice && !self.fell_back[i]),
+                        "switched back to copy with a pipe"
+                    );
+                    self.via[i] = via;
                 }
                 assert!(
                     self.queued[i] < self.limit(via),

@@ -14,6 +14,8 @@ use ringlb::core::conn::{
 const PEER_RESET: Failure = Failure::Os(libc::ECONNRESET);
 use crate::support::*;
 
+pub(crate) use crate::no_pipe::*;
+
 pub(crate) fn copy_round_trip_with_partial_sends_and_half_close_ends_done() {
     let t0 = Instant::now();
     let mut conn = established(t0, Mode::Copy);

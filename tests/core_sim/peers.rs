@@ -119,7 +119,9 @@ impl Sim {
                 | Event::Received { .. }
                 | Event::Eof { .. }
                 | Event::Sent { .. } => self.conns[c].last_activity = self.now,
-                Event::RecvEnded { .. } | Event::Failed { .. } => {}
+                Event::RecvEnded { .. }
+                | Event::SpliceUnavailable { .. }
+                | Event::Failed { .. } => {}
             }
         }
         if let Event::Sent { dir, bytes } = event {
