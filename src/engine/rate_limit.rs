@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::conn::{CloseReason, Failure};
 use crate::core::slot::SlotKey;
+use crate::sys::pipe::NoPipe;
 
 /// The window a budget applies to.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -78,6 +79,20 @@ pub fn log_reset(
             cause = %ResetCause(reason),
             suppressed,
             "resetting connection"
+        );
+    }
+}
+
+/// Warn, within `limit` (one line a second: `RateLimit::default`), that worker `worker` found
+/// no pipe for a direction that would splice, which forwards by copy instead. Every engine
+/// calls this for each refusal; a client that opens connections can trigger it.
+pub fn log_no_pipe(limit: &mut RateLimit, now: Instant, worker: usize, why: &NoPipe) {
+    if let Some(suppressed) = limit.allow(now) {
+        tracing::warn!(
+            worker,
+            %why,
+            suppressed,
+            "no pipe for splicing; the direction copies instead"
         );
     }
 }

@@ -259,33 +259,40 @@ struct Queue {
     in_pipe: usize,
 }
 
-/// Serve `dir` until the connection closes.
+/// Serve `dir` until the connection closes, then give its pipe back.
 fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend: &Socket) {
+    let mut queue = Queue::default();
+    forward_queue(shared, handle, key, dir, backend, &mut queue);
+    if let Some(pipe) = queue.pipe.take() {
+        shared.put_pipe(pipe, queue.in_pipe == 0);
+    }
+}
+
+fn forward_queue(
+    shared: &Shared,
+    handle: &ConnHandle,
+    key: SlotKey,
+    dir: Dir,
+    backend: &Socket,
+    queue: &mut Queue,
+) {
     let sockets = |side: Side| match side {
         Side::Client => handle.client.as_fd(),
         Side::Backend => backend.as_fd(),
     };
     let (source, sink) = (sockets(dir.source()), sockets(dir.sink()));
-    let mut queue = Queue::default();
     loop {
         let event = match handle.next_order(dir) {
             Order::Closed => return,
-            Order::Recv(via) => match receive(&mut queue, source, via, shared) {
-                Ok(0) => Event::Eof { dir },
-                Ok(n) => Event::Received {
-                    dir,
-                    bytes: n as u64,
-                    armed: false,
-                },
-                Err(err) => {
-                    tracing::debug!(?dir, %err, "receive failed");
-                    Event::Failed {
-                        side: dir.source(),
-                        failure: os_failure(&err),
-                    }
+            Order::Recv(Via::Splice) if queue.pipe.is_none() => match shared.take_pipe() {
+                Some(pipe) => {
+                    queue.pipe = Some(pipe);
+                    received(dir, receive(queue, source, Via::Splice, shared))
                 }
+                None => Event::SpliceUnavailable { dir },
             },
-            Order::Send(via, queued) => match send(&mut queue, sink, via, queued, handle) {
+            Order::Recv(via) => received(dir, receive(queue, source, via, shared)),
+            Order::Send(via, queued) => match send(queue, sink, via, queued, handle) {
                 // The connection closed while the sink was full.
                 Ok(0) => return,
                 Ok(n) => Event::Sent {
@@ -309,7 +316,26 @@ fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend
     }
 }
 
-/// One blocking receive; 0 means end of stream.
+/// The event for a receive's result.
+fn received(dir: Dir, result: io::Result<usize>) -> Event {
+    match result {
+        Ok(0) => Event::Eof { dir },
+        Ok(n) => Event::Received {
+            dir,
+            bytes: n as u64,
+            armed: false,
+        },
+        Err(err) => {
+            tracing::debug!(?dir, %err, "receive failed");
+            Event::Failed {
+                side: dir.source(),
+                failure: os_failure(&err),
+            }
+        }
+    }
+}
+
+/// One blocking receive; 0 means end of stream. A splice receive has its pipe.
 fn receive(
     queue: &mut Queue,
     source: BorrowedFd<'_>,
@@ -348,9 +374,6 @@ fn receive(
             }
         }
         Via::Splice => {
-            if queue.pipe.is_none() {
-                queue.pipe = Some(Pipe::new(shared.pipe_size)?);
-            }
             let Some(pipe) = &queue.pipe else {
                 return Err(io::Error::other("no pipe"));
             };

@@ -69,7 +69,11 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     let shared = Arc::new(Shared::new(
         shard,
         tuning.buffer_size as usize,
-        tuning.pipe_size as usize,
+        crate::sys::pipe::PipePool::new(
+            tuning.pipe_size as usize,
+            tuning.pipe_pool as usize,
+            tuning.max_pipes as usize,
+        ),
         config.timeouts.connect,
         config.tcp.server,
         admission,
@@ -104,6 +108,7 @@ pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> 
     tracing::info!(
         stats = ?shared.stats(),
         admission = ?shared.admission.stats(),
+        pipes = ?shared.pipe_stats(),
         "blocking engine stopped"
     );
     Ok(())

@@ -21,15 +21,18 @@ use crate::core::slot::SlotKey;
 use crate::engine::admission::{Admission, Admitted};
 use crate::engine::op::os_failure;
 use crate::engine::rate_limit::{self, RateLimit};
+use crate::sys::pipe::{Pipe, PipePool, PipeStats};
 
 /// The shared shard and the settings every connection thread reads.
 #[derive(Debug)]
 pub struct Shared {
     shard: Mutex<Locked>,
+    /// Splice-mode pipes (`tuning.max_pipes` in total, as `max_connections`), and the
+    /// warnings about directions that found none. Taken once per splicing direction, never
+    /// with the shard lock held.
+    pipes: Mutex<(PipePool, RateLimit)>,
     /// Copy-mode buffer per direction.
     pub buffer_size: usize,
-    /// Splice-mode pipe size per direction.
-    pub pipe_size: usize,
     /// Limit of one blocking connect.
     pub connect_timeout: Duration,
     /// Keepalive and user timeout for backend sockets.
@@ -43,7 +46,7 @@ impl Shared {
     pub fn new(
         shard: Shard<Arc<ConnHandle>>,
         buffer_size: usize,
-        pipe_size: usize,
+        pipes: PipePool,
         connect_timeout: Duration,
         server_options: SocketOptions,
         admission: Admission,
@@ -53,12 +56,37 @@ impl Shared {
                 shard,
                 resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             }),
+            pipes: Mutex::new((pipes, RateLimit::default())),
             buffer_size,
-            pipe_size,
             connect_timeout,
             server_options,
             admission,
         }
+    }
+
+    /// A pipe for a direction that splices; `None` (warned about, within a rate limit) when
+    /// none may be had: the direction then copies.
+    pub fn take_pipe(&self) -> Option<Pipe> {
+        let mut guard = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
+        let (pool, log) = &mut *guard;
+        pool.get()
+            .map_err(|why| rate_limit::log_no_pipe(log, Instant::now(), 0, &why))
+            .ok()
+    }
+
+    /// Give back a pipe from [`Shared::take_pipe`]; `empty` as for `PipePool::put`.
+    pub fn put_pipe(&self, pipe: Pipe, empty: bool) {
+        let mut guard = self.pipes.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.put(pipe, empty);
+    }
+
+    /// The pipe pool's counters.
+    pub fn pipe_stats(&self) -> PipeStats {
+        self.pipes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .stats()
     }
 
     fn lock(&self) -> MutexGuard<'_, Locked> {

@@ -294,6 +294,23 @@ impl ConnIo {
             }
             return;
         }
+        if via == Via::Splice && flow.pipe.is_none() {
+            match res.pipes.get() {
+                Ok(pipe) => flow.pipe = Some(pipe),
+                Err(why) => {
+                    // No pipe (the worker's limit, or the kernel's): this direction copies
+                    // from now on. Pipes are handed back whenever empty, so this can happen
+                    // between two splices of one stream.
+                    let now = std::time::Instant::now();
+                    let worker = res.worker;
+                    crate::engine::rate_limit::log_no_pipe(&mut res.pipes_log, now, worker, &why);
+                    flow.recv = None;
+                    flow.wait = None;
+                    out.push(Event::SpliceUnavailable { dir });
+                    return;
+                }
+            }
+        }
         let result = match via {
             Via::Copy => recv_copy(flow, sock, res),
             Via::Splice => recv_splice(flow, sock, res),
@@ -556,9 +573,7 @@ fn recv_splice(
     sock: BorrowedFd<'_>,
     res: &mut Resources,
 ) -> io::Result<Option<usize>> {
-    if flow.pipe.is_none() {
-        flow.pipe = Some(res.pipes.get()?);
-    }
+    // `try_recv` got the pipe.
     let Some(pipe) = &flow.pipe else {
         return Err(io::Error::other("no pipe"));
     };

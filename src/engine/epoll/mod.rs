@@ -111,7 +111,13 @@ fn setup(
     let tuning = &config.tuning;
     let res = Resources {
         epoll,
-        pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
+        pipes: PipePool::new(
+            tuning.pipe_size as usize,
+            tuning.pipe_pool as usize,
+            tuning.max_pipes as usize,
+        ),
+        pipes_log: crate::engine::rate_limit::RateLimit::default(),
+        worker: index,
         buffers: BufferPool::new(tuning.buffer_size as usize, MAX_IDLE_BUFFERS),
         stats: IoStats::default(),
         turn: 0,

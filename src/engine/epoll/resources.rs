@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use crate::config::SocketOptions;
 use crate::core::conn::Dir;
 use crate::core::slot::SlotKey;
+use crate::engine::rate_limit::RateLimit;
 use crate::sys::pipe::PipePool;
 
 /// I/O counters of one worker (or, summed, of the engine).
@@ -87,6 +88,10 @@ impl BufferPool {
 pub struct Resources {
     pub epoll: OwnedFd,
     pub pipes: PipePool,
+    /// Warnings about directions that found no pipe.
+    pub pipes_log: RateLimit,
+    /// The worker's index, for log lines.
+    pub worker: usize,
     pub buffers: BufferPool,
     pub stats: IoStats,
     /// Loop turn number, for per-turn read budgets.

@@ -173,6 +173,7 @@ impl Worker {
             writes_eagain = stats.writes_eagain,
             waits = stats.waits,
             shard = ?self.shard.stats(),
+            pipes = ?self.res.pipes.stats(),
             "epoll worker stopped"
         );
         Ok(stats)

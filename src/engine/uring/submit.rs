@@ -280,7 +280,9 @@ impl Worker {
 
     /// A splice-mode receive: wait for the source to be readable, then splice into the pipe.
     /// The two are linked: the splice starts only when the poll has fired.
-    pub(super) fn submit_splice_in(&mut self, _now: Instant, key: SlotKey, dir: Dir) {
+    /// A direction that finds no pipe (see `PipePool::get`) is told to copy instead
+    /// (`SpliceUnavailable`): the receive ring exists in every mode, so copy needs nothing more.
+    pub(super) fn submit_splice_in(&mut self, now: Instant, key: SlotKey, dir: Dir) {
         let needs_pipe = self
             .shard
             .io_mut(key)
@@ -288,9 +290,13 @@ impl Worker {
         let fresh = if needs_pipe {
             match self.pipes.get() {
                 Ok(pipe) => Some(pipe),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot create a pipe; closing the connection");
-                    self.shard.abort(key);
+                Err(why) => {
+                    rate_limit::log_no_pipe(&mut self.pipes_log, now, self.index, &why);
+                    if let Some(io) = self.shard.io_mut(key) {
+                        io.flow(dir).parked = None;
+                    }
+                    self.shard
+                        .handle_event(now, key, Event::SpliceUnavailable { dir });
                     return;
                 }
             }

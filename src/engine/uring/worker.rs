@@ -88,6 +88,8 @@ pub(super) struct Worker {
     pub counters: Counters,
     /// Debug lines about resets.
     pub resets_log: RateLimit,
+    /// Warnings about directions that found no pipe.
+    pub pipes_log: RateLimit,
     pub completions: Vec<(u64, i32, u32)>,
     pub index: usize,
     /// Shutdown has begun: no new clients.
@@ -147,7 +149,11 @@ impl Worker {
             send_rings,
             shard,
             listeners,
-            pipes: PipePool::new(tuning.pipe_size as usize, tuning.pipe_pool as usize),
+            pipes: PipePool::new(
+                tuning.pipe_size as usize,
+                tuning.pipe_pool as usize,
+                tuning.max_pipes as usize,
+            ),
             plan,
             connect_timeout: types::Timespec::from(config.timeouts.connect),
             server_options: config.tcp.server,
@@ -156,6 +162,7 @@ impl Worker {
             owed_cancels: Vec::new(),
             counters: Counters::default(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
+            pipes_log: RateLimit::default(),
             completions: Vec::with_capacity(1024),
             index: info.index,
             stopping: false,
@@ -256,7 +263,8 @@ impl Worker {
             ?stats.resets,
             enters = self.ring.enters(),
             enters_refused = self.ring.refused(),
-            pipes_created = self.pipes.created(),
+            copy_fallbacks = stats.copy_fallbacks,
+            pipes = ?self.pipes.stats(),
             buffers_held = self.buffers.held(),
             spilled = ?self.buffers.spilled(),
             send_rings = self.send_rings.registered(),
