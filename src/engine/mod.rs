@@ -64,7 +64,17 @@ pub fn run_until(config: Config, shutdown: signal::Shutdown) -> Result<(), Engin
     }
 }
 
-/// A human-readable report of the kernel features ringlb probes and what it will use.
+/// A human-readable report of the kernel features ringlb probes and what it will use, and of
+/// the pipes splice mode would get.
 pub fn doctor() -> Result<String, EngineError> {
-    uring::probe::report()
+    use crate::config::defaults::{DEFAULT_MAX_PIPES, DEFAULT_PIPE_SIZE};
+    let mut out = uring::probe::report()?;
+    out.push_str("\npipes (splice and auto modes):\n");
+    out.push_str(&crate::sys::pipe::doctor_report(DEFAULT_PIPE_SIZE as usize));
+    let worst = u64::from(DEFAULT_MAX_PIPES) * u64::from(DEFAULT_PIPE_SIZE);
+    out.push_str(&format!(
+        "max_pipes {DEFAULT_MAX_PIPES} (default): at most {} MiB of pipes per worker\n",
+        worst >> 20
+    ));
+    Ok(out)
 }

@@ -200,11 +200,6 @@ pub fn report() -> Result<String, EngineError> {
         "net.ipv4.ip_local_port_range = {}",
         read_sysctl("/proc/sys/net/ipv4/ip_local_port_range")
     );
-    let _ = writeln!(
-        out,
-        "fs.pipe-max-size = {}",
-        read_sysctl("/proc/sys/fs/pipe-max-size")
-    );
     // Read before raising it, so that the first figure is what the shell gave.
     let nofile = crate::sys::limits::nofile();
     let _ = writeln!(
