@@ -41,6 +41,8 @@ mod lifecycle;
 mod limits;
 #[path = "scenarios/load.rs"]
 mod load;
+#[path = "scenarios/pipes.rs"]
+mod pipes;
 #[path = "scenarios/starvation.rs"]
 mod starvation;
 #[path = "scenarios/timeouts.rs"]
@@ -71,6 +73,7 @@ macro_rules! scenarios {
             half_closed_traffic_outlives_client_fin => crate::fin::half_closed_traffic_outlives_client_fin,
             keepalive_on_both_sides => crate::keepalive::keepalive_on_both_sides,
             many_concurrent => crate::load::many_concurrent,
+            pipes_bounded_directions_copy => crate::pipes::pipes_bounded_directions_copy,
             smallest_ring => crate::load::smallest_ring,
             no_fd_leak => crate::load::no_fd_leak,
             no_fd_leak_failure_paths => crate::load::no_fd_leak_failure_paths,
