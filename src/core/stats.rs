@@ -28,6 +28,34 @@ pub struct ShardStats {
     pub resets: ResetCounts,
 }
 
+/// What one worker counts for one backend (a pool's backend by id). Summed over workers by
+/// the control side; written only by the worker, once per connection event (never per byte:
+/// bytes are added when a connection closes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Connections to it open now (established or connecting).
+    pub active: u64,
+    /// Connections it was picked for, since the start (each connect attempt counts once).
+    pub connections: u64,
+    /// Connect attempts that failed (refused, unreachable, timed out).
+    pub connect_failures: u64,
+    /// Bytes sent to it (client → backend), of connections that have closed.
+    pub bytes_in: u64,
+    /// Bytes received from it (backend → client), of connections that have closed.
+    pub bytes_out: u64,
+}
+
+/// What one worker counts for one listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerCounters {
+    /// Connections of this listener open now.
+    pub active: u64,
+    /// Clients accepted, since the start.
+    pub accepted: u64,
+    /// Clients turned away after accept (a full worker), since the start.
+    pub refused: u64,
+}
+
 /// Connections a worker closed abortively, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ResetCounts {

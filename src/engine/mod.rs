@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod blocking;
 pub mod epoll;
+pub mod inbox;
 pub mod op;
 pub mod plan;
 pub mod rate_limit;

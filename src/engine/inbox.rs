@@ -1,0 +1,195 @@
+//! A worker's inbox: what the control side sends a running worker, and how it wakes it.
+//!
+//! The control side (admin API, reload, health checks) holds one [`WorkerLink`] per worker; each
+//! worker holds the matching [`Inbox`]. Sending is a lock-free queue push (`std::sync::mpsc`)
+//! plus one `eventfd` write; the worker waits on the eventfd as one more source of readiness (a
+//! poll in its ring, an epoll registration, or a blocking wait), and at the start of each loop
+//! turn takes every message with [`Inbox::drain`], which costs one atomic load when the queue
+//! is empty. Nothing here is touched per byte or per request.
+//!
+//! # Call order (worker side)
+//! 1. Register [`Inbox::wake_fd`] for readability with the engine's wait.
+//! 2. Each loop turn, before handling completions: [`Inbox::drain`], apply every message.
+//! 3. When the wake fd was reported readable: [`Inbox::rearm`] (reads the eventfd's count so that
+//!    it reads as not ready again; a level-triggered wait would otherwise spin), then re-arm its
+//!    wait if the engine's poll is single-shot. Messages sent after `rearm` write the eventfd
+//!    again, so none is missed: the drain in step 2 runs after every wake-up.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use rustix::event::{EventfdFlags, eventfd};
+
+use crate::core::balance::PoolSnapshot;
+use crate::core::stats::{BackendCounters, ListenerCounters, ShardStats};
+
+/// What the control side can ask of a worker.
+#[derive(Debug)]
+pub enum Message {
+    /// Replace pool `pool`'s snapshot (a backend added, removed, re-weighted, or changed state),
+    /// between two loop turns. Established connections are kept whatever changed.
+    Pool {
+        pool: usize,
+        snapshot: Arc<PoolSnapshot>,
+    },
+    /// Start (`true`) or stop (`false`) accepting on listener `listener` (config order).
+    /// Connections already accepted are kept.
+    Accepting { listener: usize, on: bool },
+    /// Send this worker's [`WorkerReport`] on the channel, at the next loop turn.
+    Report(Sender<WorkerReport>),
+}
+
+/// What a worker reports when asked: its own counters, summed by the control side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// The worker's index.
+    pub worker: usize,
+    /// Its shard's counters.
+    pub stats: ShardStats,
+    /// By pool (config order), then by backend id (`BackendId::index`).
+    pub backends: Vec<Vec<BackendCounters>>,
+    /// By listener (config order).
+    pub listeners: Vec<ListenerCounters>,
+    /// Connections open now.
+    pub connections: u64,
+    /// Loop turns so far.
+    pub loop_turns: u64,
+    /// Copy buffers held by connections now (the io_uring engine's ring and spill buffers;
+    /// other engines' per-connection buffers).
+    pub buffers_in_use: u64,
+    /// Pipes in use now (splice).
+    pub pipes_in_use: u64,
+}
+
+/// The control side's end of one worker's inbox. Cloneable; sending never blocks.
+#[derive(Clone, Debug)]
+pub struct WorkerLink {
+    worker: usize,
+    sender: Sender<Message>,
+    wake: Arc<OwnedFd>,
+}
+
+/// The worker's end of its inbox.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: Receiver<Message>,
+    wake: Arc<OwnedFd>,
+}
+
+/// The worker that a link names has stopped (its inbox is gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("worker {0} has stopped")]
+pub struct Stopped(pub usize);
+
+/// A connected pair for worker `worker`.
+pub fn pair(worker: usize) -> io::Result<(WorkerLink, Inbox)> {
+    let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    let (sender, receiver) = mpsc::channel();
+    Ok((
+        WorkerLink {
+            worker,
+            sender,
+            wake: Arc::clone(&wake),
+        },
+        Inbox { receiver, wake },
+    ))
+}
+
+/// One link and one inbox per worker, in worker order.
+pub fn pairs(workers: usize) -> io::Result<(Vec<WorkerLink>, Vec<Inbox>)> {
+    let mut links = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (link, inbox) = pair(worker)?;
+        links.push(link);
+        inboxes.push(inbox);
+    }
+    Ok((links, inboxes))
+}
+
+impl WorkerLink {
+    /// The worker this link reaches.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Queue `message` and wake the worker.
+    pub fn send(&self, message: Message) -> Result<(), Stopped> {
+        self.sender
+            .send(message)
+            .map_err(|_| Stopped(self.worker))?;
+        // A full counter (2⁶⁴ − 2 unread wake-ups) or any other error still leaves the
+        // eventfd readable, which is all a wake-up needs.
+        let _ = rustix::io::write(&*self.wake, &1u64.to_ne_bytes());
+        Ok(())
+    }
+}
+
+impl Inbox {
+    /// The eventfd to wait on for readability.
+    pub fn wake_fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// Every message queued so far, oldest first.
+    pub fn drain(&self) -> impl Iterator<Item = Message> + '_ {
+        // Empty or disconnected (every link dropped): no more messages for now.
+        std::iter::from_fn(|| self.receiver.try_recv().ok())
+    }
+
+    /// Read the eventfd's count so that it is no longer readable (call after a wake-up).
+    pub fn rearm(&self) {
+        let mut count = [0u8; 8];
+        // EAGAIN (nothing to read) is fine: the wake-up was consumed already.
+        let _ = rustix::io::read(&*self.wake, &mut count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::event::{PollFd, PollFlags, poll};
+
+    fn readable(fd: BorrowedFd<'_>) -> bool {
+        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+        poll(&mut fds, Some(&rustix::event::Timespec::default())).expect("poll") == 1
+    }
+
+    #[test]
+    fn a_message_wakes_the_worker_and_arrives_in_order() {
+        let (link, inbox) = pair(3).expect("pair");
+        assert!(!readable(inbox.wake_fd()));
+        link.send(Message::Accepting {
+            listener: 0,
+            on: false,
+        })
+        .expect("send");
+        link.send(Message::Accepting {
+            listener: 1,
+            on: true,
+        })
+        .expect("send");
+        assert!(readable(inbox.wake_fd()), "the eventfd wakes the worker");
+        inbox.rearm();
+        assert!(!readable(inbox.wake_fd()), "re-armed");
+        let got: Vec<(usize, bool)> = inbox
+            .drain()
+            .map(|m| match m {
+                Message::Accepting { listener, on } => (listener, on),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(got, vec![(0, false), (1, true)]);
+        assert_eq!(inbox.drain().count(), 0);
+    }
+
+    #[test]
+    fn a_stopped_worker_is_reported() {
+        let (link, inbox) = pair(1).expect("pair");
+        drop(inbox);
+        let (reply, _answers) = mpsc::channel();
+        assert_eq!(link.send(Message::Report(reply)), Err(Stopped(1)));
+    }
+}
