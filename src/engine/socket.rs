@@ -160,6 +160,18 @@ mod tests {
         );
     }
 
+    /// A client connected to `listening`, and the socket it accepted for it.
+    fn accept_one(listening: &Socket) -> (std::net::TcpStream, Socket) {
+        let addr = listening
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("the listener's address");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = listening.accept().expect("accept");
+        (client, accepted)
+    }
+
     /// The engines rely on this instead of setting the client options on every client.
     #[test]
     fn accepted_clients_inherit_keepalive_and_user_timeout_from_the_listener() {
@@ -170,24 +182,12 @@ mod tests {
             &options(),
         )
         .expect("a listener");
-        let addr = listening
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("its address");
-        let _client = std::net::TcpStream::connect(addr).expect("connect");
-        let (accepted, _) = listening.accept().expect("accept");
+        let (_client, accepted) = accept_one(&listening);
         assert_options(&accepted, "accepted socket");
         // And with the options off, accepted sockets have none.
         let plain =
             listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
-        let addr = plain
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("addr");
-        let _client = std::net::TcpStream::connect(addr).expect("connect");
-        let (accepted, _) = plain.accept().expect("accept");
+        let (_client, accepted) = accept_one(&plain);
         assert!(!accepted.keepalive().expect("SO_KEEPALIVE"));
         assert_eq!(accepted.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), None);
     }
@@ -197,13 +197,7 @@ mod tests {
     fn accepted_clients_inherit_tcp_nodelay_from_the_listener() {
         let listening =
             listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
-        let addr = listening
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .expect("its address");
-        let _client = std::net::TcpStream::connect(addr).expect("connect");
-        let (accepted, _) = listening.accept().expect("accept");
+        let (_client, accepted) = accept_one(&listening);
         assert!(accepted.tcp_nodelay().expect("getsockopt"));
         assert!(!accepted.nonblocking().expect("fcntl"), "as the listener");
     }
