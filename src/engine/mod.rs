@@ -10,6 +10,7 @@ pub mod admission;
 pub mod blocking;
 pub mod epoll;
 pub mod inbox;
+pub mod notify;
 pub mod op;
 pub mod plan;
 pub mod rate_limit;

@@ -26,6 +26,8 @@ use std::time::Instant;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
+use super::notify;
+
 /// The signals the watcher answers (SIGPIPE is ignored apart).
 const WATCHED: [i32; 6] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2];
 
@@ -94,13 +96,23 @@ impl Shutdown {
                     on_signal(&watched, signal);
                 }
             })?;
+        if let Some(interval) = notify::watchdog_interval() {
+            let alive = shutdown.clone();
+            std::thread::Builder::new()
+                .name("ringlb-watchdog".into())
+                .spawn(move || keep_watchdog(&alive, interval / 2))?;
+        }
         Ok(shutdown)
     }
 
     /// Ask every worker to drain and stop (tests, the demo). Never undoes a stop at once.
     pub fn request(&self) {
-        self.phase
+        let previous = self
+            .phase
             .fetch_max(Phase::Draining as u8, Ordering::Relaxed);
+        if Phase::from_u8(previous) == Phase::Serving {
+            notify::stopping();
+        }
     }
 
     /// One more stop request: serving becomes draining, draining becomes stopping at once.
@@ -112,6 +124,9 @@ impl Shutdown {
             .phase
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
             .unwrap_or_else(|p| p);
+        if Phase::from_u8(previous) == Phase::Serving {
+            notify::stopping();
+        }
         Phase::from_u8(previous).next()
     }
 
@@ -135,14 +150,28 @@ impl Shutdown {
         }
     }
 
-    /// Record that every worker has finished its set-up.
+    /// Record that every worker has finished its set-up, and tell systemd (`READY=1`).
     pub fn mark_up(&self) {
         self.up.store(true, Ordering::Release);
+        notify::ready();
     }
 
     /// True once every worker has finished its set-up (listeners bound on all of them).
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
+    }
+}
+
+/// systemd's watchdog (`WatchdogSec=`): `WATCHDOG=1` every `every` once the workers are up,
+/// until the process exits. It shows that the process runs and its threads are scheduled; a
+/// worker that stops for good makes the process exit (see `engine::worker`), which systemd sees
+/// anyway.
+fn keep_watchdog(shutdown: &Shutdown, every: std::time::Duration) {
+    loop {
+        std::thread::sleep(every);
+        if shutdown.is_up() {
+            notify::watchdog();
+        }
     }
 }
 
