@@ -10,7 +10,7 @@
 //!
 //! Timeouts: the connect timeout is a blocking connect with a timeout (so the core leaves it to
 //! the engine: `EngineTraits::enforces_connect_timeout`); the idle timeout is the core's, driven by the
-//! supervising thread (the caller of [`run`]) calling `handle_timeouts` every [`TICK`]; a close
+//! supervising thread (the caller of [`run_until`]) calling `handle_timeouts` every [`TICK`]; a close
 //! shuts the connection's sockets down, which wakes its blocked threads.
 //!
 //! `max_connections` bounds connections in total (and so threads, two per connection), and so
