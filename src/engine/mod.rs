@@ -6,6 +6,7 @@
 //! engines share (worker threads and pinning, listening sockets, signals, per-listener policy)
 //! lives in this module's other files.
 
+pub mod access_log;
 pub mod admission;
 pub mod blocking;
 pub mod epoll;
