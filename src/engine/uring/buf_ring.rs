@@ -221,9 +221,8 @@ impl Buffers {
         let to = to.min(size);
         let from = from.min(to);
         let start = start.wrapping_add(from as usize);
-        // SAFETY: the range lies inside buffer `bid` (clamped above), inside the region (or the
-        // spill buffer's own mapping, which stays mapped until it is given back), and the
-        // caller holds `bid`, so no receive is writing to it (see the doc above).
+        // SAFETY: the range lies in buffer `bid` (clamped above; a spill page stays mapped until
+        // given back), which the caller holds, so no receive writes to it (see the doc above).
         unsafe { std::slice::from_raw_parts(start, (to - from) as usize) }
     }
 
