@@ -58,12 +58,41 @@ pub fn run(config: Config) -> Result<(), EngineError> {
     run_until(config, shutdown)
 }
 
-/// Run until `shutdown` is requested, by a signal or by the caller (the demo, tests).
+/// Run until `shutdown` is requested, by a signal or by the caller (the demo, tests). Nothing
+/// can reach the workers while they run: see [`run_with_inboxes`] for that.
 pub fn run_until(config: Config, shutdown: signal::Shutdown) -> Result<(), EngineError> {
+    let (_links, inboxes) = inbox::pairs(worker_count(&config))
+        .map_err(|e| EngineError::io("creating the workers' inboxes", e))?;
+    run_with_inboxes(config, shutdown, inboxes)
+}
+
+/// How many workers (and so inboxes) the engine `config` names runs: one per worker CPU for
+/// io_uring and epoll; one for the blocking engine, whose threads share a single shard.
+pub fn worker_count(config: &Config) -> usize {
     match config.engine {
-        EngineKind::Uring => uring::run_until(config, shutdown),
-        EngineKind::Epoll => epoll::run_until(config, shutdown),
-        EngineKind::Blocking => blocking::run_until(config, shutdown),
+        EngineKind::Uring | EngineKind::Epoll => config.worker_cpus().len(),
+        EngineKind::Blocking => 1,
+    }
+}
+
+/// [`run_until`], with one [`inbox::Inbox`] per worker (in worker order; see [`worker_count`])
+/// through which the control side (admin API, reload) reaches the running workers.
+pub fn run_with_inboxes(
+    config: Config,
+    shutdown: signal::Shutdown,
+    inboxes: Vec<inbox::Inbox>,
+) -> Result<(), EngineError> {
+    let expected = worker_count(&config);
+    if inboxes.len() != expected {
+        return Err(EngineError::Worker {
+            worker: 0,
+            message: format!("{} inboxes for {expected} workers", inboxes.len()),
+        });
+    }
+    match config.engine {
+        EngineKind::Uring => uring::run_until(config, shutdown, inboxes),
+        EngineKind::Epoll => epoll::run_until(config, shutdown, inboxes),
+        EngineKind::Blocking => blocking::run_until(config, shutdown, inboxes),
     }
 }
 

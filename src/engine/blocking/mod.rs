@@ -37,7 +37,12 @@ pub const TICK: Duration = Duration::from_millis(50);
 
 /// Run the blocking data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
-pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
+pub fn run_until(
+    config: Config,
+    shutdown: Shutdown,
+    inboxes: Vec<crate::engine::inbox::Inbox>,
+) -> Result<(), EngineError> {
+    let _inboxes = inboxes;
     let fd_limit = crate::sys::limits::raised_nofile();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {

@@ -44,7 +44,12 @@ const MAX_IDLE_BUFFERS: usize = 1024;
 
 /// Run the epoll data plane until `shutdown` is requested (by a signal, or by the caller: the
 /// demo, in-process tests), then drain for up to `shutdown_grace`.
-pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
+pub fn run_until(
+    config: Config,
+    shutdown: Shutdown,
+    inboxes: Vec<crate::engine::inbox::Inbox>,
+) -> Result<(), EngineError> {
+    let _inboxes = inboxes;
     let fd_limit = crate::sys::limits::raised_nofile();
     tracing::info!(
         max_connections = config.connections.max_connections,

@@ -33,7 +33,12 @@ use crate::engine::signal::Shutdown;
 use crate::engine::{EngineError, plan, worker as workers};
 
 /// Run until `shutdown` is requested (by a signal or by the caller, as the demo does).
-pub fn run_until(config: Config, shutdown: Shutdown) -> Result<(), EngineError> {
+pub fn run_until(
+    config: Config,
+    shutdown: Shutdown,
+    inboxes: Vec<crate::engine::inbox::Inbox>,
+) -> Result<(), EngineError> {
+    let _inboxes = inboxes;
     let kernel = probe::KernelFeatures::probe()?;
     let missing = kernel.missing_required();
     if !missing.is_empty() {
