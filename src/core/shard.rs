@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 use super::balance::{Balancer, PoolSnapshot};
 use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
 use super::slot::{Slab, SlotKey};
-pub use super::stats::{ResetCounts, ShardStats};
+pub use super::stats::{BackendCounters, ListenerCounters, ResetCounts, ShardStats};
 use super::timer::TimerWheel;
 use crate::core::backend::BackendId;
+use counters::Counters;
+
+mod counters;
 
 /// Engines check timers at least every 100 ms. A longer gap between two checks means the
 /// worker did not run (stopped by SIGSTOP, descheduled on an overloaded machine, a VM paused).
@@ -61,6 +64,7 @@ pub enum Refused {
 
 struct Entry<Io> {
     conn: Conn,
+    listener: usize,
     pool: usize,
     /// The backend whose active count this connection holds.
     counted: Option<BackendId>,
@@ -81,6 +85,7 @@ pub struct Shard<Io> {
     fired: Vec<SlotKey>,
     max_connections: usize,
     stats: ShardStats,
+    counters: Counters,
     /// Whether a stall holds timers (engines on real time: yes; virtual-clock drivers that
     /// jump to the next deadline: no).
     guard_stalls: bool,
@@ -111,12 +116,14 @@ impl<Io> Shard<Io> {
         max_connections: usize,
         worker: usize,
     ) -> Self {
+        let counters = Counters::new(pools.iter().map(|p| p.len()), listeners.len());
         let balancers = pools
             .into_iter()
             .enumerate()
             .map(|(i, pool)| Balancer::for_worker(pool, worker, i))
             .collect();
         Shard {
+            counters,
             listeners,
             balancers,
             conns: Slab::new(),
@@ -165,6 +172,7 @@ impl<Io> Shard<Io> {
         };
         if self.conns.len() >= self.max_connections {
             self.stats.refused += 1;
+            self.counters.refused(listener);
             return Err((Refused::Full, io));
         }
         // A missing pool is a configuration bug caught by validation; treat it as "no backend".
@@ -176,6 +184,7 @@ impl<Io> Shard<Io> {
         let conn = Conn::new(now, policy.params, candidates);
         let key = self.conns.insert(Entry {
             conn,
+            listener,
             pool: policy.pool,
             counted: None,
             timer: None,
@@ -184,6 +193,7 @@ impl<Io> Shard<Io> {
         });
         self.ready.push(key);
         self.stats.accepted += 1;
+        self.counters.accepted(listener);
         Ok(key)
     }
 
@@ -199,13 +209,19 @@ impl<Io> Shard<Io> {
                 self.stats.connect_failures += 1;
                 if let Some(backend) = entry.counted.take() {
                     self.balancers[entry.pool].connection_closed(backend);
+                    self.counters.connect_failed(entry.pool, backend);
                 }
             }
             Event::SpliceUnavailable { .. } => self.stats.copy_fallbacks += 1,
-            Event::Sent { dir, bytes } => match dir {
-                super::conn::Dir::Upstream => self.stats.bytes_upstream += bytes,
-                super::conn::Dir::Downstream => self.stats.bytes_downstream += bytes,
-            },
+            Event::Sent { dir, bytes } => {
+                match dir {
+                    super::conn::Dir::Upstream => self.stats.bytes_upstream += bytes,
+                    super::conn::Dir::Downstream => self.stats.bytes_downstream += bytes,
+                }
+                if let Some(backend) = entry.counted {
+                    self.counters.sent(entry.pool, backend, dir, bytes);
+                }
+            }
             _ => {}
         }
         entry.conn.handle_event(now, event);
@@ -260,6 +276,7 @@ impl<Io> Shard<Io> {
                             balancer.connection_closed(previous);
                         }
                         balancer.connection_opened(backend);
+                        self.counters.connect_started(entry.pool, backend);
                     }
                     Action::Close { reason, .. } => {
                         if let Some(backend) = entry.counted.take() {
@@ -314,6 +331,7 @@ impl<Io> Shard<Io> {
         if let Some(backend) = entry.counted {
             self.balancers[entry.pool].connection_closed(backend);
         }
+        self.counters.released(entry.listener);
         self.sweep_timers_if_stale();
         Some(entry.io)
     }
@@ -418,8 +436,33 @@ impl<Io> Shard<Io> {
     /// next pick. Established connections are not touched.
     pub fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
         if let Some(balancer) = self.balancers.get_mut(pool) {
+            self.counters.repool(pool, balancer.snapshot(), &snapshot);
             balancer.update(snapshot);
         }
+    }
+
+    /// This worker's counters for pool `pool`'s backends, by [`BackendId`] index in its current
+    /// snapshot (empty for an unknown pool). A copy: the control side sums the workers' copies.
+    pub fn backend_counters(&self, pool: usize) -> Vec<BackendCounters> {
+        let Some(balancer) = self.balancers.get(pool) else {
+            return Vec::new();
+        };
+        let mut counters = self.counters.pool(pool).to_vec();
+        for (index, c) in counters.iter_mut().enumerate() {
+            // Indices fit: snapshots hold at most `u32::MAX` backends.
+            c.active = u64::from(balancer.active(BackendId(index as u32)));
+        }
+        counters
+    }
+
+    /// This worker's counters by listener index. A copy, as for [`Self::backend_counters`].
+    pub fn listener_counters(&self) -> Vec<ListenerCounters> {
+        self.counters.listeners().to_vec()
+    }
+
+    /// Pools this shard balances over.
+    pub fn pools(&self) -> usize {
+        self.balancers.len()
     }
 }
 

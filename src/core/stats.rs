@@ -29,8 +29,8 @@ pub struct ShardStats {
 }
 
 /// What one worker counts for one backend (a pool's backend by id). Summed over workers by
-/// the control side; written only by the worker, once per connection event (never per byte:
-/// bytes are added when a connection closes).
+/// the control side; written only by the worker, once per connection event and once per send
+/// completion for bytes (a plain add to the worker's own memory, never a shared line).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackendCounters {
     /// Connections to it open now (established or connecting).
@@ -39,9 +39,9 @@ pub struct BackendCounters {
     pub connections: u64,
     /// Connect attempts that failed (refused, unreachable, timed out).
     pub connect_failures: u64,
-    /// Bytes sent to it (client → backend), of connections that have closed.
+    /// Bytes sent to it (client → backend), as they are sent.
     pub bytes_in: u64,
-    /// Bytes received from it (backend → client), of connections that have closed.
+    /// Bytes received from it (backend → client), as they are forwarded to the client.
     pub bytes_out: u64,
 }
 

@@ -195,3 +195,96 @@ fn without_a_stall_idle_connections_close_on_time() {
     assert_eq!(closed(&mut shard), Some(CloseReason::IdleTimeout));
     assert_eq!(shard.stats().stalls, 0);
 }
+
+/// Issue 11: per-backend and per-listener counters, per worker, for the admin API and
+/// `/metrics` (summed over workers by the control side).
+#[test]
+fn backend_and_listener_counters_follow_connections_and_bytes() {
+    let t0 = Instant::now();
+    let mut shard = shard(t0);
+    let key = established(&mut shard, t0);
+    let sent = |dir, bytes| Event::Sent { dir, bytes };
+    shard.handle_event(t0, key, sent(Dir::Upstream, 100));
+    shard.handle_event(t0, key, sent(Dir::Downstream, 7));
+    let backend = shard.backend_counters(0)[0];
+    assert_eq!(
+        backend,
+        BackendCounters {
+            active: 1,
+            connections: 1,
+            connect_failures: 0,
+            bytes_in: 100,
+            bytes_out: 7,
+        }
+    );
+    assert_eq!(shard.listener_counters()[0].active, 1);
+    // A second client whose connect fails: counted once as a connection, once as a failure.
+    let failing = shard
+        .accept(t0, 0, "127.0.0.3".parse().expect("literal"), ())
+        .expect("room");
+    while shard.poll_action().is_some() {}
+    shard.handle_event(t0, failing, Event::ConnectFailed { timed_out: false });
+    assert!(closed(&mut shard).is_some());
+    shard.release(failing).expect("current");
+    shard.abort(key);
+    assert!(closed(&mut shard).is_some());
+    shard.release(key).expect("current");
+    let backend = shard.backend_counters(0)[0];
+    assert_eq!((backend.active, backend.connections), (0, 2));
+    assert_eq!(backend.connect_failures, 1);
+    assert_eq!((backend.bytes_in, backend.bytes_out), (100, 7));
+    let listener = shard.listener_counters()[0];
+    assert_eq!(
+        listener,
+        ListenerCounters {
+            active: 0,
+            accepted: 2,
+            refused: 0,
+        }
+    );
+}
+
+#[test]
+fn counters_keep_their_ids_when_the_control_side_appends_a_backend() {
+    let t0 = Instant::now();
+    let mut shard = shard(t0);
+    let key = established(&mut shard, t0);
+    shard.handle_event(
+        t0,
+        key,
+        Event::Sent {
+            dir: Dir::Upstream,
+            bytes: 5,
+        },
+    );
+    let old = Arc::clone(shard.balancer(0).expect("pool 0").snapshot());
+    let mut backends = old.backends().to_vec();
+    backends.push(BackendInfo {
+        name: "b".into(),
+        addr: "127.0.0.1:2".parse().expect("literal"),
+        weight: 1,
+    });
+    shard.update_pool(
+        0,
+        Arc::new(PoolSnapshot::new(Algorithm::RoundRobin, backends, vec![])),
+    );
+    let counters = shard.backend_counters(0);
+    assert_eq!(counters.len(), 2);
+    assert_eq!((counters[0].active, counters[0].bytes_in), (1, 5));
+    assert_eq!(counters[1], BackendCounters::default());
+    // A list rewritten in another order (a reload): counters follow names.
+    let mut reordered = shard
+        .balancer(0)
+        .expect("pool 0")
+        .snapshot()
+        .backends()
+        .to_vec();
+    reordered.reverse();
+    shard.update_pool(
+        0,
+        Arc::new(PoolSnapshot::new(Algorithm::RoundRobin, reordered, vec![])),
+    );
+    let counters = shard.backend_counters(0);
+    assert_eq!(counters[1].bytes_in, 5, "a's counters moved with its name");
+    assert_eq!(counters[0].bytes_in, 0);
+}
