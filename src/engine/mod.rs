@@ -15,6 +15,7 @@ pub mod notify;
 pub mod op;
 pub mod plan;
 pub mod rate_limit;
+pub mod runtime;
 pub mod signal;
 pub mod socket;
 pub mod uring;

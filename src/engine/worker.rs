@@ -33,6 +33,37 @@ impl Ready {
     }
 }
 
+/// One value per worker (its inbox), handed out by index to the worker body, which every
+/// worker thread shares.
+#[derive(Debug)]
+pub struct Handout<T>(std::sync::Arc<std::sync::Mutex<Vec<Option<T>>>>);
+
+impl<T> Clone for Handout<T> {
+    fn clone(&self) -> Self {
+        Handout(std::sync::Arc::clone(&self.0))
+    }
+}
+
+impl<T> Handout<T> {
+    pub fn new(values: Vec<T>) -> Self {
+        Handout(std::sync::Arc::new(std::sync::Mutex::new(
+            values.into_iter().map(Some).collect(),
+        )))
+    }
+
+    /// Worker `index`'s value; an error if there is none or it was taken already.
+    pub fn take(&self, index: usize) -> Result<T, EngineError> {
+        let mut values = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        values
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| EngineError::Worker {
+                worker: index,
+                message: "no inbox for this worker".into(),
+            })
+    }
+}
+
 /// Tells the spawner that its worker panicked, as the panic unwinds past it.
 struct ReportPanic<'a>(&'a Ready);
 

@@ -35,12 +35,25 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
             std::thread::sleep(ROOM_WAKE);
             continue;
         }
+        // Disabled by the operator: clients wait in the listen backlog.
+        if !shared.accepting(index) {
+            std::thread::sleep(ROOM_WAKE);
+            continue;
+        }
         match (op::Accept {
             listener: listener.as_fd(),
         })
         .run(false)
         {
             Ok(fd) => {
+                // Disabled while this thread was blocked in `accept`: the client waits here,
+                // unserved, as it would have in the backlog.
+                while !shared.accepting(index) && !shutdown.requested() {
+                    std::thread::sleep(ROOM_WAKE);
+                }
+                if shutdown.requested() {
+                    break;
+                }
                 if let Err(err) = admit(Socket::from(fd), index, &shared) {
                     if let Some(suppressed) = refused.allow(Instant::now()) {
                         tracing::warn!(listener = index, %err, suppressed, "client refused");

@@ -263,6 +263,9 @@ struct Queue {
 fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend: &Socket) {
     let mut queue = Queue::default();
     forward_queue(shared, handle, key, dir, backend, &mut queue);
+    if !queue.buf.is_empty() {
+        shared.buffers_in_use.fetch_sub(1, Ordering::Relaxed);
+    }
     if let Some(pipe) = queue.pipe.take() {
         shared.put_pipe(pipe, queue.in_pipe == 0);
     }
@@ -346,6 +349,7 @@ fn receive(
         Via::Copy => {
             if queue.buf.is_empty() {
                 queue.buf = vec![0; shared.buffer_size];
+                shared.buffers_in_use.fetch_add(1, Ordering::Relaxed);
             }
             if queue.head == queue.tail {
                 (queue.head, queue.tail) = (0, 0);

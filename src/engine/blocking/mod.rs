@@ -25,11 +25,16 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+
 use self::shared::Shared;
 use super::admission::Admission;
+use super::inbox::{Inbox, WorkerReport};
+use super::runtime::{self, Controlled, Usage};
 use super::signal::Shutdown;
 use super::{EngineError, plan, socket};
 use crate::config::Config;
+use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
 /// How often the supervisor fires timers and looks at the shutdown flag.
@@ -42,7 +47,13 @@ pub fn run_until(
     shutdown: Shutdown,
     inboxes: Vec<crate::engine::inbox::Inbox>,
 ) -> Result<(), EngineError> {
-    let _inboxes = inboxes;
+    // One shard, so one inbox (see `engine::worker_count`).
+    let Some(inbox) = inboxes.into_iter().next() else {
+        return Err(EngineError::Worker {
+            worker: 0,
+            message: "no inbox for the blocking engine".into(),
+        });
+    };
     let fd_limit = crate::sys::limits::raised_nofile();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
@@ -82,6 +93,7 @@ pub fn run_until(
         config.timeouts.connect,
         config.tcp.server,
         admission,
+        config.listeners.len(),
     ));
     let mut acceptors = Vec::with_capacity(listeners.len());
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -105,7 +117,7 @@ pub fn run_until(
         listeners = acceptors.len(),
         "ringlb is up (blocking engine)"
     );
-    supervise(&shared, &shutdown, config.timeouts.shutdown_grace);
+    supervise(&shared, &shutdown, config.timeouts.shutdown_grace, &inbox);
     for handle in acceptors {
         // An acceptor that panicked has stopped accepting; nothing else to do.
         let _ = handle.join();
@@ -119,13 +131,57 @@ pub fn run_until(
     Ok(())
 }
 
-/// Fire timers every [`TICK`] until shutdown; then let connections finish for `grace`, abort
-/// the rest, and wait (bounded) for their threads to leave.
-fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration) {
+/// The supervisor as the control side sees it: the engine's one worker.
+struct Supervisor<'a> {
+    shared: &'a Shared,
+    turns: u64,
+}
+
+impl Controlled for Supervisor<'_> {
+    fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.shared.update_pool(pool, snapshot);
+    }
+
+    fn set_accepting(&mut self, listener: usize, on: bool) {
+        if self.shared.set_accepting(listener, on) {
+            runtime::log_accepting(0, listener, on);
+        }
+    }
+
+    fn report(&self) -> WorkerReport {
+        self.shared.worker_report(Usage {
+            loop_turns: self.turns,
+            ..Usage::default()
+        })
+    }
+}
+
+/// Wait up to `timeout` for the inbox's eventfd; re-arm it when it woke us.
+fn wait_inbox(inbox: &Inbox, timeout: Duration) {
+    let spec = Timespec::try_from(timeout).unwrap_or_default();
+    let mut fds = [PollFd::from_borrowed_fd(inbox.wake_fd(), PollFlags::IN)];
+    // EINTR or any other failure: the tick is only shorter.
+    if let Ok(1..) = poll(&mut fds, Some(&spec)) {
+        inbox.rearm();
+    }
+}
+
+/// Fire timers every [`TICK`] and apply the inbox's messages as they come, until shutdown;
+/// then let connections finish for `grace`, abort the rest, and wait (bounded) for their
+/// threads to leave.
+fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration, inbox: &Inbox) {
     let mut drain_until: Option<Instant> = None;
+    let mut supervisor = Supervisor { shared, turns: 0 };
+    let mut next_tick = Instant::now() + TICK;
     loop {
-        thread::sleep(TICK);
+        wait_inbox(inbox, next_tick.saturating_duration_since(Instant::now()));
+        supervisor.turns += 1;
+        runtime::apply_inbox(inbox, &mut supervisor);
         let now = Instant::now();
+        if now < next_tick {
+            continue;
+        }
+        next_tick = now + TICK;
         shared.tick(now);
         if shutdown.requested() && drain_until.is_none() {
             drain_until = Some(now + grace);

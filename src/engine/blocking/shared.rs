@@ -10,17 +10,21 @@
 //! the shard lock while holding either.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::conn::ConnHandle;
 use crate::config::SocketOptions;
+use crate::core::balance::PoolSnapshot;
 use crate::core::conn::{Action, Event};
 use crate::core::shard::{Refused, Shard, ShardStats};
 use crate::core::slot::SlotKey;
 use crate::engine::admission::{Admission, Admitted};
+use crate::engine::inbox::WorkerReport;
 use crate::engine::op::os_failure;
 use crate::engine::rate_limit::{self, RateLimit};
+use crate::engine::runtime::{self, Usage};
 use crate::sys::pipe::{Pipe, PipePool, PipeStats};
 
 /// The shared shard and the settings every connection thread reads.
@@ -39,6 +43,11 @@ pub struct Shared {
     pub server_options: SocketOptions,
     /// The process-wide connection count.
     pub admission: Admission,
+    /// Copy buffers held by direction threads now.
+    pub buffers_in_use: AtomicU64,
+    /// By listener: whether its acceptor takes clients (the admin API's enable / disable).
+    /// One relaxed load per accept.
+    accepting: Vec<AtomicBool>,
 }
 
 impl Shared {
@@ -50,6 +59,7 @@ impl Shared {
         connect_timeout: Duration,
         server_options: SocketOptions,
         admission: Admission,
+        listeners: usize,
     ) -> Self {
         Shared {
             shard: Mutex::new(Locked {
@@ -61,7 +71,35 @@ impl Shared {
             connect_timeout,
             server_options,
             admission,
+            buffers_in_use: AtomicU64::new(0),
+            accepting: (0..listeners).map(|_| AtomicBool::new(true)).collect(),
         }
+    }
+
+    /// Whether listener `listener`'s acceptor takes clients.
+    pub fn accepting(&self, listener: usize) -> bool {
+        self.accepting
+            .get(listener)
+            .is_some_and(|on| on.load(Ordering::Relaxed))
+    }
+
+    /// Start or stop listener `listener`'s acceptor; whether that changed anything.
+    pub fn set_accepting(&self, listener: usize, on: bool) -> bool {
+        self.accepting
+            .get(listener)
+            .is_some_and(|flag| flag.swap(on, Ordering::Relaxed) != on)
+    }
+
+    /// Replace pool `pool`'s snapshot.
+    pub fn update_pool(&self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.lock().shard.update_pool(pool, snapshot);
+    }
+
+    /// Worker 0's report: the shard's counters, with `usage`.
+    pub fn worker_report(&self, mut usage: Usage) -> WorkerReport {
+        usage.buffers_in_use = self.buffers_in_use.load(Ordering::Relaxed);
+        usage.pipes_in_use = self.pipe_stats().in_use as u64;
+        runtime::report(0, &self.lock().shard, usage)
     }
 
     /// A pipe for a direction that splices; `None` (warned about, within a rate limit) when

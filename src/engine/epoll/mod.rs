@@ -12,6 +12,7 @@
 //! and completion-based I/O does not) and logs it, with the engine-wide total, at shutdown.
 
 mod conn_io;
+mod control;
 mod resources;
 mod worker;
 
@@ -38,6 +39,8 @@ const TAG_LISTENER: u8 = 0;
 const TAG_CLIENT: u8 = 1;
 /// epoll data tag of a backend socket; connect attempt `n` uses `TAG_BACKEND + n`.
 const TAG_BACKEND: u8 = 2;
+/// epoll data tag of the worker's inbox eventfd (above any backend attempt's tag).
+const TAG_INBOX: u8 = 255;
 
 /// Most free receive buffers a worker keeps.
 const MAX_IDLE_BUFFERS: usize = 1024;
@@ -49,7 +52,6 @@ pub fn run_until(
     shutdown: Shutdown,
     inboxes: Vec<crate::engine::inbox::Inbox>,
 ) -> Result<(), EngineError> {
-    let _inboxes = inboxes;
     let fd_limit = crate::sys::limits::raised_nofile();
     tracing::info!(
         max_connections = config.connections.max_connections,
@@ -61,13 +63,16 @@ pub fn run_until(
     let config = Arc::new(config);
     let snapshots = plan::pool_snapshots(&config);
     let totals = Arc::new(Mutex::new(IoStats::default()));
+    let inboxes = super::worker::Handout::new(inboxes);
     let body = {
         let (config, shutdown, totals) =
             (Arc::clone(&config), shutdown.clone(), Arc::clone(&totals));
         let admission = Arc::clone(&admission);
         move |info: super::worker::WorkerInfo, ready: &super::worker::Ready| {
             let admission = Arc::clone(&admission);
-            let worker = setup(&config, &snapshots, info.index, admission, shutdown.clone())?;
+            let inbox = inboxes.take(info.index)?;
+            let worker = setup(&config, &snapshots, info.index, admission, shutdown.clone())?
+                .with_inbox(inbox)?;
             ready.ok();
             let stats = worker.run()?;
             totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);

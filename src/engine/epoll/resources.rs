@@ -56,6 +56,8 @@ pub struct BufferPool {
     free: Vec<Box<[u8]>>,
     size: usize,
     max_idle: usize,
+    /// Buffers handed out and not put back.
+    lent: usize,
 }
 
 impl BufferPool {
@@ -65,18 +67,26 @@ impl BufferPool {
             free: Vec::new(),
             size: size.max(1),
             max_idle,
+            lent: 0,
         }
     }
 
     /// A buffer (contents unspecified).
     pub fn get(&mut self) -> Box<[u8]> {
+        self.lent += 1;
         self.free
             .pop()
             .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
     }
 
+    /// Buffers handed out and not put back (held by connections).
+    pub fn lent(&self) -> usize {
+        self.lent
+    }
+
     /// Return a buffer; beyond `max_idle` it is freed.
     pub fn put(&mut self, buf: Box<[u8]>) {
+        self.lent = self.lent.saturating_sub(1);
         if self.free.len() < self.max_idle && buf.len() == self.size {
             self.free.push(buf);
         }

@@ -16,11 +16,12 @@ use socket2::Socket;
 
 use super::conn_io::ConnIo;
 use super::resources::{IoStats, Resources};
-use super::{TAG_CLIENT, TAG_LISTENER};
+use super::{TAG_CLIENT, TAG_INBOX, TAG_LISTENER};
 use crate::core::conn::{Action, Event, Failure, Side};
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
+use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
@@ -35,7 +36,7 @@ const EVENTS_PER_WAIT: usize = 1024;
 
 /// Whether a listener is accepting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Accepting {
+pub(super) enum Accepting {
     /// Yes: readiness is acted on.
     Open,
     /// Stopped until then (fd or memory exhaustion).
@@ -43,24 +44,29 @@ enum Accepting {
     /// Stopped while the process (or this worker's table) is full: clients wait in the
     /// listen backlog; resumed at the end of a loop turn that finds room.
     Full,
+    /// Stopped by the operator (admin API): clients wait in the listen backlog until the
+    /// listener is enabled again.
+    Disabled,
 }
 
 /// One listening socket of this worker.
 #[derive(Debug)]
-struct ListenerSlot {
+pub(super) struct ListenerSlot {
     /// `None` once closed for shutdown.
     socket: Option<Socket>,
-    accepting: Accepting,
+    pub(super) accepting: Accepting,
     warn: RateLimit,
     refused_warn: RateLimit,
 }
 
 /// An epoll worker, set up and ready to run.
 pub struct Worker {
-    index: usize,
-    shard: Shard<ConnIo>,
-    res: Resources,
-    listeners: Vec<ListenerSlot>,
+    pub(super) index: usize,
+    pub(super) shard: Shard<ConnIo>,
+    pub(super) res: Resources,
+    pub(super) listeners: Vec<ListenerSlot>,
+    /// What the control side sends; its eventfd is registered with `TAG_INBOX`.
+    pub(super) inbox: Option<std::rc::Rc<Inbox>>,
     events: Vec<epoll::Event>,
     out: Vec<Event>,
     shutdown: Shutdown,
@@ -115,6 +121,7 @@ impl Worker {
             shard,
             res,
             listeners: slots,
+            inbox: None,
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             out: Vec::new(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
@@ -161,6 +168,7 @@ impl Worker {
             self.wait(timeout)?;
             now = Instant::now();
             self.res.turn += 1;
+            self.serve_inbox();
             self.turn(now);
         }
         let stats = self.res.stats;
@@ -190,7 +198,7 @@ impl Worker {
             .chain(drain_until)
             .chain(self.listeners.iter().filter_map(|l| match l.accepting {
                 Accepting::BackingOff(until) => Some(until),
-                Accepting::Open | Accepting::Full => None,
+                Accepting::Open | Accepting::Full | Accepting::Disabled => None,
             }));
         deadlines.fold(MAX_WAIT, |timeout, at| {
             timeout.min(at.saturating_duration_since(now))
@@ -253,7 +261,7 @@ impl Worker {
         let mut resumed = false;
         for i in 0..self.listeners.len() {
             let due = match self.listeners[i].accepting {
-                Accepting::Open => false,
+                Accepting::Open | Accepting::Disabled => false,
                 Accepting::BackingOff(until) => now >= until,
                 Accepting::Full => self.has_room(),
             };
@@ -278,6 +286,8 @@ impl Worker {
             let (flags, data) = (event.flags, UserData(event.data.u64()));
             match data.op() {
                 TAG_LISTENER => self.accept_all(data.key().index() as usize, now),
+                // Drained at the start of the next turn (`serve_inbox`).
+                TAG_INBOX => {}
                 TAG_CLIENT => self.ready(data.key(), Side::Client, TAG_CLIENT, flags, now),
                 tag => self.ready(data.key(), Side::Backend, tag, flags, now),
             }
@@ -303,7 +313,7 @@ impl Worker {
         self.feed(now, key);
     }
 
-    fn accept_all(&mut self, index: usize, now: Instant) {
+    pub(super) fn accept_all(&mut self, index: usize, now: Instant) {
         loop {
             let Some(slot) = self.listeners.get_mut(index) else {
                 return;

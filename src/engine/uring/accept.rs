@@ -35,12 +35,21 @@ pub(super) enum AcceptState {
     Cancelling,
 }
 
+/// Whether the operator lets a listener take clients (the admin API's enable / disable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Operator {
+    Enabled,
+    /// No accept is armed; clients wait in the listen backlog until it is enabled again.
+    Disabled,
+}
+
 /// One listening socket and its accept.
 pub(super) struct Listening {
     /// Open while an accept is in flight: `stop_accepting` cancels, and the socket is closed
     /// only at the accept's last completion.
     pub socket: Option<Socket>,
     pub state: AcceptState,
+    pub operator: Operator,
 }
 
 impl Listening {
@@ -48,6 +57,7 @@ impl Listening {
         Listening {
             socket: Some(socket),
             state: AcceptState::Idle,
+            operator: Operator::Enabled,
         }
     }
 
@@ -66,8 +76,8 @@ impl Worker {
         self.admission.room().min(table)
     }
 
-    /// Every loop turn until shutdown: arm an accept on each listener that has none while there
-    /// is room; cancel armed ones when there is none. A multishot accept is armed only while
+    /// Every loop turn until shutdown: arm an accept on each enabled listener that has none
+    /// while there is room; cancel armed ones when there is none (or the listener is disabled). A multishot accept is armed only while
     /// [`MULTISHOT_ACCEPT_MIN_ROOM`] slots are free, and cancelled (to be re-armed single-shot)
     /// below that, so that near the limit an accept hands over one client at most. Another
     /// worker's release is seen here, within one turn (the loop wakes at least every 100 ms).
@@ -75,6 +85,10 @@ impl Worker {
         let room = self.accept_room();
         let multishot = self.plan.multishot_accept && room >= MULTISHOT_ACCEPT_MIN_ROOM;
         for index in 0..self.listeners.len() {
+            let room = match self.listeners[index].operator {
+                Operator::Enabled => room,
+                Operator::Disabled => 0,
+            };
             match self.listeners[index].state {
                 AcceptState::Armed { multishot: armed } if room == 0 || (armed && !multishot) => {
                     self.cancel_accept(index);

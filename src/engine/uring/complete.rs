@@ -63,6 +63,10 @@ impl Worker {
                 tracing::debug!(result, "closing a socket failed");
                 return;
             }
+            Op::Wake => {
+                self.woken();
+                return;
+            }
             Op::Cancel if key.index() == u32::MAX => {
                 // The cancel of a listener's accept (shutdown).
                 self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
@@ -206,7 +210,8 @@ impl Worker {
             | Op::Shutdown
             | Op::Cancel
             | Op::Close
-            | Op::Accept => {}
+            | Op::Accept
+            | Op::Wake => {}
         }
     }
 

@@ -5,7 +5,7 @@
 //! asked for and waits for completions (or the next timer). Files: `probe` (what the kernel
 //! has), `ring` (set-up and the single `push`), `region` (memory shared with the kernel),
 //! `buf_ring` (receive buffers), `send_ring` and `send_bundle` (send bundles), `conn_io`
-//! (per-connection I/O state), `worker` (the loop, shutdown), `accept` (arming and cancelling
+//! (per-connection I/O state), `control` (the inbox's wake-up, the runtime's commands), `worker` (the loop, shutdown), `accept` (arming and cancelling
 //! accepts against the connection limit), `submit` (actions to submissions), `close`
 //! (cancelling and freeing a closed connection), `complete` (completions to events), `token`
 //! (op codes in `user_data`).
@@ -15,6 +15,7 @@ mod buf_ring;
 mod close;
 mod complete;
 mod conn_io;
+mod control;
 pub mod probe;
 mod region;
 mod ring;
@@ -38,7 +39,6 @@ pub fn run_until(
     shutdown: Shutdown,
     inboxes: Vec<crate::engine::inbox::Inbox>,
 ) -> Result<(), EngineError> {
-    let _inboxes = inboxes;
     let kernel = probe::KernelFeatures::probe()?;
     let missing = kernel.missing_required();
     if !missing.is_empty() {
@@ -60,6 +60,7 @@ pub fn run_until(
     let cpus = config.worker_cpus();
     let grace = config.timeouts.shutdown_grace;
     let config = Arc::new(config);
+    let inboxes = workers::Handout::new(inboxes);
     let shared = Arc::clone(&admission);
     let stop_others = shutdown.clone();
     let up = shutdown.clone();
@@ -68,7 +69,9 @@ pub fn run_until(
         "ringlb-uring",
         move |info, ready| {
             let admission = Arc::clone(&shared);
-            let mut worker = worker::Worker::new(info, &config, plan, pools.clone(), admission)?;
+            let inbox = inboxes.take(info.index)?;
+            let mut worker =
+                worker::Worker::new(info, &config, plan, pools.clone(), admission, inbox)?;
             ready.ok();
             // A panic must not unwind past the worker's buffers while the kernel may still
             // write to them: catch it, end the ring and keep the buffers mapped (`finish`),

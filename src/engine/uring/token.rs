@@ -29,6 +29,8 @@ pub enum Op {
     Cancel,
     /// The close of a finished connection's socket (posts a completion only on failure).
     Close,
+    /// Readability of the worker's inbox eventfd: a message arrived.
+    Wake,
 }
 
 impl Op {
@@ -42,6 +44,7 @@ impl Op {
             Op::Shutdown => 4,
             Op::Cancel => 5,
             Op::Close => 6,
+            Op::Wake => 7,
             Op::Recv(d) => with_dir(10, d),
             Op::Send(d) => with_dir(12, d),
             Op::PollIn(d) => with_dir(14, d),
@@ -68,6 +71,7 @@ impl Op {
             4 => Op::Shutdown,
             5 => Op::Cancel,
             6 => Op::Close,
+            7 => Op::Wake,
             10 | 11 => Op::Recv(dir(code)),
             12 | 13 => Op::Send(dir(code)),
             14 | 15 => Op::PollIn(dir(code)),
@@ -93,6 +97,7 @@ mod tests {
             Op::Shutdown,
             Op::Cancel,
             Op::Close,
+            Op::Wake,
         ];
         for d in Dir::BOTH {
             ops.extend([
@@ -110,7 +115,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 7, 9, 24, 255] {
+        for code in [0u8, 8, 9, 24, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

@@ -1,6 +1,7 @@
 //! One io_uring worker: its ring, listeners, buffers, pipes and shard, and the loop that drives
 //! them. Submitting actions lives in `submit.rs`, handling completions in `complete.rs`.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use io_uring::types;
 use super::accept::Listening;
 use super::buf_ring::Buffers;
 use super::conn_io::ConnIo;
+use super::control::Wake;
 use super::probe::Plan;
 use super::ring::Ring;
 use super::send_ring::SendRings;
@@ -18,6 +20,7 @@ use crate::core::conn::Dir;
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
+use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
@@ -98,6 +101,11 @@ pub(super) struct Worker {
     pub admission: Arc<Admission>,
     /// `tuning.max_connections`: this worker's own table size.
     pub worker_max: usize,
+    /// What the control side sends; its eventfd is polled in the ring (`wake`).
+    pub inbox: Rc<Inbox>,
+    pub wake: Wake,
+    /// Loop turns so far.
+    pub turns: u64,
 }
 
 impl Worker {
@@ -107,6 +115,7 @@ impl Worker {
         plan: Plan,
         pools: Vec<Arc<PoolSnapshot>>,
         admission: Arc<Admission>,
+        inbox: Inbox,
     ) -> Result<Worker, EngineError> {
         let tuning = &config.tuning;
         let ring = Ring::new(tuning.ring_entries, &plan, tuning.iowq_max_workers)
@@ -168,6 +177,9 @@ impl Worker {
             stopping: false,
             admission,
             worker_max: tuning.max_connections as usize,
+            inbox: Rc::new(inbox),
+            wake: Wake::Idle,
+            turns: 0,
         })
     }
 
@@ -200,6 +212,8 @@ impl Worker {
         let mut aborted = false;
         loop {
             let now = Instant::now();
+            self.turns += 1;
+            self.serve_inbox();
             if stopping.is_none() && shutdown.requested() {
                 stopping = Some(now + grace);
                 self.stopping = true;
@@ -347,12 +361,14 @@ mod tests {
         let plan = kernel.plan(&config.features);
         let info = WorkerInfo { index: 0, cpu: 0 };
         let admission = Arc::new(Admission::new(16, 0));
+        let (_link, inbox) = crate::engine::inbox::pair(0).expect("inbox");
         let mut worker = Worker::new(
             info,
             &config,
             plan,
             plan::pool_snapshots(&config),
             admission,
+            inbox,
         )
         .expect("worker");
 

@@ -1,0 +1,76 @@
+//! The epoll worker's side of the control path: the inbox's eventfd registered with epoll (so
+//! a message ends the wait), and [`Controlled`] for the shared runtime.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustix::event::epoll;
+
+use super::TAG_INBOX;
+use super::worker::{Accepting, Worker};
+use crate::core::balance::PoolSnapshot;
+use crate::core::slot::UserData;
+use crate::engine::EngineError;
+use crate::engine::inbox::{Inbox, WorkerReport};
+use crate::engine::runtime::{self, Controlled, Usage};
+
+impl Worker {
+    /// Take the worker's inbox and register its eventfd, edge-triggered: every write raises an
+    /// edge, so the wait ends on each message whether or not the count was read.
+    pub fn with_inbox(mut self, inbox: Inbox) -> Result<Self, EngineError> {
+        let data = epoll::EventData::new_u64(UserData::internal_indexed(TAG_INBOX, 0).0);
+        epoll::add(
+            &self.res.epoll,
+            inbox.wake_fd(),
+            data,
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )
+        .map_err(|e| EngineError::io("registering the inbox with epoll", e.into()))?;
+        self.inbox = Some(Rc::new(inbox));
+        Ok(self)
+    }
+
+    /// Once per loop turn, after the wait: apply what the inbox holds. The eventfd's count is
+    /// read only when a message came, to keep the counter from ever filling.
+    pub(super) fn serve_inbox(&mut self) {
+        let Some(inbox) = self.inbox.clone() else {
+            return;
+        };
+        if runtime::apply_inbox(&inbox, self) > 0 {
+            inbox.rearm();
+        }
+    }
+}
+
+impl Controlled for Worker {
+    fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.shard.update_pool(pool, snapshot);
+    }
+
+    fn set_accepting(&mut self, listener: usize, on: bool) {
+        let Some(slot) = self.listeners.get_mut(listener) else {
+            return;
+        };
+        match (on, slot.accepting) {
+            (false, Accepting::Disabled) | (true, Accepting::Open) => return,
+            (true, Accepting::BackingOff(_) | Accepting::Full) => return,
+            (false, _) => slot.accepting = Accepting::Disabled,
+            (true, Accepting::Disabled) => {
+                // Edge-triggered: clients that queued meanwhile raised no new edge.
+                slot.accepting = Accepting::Open;
+                self.accept_all(listener, Instant::now());
+            }
+        }
+        runtime::log_accepting(self.index, listener, on);
+    }
+
+    fn report(&self) -> WorkerReport {
+        let usage = Usage {
+            loop_turns: self.res.turn,
+            buffers_in_use: self.res.buffers.lent() as u64,
+            pipes_in_use: self.res.pipes.stats().in_use as u64,
+        };
+        runtime::report(self.index, &self.shard, usage)
+    }
+}

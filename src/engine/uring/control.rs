@@ -1,0 +1,89 @@
+//! The io_uring worker's side of the control path: a poll on the inbox's eventfd that wakes
+//! the ring's wait when a message arrives, and [`Controlled`] for the shared runtime.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use io_uring::opcode;
+
+use super::accept::Operator;
+use super::token::Op;
+use super::worker::Worker;
+use crate::core::balance::PoolSnapshot;
+use crate::core::slot::UserData;
+use crate::engine::inbox::WorkerReport;
+use crate::engine::op::fixed;
+use crate::engine::runtime::{self, Controlled, Usage};
+
+/// Whether the poll on the inbox's eventfd is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// Not in flight: armed at the start of the next loop turn.
+    Idle,
+    Armed,
+}
+
+impl Worker {
+    /// Once per loop turn, after its wait: take what the inbox holds, then make sure the next
+    /// wait ends when more arrives. The poll is single-shot and armed after the drain, so a
+    /// message sent at any moment is either drained now or completes the poll (the eventfd
+    /// is readable from its write until `Inbox::rearm`).
+    pub(super) fn serve_inbox(&mut self) {
+        let inbox = Rc::clone(&self.inbox);
+        runtime::apply_inbox(&inbox, self);
+        if self.wake == Wake::Idle {
+            self.arm_wake();
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let poll = opcode::PollAdd::new(fixed(self.inbox.wake_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(UserData::internal_indexed(Op::Wake.code(), 0).0);
+        // SAFETY: a poll names its fd by number and points to no memory; the eventfd lives in
+        // `self.inbox` (shared with the control side), open for the worker's whole life.
+        match unsafe { self.ring.push(&poll) } {
+            Ok(()) => self.wake = Wake::Armed,
+            // Tried again next turn; meanwhile messages wait at most `MAX_WAIT`.
+            Err(_) => self.counters.queue_failures += 1,
+        }
+    }
+
+    /// The wake poll completed: a message arrived (drained at the next turn's start), or the
+    /// poll failed (re-armed all the same).
+    pub(super) fn woken(&mut self) {
+        self.inbox.rearm();
+        self.wake = Wake::Idle;
+    }
+}
+
+impl Controlled for Worker {
+    fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.shard.update_pool(pool, snapshot);
+    }
+
+    fn set_accepting(&mut self, listener: usize, on: bool) {
+        let Some(listening) = self.listeners.get_mut(listener) else {
+            return;
+        };
+        let operator = if on {
+            Operator::Enabled
+        } else {
+            Operator::Disabled
+        };
+        if listening.operator != operator {
+            listening.operator = operator;
+            runtime::log_accepting(self.index, listener, on);
+        }
+        // `steer_accepts` arms or cancels at this turn.
+    }
+
+    fn report(&self) -> WorkerReport {
+        let usage = Usage {
+            loop_turns: self.turns,
+            buffers_in_use: u64::from(self.buffers.held()) + u64::from(self.buffers.spilled().0),
+            pipes_in_use: self.pipes.stats().in_use as u64,
+        };
+        runtime::report(self.index, &self.shard, usage)
+    }
+}
