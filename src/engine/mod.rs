@@ -18,6 +18,7 @@ pub mod rate_limit;
 pub mod runtime;
 pub mod signal;
 pub mod socket;
+pub mod staged;
 pub mod uring;
 pub mod worker;
 

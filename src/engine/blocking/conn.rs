@@ -26,9 +26,8 @@ use crate::config::SocketOptions;
 use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::SlotKey;
 use crate::engine::op::os_failure;
+use crate::engine::staged::{Received, Staged};
 use crate::engine::{op, socket};
-use crate::sys::Peek;
-use crate::sys::pipe::Pipe;
 
 /// How often a thread blocked on a full socket (or waiting to splice into one) looks at the
 /// mailbox.
@@ -249,21 +248,11 @@ fn connect(addr: SocketAddr, timeout: Duration, options: &SocketOptions) -> io::
     Ok(sock)
 }
 
-/// One direction's bytes in flight: a buffer for copy, a pipe for splice.
-#[derive(Debug, Default)]
-struct Queue {
-    buf: Vec<u8>,
-    head: usize,
-    tail: usize,
-    pipe: Option<Pipe>,
-    in_pipe: usize,
-}
-
 /// Serve `dir` until the connection closes, then give its pipe back.
 fn forward(shared: &Shared, handle: &ConnHandle, key: SlotKey, dir: Dir, backend: &Socket) {
-    let mut queue = Queue::default();
+    let mut queue = Staged::default();
     forward_queue(shared, handle, key, dir, backend, &mut queue);
-    if !queue.buf.is_empty() {
+    if queue.buf.is_some() {
         shared.buffers_in_use.fetch_sub(1, Ordering::Relaxed);
     }
     if let Some(pipe) = queue.pipe.take() {
@@ -277,7 +266,7 @@ fn forward_queue(
     key: SlotKey,
     dir: Dir,
     backend: &Socket,
-    queue: &mut Queue,
+    queue: &mut Staged,
 ) {
     let sockets = |side: Side| match side {
         Side::Client => handle.client.as_fd(),
@@ -340,154 +329,56 @@ fn received(dir: Dir, result: io::Result<usize>) -> Event {
 
 /// One blocking receive; 0 means end of stream. A splice receive has its pipe.
 fn receive(
-    queue: &mut Queue,
+    queue: &mut Staged,
     source: BorrowedFd<'_>,
     via: Via,
     shared: &Shared,
 ) -> io::Result<usize> {
-    match via {
-        Via::Copy => {
-            if queue.buf.is_empty() {
-                queue.buf = vec![0; shared.buffer_size];
-                shared.buffers_in_use.fetch_add(1, Ordering::Relaxed);
-            }
-            if queue.head == queue.tail {
-                (queue.head, queue.tail) = (0, 0);
-            } else if queue.tail == queue.buf.len() {
-                queue.buf.copy_within(queue.head..queue.tail, 0);
-                (queue.head, queue.tail) = (0, queue.tail - queue.head);
-            }
-            if queue.tail == queue.buf.len() {
-                // Sends are taken before receives, so a full buffer cannot be asked for more.
-                return Err(io::Error::other("receive into a full buffer"));
-            }
-            loop {
-                match (op::Recv {
-                    socket: source,
-                    buf: &mut queue.buf[queue.tail..],
-                })
-                .run()
-                {
-                    Ok(n) => {
-                        queue.tail += n;
-                        return Ok(n);
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(err),
+    let new_buf = || {
+        shared.buffers_in_use.fetch_add(1, Ordering::Relaxed);
+        vec![0; shared.buffer_size].into_boxed_slice()
+    };
+    loop {
+        let received = match via {
+            Via::Copy => queue.recv_copy(source, new_buf)?,
+            Via::Splice => {
+                let room = queue.pipe.as_ref().map_or(0, |p| p.capacity()) > queue.in_pipe;
+                if !room {
+                    return Err(io::Error::other("splice into a full pipe"));
                 }
-            }
-        }
-        Via::Splice => {
-            let Some(pipe) = &queue.pipe else {
-                return Err(io::Error::other("no pipe"));
-            };
-            let room = pipe.capacity().saturating_sub(queue.in_pipe);
-            let len = u32::try_from(room).unwrap_or(u32::MAX);
-            if len == 0 {
-                return Err(io::Error::other("splice into a full pipe"));
-            }
-            loop {
                 // Splice never blocks (SPLICE_F_NONBLOCK): wait for the socket with poll.
                 // A shutdown of the socket on close wakes it.
                 wait_for(source, PollFlags::IN | PollFlags::RDHUP, None)?;
-                match (op::Splice {
-                    from: source,
-                    to: pipe.write_end(),
-                    len,
-                })
-                .run()
-                {
-                    Ok(n) if n > 0 => {
-                        queue.in_pipe += n;
-                        return Ok(n);
-                    }
-                    // 0 is end of stream, or splice stopping at TCP urgent data with normal
-                    // bytes behind it (and readable-but-EAGAIN is the same stop): a peek tells,
-                    // and one copying receive moves past the mark.
-                    Ok(_) | Err(_) if crate::sys::peek(source)? == Peek::Eof => return Ok(0),
-                    Ok(_) if queue.in_pipe > 0 => {
-                        return Err(io::Error::other("urgent data behind a non-empty pipe"));
-                    }
-                    Ok(_) => {
-                        if let Some(n) = moved_past_urgent(source, pipe)? {
-                            queue.in_pipe += n;
-                            return Ok(n);
-                        }
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        if queue.in_pipe == 0
-                            && crate::sys::peek(source)? == Peek::Data
-                            && let Some(n) = moved_past_urgent(source, pipe)?
-                        {
-                            queue.in_pipe += n;
-                            return Ok(n);
-                        }
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                    Err(err) => return Err(err),
-                }
+                queue.recv_splice(source)?
             }
+        };
+        match received {
+            Received::Bytes(n) => return Ok(n),
+            Received::Eof => return Ok(0),
+            // Sends are taken before receives, so a full buffer cannot be asked for more.
+            Received::Full if via == Via::Copy => {
+                return Err(io::Error::other("receive into a full buffer"));
+            }
+            Received::UrgentBehindPipe => {
+                return Err(io::Error::other("urgent data behind a non-empty pipe"));
+            }
+            // Readable yet nothing taken (or the pipe out of slots): wait again.
+            Received::WouldBlock | Received::Full => {}
         }
-    }
-}
-
-/// One copying receive into the empty pipe, past urgent data; `None` if nothing was there.
-fn moved_past_urgent(source: BorrowedFd<'_>, pipe: &Pipe) -> io::Result<Option<usize>> {
-    match crate::sys::pipe::recv_into_pipe(source, pipe) {
-        Ok(n) => Ok(Some(n)),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
-        Err(err) => Err(err),
     }
 }
 
 /// One blocking send of the queued bytes (possibly partial); `Ok(0)` if the connection closed
 /// while the sink was full.
 fn send(
-    queue: &mut Queue,
+    queue: &mut Staged,
     sink: BorrowedFd<'_>,
     via: Via,
     queued: u64,
     handle: &ConnHandle,
 ) -> io::Result<usize> {
-    let want = usize::try_from(queued).unwrap_or(usize::MAX);
     loop {
-        let attempt = match via {
-            Via::Copy => {
-                let len = want.min(queue.tail - queue.head);
-                if len == 0 {
-                    return Err(io::Error::other("send with nothing queued"));
-                }
-                (op::Send {
-                    socket: sink,
-                    buf: &queue.buf[queue.head..queue.head + len],
-                })
-                .run()
-            }
-            Via::Splice => {
-                let Some(pipe) = &queue.pipe else {
-                    return Err(io::Error::other("splice send without a pipe"));
-                };
-                let len = u32::try_from(want.min(queue.in_pipe)).unwrap_or(u32::MAX);
-                if len == 0 {
-                    return Err(io::Error::other("splice send with an empty pipe"));
-                }
-                (op::Splice {
-                    from: pipe.read_end(),
-                    to: sink,
-                    len,
-                })
-                .run()
-            }
-        };
-        match attempt {
-            Ok(n) => {
-                match via {
-                    Via::Copy => queue.head += n,
-                    Via::Splice => queue.in_pipe -= n.min(queue.in_pipe),
-                }
-                return Ok(n);
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+        match queue.send(via, sink, queued) {
             // SO_SNDTIMEO ran out (copy), or the socket is full (splice): look at the mailbox.
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                 if handle.closed() {
@@ -497,7 +388,7 @@ fn send(
                     wait_for(sink, PollFlags::OUT, Some(SEND_WAKE))?;
                 }
             }
-            Err(err) => return Err(err),
+            other => return other,
         }
     }
 }

@@ -10,7 +10,6 @@
 
 use std::io;
 
-use crate::sys::Peek;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -22,8 +21,8 @@ use super::{TAG_BACKEND, TAG_CLIENT};
 use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::os_failure;
+use crate::engine::staged::{Received, Staged};
 use crate::engine::{op, socket};
-use crate::sys::pipe::Pipe;
 
 /// Reads one direction may make per loop turn before it yields to other connections.
 pub const READS_PER_TURN: u32 = 16;
@@ -55,30 +54,45 @@ struct FlowIo {
     wait: Option<Wait>,
     /// A send the core asked for that waits for writability.
     send: Option<(Via, u64)>,
-    /// Copy mode: bytes `head..tail` of `buf` are queued.
-    buf: Option<Box<[u8]>>,
-    head: usize,
-    tail: usize,
-    /// Splice mode: the pipe and the bytes in it.
-    pipe: Option<Pipe>,
-    in_pipe: usize,
+    /// The bytes received and not yet sent (a buffer for copy, a pipe for splice).
+    staged: Staged,
     /// Read budget bookkeeping.
     turn: u64,
     reads: u32,
 }
 
 impl FlowIo {
+    /// Book one receive attempt: `Some(bytes)` to report (0 at end of stream), or `None`
+    /// with `wait` saying what the parked receive waits for.
+    fn received(&mut self, received: Received, res: &mut Resources) -> Option<usize> {
+        res.stats.reads += 1;
+        self.reads += 1;
+        match received {
+            Received::Bytes(n) => Some(n),
+            Received::Eof => Some(0),
+            Received::WouldBlock => {
+                res.stats.reads_eagain += 1;
+                self.wait = Some(Wait::Socket);
+                None
+            }
+            Received::Full | Received::UrgentBehindPipe => {
+                self.wait = Some(Wait::Space);
+                None
+            }
+        }
+    }
+
     /// Hand back a buffer or pipe that holds nothing: idle connections hold neither.
     fn settle(&mut self, res: &mut Resources) {
-        if self.head == self.tail {
-            self.head = 0;
-            self.tail = 0;
-            if let Some(buf) = self.buf.take() {
+        let staged = &mut self.staged;
+        if staged.copy_empty() {
+            (staged.head, staged.tail) = (0, 0);
+            if let Some(buf) = staged.buf.take() {
                 res.buffers.put(buf);
             }
         }
-        if self.in_pipe == 0
-            && let Some(pipe) = self.pipe.take()
+        if staged.in_pipe == 0
+            && let Some(pipe) = staged.pipe.take()
         {
             res.pipes.put(pipe, true);
         }
@@ -245,7 +259,7 @@ impl ConnIo {
             self.try_send(write_dir, res, out);
         }
         let flow = &self.flows[read_dir.index()];
-        tracing::trace!(?side, ?flags, recv = ?flow.recv, wait = ?flow.wait, in_pipe = flow.in_pipe, "readiness");
+        tracing::trace!(?side, ?flags, recv = ?flow.recv, wait = ?flow.wait, in_pipe = flow.staged.in_pipe, "readiness");
         // Any event on the socket retries a receive that waits for it, not only EPOLLIN: after
         // a stop (SIGSTOP, or a long deschedule) bytes can arrive without a readable edge being
         // reported (seen: a writable-only event, with the bytes there for the next read). A
@@ -294,9 +308,9 @@ impl ConnIo {
             }
             return;
         }
-        if via == Via::Splice && flow.pipe.is_none() {
+        if via == Via::Splice && flow.staged.pipe.is_none() {
             match res.pipes.get() {
-                Ok(pipe) => flow.pipe = Some(pipe),
+                Ok(pipe) => flow.staged.pipe = Some(pipe),
                 Err(why) => {
                     // No pipe (the worker's limit, or the kernel's): this direction copies
                     // from now on. Pipes are handed back whenever empty, so this can happen
@@ -311,10 +325,11 @@ impl ConnIo {
                 }
             }
         }
-        let result = match via {
-            Via::Copy => recv_copy(flow, sock, res),
-            Via::Splice => recv_splice(flow, sock, res),
+        let received = match via {
+            Via::Copy => flow.staged.recv_copy(sock, || res.buffers.get()),
+            Via::Splice => flow.staged.recv_splice(sock),
         };
+        let result = received.map(|r| flow.received(r, res));
         match result {
             Ok(Some(0)) => {
                 flow.recv = None;
@@ -377,50 +392,8 @@ impl ConnIo {
             });
             return;
         };
-        let result = loop {
-            res.stats.writes += 1;
-            let attempt = match via {
-                Via::Copy => {
-                    let pending = flow
-                        .buf
-                        .as_deref()
-                        .map_or(&[][..], |b| &b[flow.head..flow.tail]);
-                    let len = pending
-                        .len()
-                        .min(usize::try_from(queued).unwrap_or(usize::MAX));
-                    if len == 0 {
-                        break Err(io::Error::other("send with nothing queued"));
-                    }
-                    (op::Send {
-                        socket: sock,
-                        buf: &pending[..len],
-                    })
-                    .run()
-                }
-                Via::Splice => {
-                    let Some(pipe) = &flow.pipe else {
-                        break Err(io::Error::other("splice send without a pipe"));
-                    };
-                    let len = flow
-                        .in_pipe
-                        .min(usize::try_from(queued).unwrap_or(usize::MAX));
-                    let len = u32::try_from(len).unwrap_or(u32::MAX);
-                    if len == 0 {
-                        break Err(io::Error::other("splice send with an empty pipe"));
-                    }
-                    (op::Splice {
-                        from: pipe.read_end(),
-                        to: sock,
-                        len,
-                    })
-                    .run()
-                }
-            };
-            match attempt {
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
+        res.stats.writes += 1;
+        let result = flow.staged.send(via, sock, queued);
         match result {
             Ok(0) => {
                 flow.send = None;
@@ -431,10 +404,6 @@ impl ConnIo {
             }
             Ok(n) => {
                 flow.send = None;
-                match via {
-                    Via::Copy => flow.head += n,
-                    Via::Splice => flow.in_pipe -= n.min(flow.in_pipe),
-                }
                 out.push(Event::Sent {
                     dir,
                     bytes: n as u64,
@@ -497,145 +466,12 @@ impl ConnIo {
         let _ = epoll::delete(&res.epoll, &self.client);
         self.drop_backend(res);
         for flow in &mut self.flows {
-            if let Some(pipe) = flow.pipe.take() {
-                res.pipes.put(pipe, flow.in_pipe == 0);
+            if let Some(pipe) = flow.staged.pipe.take() {
+                res.pipes.put(pipe, flow.staged.in_pipe == 0);
             }
-            if let Some(buf) = flow.buf.take() {
+            if let Some(buf) = flow.staged.buf.take() {
                 res.buffers.put(buf);
             }
-        }
-    }
-}
-
-/// One `recv(2)` into the free end of the direction's buffer. `Ok(None)`: parked.
-fn recv_copy(
-    flow: &mut FlowIo,
-    sock: BorrowedFd<'_>,
-    res: &mut Resources,
-) -> io::Result<Option<usize>> {
-    let buf = flow.buf.get_or_insert_with(|| res.buffers.get());
-    if flow.tail == buf.len() {
-        if flow.head == 0 {
-            // Full of bytes still to send: the send that drains it retries this receive.
-            flow.wait = Some(Wait::Space);
-            return Ok(None);
-        }
-        buf.copy_within(flow.head..flow.tail, 0);
-        flow.tail -= flow.head;
-        flow.head = 0;
-    }
-    loop {
-        res.stats.reads += 1;
-        flow.reads += 1;
-        match (op::Recv {
-            socket: sock,
-            buf: &mut buf[flow.tail..],
-        })
-        .run()
-        {
-            Ok(n) => {
-                flow.tail += n;
-                return Ok(Some(n));
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if is_would_block(&err) => {
-                res.stats.reads_eagain += 1;
-                flow.wait = Some(Wait::Socket);
-                return Ok(None);
-            }
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-/// Move past urgent data with one copying receive into the (empty) pipe. `Ok(None)`: nothing
-/// there after all.
-fn past_urgent(sock: BorrowedFd<'_>, pipe: &crate::sys::pipe::Pipe) -> io::Result<Option<usize>> {
-    match crate::sys::pipe::recv_into_pipe(sock, pipe) {
-        Ok(n) => Ok(Some(n)),
-        Err(err) if is_would_block(&err) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// Book the result of [`past_urgent`] on the flow.
-fn book_past_urgent(flow: &mut FlowIo, moved: Option<usize>) -> Option<usize> {
-    match moved {
-        Some(n) => flow.in_pipe += n,
-        None => flow.wait = Some(Wait::Socket),
-    }
-    moved
-}
-
-/// One `splice(2)` from the socket into the direction's pipe. `Ok(None)`: parked.
-fn recv_splice(
-    flow: &mut FlowIo,
-    sock: BorrowedFd<'_>,
-    res: &mut Resources,
-) -> io::Result<Option<usize>> {
-    // `try_recv` got the pipe.
-    let Some(pipe) = &flow.pipe else {
-        return Err(io::Error::other("no pipe"));
-    };
-    let room = pipe.capacity().saturating_sub(flow.in_pipe);
-    if room == 0 {
-        flow.wait = Some(Wait::Space);
-        return Ok(None);
-    }
-    loop {
-        res.stats.reads += 1;
-        flow.reads += 1;
-        let len = u32::try_from(room).unwrap_or(u32::MAX);
-        match (op::Splice {
-            from: sock,
-            to: pipe.write_end(),
-            len,
-        })
-        .run()
-        {
-            Ok(0) => {
-                // Splice also answers 0 (or EAGAIN, below) when it stops at TCP urgent data
-                // with normal bytes behind it: only a peek tells the real end of stream.
-                return match crate::sys::peek(sock)? {
-                    Peek::Eof => Ok(Some(0)),
-                    Peek::Data | Peek::Empty if flow.in_pipe == 0 => {
-                        let moved = past_urgent(sock, pipe)?;
-                        Ok(book_past_urgent(flow, moved))
-                    }
-                    Peek::Data | Peek::Empty => {
-                        flow.wait = Some(Wait::Space);
-                        Ok(None)
-                    }
-                };
-            }
-            Ok(n) => {
-                flow.in_pipe += n;
-                return Ok(Some(n));
-            }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) if is_would_block(&err) && flow.in_pipe == 0 => {
-                res.stats.reads_eagain += 1;
-                // Edge-triggered: if bytes wait behind urgent data, no new edge will come.
-                if crate::sys::peek(sock)? == Peek::Data {
-                    let moved = past_urgent(sock, pipe)?;
-                    return Ok(book_past_urgent(flow, moved));
-                }
-                flow.wait = Some(Wait::Socket);
-                return Ok(None);
-            }
-            Err(err) if is_would_block(&err) => {
-                res.stats.reads_eagain += 1;
-                // EAGAIN from splice is ambiguous: the socket may be empty, or the pipe may be
-                // out of slots (pages, not bytes). With bytes in the pipe, wait for the send that
-                // drains it rather than for readiness, which may never come again.
-                flow.wait = Some(if flow.in_pipe > 0 {
-                    Wait::Space
-                } else {
-                    Wait::Socket
-                });
-                return Ok(None);
-            }
-            Err(err) => return Err(err),
         }
     }
 }

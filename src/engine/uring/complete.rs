@@ -14,7 +14,7 @@ use super::worker::Worker;
 use crate::core::conn::{Dir, Event, Failure, Side};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op;
-use crate::sys::Peek;
+use crate::engine::staged::{SpliceZero, after_zero_splice};
 
 /// Spurious readiness reports tolerated before splice mode falls back to one plain receive.
 const SPURIOUS_WAKEUPS_BEFORE_RECV: u8 = 2;
@@ -432,20 +432,18 @@ impl Worker {
         };
         let flow = io.flow(dir);
         match -result {
-            0 => match peek {
-                // A real end of stream.
-                Ok(Peek::Eof) => {
+            0 => match peek.map(|peek| after_zero_splice(peek, pipe_has_bytes)) {
+                Ok(SpliceZero::Eof) => {
                     self.shard.handle_event(now, key, Event::Eof { dir });
                 }
-                // Not the end: TCP splice also returns 0 when it stops at urgent data. A plain
-                // receive moves past the mark (into the pipe, which is empty: the splice just
-                // moved nothing, and pipe_bytes counts what is still in it).
-                Ok(Peek::Data | Peek::Empty) if !pipe_has_bytes => {
+                // A plain receive moves past the urgent mark (into the pipe, which is empty:
+                // the splice just moved nothing, and pipe_bytes counts what is still in it).
+                Ok(SpliceZero::Urgent) => {
                     self.counters.spurious_wakeups += 1;
                     let result = receive_into_pipe(io, dir);
                     self.spliced_in(now, key, dir, result);
                 }
-                Ok(Peek::Data | Peek::Empty) => {
+                Ok(SpliceZero::UrgentBehindPipe) => {
                     flow.parked = Some(Parked::PipeFull);
                     self.counters.parked_pipe_full += 1;
                 }
