@@ -6,10 +6,15 @@
 //! its listeners and its shard its own way) and calls [`apply_inbox`] once per loop turn, after
 //! its wait and before it handles what the wait returned; it wakes from the wait when the
 //! inbox's eventfd becomes readable (see [`crate::engine::inbox`]).
+//!
+//! The shutdown drain is here too ([`Drain`]): one state machine for when to stop accepting,
+//! when the grace period is over and when a worker is done.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::inbox::{Inbox, Message, WorkerReport};
+use super::signal::Shutdown;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
@@ -77,5 +82,133 @@ pub fn log_accepting(worker: usize, listener: usize, on: bool) {
             listener,
             "listener disabled: clients wait in the backlog"
         );
+    }
+}
+
+/// What a worker does at a loop turn, as far as stopping goes (see [`Drain::step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No stop requested: serve as usual.
+    Serve,
+    /// A stop was requested just now: stop accepting, then call [`Drain::step`] again.
+    StartDraining,
+    /// Draining: open connections go on; no new clients.
+    Draining,
+    /// The grace period is over (or a second stop signal came) with connections open:
+    /// abort them now. Returned once.
+    Abort,
+    /// Nothing is left open: leave the loop.
+    Done,
+}
+
+/// The shutdown drain every engine runs: serve until a stop is requested, then let open
+/// connections finish for the grace period (cut short by a second stop signal), then abort
+/// what is left. The engine says when it has nothing left (`idle`); only it knows what that
+/// takes (connections released, operations completed, threads gone).
+#[derive(Debug)]
+pub struct Drain {
+    grace: Duration,
+    state: DrainState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DrainState {
+    Serving,
+    Draining { until: Instant },
+    Aborted { at: Instant },
+}
+
+impl Drain {
+    pub fn new(grace: Duration) -> Self {
+        Drain {
+            grace,
+            state: DrainState::Serving,
+        }
+    }
+
+    /// Once per loop turn, at `now`; `idle` when the worker holds nothing open any more.
+    pub fn step(&mut self, shutdown: &Shutdown, now: Instant, idle: bool) -> Step {
+        match self.state {
+            DrainState::Serving if !shutdown.requested() => Step::Serve,
+            DrainState::Serving => {
+                self.state = DrainState::Draining {
+                    until: now + self.grace,
+                };
+                Step::StartDraining
+            }
+            _ if idle => Step::Done,
+            DrainState::Draining { until } => {
+                // A second stop signal ends the grace period now.
+                let until = shutdown.drain_until(until, now);
+                if now >= until {
+                    self.state = DrainState::Aborted { at: now };
+                    Step::Abort
+                } else {
+                    self.state = DrainState::Draining { until };
+                    Step::Draining
+                }
+            }
+            DrainState::Aborted { .. } => Step::Draining,
+        }
+    }
+
+    /// When the grace period ends, while draining (to bound the engine's waits).
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            DrainState::Draining { until } => Some(until),
+            DrainState::Serving | DrainState::Aborted { .. } => None,
+        }
+    }
+
+    /// Whether connections were aborted at least `after` ago and the worker is still not idle:
+    /// something never completed, and the engine should stop anyway rather than hang.
+    pub fn overdue(&self, now: Instant, after: Duration) -> bool {
+        matches!(self.state, DrainState::Aborted { at } if now >= at + after)
+    }
+
+    /// Whether a stop has begun.
+    pub fn stopping(&self) -> bool {
+        self.state != DrainState::Serving
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_serves_drains_aborts_once_and_ends_when_idle() {
+        let shutdown = Shutdown::default();
+        let grace = Duration::from_secs(1);
+        let mut drain = Drain::new(grace);
+        let t0 = Instant::now();
+        assert_eq!(drain.step(&shutdown, t0, true), Step::Serve);
+        shutdown.request();
+        assert_eq!(drain.step(&shutdown, t0, false), Step::StartDraining);
+        assert!(drain.stopping());
+        assert_eq!(drain.deadline(), Some(t0 + grace));
+        assert_eq!(drain.step(&shutdown, t0, false), Step::Draining);
+        assert_eq!(drain.step(&shutdown, t0 + grace, false), Step::Abort);
+        assert_eq!(drain.step(&shutdown, t0 + grace, false), Step::Draining);
+        assert!(!drain.overdue(t0 + grace, grace));
+        assert!(drain.overdue(t0 + 2 * grace, grace));
+        assert_eq!(drain.step(&shutdown, t0 + grace, true), Step::Done);
+    }
+
+    #[test]
+    fn a_second_signal_cuts_the_grace_short_and_idle_ends_at_once() {
+        let shutdown = Shutdown::default();
+        let mut drain = Drain::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        shutdown.request();
+        assert_eq!(drain.step(&shutdown, t0, false), Step::StartDraining);
+        shutdown.escalate();
+        assert_eq!(drain.step(&shutdown, t0, false), Step::Abort);
+
+        let calm = Shutdown::default();
+        let mut drain = Drain::new(Duration::from_secs(30));
+        calm.request();
+        assert_eq!(drain.step(&calm, t0, true), Step::StartDraining);
+        assert_eq!(drain.step(&calm, t0, true), Step::Done);
     }
 }

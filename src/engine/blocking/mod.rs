@@ -30,7 +30,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use self::shared::Shared;
 use super::admission::Admission;
 use super::inbox::{Inbox, WorkerReport};
-use super::runtime::{self, Controlled, Usage};
+use super::runtime::{self, Controlled, Drain, Step, Usage};
 use super::signal::Shutdown;
 use super::{EngineError, plan, socket};
 use crate::config::Config;
@@ -170,7 +170,7 @@ fn wait_inbox(inbox: &Inbox, timeout: Duration) {
 /// then let connections finish for `grace`, abort the rest, and wait (bounded) for their
 /// threads to leave.
 fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration, inbox: &Inbox) {
-    let mut drain_until: Option<Instant> = None;
+    let mut drain = Drain::new(grace);
     let mut supervisor = Supervisor { shared, turns: 0 };
     let mut next_tick = Instant::now() + TICK;
     loop {
@@ -183,33 +183,32 @@ fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration, inbox: &Inbo
         }
         next_tick = now + TICK;
         shared.tick(now);
-        if shutdown.requested() && drain_until.is_none() {
-            drain_until = Some(now + grace);
+        let mut step = drain.step(shutdown, now, shared.len() == 0);
+        if step == Step::StartDraining {
+            // The acceptors see the same request and stop.
             tracing::info!(connections = shared.len(), "draining");
+            step = drain.step(shutdown, now, shared.len() == 0);
         }
-        let Some(deadline) = drain_until.as_mut() else {
-            continue;
-        };
-        if shared.len() == 0 {
-            return;
-        }
-        // A second stop signal ends the grace period now.
-        *deadline = shutdown.drain_until(*deadline, now);
-        if now >= *deadline {
-            tracing::info!(connections = shared.len(), "grace period over; aborting");
-            shared.abort_all();
-            // Threads leave once woken; one still inside a connect leaves when it times out.
-            let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
-            while shared.len() > 0 && Instant::now() < limit {
-                thread::sleep(Duration::from_millis(10));
+        match step {
+            Step::Serve | Step::StartDraining | Step::Draining => {}
+            Step::Done => return,
+            Step::Abort => {
+                tracing::info!(connections = shared.len(), "grace period over; aborting");
+                shared.abort_all();
+                // Threads leave once woken; one still inside a connect leaves when it times
+                // out.
+                let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
+                while shared.len() > 0 && Instant::now() < limit {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                if shared.len() > 0 {
+                    tracing::warn!(
+                        connections = shared.len(),
+                        "connection threads still running at exit"
+                    );
+                }
+                return;
             }
-            if shared.len() > 0 {
-                tracing::warn!(
-                    connections = shared.len(),
-                    "connection threads still running at exit"
-                );
-            }
-            return;
         }
     }
 }

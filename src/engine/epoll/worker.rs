@@ -23,6 +23,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
 use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
+use crate::engine::runtime::{Drain, Step};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
 use crate::engine::{EngineError, op};
@@ -135,36 +136,35 @@ impl Worker {
     /// Serve until shutdown has been requested and every connection has ended (or the grace
     /// period ran out). Returns the worker's I/O counters.
     pub fn run(mut self) -> Result<IoStats, EngineError> {
-        let mut drain_until: Option<Instant> = None;
+        let mut drain = Drain::new(self.grace);
         let mut now = Instant::now();
         loop {
-            if self.shutdown.requested() && drain_until.is_none() {
+            let mut step = drain.step(&self.shutdown, now, self.shard.is_empty());
+            if step == Step::StartDraining {
                 self.close_listeners();
-                drain_until = Some(now + self.grace);
                 tracing::info!(
                     worker = self.index,
                     connections = self.shard.len(),
                     "draining"
                 );
+                step = drain.step(&self.shutdown, now, self.shard.is_empty());
             }
-            if let Some(deadline) = drain_until.as_mut() {
-                if self.shard.is_empty() {
-                    break;
-                }
-                // A second stop signal ends the grace period now.
-                *deadline = self.shutdown.drain_until(*deadline, now);
-                if now >= *deadline {
+            match step {
+                Step::Done => break,
+                Step::Abort => {
                     tracing::info!(
                         worker = self.index,
                         connections = self.shard.len(),
                         "grace period over; aborting"
                     );
+                    // Closes are carried out at once: nothing is left after this.
                     self.shard.abort_all();
                     self.run_actions(now);
                     break;
                 }
+                Step::Serve | Step::StartDraining | Step::Draining => {}
             }
-            let timeout = self.wait_timeout(now, drain_until);
+            let timeout = self.wait_timeout(now, drain.deadline());
             self.wait(timeout)?;
             now = Instant::now();
             self.res.turn += 1;

@@ -22,6 +22,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
 use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
+use crate::engine::runtime::{Drain, Step};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan, socket};
@@ -208,46 +209,40 @@ impl Worker {
 
     /// Serve until `shutdown` is requested, then drain for up to `grace`.
     pub fn run(&mut self, shutdown: &Shutdown, grace: Duration) -> Result<(), EngineError> {
-        let mut stopping: Option<Instant> = None;
-        let mut aborted = false;
+        let mut drain = Drain::new(grace);
         loop {
             let now = Instant::now();
             self.turns += 1;
             self.serve_inbox();
-            if stopping.is_none() && shutdown.requested() {
-                stopping = Some(now + grace);
+            let mut step = drain.step(shutdown, now, self.idle());
+            if step == Step::StartDraining {
                 self.stopping = true;
                 self.stop_accepting();
                 tracing::info!(worker = self.index, open = self.shard.len(), "draining");
+                step = drain.step(shutdown, now, self.idle());
             }
-            if let Some(deadline) = stopping.as_mut() {
-                // A second stop signal ends the grace period now.
-                *deadline = shutdown.drain_until(*deadline, now);
-                let deadline = *deadline;
-                if now >= deadline + grace.max(HARD_STOP_MIN) {
-                    // Something never completed (a kernel that ignores a cancel, say): stop
-                    // anyway rather than hang; the caller keeps the buffers mapped.
-                    tracing::error!(
-                        worker = self.index,
-                        open = self.shard.len(),
-                        internal = self.internal_in_flight,
-                        "operations still in flight long after the grace period; exiting"
-                    );
-                    return Err(EngineError::Worker {
-                        worker: self.index,
-                        message: "shutdown did not complete".into(),
-                    });
-                }
-                if now >= deadline && !aborted && !self.shard.is_empty() {
+            match step {
+                Step::Serve => self.steer_accepts(now),
+                Step::Done => break,
+                Step::Abort if !self.shard.is_empty() => {
                     tracing::info!(worker = self.index, open = self.shard.len(), "grace over");
                     self.shard.abort_all();
-                    aborted = true;
                 }
-                if self.shard.is_empty() && self.internal_in_flight == 0 {
-                    break;
-                }
-            } else {
-                self.steer_accepts(now);
+                Step::Abort | Step::StartDraining | Step::Draining => {}
+            }
+            if drain.overdue(now, grace.max(HARD_STOP_MIN)) {
+                // Something never completed (a kernel that ignores a cancel, say): stop
+                // anyway rather than hang; the caller keeps the buffers mapped.
+                tracing::error!(
+                    worker = self.index,
+                    open = self.shard.len(),
+                    internal = self.internal_in_flight,
+                    "operations still in flight long after the grace period; exiting"
+                );
+                return Err(EngineError::Worker {
+                    worker: self.index,
+                    message: "shutdown did not complete".into(),
+                });
             }
             self.handle_timeouts(now)?;
             self.carry_out_actions(now);
@@ -288,6 +283,11 @@ impl Worker {
             "worker stopped"
         );
         Ok(())
+    }
+
+    /// Nothing open: no connection, no accept or cancel in flight.
+    fn idle(&self) -> bool {
+        self.shard.is_empty() && self.internal_in_flight == 0
     }
 
     /// Handle every completion that has arrived.
