@@ -30,7 +30,7 @@ mod rng;
 #[path = "core_sim/state.rs"]
 mod state;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +164,7 @@ fn no_backend_up_closes_every_client_at_once() {
     let keys: Vec<SlotKey> = (0..5)
         .map(|i| {
             shard
-                .accept(t0, 0, IpAddr::V4(Ipv4Addr::LOCALHOST), i)
+                .accept(t0, 0, (Ipv4Addr::LOCALHOST, 1).into(), i)
                 .expect("room")
         })
         .collect();
@@ -227,7 +227,7 @@ fn all_blackholed_gives_up_after_every_timeout() {
         let mut shard: Shard<()> = Shard::new(t0, vec![listener], vec![pool], 16, 7);
         let accepted = t0 + Duration::from_micros(offset_us);
         let key = shard
-            .accept(accepted, 0, IpAddr::V4(Ipv4Addr::LOCALHOST), ())
+            .accept(accepted, 0, (Ipv4Addr::LOCALHOST, 1).into(), ())
             .expect("room");
         let mut now = accepted;
         let mut tried = Vec::new();

@@ -16,7 +16,7 @@
 //! After an `Action::Close`, the engine finishes the connection's outstanding operations and then
 //! calls [`Shard::release`], which frees the slot and hands back the `Io` payload.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,11 @@ pub use super::stats::{BackendCounters, ListenerCounters, ResetCounts, ShardStat
 use super::timer::TimerWheel;
 use crate::core::backend::BackendId;
 use counters::Counters;
+pub use record::Finished;
+use record::Trail;
 
 mod counters;
+mod record;
 
 /// Engines check timers at least every 100 ms. A longer gap between two checks means the
 /// worker did not run (stopped by SIGSTOP, descheduled on an overloaded machine, a VM paused).
@@ -71,6 +74,7 @@ struct Entry<Io> {
     /// The deadline registered in the wheel, if any.
     timer: Option<Instant>,
     in_ready: bool,
+    trail: Trail,
     io: Io,
 }
 
@@ -86,6 +90,8 @@ pub struct Shard<Io> {
     max_connections: usize,
     stats: ShardStats,
     counters: Counters,
+    /// Finished connections not taken yet, when records are kept (`None`: not kept).
+    records: Option<Vec<Finished>>,
     /// Whether a stall holds timers (engines on real time: yes; virtual-clock drivers that
     /// jump to the next deadline: no).
     guard_stalls: bool,
@@ -124,6 +130,7 @@ impl<Io> Shard<Io> {
             .collect();
         Shard {
             counters,
+            records: None,
             listeners,
             balancers,
             conns: Slab::new(),
@@ -141,12 +148,30 @@ impl<Io> Shard<Io> {
     /// Whether picks for `listener`'s clients depend on the client's address (its pool hashes
     /// the source): engines look the address up (`getpeername`) only then.
     pub fn needs_peer(&self, listener: usize) -> bool {
-        self.listeners
-            .get(listener)
-            .and_then(|policy| self.balancers.get(policy.pool))
-            .is_some_and(|b| {
-                b.snapshot().algorithm() == crate::core::balance::Algorithm::SourceHash
-            })
+        self.records.is_some()
+            || self
+                .listeners
+                .get(listener)
+                .and_then(|policy| self.balancers.get(policy.pool))
+                .is_some_and(|b| {
+                    b.snapshot().algorithm() == crate::core::balance::Algorithm::SourceHash
+                })
+    }
+
+    /// Keep a [`Finished`] record of every connection (for the access log), to be taken with
+    /// [`Self::take_records`] each loop turn. Engines then look up every client's address
+    /// ([`Self::needs_peer`]).
+    pub fn keep_records(mut self) -> Self {
+        self.records = Some(Vec::new());
+        self
+    }
+
+    /// The records of connections closed since the last call (none unless
+    /// [`Self::keep_records`]).
+    pub fn take_records(&mut self) -> impl Iterator<Item = Finished> + '_ {
+        self.records
+            .iter_mut()
+            .flat_map(|records| records.drain(..))
     }
 
     /// Hold timers for [`RESUME_GRACE`] after the worker stalled for more than [`STALL_GAP`].
@@ -164,7 +189,7 @@ impl<Io> Shard<Io> {
         &mut self,
         now: Instant,
         listener: usize,
-        client: IpAddr,
+        client: SocketAddr,
         io: Io,
     ) -> Result<SlotKey, (Refused, Io)> {
         let Some(policy) = self.listeners.get(listener).copied() else {
@@ -179,7 +204,7 @@ impl<Io> Shard<Io> {
         let pick = self
             .balancers
             .get_mut(policy.pool)
-            .and_then(|b| b.pick(client, policy.candidates));
+            .and_then(|b| b.pick(client.ip(), policy.candidates));
         let candidates = pick.as_ref().map_or(&[][..], |p| p.candidates());
         let conn = Conn::new(now, policy.params, candidates);
         let key = self.conns.insert(Entry {
@@ -189,6 +214,7 @@ impl<Io> Shard<Io> {
             counted: None,
             timer: None,
             in_ready: true,
+            trail: Trail::new(client, now),
             io,
         });
         self.ready.push(key);
@@ -204,7 +230,15 @@ impl<Io> Shard<Io> {
             self.stats.stale_events += 1;
             return false;
         };
+        entry.trail.touched = now;
         match event {
+            Event::Connected => {
+                entry.trail.connected = Some(now);
+                if let Some((backend, started)) = entry.trail.attempt {
+                    let took = now.saturating_duration_since(started);
+                    self.counters.connected(entry.pool, backend, took);
+                }
+            }
             Event::ConnectFailed { .. } => {
                 self.stats.connect_failures += 1;
                 if let Some(backend) = entry.counted.take() {
@@ -215,8 +249,14 @@ impl<Io> Shard<Io> {
             Event::SpliceUnavailable { .. } => self.stats.copy_fallbacks += 1,
             Event::Sent { dir, bytes } => {
                 match dir {
-                    super::conn::Dir::Upstream => self.stats.bytes_upstream += bytes,
-                    super::conn::Dir::Downstream => self.stats.bytes_downstream += bytes,
+                    super::conn::Dir::Upstream => {
+                        self.stats.bytes_upstream += bytes;
+                        entry.trail.bytes_in += bytes;
+                    }
+                    super::conn::Dir::Downstream => {
+                        self.stats.bytes_downstream += bytes;
+                        entry.trail.bytes_out += bytes;
+                    }
                 }
                 if let Some(backend) = entry.counted {
                     self.counters.sent(entry.pool, backend, dir, bytes);
@@ -253,6 +293,7 @@ impl<Io> Shard<Io> {
                 continue;
             };
             entry.timer = None;
+            entry.trail.touched = now;
             entry.conn.handle_timeout(now);
             if !entry.in_ready {
                 entry.in_ready = true;
@@ -277,6 +318,7 @@ impl<Io> Shard<Io> {
                         }
                         balancer.connection_opened(backend);
                         self.counters.connect_started(entry.pool, backend);
+                        entry.trail.attempt = Some((backend, entry.trail.touched));
                     }
                     Action::Close { reason, .. } => {
                         if let Some(backend) = entry.counted.take() {
@@ -294,6 +336,14 @@ impl<Io> Shard<Io> {
                         }
                         if let Action::Close { reset: true, .. } = action {
                             self.stats.resets.count(reason);
+                        }
+                        if let Some(records) = &mut self.records {
+                            records.push(finished(
+                                entry.listener,
+                                entry.pool,
+                                &entry.trail,
+                                reason,
+                            ));
                         }
                     }
                     _ => {}
@@ -468,3 +518,19 @@ impl<Io> Shard<Io> {
 
 #[cfg(test)]
 mod tests;
+
+/// The record of a connection closing for `reason`.
+fn finished(listener: usize, pool: usize, trail: &Trail, reason: CloseReason) -> Finished {
+    Finished {
+        client: trail.client,
+        listener,
+        pool,
+        backend: trail.attempt.map(|(backend, _)| backend),
+        accepted: trail.accepted,
+        connected: trail.connected,
+        closed: trail.touched,
+        bytes_in: trail.bytes_in,
+        bytes_out: trail.bytes_out,
+        reason,
+    }
+}

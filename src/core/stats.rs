@@ -43,6 +43,48 @@ pub struct BackendCounters {
     pub bytes_in: u64,
     /// Bytes received from it (backend → client), as they are forwarded to the client.
     pub bytes_out: u64,
+    /// How long its connects took, of those that succeeded.
+    pub connect_time: ConnectTimes,
+}
+
+/// Upper bounds (µs) of the connect-time histogram's buckets; the last bucket is unbounded.
+/// From 0.5 ms (loopback, a LAN) to 5 s (far past any connect timeout worth having).
+pub const CONNECT_TIME_BOUNDS_US: [u64; 13] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000,
+];
+
+/// A histogram of connect times with fixed buckets, so that workers' histograms add up (and map
+/// onto a Prometheus histogram directly).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectTimes {
+    /// `buckets[i]`: connects that took at most `CONNECT_TIME_BOUNDS_US[i]` and more than the
+    /// bound before (not cumulative); the last entry counts the rest.
+    pub buckets: [u64; CONNECT_TIME_BOUNDS_US.len() + 1],
+    /// Sum of all connect times, µs.
+    pub sum_us: u64,
+}
+
+impl ConnectTimes {
+    /// Count one connect that took `us` microseconds.
+    pub fn record(&mut self, us: u64) {
+        let bucket = CONNECT_TIME_BOUNDS_US.partition_point(|&bound| bound < us);
+        self.buckets[bucket] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// Connects counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Add another worker's histogram.
+    pub fn add(&mut self, other: &ConnectTimes) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
 }
 
 /// What one worker counts for one listener.

@@ -10,6 +10,11 @@
 //! The shutdown drain is here too ([`Drain`]): one state machine for when to stop accepting,
 //! when the grace period is over and when a worker is done.
 
+mod records;
+
+pub use records::{Logging, Names};
+
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +75,20 @@ pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerRepor
         buffers_in_use: usage.buffers_in_use,
         pipes_in_use: usage.pipes_in_use,
     }
+}
+
+/// The address of a client just accepted, as the shard wants it: looked up (`getpeername`)
+/// only when the pick or the access log needs it ([`Shard::needs_peer`]), otherwise the
+/// unspecified address. `None`: it was needed, and the client is already gone.
+pub fn client_addr<Io>(
+    shard: &Shard<Io>,
+    listener: usize,
+    client: &socket2::Socket,
+) -> Option<SocketAddr> {
+    if !shard.needs_peer(listener) {
+        return Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    }
+    client.peer_addr().ok().and_then(|a| a.as_socket())
 }
 
 /// Log a listener's accept command once, the same way in every engine.

@@ -353,7 +353,10 @@ impl Sim {
                 continue;
             }
             let before = self.shard.len();
-            match self.shard.accept(self.now, 0, self.conns[c].plan.client, c) {
+            match self
+                .shard
+                .accept(self.now, 0, (self.conns[c].plan.client, 1).into(), c)
+            {
                 Ok(key) => {
                     assert!(
                         before < self.setup.max_connections,

@@ -1,6 +1,6 @@
 //! Checks between turns and at the end of a seed.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use ringlb::core::backend::BackendId;
@@ -125,7 +125,7 @@ impl Sim {
         assert_eq!(self.shard.poll_action(), None);
         assert!(
             self.shard
-                .accept(self.now, 1, IpAddr::V4(Ipv4Addr::LOCALHOST), usize::MAX)
+                .accept(self.now, 1, (Ipv4Addr::LOCALHOST, 1).into(), usize::MAX)
                 .is_err_and(|(why, io)| why == Refused::UnknownListener && io == usize::MAX)
         );
         self.cov.refused_full += self.refused_full;

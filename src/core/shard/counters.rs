@@ -9,6 +9,7 @@
 //! [`Shard::listener_counters`]: super::Shard::listener_counters
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::core::backend::BackendId;
 use crate::core::balance::PoolSnapshot;
@@ -65,6 +66,13 @@ impl Counters {
     pub(super) fn connect_started(&mut self, pool: usize, id: BackendId) {
         if let Some(b) = self.backend(pool, id) {
             b.connections += 1;
+        }
+    }
+
+    pub(super) fn connected(&mut self, pool: usize, id: BackendId, took: Duration) {
+        if let Some(b) = self.backend(pool, id) {
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            b.connect_time.record(us);
         }
     }
 

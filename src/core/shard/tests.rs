@@ -63,7 +63,7 @@ fn only_source_hashing_needs_the_peer_address() {
 /// An established connection whose upstream receive is armed.
 fn established(shard: &mut Shard<()>, now: Instant) -> SlotKey {
     let key = shard
-        .accept(now, 0, "127.0.0.2".parse().expect("literal"), ())
+        .accept(now, 0, "127.0.0.2:1".parse().expect("literal"), ())
         .expect("room");
     while shard.poll_action().is_some() {}
     shard.handle_event(now, key, Event::Connected);
@@ -208,19 +208,19 @@ fn backend_and_listener_counters_follow_connections_and_bytes() {
     shard.handle_event(t0, key, sent(Dir::Downstream, 7));
     let backend = shard.backend_counters(0)[0];
     assert_eq!(
-        backend,
-        BackendCounters {
-            active: 1,
-            connections: 1,
-            connect_failures: 0,
-            bytes_in: 100,
-            bytes_out: 7,
-        }
+        (
+            backend.active,
+            backend.connections,
+            backend.connect_failures
+        ),
+        (1, 1, 0)
     );
+    assert_eq!((backend.bytes_in, backend.bytes_out), (100, 7));
+    assert_eq!(backend.connect_time.count(), 1, "one connect timed");
     assert_eq!(shard.listener_counters()[0].active, 1);
     // A second client whose connect fails: counted once as a connection, once as a failure.
     let failing = shard
-        .accept(t0, 0, "127.0.0.3".parse().expect("literal"), ())
+        .accept(t0, 0, "127.0.0.3:1".parse().expect("literal"), ())
         .expect("room");
     while shard.poll_action().is_some() {}
     shard.handle_event(t0, failing, Event::ConnectFailed { timed_out: false });
@@ -287,4 +287,58 @@ fn counters_keep_their_ids_when_the_control_side_appends_a_backend() {
     let counters = shard.backend_counters(0);
     assert_eq!(counters[1].bytes_in, 5, "a's counters moved with its name");
     assert_eq!(counters[0].bytes_in, 0);
+}
+
+/// Issue 11: the access log's record of each connection, and the connect-time histogram.
+#[test]
+fn records_say_who_went_where_how_long_and_how_much() {
+    let t0 = Instant::now();
+    let mut shard = shard(t0).keep_records();
+    assert!(shard.needs_peer(0), "records want every client's address");
+    let client: SocketAddr = "127.0.0.9:4242".parse().expect("literal");
+    let key = shard.accept(t0, 0, client, ()).expect("room");
+    while shard.poll_action().is_some() {}
+    let connected = t0 + Duration::from_millis(3);
+    shard.handle_event(connected, key, Event::Connected);
+    while shard.poll_action().is_some() {}
+    shard.handle_event(
+        connected,
+        key,
+        Event::Sent {
+            dir: Dir::Upstream,
+            bytes: 11,
+        },
+    );
+    shard.handle_event(
+        connected,
+        key,
+        Event::Sent {
+            dir: Dir::Downstream,
+            bytes: 22,
+        },
+    );
+    let failed = t0 + Duration::from_millis(50);
+    shard.handle_event(
+        failed,
+        key,
+        Event::Failed {
+            side: crate::core::conn::Side::Client,
+            failure: crate::core::conn::Failure::Os(104),
+        },
+    );
+    assert!(closed(&mut shard).is_some());
+    let records: Vec<Finished> = shard.take_records().collect();
+    assert_eq!(records.len(), 1);
+    let r = records[0];
+    assert_eq!((r.client, r.listener, r.pool), (client, 0, 0));
+    assert_eq!(r.backend, Some(BackendId(0)));
+    assert_eq!(r.connect_time(), Some(Duration::from_millis(3)));
+    assert_eq!(r.total(), Duration::from_millis(50));
+    assert_eq!((r.bytes_in, r.bytes_out), (11, 22));
+    assert!(matches!(r.reason, CloseReason::ClientFailed(_)));
+    assert_eq!(shard.take_records().count(), 0, "taken once");
+    let times = shard.backend_counters(0)[0].connect_time;
+    // 3 ms: above the 2.5 ms bound, within 5 ms.
+    assert_eq!(times.buckets[3], 1, "{times:?}");
+    assert_eq!(times.sum_us, 3_000);
 }

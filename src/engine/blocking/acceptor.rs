@@ -1,7 +1,7 @@
 //! One acceptor thread per listener: blocking `accept`, one connection thread per client.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,10 +82,9 @@ fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
     client.set_read_timeout(None)?;
     client.set_write_timeout(Some(SEND_WAKE))?;
     // A client that is already gone has no address.
-    let ip: IpAddr = client
+    let ip: SocketAddr = client
         .peer_addr()?
         .as_socket()
-        .map(|a| a.ip())
         .ok_or_else(|| io::Error::other("client address is not IP"))?;
     let handle = Arc::new(ConnHandle::new(client));
     let key = shared

@@ -9,7 +9,7 @@
 //! Lock order: the shard lock, then a connection's mailbox or backend lock. Threads never take
 //! the shard lock while holding either.
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -136,7 +136,7 @@ impl Shared {
     pub fn accept(
         &self,
         listener: usize,
-        client: IpAddr,
+        client: SocketAddr,
         handle: Arc<ConnHandle>,
     ) -> Result<SlotKey, Refused> {
         let now = Instant::now();

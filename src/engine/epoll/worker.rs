@@ -6,7 +6,6 @@
 //! fire due timers, then carry out every action the shard hands out.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
 use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
-use crate::engine::runtime::{Drain, Step};
+use crate::engine::runtime::{self, Drain, Step};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
 use crate::engine::{EngineError, op};
@@ -371,17 +370,11 @@ impl Worker {
     /// Register a client whose slot in the process is already taken (and given back here if
     /// the client goes no further).
     fn admit(&mut self, listener: usize, client: Socket, now: Instant) {
-        // TCP_NODELAY comes from the listener (see `socket::listener`). The client's address
-        // matters only to source hashing: skip the getpeername call otherwise.
-        let ip = if self.shard.needs_peer(listener) {
-            // A client that is already gone has no address; drop it.
-            let Some(ip) = client.peer_addr().ok().and_then(|a| a.as_socket()) else {
-                self.admission.release();
-                return;
-            };
-            ip.ip()
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        // TCP_NODELAY comes from the listener (see `socket::listener`). A client that is
+        // already gone has no address; drop it.
+        let Some(ip) = runtime::client_addr(&self.shard, listener, &client) else {
+            self.admission.release();
+            return;
         };
         match self.shard.accept(now, listener, ip, ConnIo::new(client)) {
             Ok(key) => {

@@ -2,7 +2,6 @@
 //! the worker have room, cancelled when either is full so that clients wait in the kernel's
 //! listen backlog (see `engine::admission`).
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use super::worker::Worker;
 use crate::core::slot::UserData;
 use crate::engine::admission::{Admitted, MULTISHOT_ACCEPT_MIN_ROOM};
 use crate::engine::op::{Accept, fixed};
-use crate::engine::socket;
+use crate::engine::{runtime, socket};
 
 /// After EMFILE and similar, accepting on a listener pauses this long.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -211,18 +210,11 @@ impl Worker {
             tracing::debug!(worker = self.index, "client closed: the process is full");
             return;
         }
-        let peer = if self.shard.needs_peer(index) {
-            client
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map(|a| a.ip())
-        } else {
-            None
+        let Some(peer) = runtime::client_addr(&self.shard, index, &client) else {
+            // Gone already: nothing to forward.
+            self.admission.release();
+            return;
         };
-        // Without source hashing the client address does not affect the pick: skip the
-        // getpeername call.
-        let peer = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         // TCP_NODELAY comes from the listener (see `socket::listener`).
         if let Err((refused, _io)) = self.shard.accept(now, index, peer, ConnIo::new(client)) {
             self.admission.release();

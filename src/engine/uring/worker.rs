@@ -379,7 +379,7 @@ mod tests {
         let now = Instant::now();
         let key = worker
             .shard
-            .accept(now, 0, peer.ip(), ConnIo::new(Socket::from(accepted)))
+            .accept(now, 0, peer, ConnIo::new(Socket::from(accepted)))
             .expect("room for a connection");
         // The connect chain is refused: the connection fails locally, and with nothing in
         // flight it is released at once.
