@@ -163,6 +163,10 @@ pub struct OverrideArgs {
     /// [default: 4096].
     #[arg(long, value_name = "N")]
     pub ring_entries: Option<i64>,
+    /// The admin API's Unix socket (`ringlb ctl`, /metrics, /health); "" turns it off
+    /// [default: /run/ringlb/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<String>,
 }
 
 impl OverrideArgs {
@@ -198,6 +202,7 @@ impl OverrideArgs {
             worker_max_connections: self.worker_max_connections,
             max_pipes: self.max_pipes,
             ring_entries: self.ring_entries,
+            admin_socket: self.admin_socket.clone(),
         }
     }
 }
