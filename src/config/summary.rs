@@ -27,7 +27,7 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn algorithm_name(algorithm: Algorithm) -> &'static str {
+pub(crate) fn algorithm_name(algorithm: Algorithm) -> &'static str {
     match algorithm {
         Algorithm::RoundRobin => "round-robin",
         Algorithm::LeastConnections => "least-connections",

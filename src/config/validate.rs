@@ -13,6 +13,7 @@ use super::defaults::*;
 use super::error::{ConfigError, Source};
 use super::fd_budget::{ConnectionLimit, FdLimit, Shape, connection_limit};
 use super::limits::*;
+use super::quick::BackendSpec;
 use super::raw::*;
 use super::{
     Admin, AdminSocket, Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers,
@@ -216,24 +217,10 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
         let mut backend_names = Seen::new(src);
         let mut backends = Vec::with_capacity(p.backends.len());
         for (j, b) in p.backends.iter().enumerate() {
-            let b = b.get_ref();
             let at = |leaf: &str| format!("pool[{i}].backend[{j}].{leaf}");
-            let addr = socket_addr(&b.address, &at("address"), "for a backend", src)?;
-            let weight = int(
-                b.weight.as_ref(),
-                1u32,
-                1,
-                MAX_WEIGHT.into(),
-                &at("weight"),
-                src,
-            )?;
-            let (name, name_span) = match &b.name {
-                Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
-                // The canonical text, so two spellings of one address get one identity.
-                None => (addr.to_string(), b.address.span()),
-            };
-            backend_names.insert(name.clone(), name_span, &at("name"), "backend name")?;
-            backends.push(BackendInfo { name, addr, weight });
+            let (backend, name_span) = backend(b.get_ref(), &at, src)?;
+            backend_names.insert(backend.name.clone(), name_span, &at("name"), "backend name")?;
+            backends.push(backend);
         }
         pools.push(Pool {
             name,
@@ -246,6 +233,50 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
         });
     }
     Ok(pools)
+}
+
+/// One backend, and the span of its name (or of its address, which names it by default).
+fn backend(
+    b: &RawBackend,
+    at: &dyn Fn(&str) -> String,
+    src: &Source<'_>,
+) -> Result<(BackendInfo, Range<usize>)> {
+    let addr = socket_addr(&b.address, &at("address"), "for a backend", src)?;
+    let weight = int(
+        b.weight.as_ref(),
+        1u32,
+        1,
+        MAX_WEIGHT.into(),
+        &at("weight"),
+        src,
+    )?;
+    let (name, name_span) = match &b.name {
+        Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
+        // The canonical text, so two spellings of one address get one identity.
+        None => (addr.to_string(), b.address.span()),
+    };
+    Ok((BackendInfo { name, addr, weight }, name_span))
+}
+
+/// A backend added while running (the admin API's `add POOL SPEC`): `spec` is a `--backend`
+/// value, checked exactly as the quick form checks one. Uniqueness within the pool is the
+/// caller's to check. The error is the reason alone, such as `weight: must be between …`.
+pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo, String> {
+    let raw = RawBackend {
+        address: from_cli(spec.address.clone()),
+        weight: spec.weight.map(from_cli),
+        name: spec.name.clone().map(from_cli),
+    };
+    let src = Source {
+        origin: "backend spec",
+        text: "",
+    };
+    backend(&raw, &|leaf| leaf.to_owned(), &src)
+        .map(|(backend, _)| backend)
+        .map_err(|e| match e {
+            ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => other.to_string(),
+        })
 }
 
 fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
