@@ -16,6 +16,7 @@
 
 pub mod metrics;
 pub mod report;
+pub mod server;
 mod state;
 pub mod view;
 
