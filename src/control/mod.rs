@@ -14,6 +14,8 @@
 //!
 //! [`BackendId`]: crate::core::backend::BackendId
 
+pub mod client;
+pub mod ctl;
 pub mod metrics;
 pub mod report;
 pub mod server;

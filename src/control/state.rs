@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::backend::BackendState;
 
 /// The state an operator sets on a backend (HAProxy's `set server … state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// Takes new connections.
