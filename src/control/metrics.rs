@@ -62,12 +62,12 @@ pub fn render(show: &Show) -> String {
     );
     registry.register(
         "ringlb_backend_bytes_in",
-        "Bytes sent to the backend, of closed connections",
+        "Bytes sent to the backend",
         bytes_in,
     );
     registry.register(
         "ringlb_backend_bytes_out",
-        "Bytes received from the backend, of closed connections",
+        "Bytes received from the backend",
         bytes_out,
     );
     registry.register(

@@ -62,9 +62,9 @@ pub struct BackendView {
     pub active: u64,
     /// Connections it was picked for since the start.
     pub connections: u64,
-    /// Bytes sent to it (client → backend), of connections that have closed.
+    /// Bytes sent to it (client → backend).
     pub bytes_in: u64,
-    /// Bytes received from it, of connections that have closed.
+    /// Bytes received from it (backend → client).
     pub bytes_out: u64,
     pub connect_failures: u64,
     pub last_change: LastChange,
