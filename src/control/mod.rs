@@ -14,6 +14,8 @@
 //!
 //! [`BackendId`]: crate::core::backend::BackendId
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod ctl;
 pub mod metrics;

@@ -15,25 +15,26 @@
 //! The socket is created with mode 0600 and removed when the server stops. On TCP, when a
 //! token is configured, requests must carry `Authorization: Bearer TOKEN`.
 
-use std::io::{self, Cursor, Read as _};
+mod routes;
+mod socket;
+
+use std::io::{self, Read as _};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Request, Server};
 
 use super::report::REPORT_TIMEOUT;
-use super::view::Show;
-use super::{AdminState, Control, ControlError, Reports, metrics};
-use crate::config::{Admin, AdminSocket};
+use super::{Control, Reports};
+use crate::config::Admin;
 use crate::engine::signal::Shutdown;
+use routes::{error_body, fail, into_response, json_reply, route};
+use socket::bind_unix;
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -204,70 +205,6 @@ pub fn start(
     })
 }
 
-/// The Unix listener for `socket`, by the rules in the module documentation.
-fn bind_unix(socket: &AdminSocket) -> Result<Option<(UnixListener, PathBuf)>, AdminError> {
-    let (path, default) = match socket {
-        AdminSocket::Off => return Ok(None),
-        AdminSocket::Default(path) => (path, true),
-        AdminSocket::Given(path) => (path, false),
-    };
-    if default {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let made = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent);
-            if let Err(e) = made {
-                tracing::warn!(
-                    "starting without the admin socket: cannot create {}: {e}",
-                    parent.display()
-                );
-                return Ok(None);
-            }
-        }
-    }
-    match bind_replacing_stale(path) {
-        Ok(listener) => Ok(Some((listener, path.clone()))),
-        Err(e) if default => {
-            tracing::warn!("starting without the admin socket: {e}");
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Bind `path` with mode 0600, replacing a socket file whose process has died.
-fn bind_replacing_stale(path: &Path) -> Result<UnixListener, AdminError> {
-    let failed = |source| AdminError::Socket {
-        path: path.to_owned(),
-        source,
-    };
-    let listener = match UnixListener::bind(path) {
-        Ok(listener) => listener,
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-            let is_socket = std::fs::symlink_metadata(path)
-                .map_err(failed)?
-                .file_type()
-                .is_socket();
-            if !is_socket {
-                return Err(AdminError::NotSocket(path.to_owned()));
-            }
-            match UnixStream::connect(path) {
-                Ok(_) => return Err(AdminError::Held(path.to_owned())),
-                Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
-                    tracing::info!(socket = %path.display(), "replacing a stale admin socket");
-                    std::fs::remove_file(path).map_err(failed)?;
-                    UnixListener::bind(path).map_err(failed)?
-                }
-                Err(_) => return Err(failed(e)),
-            }
-        }
-        Err(e) => return Err(failed(e)),
-    };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(failed)?;
-    Ok(listener)
-}
-
 fn spawn_server(
     name: &str,
     server: Server,
@@ -328,51 +265,12 @@ fn housekeeping(context: &Context, stop: &AtomicBool) {
     }
 }
 
-/// An answer: status, content type, body.
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-fn error_body(reason: &str) -> serde_json::Value {
-    serde_json::json!({ "error": reason })
-}
-
-fn json_reply(status: u16, value: &serde_json::Value) -> Response<Cursor<Vec<u8>>> {
-    into_response(Reply {
-        status,
-        content_type: "application/json",
-        body: json_bytes(value),
-    })
-}
-
-fn json_bytes(value: &impl serde::Serialize) -> Vec<u8> {
-    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-    body.push(b'\n');
-    body
-}
-
-fn into_response(reply: Reply) -> Response<Cursor<Vec<u8>>> {
-    let mut response = Response::from_data(reply.body)
-        .with_status_code(reply.status)
-        // One Content-Length, never chunked: clients read exactly the body.
-        .with_chunked_threshold(usize::MAX);
-    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes()) {
-        response.add_header(header);
-    }
-    response
-}
-
 fn handle(mut request: Request, transport: Transport, context: &Context) {
     let reply = if !authorized(&request, transport, context) {
-        Reply {
-            status: 401,
-            content_type: "application/json",
-            body: json_bytes(&error_body(
-                "missing or wrong bearer token (Authorization: Bearer TOKEN)",
-            )),
-        }
+        fail(
+            401,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        )
     } else {
         let mut body = Vec::new();
         let read = request
@@ -411,195 +309,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn fail(status: u16, reason: impl AsRef<str>) -> Reply {
-    Reply {
-        status,
-        content_type: "application/json",
-        body: json_bytes(&error_body(reason.as_ref())),
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer abd", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer ab", b"Bearer abc"));
+        assert!(!constant_time_eq(b"", b"Bearer abc"));
     }
-}
-
-fn ok(value: serde_json::Value) -> Reply {
-    Reply {
-        status: 200,
-        content_type: "application/json",
-        body: json_bytes(&value),
-    }
-}
-
-fn changed(result: Result<serde_json::Value, ControlError>) -> Reply {
-    match result {
-        Ok(value) => ok(value),
-        Err(e) => fail(e.status(), e.to_string()),
-    }
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
-    serde_json::from_slice(body).map_err(|e| fail(400, format!("bad JSON body: {e}")))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StateBody {
-    pool: String,
-    backend: String,
-    state: AdminState,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightBody {
-    pool: String,
-    backend: String,
-    weight: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddBody {
-    pool: String,
-    spec: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackendBody {
-    pool: String,
-    backend: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListenerBody {
-    listener: String,
-    enabled: bool,
-}
-
-/// The route table: a short dispatch to one handler per route.
-fn route(method: &Method, url: &str, body: &[u8], context: &Context) -> Reply {
-    let path = url.split('?').next().unwrap_or(url);
-    match (method, path) {
-        (Method::Get, "/api/show") => show(context),
-        (Method::Get, "/metrics") => scrape(context),
-        (Method::Get, "/health") => health(context),
-        (Method::Post, "/api/backends/state") => set_state(body, context),
-        (Method::Post, "/api/backends/weight") => set_weight(body, context),
-        (Method::Post, "/api/backends/add") => add(body, context),
-        (Method::Post, "/api/backends/remove") => remove(body, context),
-        (Method::Post, "/api/listeners/enabled") => set_listener(body, context),
-        (Method::Post, "/api/reload") => fail(501, "reload is not implemented yet"),
-        (
-            _,
-            "/api/show"
-            | "/metrics"
-            | "/health"
-            | "/api/backends/state"
-            | "/api/backends/weight"
-            | "/api/backends/add"
-            | "/api/backends/remove"
-            | "/api/listeners/enabled"
-            | "/api/reload",
-        ) => fail(405, format!("{method} is not allowed on {path}")),
-        _ => fail(404, format!("no such endpoint {path}")),
-    }
-}
-
-fn show(context: &Context) -> Reply {
-    let (control, reports) = context.reports();
-    let view = Show::build(&control, &reports);
-    Reply {
-        status: 200,
-        content_type: "application/json",
-        body: json_bytes(&view),
-    }
-}
-
-fn scrape(context: &Context) -> Reply {
-    let (control, reports) = context.reports();
-    let view = Show::build(&control, &reports);
-    drop(control);
-    Reply {
-        status: 200,
-        content_type: metrics::CONTENT_TYPE,
-        body: metrics::render(&view).into_bytes(),
-    }
-}
-
-fn health(context: &Context) -> Reply {
-    let accepting = context.shutdown.is_up() && !context.shutdown.requested();
-    match context.control().health(accepting) {
-        Ok(()) => ok(serde_json::json!({ "status": "ok" })),
-        Err(reason) => fail(503, reason),
-    }
-}
-
-fn set_state(body: &[u8], context: &Context) -> Reply {
-    let b: StateBody = match parse(body) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    changed(
-        context
-            .control()
-            .set_state(&b.pool, &b.backend, b.state)
-            .map(|()| serde_json::json!({ "ok": true, "state": b.state })),
-    )
-}
-
-fn set_weight(body: &[u8], context: &Context) -> Reply {
-    let b: WeightBody = match parse(body) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    let Ok(weight) = u32::try_from(b.weight) else {
-        return fail(
-            400,
-            format!("weight must be between 1 and 65535, got {}", b.weight),
-        );
-    };
-    changed(
-        context
-            .control()
-            .set_weight(&b.pool, &b.backend, weight)
-            .map(|()| serde_json::json!({ "ok": true, "weight": weight })),
-    )
-}
-
-fn add(body: &[u8], context: &Context) -> Reply {
-    let b: AddBody = match parse(body) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    changed(
-        context
-            .control()
-            .add(&b.pool, &b.spec)
-            .map(|name| serde_json::json!({ "ok": true, "backend": name })),
-    )
-}
-
-fn remove(body: &[u8], context: &Context) -> Reply {
-    let b: BackendBody = match parse(body) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    changed(
-        context
-            .control()
-            .remove(&b.pool, &b.backend)
-            .map(|()| serde_json::json!({ "ok": true, "state": "removing" })),
-    )
-}
-
-fn set_listener(body: &[u8], context: &Context) -> Reply {
-    let b: ListenerBody = match parse(body) {
-        Ok(b) => b,
-        Err(reply) => return reply,
-    };
-    changed(
-        context
-            .control()
-            .set_listener(&b.listener, b.enabled)
-            .map(|()| serde_json::json!({ "ok": true, "enabled": b.enabled })),
-    )
 }
