@@ -116,6 +116,8 @@ pub struct Control {
     pools: Vec<Pool>,
     listeners: Vec<Listener>,
     links: Vec<WorkerLink>,
+    /// Changes sent to the workers so far.
+    changes: u64,
 }
 
 impl Control {
@@ -135,6 +137,7 @@ impl Control {
                         life: Life::Serving(AdminState::Ready),
                         changed: Change::now("configured"),
                         hashed_as: b.name.clone(),
+                        removal_change: 0,
                     })
                     .collect();
                 let snapshot = PoolSnapshot::new(
@@ -164,12 +167,19 @@ impl Control {
             pools,
             listeners,
             links,
+            changes: 0,
         }
     }
 
     /// The links to the workers, in worker order.
     pub fn links(&self) -> &[WorkerLink] {
         &self.links
+    }
+
+    /// How many changes have been sent to the workers: read it with [`Self::links`] before
+    /// asking for reports ([`Reports::collect`]).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// Every pool, in configuration order.
@@ -288,6 +298,7 @@ impl Control {
             life: Life::Serving(AdminState::Ready),
             changed: Change::now("added through the admin API"),
             hashed_as: info.name.clone(),
+            removal_change: 0,
         });
         let snapshot = self.pools[p].rebuild();
         self.publish(p, snapshot);
@@ -302,6 +313,7 @@ impl Control {
             return Ok(());
         }
         self.change_life(p, b, Life::Removing, "removal asked through the admin API");
+        self.pools[p].backends[b].removal_change = self.changes;
         Ok(())
     }
 
@@ -314,8 +326,8 @@ impl Control {
     }
 
     /// Forget every removed backend that no worker has a connection to, by `reports` (which
-    /// must hold every worker's answer, or nothing is forgotten). Returns `(pool, backend)`
-    /// of each one forgotten.
+    /// must hold every worker's answer, asked for after the removal, or nothing is
+    /// forgotten). Returns `(pool, backend)` of each one forgotten.
     pub fn forget_drained(&mut self, reports: &Reports) -> Vec<(String, String)> {
         if !reports.complete() {
             return Vec::new();
@@ -324,7 +336,10 @@ impl Control {
         for p in 0..self.pools.len() {
             for b in 0..self.pools[p].backends.len() {
                 let entry = &self.pools[p].backends[b];
-                if entry.life == Life::Removing && reports.backend(p, b).active == 0 {
+                let drained = entry.life == Life::Removing
+                    && reports.after_changes >= entry.removal_change
+                    && reports.backend(p, b).active == 0;
+                if drained {
                     forgotten.push((self.pools[p].name.clone(), entry.name.clone()));
                     self.change_life(p, b, Life::Removed, "removed: no connections left");
                 }
@@ -406,7 +421,8 @@ impl Control {
         });
     }
 
-    fn broadcast(&self, message: impl Fn() -> Message) {
+    fn broadcast(&mut self, message: impl Fn() -> Message) {
+        self.changes += 1;
         for link in &self.links {
             // A stopped worker takes no more connections; what it missed does not matter.
             if let Err(e) = link.send(message()) {

@@ -17,13 +17,18 @@ pub struct Reports {
     pub asked: usize,
     /// The answers, one per worker that answered, in worker order.
     pub answers: Vec<WorkerReport>,
+    /// How many changes the control side had sent when these reports were asked for (see
+    /// [`super::Control::changes`]). Each worker applies its inbox in order, so its answer
+    /// reflects every one of them.
+    pub after_changes: u64,
 }
 
 impl Reports {
     /// Ask every worker behind `links` for its report and wait up to `timeout` for all of
     /// them. Never blocks longer; a worker that has stopped, or did not answer in time, is
-    /// left out (see [`Self::missing`]).
-    pub fn collect(links: &[WorkerLink], timeout: Duration) -> Reports {
+    /// left out (see [`Self::missing`]). `after_changes` is [`super::Control::changes`] read
+    /// together with `links`.
+    pub fn collect(links: &[WorkerLink], after_changes: u64, timeout: Duration) -> Reports {
         let deadline = Instant::now() + timeout;
         let (reply, answers) = mpsc::channel();
         let mut expected = 0;
@@ -51,6 +56,7 @@ impl Reports {
         Reports {
             asked: links.len(),
             answers: got,
+            after_changes,
         }
     }
 

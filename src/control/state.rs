@@ -112,6 +112,10 @@ pub struct Backend {
     /// again by a newer backend (names in a snapshot must stay unique, since workers carry
     /// connection counts across snapshots by name).
     pub(crate) hashed_as: String,
+    /// While [`Life::Removing`]: the change that started the removal. Only reports asked for
+    /// after it may show that no connection is left (an older report could predate a
+    /// connection made just before the drain).
+    pub(crate) removal_change: u64,
 }
 
 /// Whether a listener takes new connections.

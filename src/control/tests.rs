@@ -206,8 +206,9 @@ fn weight_changes_rebuild_the_snapshot() {
     assert!(inboxes.iter().all(|i| i.drain().count() == 0));
 }
 
-/// Reports saying pool `pool`'s backend `backend` has `active` connections on each worker.
-fn reports_with(active: &[u64], pool: usize, backend: usize) -> Reports {
+/// Reports asked for after `changes` changes, saying pool `pool`'s backend `backend` has
+/// `active` connections on each worker.
+fn reports_at(changes: u64, active: &[u64], pool: usize, backend: usize) -> Reports {
     let answers = active
         .iter()
         .enumerate()
@@ -222,13 +223,22 @@ fn reports_with(active: &[u64], pool: usize, backend: usize) -> Reports {
             }
         })
         .collect();
-    Reports { asked: 2, answers }
+    Reports {
+        asked: 2,
+        answers,
+        after_changes: changes,
+    }
 }
 
 #[test]
 fn removed_backends_drain_then_become_hidden_tombstones() {
     let (mut control, inboxes) = setup();
+    // Reports asked for before the removal could predate a last connection.
+    let early = reports_at(control.changes(), &[0, 0], 0, 0);
     control.remove("web", "a").expect("remove");
+    assert!(control.forget_drained(&early).is_empty());
+    let after = control.changes();
+    let reports_with = |active: &[u64], pool, backend| reports_at(after, active, pool, backend);
     assert_eq!(
         published(&inboxes, 0).states(),
         &[BackendState::Draining, BackendState::Up]
@@ -372,7 +382,7 @@ fn reports_from_every_worker_are_summed() {
         };
         workers.push(fake_worker(inbox, report));
     }
-    let reports = Reports::collect(control.links(), Duration::from_secs(2));
+    let reports = Reports::collect(control.links(), control.changes(), Duration::from_secs(2));
     assert!(reports.complete());
     assert!(reports.missing().is_empty());
     let a = reports.backend(0, 0);
@@ -439,7 +449,11 @@ fn a_worker_that_does_not_answer_is_missing_not_a_hang() {
     let answering = inboxes.pop().expect("worker 0");
     let worker = fake_worker(answering, WorkerReport::default());
     let started = std::time::Instant::now();
-    let reports = Reports::collect(control.links(), Duration::from_millis(300));
+    let reports = Reports::collect(
+        control.links(),
+        control.changes(),
+        Duration::from_millis(300),
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(!reports.complete());
     assert_eq!(reports.missing(), vec![1]);
@@ -465,7 +479,7 @@ fn requests_dropped_unanswered_end_the_wait_at_once() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let reports = Reports::collect(control.links(), Duration::from_secs(10));
+    let reports = Reports::collect(control.links(), control.changes(), Duration::from_secs(10));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "waited {:?}",

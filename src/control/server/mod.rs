@@ -93,8 +93,11 @@ impl Context {
     /// Ask the workers for their counters (without holding the lock while waiting), finish
     /// any removal they show to be drained, and return them with the lock held again.
     fn reports(&self) -> (MutexGuard<'_, Control>, Reports) {
-        let links = self.control().links().to_vec();
-        let reports = Reports::collect(&links, REPORT_TIMEOUT);
+        let (links, changes) = {
+            let control = self.control();
+            (control.links().to_vec(), control.changes())
+        };
+        let reports = Reports::collect(&links, changes, REPORT_TIMEOUT);
         let mut control = self.control();
         for (pool, backend) in control.forget_drained(&reports) {
             tracing::info!(
