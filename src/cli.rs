@@ -58,7 +58,8 @@ pub struct CtlArgs {
     /// The admin API over TCP instead, such as http://127.0.0.1:9900.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Bearer token, for an admin TCP address that requires one.
+    /// Bearer token, for an admin TCP address that requires one [default: the
+    /// RINGLB_ADMIN_TOKEN environment variable, which keeps it out of the process list].
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// What to do.

@@ -120,7 +120,11 @@ fn ctl(args: &CtlArgs) -> ExitCode {
         (None, None) => Endpoint::Unix(config::defaults::DEFAULT_ADMIN_SOCKET.into()),
     };
     let command = args.command.to_command();
-    match ringlb::control::ctl::run(&endpoint, args.token.as_deref(), &command) {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("RINGLB_ADMIN_TOKEN").ok());
+    match ringlb::control::ctl::run(&endpoint, token.as_deref(), &command) {
         Ok(text) => print_out(&text),
         Err(reason) => {
             eprintln!("ringlb ctl: {reason}");

@@ -448,7 +448,8 @@ fn tcp_requires_the_token() {
     let url = format!("http://{admin}");
     let run = |token: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
-        cmd.args(["ctl", "--url", &url]);
+        cmd.args(["ctl", "--url", &url])
+            .env_remove("RINGLB_ADMIN_TOKEN");
         if let Some(token) = token {
             cmd.args(["--token", token]);
         }
@@ -461,6 +462,13 @@ fn tcp_requires_the_token() {
     let out = run(Some("t0ken"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("p/"), "{}", text(&out.stdout));
+    // From the environment, kept out of the process list.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringlb"))
+        .args(["ctl", "--url", &url, "show"])
+        .env("RINGLB_ADMIN_TOKEN", "t0ken")
+        .output()
+        .expect("ctl runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// Counter values, summed from the workers' reports.
