@@ -43,11 +43,23 @@ pub(super) fn bind_unix(
 }
 
 /// Bind `path` with mode 0600, replacing a socket file whose process has died.
+///
+/// The check and the replacement run under an exclusive `flock` on the socket's directory:
+/// two instances starting together over one stale file would otherwise both remove it, and
+/// the second would remove the socket the first had just bound.
 fn bind_replacing_stale(path: &Path) -> Result<UnixListener, AdminError> {
     let failed = |source| AdminError::Socket {
         path: path.to_owned(),
         source,
     };
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::File::open(dir).map_err(failed)?;
+    rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| failed(e.into()))?;
+    // Released when `dir` is closed, at the end of this function.
     let listener = match UnixListener::bind(path) {
         Ok(listener) => listener,
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
