@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use ringlb::config::quick::parse_workers;
 use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, RawWorkers};
 use ringlb::config::{BackendSpec, Overrides};
+use ringlb::control::AdminState;
+use ringlb::control::ctl::CtlCommand;
 
 /// ringlb: an L4 TCP load balancer for Linux on io_uring.
 ///
@@ -40,6 +42,129 @@ pub enum Command {
     /// Run a self-contained demo: local backends, ringlb in front, a short bounded load. It
     /// prints its report alone; set RINGLB_LOG (such as info) to see the engine's logs too.
     Demo(DemoArgs),
+    /// Talk to a running ringlb through its admin API: show counters, drain or re-weight a
+    /// backend, add or remove one, switch a listener. Exit status 0 on success; otherwise
+    /// non-zero with the reason on stderr. Changes last until ringlb restarts: write them to
+    /// the configuration file to keep them.
+    Ctl(CtlArgs),
+}
+
+/// `ringlb ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The admin Unix socket [default: /run/ringlb/admin.sock].
+    #[arg(long, value_name = "PATH", conflicts_with = "url")]
+    pub socket: Option<PathBuf>,
+    /// The admin API over TCP instead, such as http://127.0.0.1:9900.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Bearer token, for an admin TCP address that requires one [default: the
+    /// RINGLB_ADMIN_TOKEN environment variable, which keeps it out of the process list].
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlSubcommand,
+}
+
+/// The `ringlb ctl` commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlSubcommand {
+    /// Listeners, backends (state, weights, connections, bytes) and workers.
+    Show {
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a backend's state or weight: set POOL/BACKEND state ready|drain|maint, or
+    /// set POOL/BACKEND weight N.
+    Set {
+        /// POOL/BACKEND; a backend is named by its name, or by its address when it has none.
+        #[arg(value_name = "POOL/BACKEND")]
+        target: String,
+        /// What to set.
+        #[command(subcommand)]
+        what: SetWhat,
+    },
+    /// Add a backend to a pool, ready: SPEC as for --backend, ADDR[,weight=N][,name=NAME].
+    Add {
+        /// The pool (the quick form's is called backends).
+        pool: String,
+        /// ADDR[,weight=N][,name=NAME].
+        spec: String,
+    },
+    /// Remove a backend: it drains, and is forgotten once its connections have ended.
+    Remove {
+        /// POOL/BACKEND.
+        #[arg(value_name = "POOL/BACKEND")]
+        target: String,
+    },
+    /// Accept new connections on a listener again (by name or bind address).
+    Enable {
+        /// The listener's name or bind address.
+        listener: String,
+    },
+    /// Stop accepting new connections on a listener; open connections go on.
+    Disable {
+        /// The listener's name or bind address.
+        listener: String,
+    },
+    /// Reload the configuration file (not implemented yet).
+    Reload,
+    /// Exit 0 when ringlb is healthy (listeners accepting, a ready backend in every pool).
+    Health,
+}
+
+/// `ringlb ctl set POOL/BACKEND …`.
+#[derive(Debug, Subcommand)]
+pub enum SetWhat {
+    /// ready (takes connections), drain (no new ones, open ones go on), maint (none).
+    State {
+        /// The state.
+        #[arg(value_enum)]
+        state: AdminState,
+    },
+    /// Relative weight, 1 to 65535.
+    Weight {
+        /// The weight.
+        weight: u32,
+    },
+}
+
+impl CtlSubcommand {
+    /// The library's form of the command.
+    pub fn to_command(&self) -> CtlCommand {
+        match self {
+            CtlSubcommand::Show { json } => CtlCommand::Show { json: *json },
+            CtlSubcommand::Set { target, what } => match what {
+                SetWhat::State { state } => CtlCommand::SetState {
+                    target: target.clone(),
+                    state: *state,
+                },
+                SetWhat::Weight { weight } => CtlCommand::SetWeight {
+                    target: target.clone(),
+                    weight: *weight,
+                },
+            },
+            CtlSubcommand::Add { pool, spec } => CtlCommand::Add {
+                pool: pool.clone(),
+                spec: spec.clone(),
+            },
+            CtlSubcommand::Remove { target } => CtlCommand::Remove {
+                target: target.clone(),
+            },
+            CtlSubcommand::Enable { listener } => CtlCommand::Listener {
+                listener: listener.clone(),
+                enabled: true,
+            },
+            CtlSubcommand::Disable { listener } => CtlCommand::Listener {
+                listener: listener.clone(),
+                enabled: false,
+            },
+            CtlSubcommand::Reload => CtlCommand::Reload,
+            CtlSubcommand::Health => CtlCommand::Health,
+        }
+    }
 }
 
 /// `ringlb run`: a configuration file, or the quick form.
@@ -163,6 +288,10 @@ pub struct OverrideArgs {
     /// [default: 4096].
     #[arg(long, value_name = "N")]
     pub ring_entries: Option<i64>,
+    /// The admin API's Unix socket (`ringlb ctl`, /metrics, /health); "" turns it off
+    /// [default: /run/ringlb/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<String>,
 }
 
 impl OverrideArgs {
@@ -198,6 +327,7 @@ impl OverrideArgs {
             worker_max_connections: self.worker_max_connections,
             max_pipes: self.max_pipes,
             ring_entries: self.ring_entries,
+            admin_socket: self.admin_socket.clone(),
         }
     }
 }

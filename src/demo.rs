@@ -114,6 +114,7 @@ fn demo_config(
         },
         tuning,
         connections,
+        admin: crate::config::Admin::off(),
     })
 }
 

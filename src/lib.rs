@@ -9,6 +9,7 @@
 //! - [`sys`]: the few raw system calls that no crate wraps (pipes, splice, socket options).
 
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod demo;
 pub mod engine;

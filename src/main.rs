@@ -1,4 +1,4 @@
-//! The `ringlb` command: `check`, `run`, `doctor`, `demo`. See `ringlb --help`.
+//! The `ringlb` command: `check`, `run`, `doctor`, `demo`, `ctl`. See `ringlb --help`.
 
 mod cli;
 
@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringlb::config::{self, Config, ConfigError};
+use ringlb::control::Control;
+use ringlb::control::client::Endpoint;
+use ringlb::engine::{inbox, signal};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, CtlArgs, RunArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,6 +21,8 @@ fn main() -> ExitCode {
     // request. Everything else logs at info by default.
     init_logging(match cli.command {
         Command::Demo(_) => "off",
+        // ctl's output and exit status are its answer; its own errors go to stderr anyway.
+        Command::Ctl(_) => "warn",
         _ => "info",
     });
     match cli.command {
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Run(args) => run(args),
+        Command::Ctl(args) => ctl(&args),
         Command::Doctor => match ringlb::engine::doctor() {
             Ok(report) => print_out(&report),
             Err(e) => fail(&e),
@@ -72,9 +78,58 @@ fn run(args: RunArgs) -> ExitCode {
         workers = config.worker_count(),
         "configuration loaded"
     );
-    match ringlb::engine::run(config) {
+    let shutdown = match signal::Shutdown::from_signals() {
+        Ok(shutdown) => shutdown,
+        Err(e) => {
+            eprintln!("ringlb: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (links, inboxes) = match inbox::pairs(ringlb::engine::worker_count(&config)) {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            eprintln!("ringlb: creating the workers' inboxes: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let control = Control::new(&config, links);
+    let admin = match ringlb::control::server::start(&config.admin, control, shutdown.clone()) {
+        Ok(admin) => admin,
+        Err(e) => return fail(&e),
+    };
+    let result = ringlb::engine::run_with_inboxes(config, shutdown, inboxes);
+    admin.stop();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// `ringlb ctl`: one request to the admin API; exit 0 with the answer on stdout, or 1 with
+/// the reason on stderr.
+fn ctl(args: &CtlArgs) -> ExitCode {
+    let endpoint = match (&args.url, &args.socket) {
+        (Some(url), _) => match Endpoint::from_url(url) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                eprintln!("ringlb ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some(path)) => Endpoint::Unix(path.clone()),
+        (None, None) => Endpoint::Unix(config::defaults::DEFAULT_ADMIN_SOCKET.into()),
+    };
+    let command = args.command.to_command();
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("RINGLB_ADMIN_TOKEN").ok());
+    match ringlb::control::ctl::run(&endpoint, token.as_deref(), &command) {
+        Ok(text) => print_out(&text),
+        Err(reason) => {
+            eprintln!("ringlb ctl: {reason}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -59,6 +59,7 @@ fn check_example_prints_the_summary() {
         "listeners (2):",
         "web on 0.0.0.0:8080",
         "a: 127.0.0.1:9001 weight 1",
+        "admin: socket /run/ringlb/admin.sock, no tcp",
         "configuration is valid",
     ] {
         assert!(stdout.contains(part), "{part:?} missing from\n{stdout}");

@@ -66,3 +66,7 @@ pub const DEFAULT_KEEPALIVE_COUNT: u32 = 6;
 /// after it, even with a longer idle timeout; a stuck peer that sends nothing is cut by the
 /// idle timeout anyway. Set it where unacknowledged data must fail faster.
 pub const DEFAULT_USER_TIMEOUT: Duration = Duration::ZERO;
+/// The admin API's Unix socket (`admin.socket`, `--admin-socket`). Its directory is created
+/// when missing; when another live ringlb already holds it, the admin socket is left off with
+/// a warning, so that several instances can run on one host.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ringlb/admin.sock";

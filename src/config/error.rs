@@ -175,6 +175,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
         ("tuning.max_connections", _) => "--worker-max-connections",
         ("tuning.max_pipes", _) => "--max-pipes",
         ("tuning.ring_entries", _) => "--ring-entries",
+        ("admin.socket", _) => "--admin-socket",
         (_, "bind") => "--listen",
         (_, "mode") => "--mode",
         (_, "algorithm") => "--algorithm",

@@ -16,6 +16,7 @@ pub mod quick;
 pub mod raw;
 pub mod size;
 mod summary;
+pub(crate) use summary::algorithm_name;
 mod validate;
 
 use std::path::Path;
@@ -23,7 +24,7 @@ use std::path::Path;
 pub use error::{ConfigError, Location, Source};
 pub use model::*;
 pub use quick::{BackendSpec, Overrides};
-pub use validate::{algorithm, engine_kind, mode};
+pub use validate::{algorithm, backend_from_spec, engine_kind, mode};
 
 use raw::RawConfig;
 

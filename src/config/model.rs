@@ -2,6 +2,7 @@
 //! so engines never re-check it. Defaults are the `DEFAULT_*` constants in [`super::defaults`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::backend::BackendInfo;
@@ -178,6 +179,62 @@ pub struct Tuning {
     pub max_connections: u32,
 }
 
+/// Where the admin API's Unix socket is, and whether that path was chosen by the operator:
+/// the startup rules differ (see `control::server`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminSocket {
+    /// `socket = ""` or `--admin-socket ""`: no Unix socket.
+    Off,
+    /// Left out: [`super::defaults::DEFAULT_ADMIN_SOCKET`]. Held by another live process, it
+    /// is skipped with a warning.
+    Default(PathBuf),
+    /// Given in the file or on the command line. Failing to bind it is a startup error.
+    Given(PathBuf),
+}
+
+impl AdminSocket {
+    /// The path, unless the socket is off.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            AdminSocket::Off => None,
+            AdminSocket::Default(path) | AdminSocket::Given(path) => Some(path),
+        }
+    }
+}
+
+/// `[admin]`: how the admin API (`ringlb ctl`, `/metrics`, `/health`) is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    pub socket: AdminSocket,
+    /// Optional TCP address of the same API.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required on TCP requests when set; required by validation when `listen`
+    /// is not a loopback address. Never printed.
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    /// What validation gives when `[admin]` is left out.
+    fn default() -> Self {
+        Admin {
+            socket: AdminSocket::Default(PathBuf::from(super::defaults::DEFAULT_ADMIN_SOCKET)),
+            listen: None,
+            token: None,
+        }
+    }
+}
+
+impl Admin {
+    /// No admin API at all (the demo, tests that run the engine in-process).
+    pub fn off() -> Self {
+        Admin {
+            socket: AdminSocket::Off,
+            listen: None,
+            token: None,
+        }
+    }
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -193,4 +250,6 @@ pub struct Config {
     pub tuning: Tuning,
     /// The process-wide `max_connections` and the file descriptors it needs.
     pub connections: ConnectionLimit,
+    /// The admin API.
+    pub admin: Admin,
 }

@@ -167,6 +167,8 @@ pub struct Overrides {
     pub max_pipes: Option<i64>,
     /// `--ring-entries`.
     pub ring_entries: Option<i64>,
+    /// `--admin-socket`, as written (`""` turns the socket off).
+    pub admin_socket: Option<String>,
 }
 
 impl Overrides {
@@ -251,6 +253,7 @@ impl Overrides {
         if let Some(entries) = self.ring_entries {
             tuning.ring_entries = Some(from_cli(entries));
         }
+        set_text(&mut raw.admin.socket, &self.admin_socket);
     }
 }
 

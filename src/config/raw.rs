@@ -48,6 +48,9 @@ pub struct RawConfig {
     /// `[tuning]`.
     #[serde(default)]
     pub tuning: RawTuning,
+    /// `[admin]`.
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// `[[listener]]` tables, in order.
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<RawListener>>,
@@ -130,6 +133,18 @@ pub struct RawTuning {
     pub iowq_max_workers: Option<Spanned<i64>>,
     /// `max_connections` (per worker), documented in `examples/ringlb.toml`.
     pub max_connections: Option<Spanned<i64>>,
+}
+
+/// `[admin]`: the admin API's Unix socket and optional TCP address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `socket`, documented in `examples/ringlb.toml`; `""` turns it off.
+    pub socket: Option<Spanned<String>>,
+    /// `listen`, documented in `examples/ringlb.toml`.
+    pub listen: Option<Spanned<String>>,
+    /// `token`, documented in `examples/ringlb.toml`.
+    pub token: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]` table.

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
-use super::{Config, EngineKind, Keepalive, LimitOrigin, Mode, SocketOptions, Workers};
+use super::{
+    Admin, AdminSocket, Config, EngineKind, Keepalive, LimitOrigin, Mode, SocketOptions, Workers,
+};
 use crate::core::balance::Algorithm;
 
 /// The spelling used in the configuration, so the summary reads like the file.
@@ -25,7 +27,7 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-fn algorithm_name(algorithm: Algorithm) -> &'static str {
+pub(crate) fn algorithm_name(algorithm: Algorithm) -> &'static str {
     match algorithm {
         Algorithm::RoundRobin => "round-robin",
         Algorithm::LeastConnections => "least-connections",
@@ -138,6 +140,7 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         c.budget.overshoot,
         c.fd_limit
     );
+    let _ = writeln!(out, "admin: {}", admin(&config.admin));
     let _ = writeln!(out, "listeners ({}):", config.listeners.len());
     for l in &config.listeners {
         let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
@@ -174,4 +177,20 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         }
     }
     out
+}
+
+/// `socket /run/ringlb/admin.sock (default), tcp 127.0.0.1:9900 (token set)`; the token itself
+/// is never printed.
+fn admin(admin: &Admin) -> String {
+    let socket = match &admin.socket {
+        AdminSocket::Off => "socket off".to_owned(),
+        AdminSocket::Default(path) => format!("socket {} (default)", path.display()),
+        AdminSocket::Given(path) => format!("socket {}", path.display()),
+    };
+    let tcp = match (admin.listen, &admin.token) {
+        (None, _) => "no tcp".to_owned(),
+        (Some(addr), Some(_)) => format!("tcp {addr} (token set)"),
+        (Some(addr), None) => format!("tcp {addr} (no token)"),
+    };
+    format!("{socket}, {tcp}")
 }

@@ -13,8 +13,11 @@ use super::defaults::*;
 use super::error::{ConfigError, Source};
 use super::fd_budget::{ConnectionLimit, FdLimit, Shape, connection_limit};
 use super::limits::*;
+use super::quick::BackendSpec;
 use super::raw::*;
-use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers};
+use super::{
+    Admin, AdminSocket, Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers,
+};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
@@ -31,6 +34,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
     let timeouts = connection::timeouts(&raw.timeouts, src)?;
     let tcp = connection::tcp(&raw.tcp, src)?;
     let tuning = tuning(&raw.tuning, src)?;
+    let admin = admin(&raw.admin, src)?;
     let (workers, cpus) =
         workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, host.cpus)?;
     let engine = raw
@@ -56,6 +60,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
             inline_splice: f.inline_splice.unwrap_or(true),
         },
         tuning,
+        admin,
     })
 }
 
@@ -212,24 +217,10 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
         let mut backend_names = Seen::new(src);
         let mut backends = Vec::with_capacity(p.backends.len());
         for (j, b) in p.backends.iter().enumerate() {
-            let b = b.get_ref();
             let at = |leaf: &str| format!("pool[{i}].backend[{j}].{leaf}");
-            let addr = socket_addr(&b.address, &at("address"), "for a backend", src)?;
-            let weight = int(
-                b.weight.as_ref(),
-                1u32,
-                1,
-                MAX_WEIGHT.into(),
-                &at("weight"),
-                src,
-            )?;
-            let (name, name_span) = match &b.name {
-                Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
-                // The canonical text, so two spellings of one address get one identity.
-                None => (addr.to_string(), b.address.span()),
-            };
-            backend_names.insert(name.clone(), name_span, &at("name"), "backend name")?;
-            backends.push(BackendInfo { name, addr, weight });
+            let (backend, name_span) = backend(b.get_ref(), &at, src)?;
+            backend_names.insert(backend.name.clone(), name_span, &at("name"), "backend name")?;
+            backends.push(backend);
         }
         pools.push(Pool {
             name,
@@ -242,6 +233,50 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
         });
     }
     Ok(pools)
+}
+
+/// One backend, and the span of its name (or of its address, which names it by default).
+fn backend(
+    b: &RawBackend,
+    at: &dyn Fn(&str) -> String,
+    src: &Source<'_>,
+) -> Result<(BackendInfo, Range<usize>)> {
+    let addr = socket_addr(&b.address, &at("address"), "for a backend", src)?;
+    let weight = int(
+        b.weight.as_ref(),
+        1u32,
+        1,
+        MAX_WEIGHT.into(),
+        &at("weight"),
+        src,
+    )?;
+    let (name, name_span) = match &b.name {
+        Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
+        // The canonical text, so two spellings of one address get one identity.
+        None => (addr.to_string(), b.address.span()),
+    };
+    Ok((BackendInfo { name, addr, weight }, name_span))
+}
+
+/// A backend added while running (the admin API's `add POOL SPEC`): `spec` is a `--backend`
+/// value, checked exactly as the quick form checks one. Uniqueness within the pool is the
+/// caller's to check. The error is the reason alone, such as `weight: must be between …`.
+pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo, String> {
+    let raw = RawBackend {
+        address: from_cli(spec.address.clone()),
+        weight: spec.weight.map(from_cli),
+        name: spec.name.clone().map(from_cli),
+    };
+    let src = Source {
+        origin: "backend spec",
+        text: "",
+    };
+    backend(&raw, &|leaf| leaf.to_owned(), &src)
+        .map(|(backend, _)| backend)
+        .map_err(|e| match e {
+            ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => other.to_string(),
+        })
 }
 
 fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
@@ -416,4 +451,71 @@ fn workers_and_cpus(
         }
     }
     Ok((workers, Some(resolved)))
+}
+
+/// `[admin]`: the socket path (`""` off), an optional TCP address, and the token that a TCP
+/// address reachable from other hosts must have.
+fn admin(raw: &RawAdmin, src: &Source<'_>) -> Result<Admin> {
+    let socket = match &raw.socket {
+        None => Admin::default().socket,
+        Some(path) if path.get_ref().is_empty() => AdminSocket::Off,
+        Some(path) => {
+            let text = path.get_ref();
+            if text.trim() != text || text.contains('\0') {
+                return Err(src.invalid(
+                    path.span(),
+                    "admin.socket",
+                    format!("bad path {text:?}: no surrounding spaces or NUL characters"),
+                ));
+            }
+            AdminSocket::Given(text.into())
+        }
+    };
+    let token = match &raw.token {
+        None => None,
+        Some(token) => {
+            let text = token.get_ref();
+            // It travels in an HTTP header: visible ASCII only, no spaces.
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(src.invalid(
+                    token.span(),
+                    "admin.token",
+                    "must be non-empty visible ASCII without spaces (it is sent as \
+                     Authorization: Bearer TOKEN)",
+                ));
+            }
+            Some(text.clone())
+        }
+    };
+    let listen = match &raw.listen {
+        None => None,
+        Some(text) => {
+            let addr: SocketAddr = text.get_ref().trim().parse().map_err(|_| {
+                src.invalid(
+                    text.span(),
+                    "admin.listen",
+                    format!(
+                        "bad address {:?}: expected IP:port such as \"127.0.0.1:9900\"",
+                        text.get_ref()
+                    ),
+                )
+            })?;
+            if !addr.ip().is_loopback() && token.is_none() {
+                return Err(src.invalid(
+                    text.span(),
+                    "admin.listen",
+                    format!(
+                        "{addr} is not a loopback address, so admin.token is required (anyone \
+                         who reaches it could drain every backend)"
+                    ),
+                ));
+            }
+            Some(addr)
+        }
+    };
+    Ok(Admin {
+        socket,
+        listen,
+        token,
+    })
 }

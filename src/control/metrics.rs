@@ -1,0 +1,150 @@
+//! `GET /metrics`: the summed counters in the Prometheus / OpenMetrics text format, rendered
+//! with `prometheus-client` into a registry built afresh for each scrape from a [`Show`].
+//!
+//! Names follow Prometheus' conventions: base units (bytes), `_total` on counters (the
+//! encoder appends it to the names registered below), and the labels `pool` and `backend`,
+//! `listener` (its bind address) and `reason`, and `worker`. Removed backends are left out.
+//! Counters are sums over the workers that answered (see [`Show::workers_missing`]).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use super::view::Show;
+
+/// The `Content-Type` of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type GaugeFamily = Family<Labels, Gauge<u64, AtomicU64>>;
+type CounterFamily = Family<Labels, Counter<u64>>;
+
+/// The metrics of `show` as text.
+pub fn render(show: &Show) -> String {
+    let mut registry = Registry::default();
+
+    let up = GaugeFamily::default();
+    let current = GaugeFamily::default();
+    let sessions = CounterFamily::default();
+    let bytes_in = CounterFamily::default();
+    let bytes_out = CounterFamily::default();
+    let failures = CounterFamily::default();
+    for pool in &show.pools {
+        for b in &pool.backends {
+            let labels = vec![("pool", pool.name.clone()), ("backend", b.name.clone())];
+            up.get_or_create(&labels).set(u64::from(b.state == "ready"));
+            current.get_or_create(&labels).set(b.active);
+            sessions.get_or_create(&labels).inc_by(b.connections);
+            bytes_in.get_or_create(&labels).inc_by(b.bytes_in);
+            bytes_out.get_or_create(&labels).inc_by(b.bytes_out);
+            failures.get_or_create(&labels).inc_by(b.connect_failures);
+        }
+    }
+    registry.register(
+        "ringlb_backend_up",
+        "Whether the backend takes new connections (state ready)",
+        up,
+    );
+    registry.register(
+        "ringlb_backend_current_sessions",
+        "Connections to the backend open now",
+        current,
+    );
+    registry.register(
+        "ringlb_backend_sessions",
+        "Connections the backend was picked for",
+        sessions,
+    );
+    registry.register(
+        "ringlb_backend_bytes_in",
+        "Bytes sent to the backend",
+        bytes_in,
+    );
+    registry.register(
+        "ringlb_backend_bytes_out",
+        "Bytes received from the backend",
+        bytes_out,
+    );
+    registry.register(
+        "ringlb_backend_connect_failures",
+        "Failed connect attempts to the backend",
+        failures,
+    );
+
+    let current = GaugeFamily::default();
+    let accepted = CounterFamily::default();
+    let refused = CounterFamily::default();
+    for l in &show.listeners {
+        let labels = vec![("listener", l.bind.clone())];
+        current.get_or_create(&labels).set(l.active);
+        accepted.get_or_create(&labels).inc_by(l.accepted);
+        let labels = vec![
+            ("listener", l.bind.clone()),
+            ("reason", "worker_full".into()),
+        ];
+        refused.get_or_create(&labels).inc_by(l.refused);
+    }
+    registry.register(
+        "ringlb_listener_current_sessions",
+        "Connections of the listener open now",
+        current,
+    );
+    registry.register(
+        "ringlb_listener_accepted",
+        "Clients the listener accepted",
+        accepted,
+    );
+    registry.register(
+        "ringlb_listener_refused",
+        "Clients turned away after accept, by reason",
+        refused,
+    );
+
+    let connections = GaugeFamily::default();
+    let turns = CounterFamily::default();
+    let buffers = GaugeFamily::default();
+    let pipes = GaugeFamily::default();
+    for w in &show.workers {
+        let labels = vec![("worker", w.worker.to_string())];
+        connections.get_or_create(&labels).set(w.connections);
+        turns.get_or_create(&labels).inc_by(w.loop_turns);
+        buffers.get_or_create(&labels).set(w.buffers_in_use);
+        pipes.get_or_create(&labels).set(w.pipes_in_use);
+    }
+    registry.register(
+        "ringlb_worker_connections",
+        "Connections the worker holds now",
+        connections,
+    );
+    registry.register(
+        "ringlb_worker_loop_turns",
+        "Event loop turns of the worker",
+        turns,
+    );
+    registry.register(
+        "ringlb_worker_buffers_in_use",
+        "Copy buffers held by the worker's connections now",
+        buffers,
+    );
+    registry.register(
+        "ringlb_worker_pipes_in_use",
+        "Pipes in use by the worker now (splice)",
+        pipes,
+    );
+
+    registry.register(
+        "ringlb_build",
+        "ringlb's version",
+        Info::new(vec![("version", show.version.clone())]),
+    );
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &registry);
+    out
+}

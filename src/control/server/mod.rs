@@ -1,0 +1,326 @@
+//! The admin API's HTTP server: `tiny_http` on threads of its own (never a worker), on a Unix
+//! socket and optionally on TCP.
+//!
+//! Routes: `GET /api/show`, `POST /api/backends/{state,weight,add,remove}`,
+//! `POST /api/listeners/enabled`, `POST /api/reload` (501 for now), `GET /health`,
+//! `GET /metrics`. Bodies are JSON; every error is a 4xx/5xx with `{"error": REASON}`.
+//!
+//! # Socket rules at start
+//! - A socket file left by a process that died (connecting is refused) is replaced.
+//! - The default path held by a live process (connecting succeeds), or not usable at all (no
+//!   permission for `/run/ringlb`): ringlb starts without the admin socket and warns, so that
+//!   several instances can run on one host.
+//! - A path given in the file or with `--admin-socket` that cannot be bound: startup error.
+//!
+//! The socket is created with mode 0600 and removed when the server stops. On TCP, when a
+//! token is configured, requests must carry `Authorization: Bearer TOKEN`.
+
+mod routes;
+mod socket;
+
+use std::io::{self, Read as _};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tiny_http::{Request, Server};
+
+use super::report::REPORT_TIMEOUT;
+use super::{Control, Reports};
+use crate::config::Admin;
+use crate::engine::signal::Shutdown;
+use routes::{error_body, fail, into_response, json_reply, route};
+use socket::bind_unix;
+
+/// Why the admin server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("admin socket {0}: another running process holds it")]
+    Held(PathBuf),
+    #[error("admin socket {0}: the file exists and is not a socket")]
+    NotSocket(PathBuf),
+    #[error("admin listen {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("admin server: {0}")]
+    Server(String),
+}
+
+/// Largest request body read.
+const MAX_BODY: u64 = 64 * 1024;
+/// Requests handled at once; beyond it, 503.
+const MAX_IN_FLIGHT: usize = 32;
+/// How often the server threads look at the stop flag, and how often removals are checked.
+const POLL: Duration = Duration::from_millis(200);
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Which socket a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Unix,
+    Tcp,
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+struct Context {
+    control: Mutex<Control>,
+    shutdown: Shutdown,
+    token: Option<String>,
+    in_flight: AtomicUsize,
+}
+
+impl Context {
+    fn control(&self) -> MutexGuard<'_, Control> {
+        // Every operation leaves the truth consistent before it can panic (it publishes
+        // last), so a poisoned lock still guards a usable value.
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ask the workers for their counters (without holding the lock while waiting), finish
+    /// any removal they show to be drained, and return them with the lock held again.
+    fn reports(&self) -> (MutexGuard<'_, Control>, Reports) {
+        let (links, changes) = {
+            let control = self.control();
+            (control.links().to_vec(), control.changes())
+        };
+        let reports = Reports::collect(&links, changes, REPORT_TIMEOUT);
+        let mut control = self.control();
+        for (pool, backend) in control.forget_drained(&reports) {
+            tracing::info!(
+                pool,
+                backend,
+                "removed backend forgotten: no connections left"
+            );
+        }
+        (control, reports)
+    }
+}
+
+/// The running admin server. [`AdminServer::stop`] ends it and removes its socket.
+#[derive(Debug)]
+pub struct AdminServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    socket: Option<(PathBuf, u64)>,
+}
+
+impl AdminServer {
+    /// The Unix socket it listens on, if any.
+    pub fn socket(&self) -> Option<&Path> {
+        self.socket.as_ref().map(|(path, _)| path.as_path())
+    }
+
+    /// Stop serving, wait for the server threads, and remove the socket file if it is still
+    /// the one this server created.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        if let Some((path, inode)) = &self.socket {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *inode) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Bind the admin sockets of `admin` and start serving `control`. `shutdown` tells whether
+/// the workers accept (for `/health`).
+pub fn start(
+    admin: &Admin,
+    control: Control,
+    shutdown: Shutdown,
+) -> Result<AdminServer, AdminError> {
+    let unix = bind_unix(&admin.socket)?;
+    let tcp = match admin.listen {
+        None => None,
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(|source| AdminError::Tcp { addr, source })?)
+        }
+    };
+    let context = Arc::new(Context {
+        control: Mutex::new(control),
+        shutdown,
+        token: admin.token.clone(),
+        in_flight: AtomicUsize::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut socket = None;
+    if let Some((listener, path)) = unix {
+        let inode = std::fs::symlink_metadata(&path)
+            .map(|m| m.ino())
+            .map_err(|source| AdminError::Socket {
+                path: path.clone(),
+                source,
+            })?;
+        let server =
+            Server::from_listener(listener, None).map_err(|e| AdminError::Server(e.to_string()))?;
+        tracing::info!(socket = %path.display(), "admin API listening");
+        threads.push(spawn_server(
+            "ringlb-admin",
+            server,
+            Transport::Unix,
+            &context,
+            &stop,
+        )?);
+        socket = Some((path, inode));
+    }
+    if let Some(listener) = tcp {
+        let addr = listener.local_addr().ok();
+        let server =
+            Server::from_listener(listener, None).map_err(|e| AdminError::Server(e.to_string()))?;
+        tracing::info!(listen = ?addr, token = context.token.is_some(), "admin API listening");
+        threads.push(spawn_server(
+            "ringlb-admin-tcp",
+            server,
+            Transport::Tcp,
+            &context,
+            &stop,
+        )?);
+    }
+    let (housekeeping_context, housekeeping_stop) = (Arc::clone(&context), Arc::clone(&stop));
+    threads.push(
+        std::thread::Builder::new()
+            .name("ringlb-admin-removals".into())
+            .spawn(move || housekeeping(&housekeeping_context, &housekeeping_stop))
+            .map_err(|e| AdminError::Server(e.to_string()))?,
+    );
+    Ok(AdminServer {
+        stop,
+        threads,
+        socket,
+    })
+}
+
+fn spawn_server(
+    name: &str,
+    server: Server,
+    transport: Transport,
+    context: &Arc<Context>,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, AdminError> {
+    let (context, stop) = (Arc::clone(context), Arc::clone(stop));
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || serve(&server, transport, &context, &stop))
+        .map_err(|e| AdminError::Server(e.to_string()))
+}
+
+/// Take requests until `stop`; each is handled on a thread of its own, so that a slow client
+/// (or a read waiting for the workers) holds up no other.
+fn serve(server: &Server, transport: Transport, context: &Arc<Context>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let request = match server.recv_timeout(POLL) {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("admin API: {e}");
+                continue;
+            }
+        };
+        if context.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            context.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = request.respond(json_reply(503, &error_body("too many admin requests")));
+            continue;
+        }
+        let context = Arc::clone(context);
+        let spawned = std::thread::Builder::new()
+            .name("ringlb-admin-req".into())
+            .spawn(move || {
+                handle(request, transport, &context);
+                context.in_flight.fetch_sub(1, Ordering::AcqRel);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("admin API: cannot start a request thread: {e}");
+        }
+    }
+}
+
+/// Finish removals while nobody reads: every [`HOUSEKEEPING`] while a backend drains to be
+/// removed.
+fn housekeeping(context: &Context, stop: &AtomicBool) {
+    let mut next = Instant::now() + HOUSEKEEPING;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(POLL);
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + HOUSEKEEPING;
+        if context.control().removing() {
+            drop(context.reports());
+        }
+    }
+}
+
+fn handle(mut request: Request, transport: Transport, context: &Context) {
+    let reply = if !authorized(&request, transport, context) {
+        fail(
+            401,
+            "missing or wrong bearer token (Authorization: Bearer TOKEN)",
+        )
+    } else {
+        let mut body = Vec::new();
+        let read = request
+            .as_reader()
+            .take(MAX_BODY + 1)
+            .read_to_end(&mut body);
+        match read {
+            Err(e) => fail(400, format!("reading the request body: {e}")),
+            Ok(_) if body.len() as u64 > MAX_BODY => {
+                fail(413, format!("request body over {MAX_BODY} bytes"))
+            }
+            Ok(_) => route(request.method(), request.url(), &body, context),
+        }
+    };
+    let _ = request.respond(into_response(reply));
+}
+
+/// Unix socket: its file mode is the guard. TCP: the token, when one is configured.
+fn authorized(request: &Request, transport: Transport, context: &Context) -> bool {
+    let Some(token) = &context.token else {
+        return true;
+    };
+    if transport == Transport::Unix {
+        return true;
+    }
+    let expected = format!("Bearer {token}");
+    request
+        .headers()
+        .iter()
+        .filter(|h| h.field.equiv("Authorization"))
+        .any(|h| constant_time_eq(h.value.as_str().as_bytes(), expected.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"Bearer abc", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer abd", b"Bearer abc"));
+        assert!(!constant_time_eq(b"Bearer ab", b"Bearer abc"));
+        assert!(!constant_time_eq(b"", b"Bearer abc"));
+    }
+}

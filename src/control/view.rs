@@ -1,0 +1,178 @@
+//! What `GET /api/show` answers: the truth and the summed counters, as JSON. `ringlb ctl`
+//! reads the same structure back to print its tables, and `/metrics` is rendered from it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Accepting, Control, Reports};
+use crate::config::algorithm_name;
+
+/// The whole view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Show {
+    /// ringlb's version.
+    pub version: String,
+    /// Workers running.
+    pub workers_asked: usize,
+    /// Workers that did not answer in time: their counters are missing from every sum.
+    pub workers_missing: Vec<usize>,
+    pub listeners: Vec<ListenerView>,
+    pub pools: Vec<PoolView>,
+    /// The workers that answered.
+    pub workers: Vec<WorkerView>,
+}
+
+/// One listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerView {
+    pub name: String,
+    /// The bind address.
+    pub bind: String,
+    /// Its pool's name.
+    pub pool: String,
+    pub enabled: bool,
+    /// Connections open now.
+    pub active: u64,
+    pub accepted: u64,
+    /// Clients turned away after accept because their worker was full.
+    pub refused: u64,
+}
+
+/// One pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub algorithm: String,
+    /// Its backends, removed ones left out.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendView {
+    pub name: String,
+    pub address: String,
+    /// `ready`, `drain`, `maint` or `removing`.
+    pub state: String,
+    pub weight: u32,
+    /// The weight it balances with now: its weight when ready, else 0.
+    pub effective_weight: u32,
+    /// Connections open now.
+    pub active: u64,
+    /// Connections it was picked for since the start.
+    pub connections: u64,
+    /// Bytes sent to it (client → backend).
+    pub bytes_in: u64,
+    /// Bytes received from it (backend → client).
+    pub bytes_out: u64,
+    pub connect_failures: u64,
+    pub last_change: LastChange,
+}
+
+/// When and why a backend's state last changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastChange {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub seconds_ago: u64,
+    pub reason: String,
+}
+
+/// One worker's own figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub worker: usize,
+    pub connections: u64,
+    pub loop_turns: u64,
+    pub buffers_in_use: u64,
+    pub pipes_in_use: u64,
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Show {
+    /// The view of `control` with the counters of `reports`.
+    pub fn build(control: &Control, reports: &Reports) -> Show {
+        let now = SystemTime::now();
+        let listeners = control
+            .listeners()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let c = reports.listener(i);
+                ListenerView {
+                    name: l.name.clone(),
+                    bind: l.bind.to_string(),
+                    pool: control
+                        .pools()
+                        .get(l.pool)
+                        .map_or_else(String::new, |p| p.name.clone()),
+                    enabled: l.accepting == Accepting::Enabled,
+                    active: c.active,
+                    accepted: c.accepted,
+                    refused: c.refused,
+                }
+            })
+            .collect();
+        let pools = control
+            .pools()
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| PoolView {
+                name: pool.name.clone(),
+                algorithm: algorithm_name(pool.algorithm).to_owned(),
+                backends: pool
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.life.visible())
+                    .map(|(i, b)| {
+                        let c = reports.backend(p, i);
+                        let takes = b.life.core().takes_new_connections();
+                        BackendView {
+                            name: b.name.clone(),
+                            address: b.addr.to_string(),
+                            state: b.life.label().to_owned(),
+                            weight: b.weight,
+                            effective_weight: if takes { b.weight } else { 0 },
+                            active: c.active,
+                            connections: c.connections,
+                            bytes_in: c.bytes_in,
+                            bytes_out: c.bytes_out,
+                            connect_failures: c.connect_failures,
+                            last_change: LastChange {
+                                at: unix_seconds(b.changed.at),
+                                seconds_ago: now
+                                    .duration_since(b.changed.at)
+                                    .map_or(0, |d| d.as_secs()),
+                                reason: b.changed.reason.clone(),
+                            },
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let workers = reports
+            .answers
+            .iter()
+            .map(|r| WorkerView {
+                worker: r.worker,
+                connections: r.connections,
+                loop_turns: r.loop_turns,
+                buffers_in_use: r.buffers_in_use,
+                pipes_in_use: r.pipes_in_use,
+            })
+            .collect();
+        Show {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            workers_asked: reports.asked,
+            workers_missing: reports.missing(),
+            listeners,
+            pools,
+            workers,
+        }
+    }
+}
