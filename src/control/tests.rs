@@ -354,6 +354,7 @@ fn counters(active: u64, connections: u64) -> BackendCounters {
         connect_failures: 1,
         bytes_in: 100,
         bytes_out: 1000,
+        ..BackendCounters::default()
     }
 }
 
