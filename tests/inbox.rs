@@ -111,11 +111,7 @@ impl Running {
             let pool = &report.backends[0];
             totals.resize(pool.len(), BackendCounters::default());
             for (total, c) in totals.iter_mut().zip(pool) {
-                total.active += c.active;
-                total.connections += c.connections;
-                total.connect_failures += c.connect_failures;
-                total.bytes_in += c.bytes_in;
-                total.bytes_out += c.bytes_out;
+                total.add(c);
             }
         }
         totals
@@ -124,10 +120,7 @@ impl Running {
     fn listener_totals(&self) -> ListenerCounters {
         let mut total = ListenerCounters::default();
         for report in self.reports() {
-            let l = report.listeners[0];
-            total.active += l.active;
-            total.accepted += l.accepted;
-            total.refused += l.refused;
+            total.add(&report.listeners[0]);
         }
         total
     }

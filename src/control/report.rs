@@ -80,11 +80,7 @@ impl Reports {
             let Some(c) = report.backends.get(pool).and_then(|p| p.get(backend)) else {
                 continue;
             };
-            sum.active += c.active;
-            sum.connections += c.connections;
-            sum.connect_failures += c.connect_failures;
-            sum.bytes_in += c.bytes_in;
-            sum.bytes_out += c.bytes_out;
+            sum.add(c);
         }
         sum
     }
@@ -97,9 +93,7 @@ impl Reports {
             .iter()
             .filter_map(|r| r.listeners.get(listener))
         {
-            sum.active += c.active;
-            sum.accepted += c.accepted;
-            sum.refused += c.refused;
+            sum.add(c);
         }
         sum
     }

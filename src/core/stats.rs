@@ -47,6 +47,27 @@ pub struct BackendCounters {
     pub connect_time: ConnectTimes,
 }
 
+impl BackendCounters {
+    /// Add another worker's counters (the control side sums workers' copies).
+    pub fn add(&mut self, other: &BackendCounters) {
+        self.active += other.active;
+        self.connections += other.connections;
+        self.connect_failures += other.connect_failures;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.connect_time.add(&other.connect_time);
+    }
+}
+
+impl ListenerCounters {
+    /// Add another worker's counters.
+    pub fn add(&mut self, other: &ListenerCounters) {
+        self.active += other.active;
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+    }
+}
+
 /// Upper bounds (µs) of the connect-time histogram's buckets; the last bucket is unbounded.
 /// From 0.5 ms (loopback, a LAN) to 5 s (far past any connect timeout worth having).
 pub const CONNECT_TIME_BOUNDS_US: [u64; 13] = [
