@@ -34,7 +34,7 @@ pub use state::{Accepting, AdminState, Backend, Change, Life, Listener};
 
 use crate::config::limits::{MAX_BACKENDS_PER_POOL, MAX_WEIGHT};
 use crate::config::{BackendSpec, Config, backend_from_spec};
-use crate::core::backend::{BackendId, BackendInfo, BackendState};
+use crate::core::backend::{BackendId, BackendInfo};
 use crate::core::balance::{Algorithm, PoolSnapshot};
 use crate::engine::inbox::{Message, WorkerLink};
 
@@ -123,10 +123,13 @@ pub struct Control {
 impl Control {
     /// Everything as configured: every backend ready, every listener enabled.
     pub fn new(config: &Config, links: Vec<WorkerLink>) -> Self {
+        // The workers start from these very snapshots.
+        let snapshots = crate::engine::plan::pool_snapshots(config);
         let pools = config
             .pools
             .iter()
-            .map(|p| {
+            .zip(snapshots)
+            .map(|(p, snapshot)| {
                 let backends: Vec<Backend> = p
                     .backends
                     .iter()
@@ -140,16 +143,11 @@ impl Control {
                         removal_change: 0,
                     })
                     .collect();
-                let snapshot = PoolSnapshot::new(
-                    p.algorithm,
-                    p.backends.clone(),
-                    vec![BackendState::Up; backends.len()],
-                );
                 Pool {
                     name: p.name.clone(),
                     algorithm: p.algorithm,
                     backends,
-                    snapshot: Arc::new(snapshot),
+                    snapshot,
                 }
             })
             .collect();
