@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ringlb::config::quick::parse_workers;
+use ringlb::config::raw::LogFormatName;
 use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, RawWorkers};
 use ringlb::config::{BackendSpec, Overrides};
 use ringlb::control::AdminState;
@@ -292,6 +293,13 @@ pub struct OverrideArgs {
     /// [default: /run/ringlb/admin.sock].
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<String>,
+    /// Log one line per finished connection to this file, or to "stderr"; "" turns it off
+    /// [default: off]. SIGUSR1 reopens the file (logrotate).
+    #[arg(long, value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// The access log's format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub access_log_format: Option<LogFormatName>,
 }
 
 impl OverrideArgs {
@@ -328,6 +336,8 @@ impl OverrideArgs {
             max_pipes: self.max_pipes,
             ring_entries: self.ring_entries,
             admin_socket: self.admin_socket.clone(),
+            access_log: self.access_log.clone(),
+            access_log_format: self.access_log_format,
         }
     }
 }

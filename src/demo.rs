@@ -115,6 +115,7 @@ fn demo_config(
         tuning,
         connections,
         admin: crate::config::Admin::off(),
+        access_log: None,
     })
 }
 

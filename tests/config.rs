@@ -227,6 +227,7 @@ address = "10.0.0.2:443"
         // Checked in tests/config_limits.rs.
         connections: config.connections,
         admin: Admin::default(),
+        access_log: None,
     };
     assert_eq!(config, expected);
     assert_eq!(config.worker_cpus_in(MASK), vec![3, 1]);

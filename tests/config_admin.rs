@@ -163,3 +163,73 @@ fn the_flag_overrides_the_file_and_can_turn_it_off() {
         "{message}"
     );
 }
+
+#[test]
+fn access_log_is_off_unless_a_path_is_given() {
+    let config = load(BASE).expect("valid");
+    assert_eq!(config.access_log, None);
+    assert!(config.summary_in(MASK).contains("access log: off"));
+    let off = format!("[access_log]\npath = \"\"\n{BASE}");
+    assert_eq!(load(&off).expect("valid").access_log, None);
+}
+
+#[test]
+fn access_log_path_format_and_flags() {
+    let file = format!("[access_log]\npath = \"/var/log/x.log\"\nformat = \"json\"\n{BASE}");
+    let config = load(&file).expect("valid");
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog {
+            target: LogTarget::File("/var/log/x.log".into()),
+            format: LogFormat::Json,
+        })
+    );
+    assert!(
+        config
+            .summary_in(MASK)
+            .contains("access log: /var/log/x.log (json)")
+    );
+    let flags = Overrides {
+        access_log: Some("stderr".into()),
+        access_log_format: Some(raw::LogFormatName::Text),
+        ..Overrides::default()
+    };
+    let config = load_with(&file, &flags).expect("valid");
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog {
+            target: LogTarget::Stderr,
+            format: LogFormat::Text,
+        })
+    );
+    assert!(
+        config
+            .summary_in(MASK)
+            .contains("access log: stderr (text)")
+    );
+    let off = Overrides {
+        access_log: Some(String::new()),
+        access_log_format: None,
+        ..Overrides::default()
+    };
+    let text = format!("[access_log]\npath = \"/var/log/x.log\"\n{BASE}");
+    assert_eq!(load_with(&text, &off).expect("valid").access_log, None);
+}
+
+#[test]
+fn access_log_errors_are_located() {
+    let e = error(&format!("[access_log]\nformat = \"json\"\n{BASE}"));
+    assert!(e.contains("t.toml:2:10"), "{e}");
+    assert!(e.contains("access_log.format"), "{e}");
+    assert!(e.contains("access_log.path is not"), "{e}");
+    let e = error(&format!("[access_log]\npath = \" /x.log\"\n{BASE}"));
+    assert!(e.contains("t.toml:2:8"), "{e}");
+    assert!(e.contains("access_log.path"), "{e}");
+    let e = error(&format!(
+        "[access_log]\npath = \"/x\"\nformat = \"xml\"\n{BASE}"
+    ));
+    assert!(e.contains("access_log"), "{e}");
+    assert!(e.contains("xml"), "{e}");
+    let e = error(&format!("[access_log]\nfile = \"/x\"\n{BASE}"));
+    assert!(e.contains("unknown field"), "{e}");
+}

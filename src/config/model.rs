@@ -235,6 +235,32 @@ impl Admin {
     }
 }
 
+/// Where the access log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to (created with mode 0640 if missing).
+    File(PathBuf),
+}
+
+/// How an access-log line is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Space-separated fields, as HAProxy's tcplog.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[access_log]`, when on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: LogTarget,
+    pub format: LogFormat,
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -252,4 +278,6 @@ pub struct Config {
     pub connections: ConnectionLimit,
     /// The admin API.
     pub admin: Admin,
+    /// The access log, if on.
+    pub access_log: Option<AccessLog>,
 }

@@ -169,6 +169,10 @@ pub struct Overrides {
     pub ring_entries: Option<i64>,
     /// `--admin-socket`, as written (`""` turns the socket off).
     pub admin_socket: Option<String>,
+    /// `--access-log`, as written (a file, `stderr`, or `""` for off).
+    pub access_log: Option<String>,
+    /// `--access-log-format`.
+    pub access_log_format: Option<LogFormatName>,
 }
 
 impl Overrides {
@@ -254,6 +258,10 @@ impl Overrides {
             tuning.ring_entries = Some(from_cli(entries));
         }
         set_text(&mut raw.admin.socket, &self.admin_socket);
+        set_text(&mut raw.access_log.path, &self.access_log);
+        if let Some(format) = self.access_log_format {
+            raw.access_log.format = Some(from_cli(format));
+        }
     }
 }
 

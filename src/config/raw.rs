@@ -51,6 +51,9 @@ pub struct RawConfig {
     /// `[admin]`.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[access_log]`.
+    #[serde(default)]
+    pub access_log: RawAccessLog,
     /// `[[listener]]` tables, in order.
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<RawListener>>,
@@ -145,6 +148,26 @@ pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
     /// `token`, documented in `examples/ringlb.toml`.
     pub token: Option<Spanned<String>>,
+}
+
+/// `[access_log]`: one line per finished connection; off unless `path` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `path`, documented in `examples/ringlb.toml`: a file, `"stderr"`, or `""` (off).
+    pub path: Option<Spanned<String>>,
+    /// `format`, documented in `examples/ringlb.toml`.
+    pub format: Option<Spanned<LogFormatName>>,
+}
+
+/// Access-log formats as written in TOML and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormatName {
+    /// Space-separated fields, as HAProxy's tcplog.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One `[[listener]]` table.

@@ -6,7 +6,8 @@ use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
 use super::{
-    Admin, AdminSocket, Config, EngineKind, Keepalive, LimitOrigin, Mode, SocketOptions, Workers,
+    AccessLog, Admin, AdminSocket, Config, EngineKind, Keepalive, LimitOrigin, LogFormat,
+    LogTarget, Mode, SocketOptions, Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -141,6 +142,11 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         c.fd_limit
     );
     let _ = writeln!(out, "admin: {}", admin(&config.admin));
+    let _ = writeln!(
+        out,
+        "access log: {}",
+        access_log(config.access_log.as_ref())
+    );
     let _ = writeln!(out, "listeners ({}):", config.listeners.len());
     for l in &config.listeners {
         let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
@@ -177,6 +183,21 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         }
     }
     out
+}
+
+/// `off`, `stderr (text)` or `/var/log/ringlb/access.log (json)`.
+fn access_log(log: Option<&AccessLog>) -> String {
+    let Some(log) = log else {
+        return "off".to_owned();
+    };
+    let format = match log.format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    match &log.target {
+        LogTarget::Stderr => format!("stderr ({format})"),
+        LogTarget::File(path) => format!("{} ({format})", path.display()),
+    }
 }
 
 /// `socket /run/ringlb/admin.sock (default), tcp 127.0.0.1:9900 (token set)`; the token itself

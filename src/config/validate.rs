@@ -15,14 +15,14 @@ use super::fd_budget::{ConnectionLimit, FdLimit, Shape, connection_limit};
 use super::limits::*;
 use super::quick::BackendSpec;
 use super::raw::*;
-use super::{
-    Admin, AdminSocket, Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers,
-};
+use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
+mod operator;
 mod tuning;
 
+use operator::{access_log, admin};
 use tuning::tuning;
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -35,6 +35,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
     let tcp = connection::tcp(&raw.tcp, src)?;
     let tuning = tuning(&raw.tuning, src)?;
     let admin = admin(&raw.admin, src)?;
+    let access_log = access_log(&raw.access_log, src)?;
     let (workers, cpus) =
         workers_and_cpus(raw.workers.as_ref(), raw.cpus.as_ref(), src, host.cpus)?;
     let engine = raw
@@ -61,6 +62,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
         },
         tuning,
         admin,
+        access_log,
     })
 }
 
@@ -451,71 +453,4 @@ fn workers_and_cpus(
         }
     }
     Ok((workers, Some(resolved)))
-}
-
-/// `[admin]`: the socket path (`""` off), an optional TCP address, and the token that a TCP
-/// address reachable from other hosts must have.
-fn admin(raw: &RawAdmin, src: &Source<'_>) -> Result<Admin> {
-    let socket = match &raw.socket {
-        None => Admin::default().socket,
-        Some(path) if path.get_ref().is_empty() => AdminSocket::Off,
-        Some(path) => {
-            let text = path.get_ref();
-            if text.trim() != text || text.contains('\0') {
-                return Err(src.invalid(
-                    path.span(),
-                    "admin.socket",
-                    format!("bad path {text:?}: no surrounding spaces or NUL characters"),
-                ));
-            }
-            AdminSocket::Given(text.into())
-        }
-    };
-    let token = match &raw.token {
-        None => None,
-        Some(token) => {
-            let text = token.get_ref();
-            // It travels in an HTTP header: visible ASCII only, no spaces.
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(src.invalid(
-                    token.span(),
-                    "admin.token",
-                    "must be non-empty visible ASCII without spaces (it is sent as \
-                     Authorization: Bearer TOKEN)",
-                ));
-            }
-            Some(text.clone())
-        }
-    };
-    let listen = match &raw.listen {
-        None => None,
-        Some(text) => {
-            let addr: SocketAddr = text.get_ref().trim().parse().map_err(|_| {
-                src.invalid(
-                    text.span(),
-                    "admin.listen",
-                    format!(
-                        "bad address {:?}: expected IP:port such as \"127.0.0.1:9900\"",
-                        text.get_ref()
-                    ),
-                )
-            })?;
-            if !addr.ip().is_loopback() && token.is_none() {
-                return Err(src.invalid(
-                    text.span(),
-                    "admin.listen",
-                    format!(
-                        "{addr} is not a loopback address, so admin.token is required (anyone \
-                         who reaches it could drain every backend)"
-                    ),
-                ));
-            }
-            Some(addr)
-        }
-    };
-    Ok(Admin {
-        socket,
-        listen,
-        token,
-    })
 }

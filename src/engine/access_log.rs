@@ -31,24 +31,8 @@ pub const QUEUED_BATCHES: usize = 256;
 /// A worker hands its buffer over once it holds this much, even within a loop turn.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// Where the log goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// Standard error.
-    Stderr,
-    /// A file, appended to (created with mode 0640 if missing).
-    File(PathBuf),
-}
-
-/// How a line is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Space-separated fields, as HAProxy's tcplog.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Where the log goes, and how a line is written: the configuration's own types.
+pub use crate::config::{LogFormat as Format, LogTarget as Target};
 
 /// Who or what ended a connection, and how far it had got: HAProxy's two termination letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,16 +171,15 @@ impl Reopen {
 pub struct AccessLog {
     sender: SyncSender<Vec<u8>>,
     format: Format,
-    reopen: Reopen,
     writer: JoinHandle<()>,
 }
 
 impl AccessLog {
-    /// Open `target` (a file is created if missing) and start the writer thread.
-    pub fn start(target: Target, format: Format) -> io::Result<AccessLog> {
+    /// Open `target` (a file is created if missing) and start the writer thread, which
+    /// reopens the file when `reopen` is requested.
+    pub fn start(target: Target, format: Format, reopen: Reopen) -> io::Result<AccessLog> {
         let sink = Sink::open(target)?;
         let (sender, receiver) = mpsc::sync_channel(QUEUED_BATCHES);
-        let reopen = Reopen::default();
         let asked = reopen.clone();
         let writer = std::thread::Builder::new()
             .name("ringlb-access-log".into())
@@ -204,7 +187,6 @@ impl AccessLog {
         Ok(AccessLog {
             sender,
             format,
-            reopen,
             writer,
         })
     }
@@ -219,11 +201,6 @@ impl AccessLog {
             lines: 0,
             dropped: 0,
         }
-    }
-
-    /// What SIGUSR1 sets.
-    pub fn reopen(&self) -> Reopen {
-        self.reopen.clone()
     }
 
     /// Wait for the writer to write everything handed over, once every [`WorkerLog`] is

@@ -74,7 +74,9 @@ fn temp_path(name: &str) -> PathBuf {
 #[test]
 fn every_line_of_every_worker_reaches_the_file_and_reopen_follows_a_rename() {
     let path = temp_path("reopen");
-    let log = AccessLog::start(Target::File(path.clone()), Format::Text).expect("start");
+    let reopen = Reopen::default();
+    let log =
+        AccessLog::start(Target::File(path.clone()), Format::Text, reopen.clone()).expect("start");
     let (mut a, mut b) = (log.worker(), log.worker());
     for _ in 0..3 {
         a.log(&record(CloseReason::Done, true));
@@ -92,7 +94,7 @@ fn every_line_of_every_worker_reaches_the_file_and_reopen_follows_a_rename() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::fs::rename(&path, &rotated).expect("rotate");
-    log.reopen().request();
+    reopen.request();
     a.log(&record(CloseReason::Aborted, true));
     drop(a);
     drop(b);
