@@ -41,6 +41,8 @@ mod lifecycle;
 mod limits;
 #[path = "scenarios/load.rs"]
 mod load;
+#[path = "scenarios/observe.rs"]
+mod observe;
 #[path = "scenarios/pipes.rs"]
 mod pipes;
 #[path = "scenarios/starvation.rs"]
@@ -89,6 +91,7 @@ macro_rules! scenarios {
             non_readers_400_do_not_starve_others => crate::starvation::non_readers_400_do_not_starve_others,
             non_readers_1500_do_not_starve_others => crate::starvation::non_readers_1500_do_not_starve_others,
             trickling_non_readers_do_not_starve_others => crate::starvation::trickling_non_readers_do_not_starve_others,
+            access_log_lines_and_rotation => crate::observe::access_log_lines_and_rotation,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -61,6 +61,8 @@ pub struct WorkerReport {
     pub buffers_in_use: u64,
     /// Pipes in use now (splice).
     pub pipes_in_use: u64,
+    /// Access-log lines dropped so far because the writer was behind.
+    pub access_log_dropped: u64,
 }
 
 /// The control side's end of one worker's inbox. Cloneable; sending never blocks.

@@ -91,11 +91,25 @@ pub fn run_with_inboxes(
             message: format!("{} inboxes for {expected} workers", inboxes.len()),
         });
     }
-    match config.engine {
-        EngineKind::Uring => uring::run_until(config, shutdown, inboxes),
-        EngineKind::Epoll => epoll::run_until(config, shutdown, inboxes),
-        EngineKind::Blocking => blocking::run_until(config, shutdown, inboxes),
+    let log = match &config.access_log {
+        Some(c) => Some(
+            access_log::AccessLog::start(c.target.clone(), c.format, shutdown.log_reopen())
+                .map_err(|e| EngineError::io("opening the access log", e))?,
+        ),
+        None => None,
+    };
+    let names = std::sync::Arc::new(runtime::Names::of(&config));
+    let kits = runtime::kits(inboxes, log.as_ref(), &names);
+    let result = match config.engine {
+        EngineKind::Uring => uring::run_until(config, shutdown, kits),
+        EngineKind::Epoll => epoll::run_until(config, shutdown, kits),
+        EngineKind::Blocking => blocking::run_until(config, shutdown, kits),
+    };
+    // Every worker has returned and dropped its end, handing over its last lines.
+    if let Some(log) = log {
+        log.finish();
     }
+    result
 }
 
 /// A human-readable report of the kernel features ringlb probes and what it will use, and of

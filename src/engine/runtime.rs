@@ -18,12 +18,32 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::access_log::AccessLog;
 use super::inbox::{Inbox, Message, WorkerReport};
 use super::signal::Shutdown;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
 /// What an engine's worker does for the control side.
+/// What a worker is handed besides the configuration: its inbox, and its end of the access
+/// log.
+#[derive(Debug)]
+pub struct WorkerKit {
+    pub inbox: Inbox,
+    pub logging: Logging,
+}
+
+/// One kit per inbox (in worker order), each logging to `log` when it is on.
+pub fn kits(inboxes: Vec<Inbox>, log: Option<&AccessLog>, names: &Arc<Names>) -> Vec<WorkerKit> {
+    inboxes
+        .into_iter()
+        .map(|inbox| WorkerKit {
+            inbox,
+            logging: log.map_or_else(Logging::off, |log| Logging::new(log, Arc::clone(names))),
+        })
+        .collect()
+}
+
 pub trait Controlled {
     /// Replace pool `pool`'s snapshot; established connections are kept.
     fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>);
@@ -43,6 +63,8 @@ pub struct Usage {
     pub buffers_in_use: u64,
     /// Pipes held by connections now.
     pub pipes_in_use: u64,
+    /// Access-log lines dropped because the writer was behind.
+    pub access_log_dropped: u64,
 }
 
 /// Apply every message waiting in `inbox` to `worker`, oldest first. Returns how many there
@@ -74,6 +96,7 @@ pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerRepor
         loop_turns: usage.loop_turns,
         buffers_in_use: usage.buffers_in_use,
         pipes_in_use: usage.pipes_in_use,
+        access_log_dropped: usage.access_log_dropped,
     }
 }
 

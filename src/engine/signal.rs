@@ -6,7 +6,8 @@
 //! | TERM, INT, QUIT      | graceful stop: no new clients, drain for up to `shutdown_grace`   |
 //! | another of those     | while draining: stop at once (abort what is open, exit status 0)  |
 //! | HUP                  | logs "reload not supported yet" (warn); serving goes on           |
-//! | USR1, USR2           | logged as ignored (info); serving goes on                         |
+//! | USR1                 | reopens the access log file (logrotate); serving goes on          |
+//! | USR2                 | logged as ignored (info); serving goes on                         |
 //! | PIPE                 | ignored: sends use `MSG_NOSIGNAL`, and splice reports EPIPE       |
 //!
 //! The handlers (signal_hook's) only do async-signal-safe work: mark the signal pending and
@@ -26,6 +27,7 @@ use std::time::Instant;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
+use super::access_log::Reopen;
 use super::notify;
 
 /// The signals the watcher answers (SIGPIPE is ignored apart).
@@ -67,6 +69,8 @@ impl Phase {
 pub struct Shutdown {
     phase: Arc<AtomicU8>,
     up: Arc<AtomicBool>,
+    /// Set by SIGUSR1, taken by the access log's writer.
+    reopen: Reopen,
 }
 
 impl Default for Shutdown {
@@ -74,6 +78,7 @@ impl Default for Shutdown {
         Shutdown {
             phase: Arc::new(AtomicU8::new(Phase::Serving as u8)),
             up: Arc::default(),
+            reopen: Reopen::default(),
         }
     }
 }
@@ -150,6 +155,11 @@ impl Shutdown {
         }
     }
 
+    /// What SIGUSR1 requests: the access log's file reopened.
+    pub fn log_reopen(&self) -> Reopen {
+        self.reopen.clone()
+    }
+
     /// Record that every worker has finished its set-up, and tell systemd (`READY=1`).
     pub fn mark_up(&self) {
         self.up.store(true, Ordering::Release);
@@ -191,6 +201,10 @@ fn on_signal(shutdown: &Shutdown, signal: i32) {
             ),
         },
         SIGHUP => tracing::warn!(signal = name, "reload not supported yet; serving goes on"),
+        SIGUSR1 => {
+            tracing::info!(signal = name, "reopening the access log");
+            shutdown.reopen.request();
+        }
         _ => tracing::info!(signal = name, "signal ignored; it has no meaning yet"),
     }
 }

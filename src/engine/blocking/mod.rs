@@ -30,7 +30,7 @@ use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use self::shared::Shared;
 use super::admission::Admission;
 use super::inbox::{Inbox, WorkerReport};
-use super::runtime::{self, Controlled, Drain, Step, Usage};
+use super::runtime::{self, Controlled, Drain, Logging, Step, Usage};
 use super::signal::Shutdown;
 use super::{EngineError, plan, socket};
 use crate::config::Config;
@@ -45,10 +45,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 pub fn run_until(
     config: Config,
     shutdown: Shutdown,
-    inboxes: Vec<crate::engine::inbox::Inbox>,
+    kits: Vec<runtime::WorkerKit>,
 ) -> Result<(), EngineError> {
-    // One shard, so one inbox (see `engine::worker_count`).
-    let Some(inbox) = inboxes.into_iter().next() else {
+    // One shard, so one kit (see `engine::worker_count`).
+    let Some(kit) = kits.into_iter().next() else {
         return Err(EngineError::Worker {
             worker: 0,
             message: "no inbox for the blocking engine".into(),
@@ -82,6 +82,7 @@ pub fn run_until(
         0,
     )
     .guard_stalls();
+    let shard = kit.logging.fit(shard);
     let shared = Arc::new(Shared::new(
         shard,
         tuning.buffer_size as usize,
@@ -117,7 +118,12 @@ pub fn run_until(
         listeners = acceptors.len(),
         "ringlb is up (blocking engine)"
     );
-    supervise(&shared, &shutdown, config.timeouts.shutdown_grace, &inbox);
+    let mut supervisor = Supervisor {
+        shared: &shared,
+        turns: 0,
+        logging: kit.logging,
+    };
+    supervisor.run(&shutdown, config.timeouts.shutdown_grace, &kit.inbox);
     for handle in acceptors {
         // An acceptor that panicked has stopped accepting; nothing else to do.
         let _ = handle.join();
@@ -135,6 +141,8 @@ pub fn run_until(
 struct Supervisor<'a> {
     shared: &'a Shared,
     turns: u64,
+    /// The access log's lines, written at every tick.
+    logging: Logging,
 }
 
 impl Controlled for Supervisor<'_> {
@@ -151,6 +159,7 @@ impl Controlled for Supervisor<'_> {
     fn report(&self) -> WorkerReport {
         self.shared.worker_report(Usage {
             loop_turns: self.turns,
+            access_log_dropped: self.logging.dropped(),
             ..Usage::default()
         })
     }
@@ -166,49 +175,58 @@ fn wait_inbox(inbox: &Inbox, timeout: Duration) {
     }
 }
 
-/// Fire timers every [`TICK`] and apply the inbox's messages as they come, until shutdown;
-/// then let connections finish for `grace`, abort the rest, and wait (bounded) for their
-/// threads to leave.
-fn supervise(shared: &Shared, shutdown: &Shutdown, grace: Duration, inbox: &Inbox) {
-    let mut drain = Drain::new(grace);
-    let mut supervisor = Supervisor { shared, turns: 0 };
-    let mut next_tick = Instant::now() + TICK;
-    loop {
-        wait_inbox(inbox, next_tick.saturating_duration_since(Instant::now()));
-        supervisor.turns += 1;
-        runtime::apply_inbox(inbox, &mut supervisor);
-        let now = Instant::now();
-        if now < next_tick {
-            continue;
-        }
-        next_tick = now + TICK;
-        shared.tick(now);
-        let mut step = drain.step(shutdown, now, shared.len() == 0);
-        if step == Step::StartDraining {
-            // The acceptors see the same request and stop.
-            tracing::info!(connections = shared.len(), "draining");
-            step = drain.step(shutdown, now, shared.len() == 0);
-        }
-        match step {
-            Step::Serve | Step::StartDraining | Step::Draining => {}
-            Step::Done => return,
-            Step::Abort => {
-                tracing::info!(connections = shared.len(), "grace period over; aborting");
-                shared.abort_all();
-                // Threads leave once woken; one still inside a connect leaves when it times
-                // out.
-                let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
-                while shared.len() > 0 && Instant::now() < limit {
-                    thread::sleep(Duration::from_millis(10));
-                }
-                if shared.len() > 0 {
-                    tracing::warn!(
-                        connections = shared.len(),
-                        "connection threads still running at exit"
-                    );
-                }
-                return;
+impl Supervisor<'_> {
+    /// Fire timers and write the access log every [`TICK`], and apply the inbox's messages as
+    /// they come, until shutdown; then let connections finish for `grace`, abort the rest, and
+    /// wait (bounded) for their threads to leave.
+    fn run(&mut self, shutdown: &Shutdown, grace: Duration, inbox: &Inbox) {
+        let mut drain = Drain::new(grace);
+        let mut next_tick = Instant::now() + TICK;
+        let shared = self.shared;
+        loop {
+            wait_inbox(inbox, next_tick.saturating_duration_since(Instant::now()));
+            self.turns += 1;
+            runtime::apply_inbox(inbox, self);
+            let now = Instant::now();
+            if now < next_tick {
+                continue;
             }
+            next_tick = now + TICK;
+            shared.tick(now);
+            shared.write_log(&mut self.logging, now);
+            let mut step = drain.step(shutdown, now, shared.len() == 0);
+            if step == Step::StartDraining {
+                // The acceptors see the same request and stop.
+                tracing::info!(connections = shared.len(), "draining");
+                step = drain.step(shutdown, now, shared.len() == 0);
+            }
+            match step {
+                Step::Serve | Step::StartDraining | Step::Draining => {}
+                Step::Done => break,
+                Step::Abort => {
+                    self.abort();
+                    break;
+                }
+            }
+        }
+        shared.write_log(&mut self.logging, Instant::now());
+    }
+
+    /// The grace period is over: abort what is open and wait (bounded) for the threads.
+    fn abort(&self) {
+        let shared = self.shared;
+        tracing::info!(connections = shared.len(), "grace period over; aborting");
+        shared.abort_all();
+        // Threads leave once woken; one still inside a connect leaves when it times out.
+        let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
+        while shared.len() > 0 && Instant::now() < limit {
+            thread::sleep(Duration::from_millis(10));
+        }
+        if shared.len() > 0 {
+            tracing::warn!(
+                connections = shared.len(),
+                "connection threads still running at exit"
+            );
         }
     }
 }

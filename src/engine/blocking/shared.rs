@@ -24,7 +24,7 @@ use crate::engine::admission::{Admission, Admitted};
 use crate::engine::inbox::WorkerReport;
 use crate::engine::op::os_failure;
 use crate::engine::rate_limit::{self, RateLimit};
-use crate::engine::runtime::{self, Usage};
+use crate::engine::runtime::{self, Logging, Usage};
 use crate::sys::pipe::{Pipe, PipePool, PipeStats};
 
 /// The shared shard and the settings every connection thread reads.
@@ -171,6 +171,11 @@ impl Shared {
     }
 
     /// Fire due timers (idle timeouts) and carry out what follows.
+    /// Hand the connections finished since the last call to `logging`.
+    pub fn write_log(&self, logging: &mut Logging, now: Instant) {
+        logging.write(&mut self.lock().shard, now);
+    }
+
     pub fn tick(&self, now: Instant) {
         let mut locked = self.lock();
         locked.shard.handle_timeouts(now);

@@ -12,13 +12,16 @@ use super::worker::{Accepting, Worker};
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::engine::EngineError;
-use crate::engine::inbox::{Inbox, WorkerReport};
-use crate::engine::runtime::{self, Controlled, Usage};
+use crate::engine::inbox::WorkerReport;
+use crate::engine::runtime::{self, Controlled, Usage, WorkerKit};
 
 impl Worker {
-    /// Take the worker's inbox and register its eventfd, edge-triggered: every write raises an
-    /// edge, so the wait ends on each message whether or not the count was read.
-    pub fn with_inbox(mut self, inbox: Inbox) -> Result<Self, EngineError> {
+    /// Take the worker's inbox and access logging (`shard` was fitted to it) and register the
+    /// inbox's eventfd, edge-triggered: every write raises an edge, so the wait ends on each
+    /// message whether or not the count was read.
+    pub fn attach(mut self, kit: WorkerKit) -> Result<Self, EngineError> {
+        let WorkerKit { inbox, logging } = kit;
+        self.logging = logging;
         let data = epoll::EventData::new_u64(UserData::internal_indexed(TAG_INBOX, 0).0);
         epoll::add(
             &self.res.epoll,
@@ -70,6 +73,7 @@ impl Controlled for Worker {
             loop_turns: self.res.turn,
             buffers_in_use: self.res.buffers.lent() as u64,
             pipes_in_use: self.res.pipes.stats().in_use as u64,
+            access_log_dropped: self.logging.dropped(),
         };
         runtime::report(self.index, &self.shard, usage)
     }

@@ -50,7 +50,7 @@ const MAX_IDLE_BUFFERS: usize = 1024;
 pub fn run_until(
     config: Config,
     shutdown: Shutdown,
-    inboxes: Vec<crate::engine::inbox::Inbox>,
+    kits: Vec<crate::engine::runtime::WorkerKit>,
 ) -> Result<(), EngineError> {
     let fd_limit = crate::sys::limits::raised_nofile();
     tracing::info!(
@@ -63,16 +63,17 @@ pub fn run_until(
     let config = Arc::new(config);
     let snapshots = plan::pool_snapshots(&config);
     let totals = Arc::new(Mutex::new(IoStats::default()));
-    let inboxes = super::worker::Handout::new(inboxes);
+    let kits = super::worker::Handout::new(kits);
     let body = {
         let (config, shutdown, totals) =
             (Arc::clone(&config), shutdown.clone(), Arc::clone(&totals));
         let admission = Arc::clone(&admission);
         move |info: super::worker::WorkerInfo, ready: &super::worker::Ready| {
             let admission = Arc::clone(&admission);
-            let inbox = inboxes.take(info.index)?;
-            let worker = setup(&config, &snapshots, info.index, admission, shutdown.clone())?
-                .with_inbox(inbox)?;
+            let kit = kits.take(info.index)?;
+            let shard = kit.logging.fit(shard(&config, &snapshots, info.index));
+            let worker =
+                setup(&config, shard, info.index, admission, shutdown.clone())?.attach(kit)?;
             ready.ok();
             let stats = worker.run()?;
             totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);
@@ -101,15 +102,36 @@ pub fn run_until(
     Ok(())
 }
 
-/// Everything one worker needs, bound and registered.
-fn setup(
+/// Worker `index`'s shard.
+fn shard(
     config: &Config,
     snapshots: &[Arc<crate::core::balance::PoolSnapshot>],
+    index: usize,
+) -> Shard<ConnIo> {
+    Shard::new(
+        Instant::now(),
+        plan::listener_policies(
+            config,
+            &plan::EngineTraits {
+                enforces_connect_timeout: false,
+                copy_buffers: 1,
+            },
+        ),
+        snapshots.to_vec(),
+        config.tuning.max_connections as usize,
+        index,
+    )
+    .guard_stalls()
+}
+
+/// Everything one worker needs, bound and registered, around its `shard`.
+fn setup(
+    config: &Config,
+    shard: Shard<ConnIo>,
     index: usize,
     admission: Arc<Admission>,
     shutdown: Shutdown,
 ) -> Result<Worker, EngineError> {
-    let now = Instant::now();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let socket = socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
@@ -134,20 +156,6 @@ fn setup(
         deferred: Vec::new(),
         server_options: config.tcp.server,
     };
-    let shard: Shard<ConnIo> = Shard::new(
-        now,
-        plan::listener_policies(
-            config,
-            &plan::EngineTraits {
-                enforces_connect_timeout: false,
-                copy_buffers: 1,
-            },
-        ),
-        snapshots.to_vec(),
-        tuning.max_connections as usize,
-        index,
-    )
-    .guard_stalls();
     Worker::new(
         index,
         (shard, tuning.max_connections as usize),

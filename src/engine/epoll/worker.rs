@@ -22,7 +22,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
 use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
-use crate::engine::runtime::{self, Drain, Step};
+use crate::engine::runtime::{self, Drain, Logging, Step};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
 use crate::engine::{EngineError, op};
@@ -67,6 +67,8 @@ pub struct Worker {
     pub(super) listeners: Vec<ListenerSlot>,
     /// What the control side sends; its eventfd is registered with `TAG_INBOX`.
     pub(super) inbox: Option<std::rc::Rc<Inbox>>,
+    /// The access log's lines, written once per loop turn.
+    pub(super) logging: Logging,
     events: Vec<epoll::Event>,
     out: Vec<Event>,
     shutdown: Shutdown,
@@ -122,6 +124,7 @@ impl Worker {
             res,
             listeners: slots,
             inbox: None,
+            logging: Logging::off(),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             out: Vec::new(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
@@ -169,7 +172,9 @@ impl Worker {
             self.res.turn += 1;
             self.serve_inbox();
             self.turn(now);
+            self.logging.write(&mut self.shard, now);
         }
+        self.logging.write(&mut self.shard, Instant::now());
         let stats = self.res.stats;
         tracing::info!(
             worker = self.index,

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::config::Config;
 use crate::core::shard::{Finished, Shard};
-use crate::engine::access_log::{Record, WorkerLog};
+use crate::engine::access_log::{AccessLog, Record, WorkerLog};
 
 /// `names[i]`, or `-`.
 fn name(names: &[String], i: usize) -> &str {
@@ -19,26 +20,59 @@ pub struct Names {
     pub pools: Vec<String>,
 }
 
-/// One worker's access logging.
+impl Names {
+    /// The names `config` gives.
+    pub fn of(config: &Config) -> Self {
+        Names {
+            listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
+            pools: config.pools.iter().map(|p| p.name.clone()).collect(),
+        }
+    }
+}
+
+/// One worker's access logging, or none: engines call [`Logging::write`] every loop turn
+/// either way, and it costs nothing when the log is off.
 #[derive(Debug)]
 pub struct Logging {
-    log: WorkerLog,
+    log: Option<WorkerLog>,
     names: Arc<Names>,
     taken: Vec<Finished>,
 }
 
 impl Logging {
-    pub fn new(log: WorkerLog, names: Arc<Names>) -> Self {
+    /// One worker's end of `log`, its lines naming listeners and pools by `names`.
+    pub fn new(log: &AccessLog, names: Arc<Names>) -> Self {
         Logging {
-            log,
+            log: Some(log.worker()),
             names,
             taken: Vec::new(),
         }
     }
 
+    /// No access log.
+    pub fn off() -> Self {
+        Logging {
+            log: None,
+            names: Arc::default(),
+            taken: Vec::new(),
+        }
+    }
+
+    /// `shard`, keeping the records this logging needs.
+    pub fn fit<Io>(&self, shard: Shard<Io>) -> Shard<Io> {
+        if self.log.is_some() {
+            shard.keep_records()
+        } else {
+            shard
+        }
+    }
+
     /// Log every connection `shard` finished since the last call and hand the lines to the
-    /// writer; `now` dates them.
+    /// writer; `now` dates them. Once per loop turn, and once more when the worker stops.
     pub fn write<Io>(&mut self, shard: &mut Shard<Io>, now: Instant) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
         self.taken.extend(shard.take_records());
         if self.taken.is_empty() {
             return;
@@ -64,13 +98,13 @@ impl Logging {
                 bytes_out: finished.bytes_out,
                 reason: finished.reason,
             };
-            self.log.log(&record);
+            log.log(&record);
         }
-        self.log.flush();
+        log.flush();
     }
 
     /// Lines dropped because the writer was behind.
     pub fn dropped(&self) -> u64 {
-        self.log.dropped()
+        self.log.as_ref().map_or(0, WorkerLog::dropped)
     }
 }

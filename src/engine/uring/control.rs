@@ -83,6 +83,7 @@ impl Controlled for Worker {
             loop_turns: self.turns,
             buffers_in_use: u64::from(self.buffers.held()) + u64::from(self.buffers.spilled().0),
             pipes_in_use: self.pipes.stats().in_use as u64,
+            access_log_dropped: self.logging.dropped(),
         };
         runtime::report(self.index, &self.shard, usage)
     }

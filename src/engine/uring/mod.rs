@@ -37,7 +37,7 @@ use crate::engine::{EngineError, plan, worker as workers};
 pub fn run_until(
     config: Config,
     shutdown: Shutdown,
-    inboxes: Vec<crate::engine::inbox::Inbox>,
+    kits: Vec<crate::engine::runtime::WorkerKit>,
 ) -> Result<(), EngineError> {
     let kernel = probe::KernelFeatures::probe()?;
     let missing = kernel.missing_required();
@@ -60,7 +60,7 @@ pub fn run_until(
     let cpus = config.worker_cpus();
     let grace = config.timeouts.shutdown_grace;
     let config = Arc::new(config);
-    let inboxes = workers::Handout::new(inboxes);
+    let kits = workers::Handout::new(kits);
     let shared = Arc::clone(&admission);
     let stop_others = shutdown.clone();
     let up = shutdown.clone();
@@ -69,9 +69,9 @@ pub fn run_until(
         "ringlb-uring",
         move |info, ready| {
             let admission = Arc::clone(&shared);
-            let inbox = inboxes.take(info.index)?;
+            let kit = kits.take(info.index)?;
             let mut worker =
-                worker::Worker::new(info, &config, plan, pools.clone(), admission, inbox)?;
+                worker::Worker::new(info, &config, plan, pools.clone(), admission, kit)?;
             ready.ok();
             // A panic must not unwind past the worker's buffers while the kernel may still
             // write to them: catch it, end the ring and keep the buffers mapped (`finish`),

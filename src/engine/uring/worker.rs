@@ -22,7 +22,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::engine::admission::Admission;
 use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
-use crate::engine::runtime::{Drain, Step};
+use crate::engine::runtime::{Drain, Logging, Step, WorkerKit};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan, socket};
@@ -104,6 +104,8 @@ pub(super) struct Worker {
     pub worker_max: usize,
     /// What the control side sends; its eventfd is polled in the ring (`wake`).
     pub inbox: Rc<Inbox>,
+    /// The access log's lines, written once per loop turn.
+    pub logging: Logging,
     pub wake: Wake,
     /// Loop turns so far.
     pub turns: u64,
@@ -116,7 +118,7 @@ impl Worker {
         plan: Plan,
         pools: Vec<Arc<PoolSnapshot>>,
         admission: Arc<Admission>,
-        inbox: Inbox,
+        kit: WorkerKit,
     ) -> Result<Worker, EngineError> {
         let tuning = &config.tuning;
         let ring = Ring::new(tuning.ring_entries, &plan, tuning.iowq_max_workers)
@@ -153,6 +155,7 @@ impl Worker {
             info.index,
         )
         .guard_stalls();
+        let shard = kit.logging.fit(shard);
         Ok(Worker {
             ring,
             buffers,
@@ -178,7 +181,8 @@ impl Worker {
             stopping: false,
             admission,
             worker_max: tuning.max_connections as usize,
-            inbox: Rc::new(inbox),
+            inbox: Rc::new(kit.inbox),
+            logging: kit.logging,
             wake: Wake::Idle,
             turns: 0,
         })
@@ -214,6 +218,7 @@ impl Worker {
             let now = Instant::now();
             self.turns += 1;
             self.serve_inbox();
+            self.logging.write(&mut self.shard, now);
             let mut step = drain.step(shutdown, now, self.idle());
             if step == Step::StartDraining {
                 self.stopping = true;
@@ -264,6 +269,7 @@ impl Worker {
         if let Err(err) = self.ring.submit_and_wait(Duration::ZERO) {
             tracing::warn!(%err, "submitting the last closes");
         }
+        self.logging.write(&mut self.shard, Instant::now());
         let stats = self.shard.stats();
         tracing::info!(
             worker = self.index,
@@ -368,7 +374,10 @@ mod tests {
             plan,
             plan::pool_snapshots(&config),
             admission,
-            inbox,
+            WorkerKit {
+                inbox,
+                logging: Logging::off(),
+            },
         )
         .expect("worker");
 
