@@ -531,3 +531,148 @@ fn counters_follow_the_traffic() {
         backend_state(&show(&socket), "a") == "(absent)"
     });
 }
+
+/// A backend that echoes and counts what it saw: connections, bytes.
+fn counting_backend() -> (
+    SocketAddr,
+    std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("backend");
+    let addr = listener.local_addr().expect("backend address");
+    let seen = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let counts = std::sync::Arc::clone(&seen);
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counts[0].fetch_add(1, Ordering::Relaxed);
+            let counts = std::sync::Arc::clone(&counts);
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    counts[1].fetch_add(n as u64, Ordering::Relaxed);
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `metric{pool="backends",backend=NAME}` in `scrape`, as an integer (0 when absent).
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, backend: &str, le: Option<&str>) -> u64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && s.labels.get("backend") == Some(backend))
+        .find_map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(*v as u64),
+            prometheus_parse::Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| le.is_some_and(|le| le == "+Inf") && b.less_than.is_infinite())
+                .map(|b| b.count as u64),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// /metrics, parsed: each backend's sessions, bytes each way and connect-time count move by
+/// exactly what the test sent through it (as the backends themselves counted it).
+#[test]
+fn metrics_equal_what_was_sent() {
+    use std::sync::atomic::Ordering;
+    let dir = TempDir::new("metrics-exact");
+    let socket = dir.join("admin.sock");
+    let (a, seen_a) = counting_backend();
+    let (b, seen_b) = counting_backend();
+    let listen = free_port();
+    let (listen_text, a_spec, b_spec) = (
+        listen.to_string(),
+        format!("{a},name=a"),
+        format!("{b},name=b"),
+    );
+    let _lb = Ringlb::start(
+        &dir,
+        listen,
+        &[
+            "--listen",
+            &listen_text,
+            "--backend",
+            &a_spec,
+            "--backend",
+            &b_spec,
+            "--admin-socket",
+            socket.to_str().expect("utf-8"),
+        ],
+    );
+    let scrape = || {
+        let text = request(
+            &Endpoint::Unix(socket.clone()),
+            None,
+            "GET",
+            "/metrics",
+            None,
+        )
+        .expect("scrape")
+        .text();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+    };
+    let idle = || {
+        let view = show(&socket);
+        (0..2).all(|i| view["pools"][0]["backends"][i]["active"] == 0)
+    };
+    eventually("the start-up probe is gone", idle);
+    let before = scrape();
+    let seen_before: Vec<[u64; 2]> = [&seen_a, &seen_b]
+        .iter()
+        .map(|s| [s[0].load(Ordering::Relaxed), s[1].load(Ordering::Relaxed)])
+        .collect();
+    for i in 0..10usize {
+        let mut client = TcpStream::connect(listen).expect("connect through ringlb");
+        let data = vec![i as u8; 1000 + 37 * i];
+        client.write_all(&data).expect("send");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let mut echo = Vec::new();
+        client.read_to_end(&mut echo).expect("echo");
+        assert_eq!(echo, data);
+    }
+    eventually("every connection is closed", idle);
+    let after = scrape();
+    for (name, seen, was) in [
+        ("a", &seen_a, seen_before[0]),
+        ("b", &seen_b, seen_before[1]),
+    ] {
+        let moved = |metric: &str, le: Option<&str>| {
+            sample(&after, metric, name, le) - sample(&before, metric, name, le)
+        };
+        let connections = seen[0].load(Ordering::Relaxed) - was[0];
+        let bytes = seen[1].load(Ordering::Relaxed) - was[1];
+        assert!(connections > 0, "round robin reached backend {name}");
+        assert_eq!(
+            moved("ringlb_backend_sessions_total", None),
+            connections,
+            "{name}"
+        );
+        assert_eq!(
+            moved("ringlb_backend_bytes_in_total", None),
+            bytes,
+            "{name}"
+        );
+        assert_eq!(
+            moved("ringlb_backend_bytes_out_total", None),
+            bytes,
+            "{name}"
+        );
+        assert_eq!(
+            moved("ringlb_backend_connect_time_seconds", Some("+Inf")),
+            connections,
+            "{name}: one connect time per connection"
+        );
+        assert_eq!(moved("ringlb_backend_current_sessions", None), 0);
+    }
+}

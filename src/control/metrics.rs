@@ -9,13 +9,16 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use prometheus_client::registry::Unit;
 
-use super::view::Show;
+use super::view::{ConnectTimeView, Show};
 
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -34,6 +37,7 @@ pub fn render(show: &Show) -> String {
     let bytes_in = CounterFamily::default();
     let bytes_out = CounterFamily::default();
     let failures = CounterFamily::default();
+    let mut connect_time = BucketFamily::default();
     for pool in &show.pools {
         for b in &pool.backends {
             let labels = vec![("pool", pool.name.clone()), ("backend", b.name.clone())];
@@ -43,6 +47,9 @@ pub fn render(show: &Show) -> String {
             bytes_in.get_or_create(&labels).inc_by(b.bytes_in);
             bytes_out.get_or_create(&labels).inc_by(b.bytes_out);
             failures.get_or_create(&labels).inc_by(b.connect_failures);
+            connect_time
+                .0
+                .push((labels.clone(), Buckets::of(&b.connect_time)));
         }
     }
     registry.register(
@@ -74,6 +81,12 @@ pub fn render(show: &Show) -> String {
         "ringlb_backend_connect_failures",
         "Failed connect attempts to the backend",
         failures,
+    );
+    registry.register_with_unit(
+        "ringlb_backend_connect_time",
+        "Time to connect to the backend, of connects that completed",
+        Unit::Seconds,
+        connect_time,
     );
 
     let current = GaugeFamily::default();
@@ -109,12 +122,14 @@ pub fn render(show: &Show) -> String {
     let turns = CounterFamily::default();
     let buffers = GaugeFamily::default();
     let pipes = GaugeFamily::default();
+    let dropped = CounterFamily::default();
     for w in &show.workers {
         let labels = vec![("worker", w.worker.to_string())];
         connections.get_or_create(&labels).set(w.connections);
         turns.get_or_create(&labels).inc_by(w.loop_turns);
         buffers.get_or_create(&labels).set(w.buffers_in_use);
         pipes.get_or_create(&labels).set(w.pipes_in_use);
+        dropped.get_or_create(&labels).inc_by(w.access_log_dropped);
     }
     registry.register(
         "ringlb_worker_connections",
@@ -136,6 +151,11 @@ pub fn render(show: &Show) -> String {
         "Pipes in use by the worker now (splice)",
         pipes,
     );
+    registry.register(
+        "ringlb_worker_access_log_dropped",
+        "Access-log lines dropped because the writer was behind",
+        dropped,
+    );
 
     registry.register(
         "ringlb_build",
@@ -147,4 +167,48 @@ pub fn render(show: &Show) -> String {
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
     out
+}
+
+/// A histogram whose buckets the workers counted already: encoded as it is (prometheus-client's
+/// own `Histogram` can only observe values one by one).
+#[derive(Clone, Debug, Default)]
+struct Buckets {
+    /// `(upper bound in seconds, count in that bucket alone)`; the last bound is +Inf.
+    buckets: Vec<(f64, u64)>,
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Buckets {
+    fn of(view: &ConnectTimeView) -> Self {
+        let bounds = view
+            .bounds_us
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain(std::iter::once(f64::INFINITY));
+        Buckets {
+            buckets: bounds.zip(view.buckets.iter().copied()).collect(),
+            sum_seconds: view.sum_us as f64 / 1e6,
+            count: view.buckets.iter().sum(),
+        }
+    }
+}
+
+/// One [`Buckets`] per label set, as they came.
+#[derive(Debug, Default)]
+struct BucketFamily(Vec<(Labels, Buckets)>);
+
+impl EncodeMetric for BucketFamily {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, b) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(b.sum_seconds, b.count, &b.buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }

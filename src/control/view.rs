@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Accepting, Control, Reports};
 use crate::config::algorithm_name;
+use crate::core::stats::{CONNECT_TIME_BOUNDS_US, ConnectTimes};
 
 /// The whole view.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,7 +68,30 @@ pub struct BackendView {
     /// Bytes received from it (backend → client).
     pub bytes_out: u64,
     pub connect_failures: u64,
+    /// Connects that completed, by time taken: `connect_time.buckets[i]` counts those within
+    /// `CONNECT_TIME_BOUNDS_US[i]` µs (and over the bound before); the last entry the rest.
+    #[serde(default)]
+    pub connect_time: ConnectTimeView,
     pub last_change: LastChange,
+}
+
+/// A backend's connect-time histogram (per bucket, not cumulative).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectTimeView {
+    /// Upper bounds (µs) of every bucket but the last, which is unbounded.
+    pub bounds_us: Vec<u64>,
+    pub buckets: Vec<u64>,
+    pub sum_us: u64,
+}
+
+impl From<&ConnectTimes> for ConnectTimeView {
+    fn from(times: &ConnectTimes) -> Self {
+        ConnectTimeView {
+            bounds_us: CONNECT_TIME_BOUNDS_US.to_vec(),
+            buckets: times.buckets.to_vec(),
+            sum_us: times.sum_us,
+        }
+    }
 }
 
 /// When and why a backend's state last changed.
@@ -87,6 +111,9 @@ pub struct WorkerView {
     pub loop_turns: u64,
     pub buffers_in_use: u64,
     pub pipes_in_use: u64,
+    /// Access-log lines dropped because the writer was behind.
+    #[serde(default)]
+    pub access_log_dropped: u64,
 }
 
 fn unix_seconds(at: SystemTime) -> u64 {
@@ -143,6 +170,7 @@ impl Show {
                             bytes_in: c.bytes_in,
                             bytes_out: c.bytes_out,
                             connect_failures: c.connect_failures,
+                            connect_time: ConnectTimeView::from(&c.connect_time),
                             last_change: LastChange {
                                 at: unix_seconds(b.changed.at),
                                 seconds_ago: now
@@ -164,6 +192,7 @@ impl Show {
                 loop_turns: r.loop_turns,
                 buffers_in_use: r.buffers_in_use,
                 pipes_in_use: r.pipes_in_use,
+                access_log_dropped: r.access_log_dropped,
             })
             .collect();
         Show {
