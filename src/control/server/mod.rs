@@ -1,7 +1,8 @@
 //! The admin API's HTTP server: `tiny_http` on threads of its own (never a worker), on a Unix
 //! socket and optionally on TCP.
 //!
-//! Routes: `GET /api/show`, `POST /api/backends/{state,weight,add,remove}`,
+//! Routes: `GET /` (also `/index.html`: the live stats page, HTML that polls `/api/show`),
+//! `GET /api/show`, `POST /api/backends/{state,weight,add,remove}`,
 //! `POST /api/listeners/enabled`, `POST /api/reload` (501 for now), `GET /health`,
 //! `GET /metrics`. Bodies are JSON; every error is a 4xx/5xx with `{"error": REASON}`.
 //!
@@ -13,7 +14,9 @@
 //! - A path given in the file or with `--admin-socket` that cannot be bound: startup error.
 //!
 //! The socket is created with mode 0600 and removed when the server stops. On TCP, when a
-//! token is configured, requests must carry `Authorization: Bearer TOKEN`.
+//! token is configured, requests must carry `Authorization: Bearer TOKEN`, all but the stats
+//! page itself: it holds no data, and a browser cannot send the token when it opens a page
+//! (the page reads it from `#token=TOKEN` in its URL and sends it on its reads).
 
 mod routes;
 mod socket;
@@ -33,7 +36,7 @@ use super::report::REPORT_TIMEOUT;
 use super::{Control, Reports};
 use crate::config::Admin;
 use crate::engine::signal::Shutdown;
-use routes::{error_body, fail, into_response, json_reply, route};
+use routes::{error_body, fail, into_response, json_reply, public, route};
 use socket::bind_unix;
 
 /// Why the admin server could not start.
@@ -269,7 +272,8 @@ fn housekeeping(context: &Context, stop: &AtomicBool) {
 }
 
 fn handle(mut request: Request, transport: Transport, context: &Context) {
-    let reply = if !authorized(&request, transport, context) {
+    let open = public(request.method(), request.url());
+    let reply = if !open && !authorized(&request, transport, context) {
         fail(
             401,
             "missing or wrong bearer token (Authorization: Bearer TOKEN)",

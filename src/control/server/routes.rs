@@ -1,5 +1,5 @@
-//! The route table and one handler per route. Bodies are JSON; every error is a 4xx/5xx
-//! with `{"error": REASON}`.
+//! The route table and one handler per route. Bodies are JSON (but for the stats page and
+//! `/metrics`); every error is a 4xx/5xx with `{"error": REASON}`.
 
 use std::io::Cursor;
 
@@ -11,11 +11,35 @@ use super::Context;
 use crate::control::view::Show;
 use crate::control::{AdminState, ControlError, metrics};
 
-/// An answer: status, content type, body.
+/// An answer: status, content type, headers beyond those two, body.
 pub(super) struct Reply {
     status: u16,
     content_type: &'static str,
+    headers: &'static [(&'static str, &'static str)],
     body: Vec<u8>,
+}
+
+/// The live stats page, `GET /`: one self-contained file that polls `GET /api/show`.
+const STATS_PAGE: &str = include_str!("../stats.html");
+
+/// The stats page's headers. The policy lets it load nothing but itself and reach nothing but
+/// this origin, so the browser enforces that it stays self-contained (and works offline).
+const STATS_PAGE_HEADERS: &[(&str, &str)] = &[
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-cache"),
+];
+
+/// Whether `path` answers without the bearer token: only the stats page, which holds no data
+/// (a browser cannot send the token when it navigates; the page sends it on its reads).
+pub(super) fn public(method: &Method, url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url);
+    *method == Method::Get && matches!(path, "/" | "/index.html")
 }
 
 pub(super) fn error_body(reason: &str) -> serde_json::Value {
@@ -26,6 +50,7 @@ pub(super) fn json_reply(status: u16, value: &serde_json::Value) -> Response<Cur
     into_response(Reply {
         status,
         content_type: "application/json",
+        headers: &[],
         body: json_bytes(value),
     })
 }
@@ -41,8 +66,11 @@ pub(super) fn into_response(reply: Reply) -> Response<Cursor<Vec<u8>>> {
         .with_status_code(reply.status)
         // One Content-Length, never chunked: clients read exactly the body.
         .with_chunked_threshold(usize::MAX);
-    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes()) {
-        response.add_header(header);
+    let content_type = ("Content-Type", reply.content_type);
+    for (field, value) in std::iter::once(&content_type).chain(reply.headers) {
+        if let Ok(header) = Header::from_bytes(field.as_bytes(), value.as_bytes()) {
+            response.add_header(header);
+        }
     }
     response
 }
@@ -51,6 +79,7 @@ pub(super) fn fail(status: u16, reason: impl AsRef<str>) -> Reply {
     Reply {
         status,
         content_type: "application/json",
+        headers: &[],
         body: json_bytes(&error_body(reason.as_ref())),
     }
 }
@@ -59,6 +88,7 @@ fn ok(value: serde_json::Value) -> Reply {
     Reply {
         status: 200,
         content_type: "application/json",
+        headers: &[],
         body: json_bytes(&value),
     }
 }
@@ -115,6 +145,7 @@ struct ListenerBody {
 pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) -> Reply {
     let path = url.split('?').next().unwrap_or(url);
     match (method, path) {
+        (Method::Get, "/" | "/index.html") => stats_page(),
         (Method::Get, "/api/show") => show(context),
         (Method::Get, "/metrics") => scrape(context),
         (Method::Get, "/health") => health(context),
@@ -126,7 +157,9 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
         (Method::Post, "/api/reload") => fail(501, "reload is not implemented yet"),
         (
             _,
-            "/api/show"
+            "/"
+            | "/index.html"
+            | "/api/show"
             | "/metrics"
             | "/health"
             | "/api/backends/state"
@@ -140,12 +173,22 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
     }
 }
 
+fn stats_page() -> Reply {
+    Reply {
+        status: 200,
+        content_type: "text/html; charset=utf-8",
+        headers: STATS_PAGE_HEADERS,
+        body: STATS_PAGE.as_bytes().to_vec(),
+    }
+}
+
 fn show(context: &Context) -> Reply {
     let (control, reports) = context.reports();
     let view = Show::build(&control, &reports);
     Reply {
         status: 200,
         content_type: "application/json",
+        headers: &[],
         body: json_bytes(&view),
     }
 }
@@ -157,6 +200,7 @@ fn scrape(context: &Context) -> Reply {
     Reply {
         status: 200,
         content_type: metrics::CONTENT_TYPE,
+        headers: &[],
         body: metrics::render(&view).into_bytes(),
     }
 }
@@ -340,6 +384,27 @@ mod tests {
             let reason = value["error"].as_str().unwrap_or_default();
             assert!(reason.contains(words), "{url} {body}: {reason:?}");
         }
+    }
+
+    #[test]
+    fn the_stats_page_is_html_open_and_get_only() {
+        let (context, _inboxes) = context();
+        for path in ["/", "/index.html", "/?refresh=1"] {
+            let reply = route(&Method::Get, path, b"", &context);
+            assert_eq!(reply.status, 200, "{path}");
+            assert_eq!(reply.content_type, "text/html; charset=utf-8");
+            let page = String::from_utf8_lossy(&reply.body);
+            assert!(page.starts_with("<!DOCTYPE html>"), "{path}");
+            assert!(page.contains("fetch(\"/api/show\""), "it polls the view");
+            assert!(public(&Method::Get, path), "{path} needs no token");
+        }
+        let (status, value) = call(&context, Method::Post, "/", "");
+        assert_eq!(status, 405, "{value}");
+        assert!(!public(&Method::Post, "/"));
+        assert!(
+            !public(&Method::Get, "/api/show"),
+            "data stays behind the token"
+        );
     }
 
     #[test]
