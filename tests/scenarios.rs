@@ -21,6 +21,8 @@
 mod balance;
 #[path = "scenarios/connect.rs"]
 mod connect;
+#[path = "scenarios/control.rs"]
+mod control;
 #[path = "scenarios/data.rs"]
 mod data;
 #[path = "scenarios/failures.rs"]
@@ -92,6 +94,7 @@ macro_rules! scenarios {
             non_readers_1500_do_not_starve_others => crate::starvation::non_readers_1500_do_not_starve_others,
             trickling_non_readers_do_not_starve_others => crate::starvation::trickling_non_readers_do_not_starve_others,
             access_log_lines_and_rotation => crate::observe::access_log_lines_and_rotation,
+            drain_through_the_api => crate::control::drain_through_the_api,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {
