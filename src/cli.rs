@@ -110,7 +110,8 @@ pub enum CtlSubcommand {
         /// The listener's name or bind address.
         listener: String,
     },
-    /// Reload the configuration file (not implemented yet).
+    /// Re-read the configuration file and apply it without dropping a connection; prints
+    /// what changed and what needs a restart.
     Reload,
     /// Exit 0 when ringlb is healthy (listeners accepting, a ready backend in every pool).
     Health,

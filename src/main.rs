@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringlb::config::{self, Config, ConfigError};
-use ringlb::control::Control;
 use ringlb::control::client::Endpoint;
+use ringlb::control::{Control, ReloadSource};
 use ringlb::engine::{inbox, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -92,7 +92,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let control = Control::new(&config, links);
+    let mut control = Control::new(&config, links);
+    if let Some(path) = &args.config {
+        control.reload_from(ReloadSource {
+            path: path.clone(),
+            overrides,
+        });
+    }
     let admin = match ringlb::control::server::start(&config.admin, control, shutdown.clone()) {
         Ok(admin) => admin,
         Err(e) => return fail(&e),

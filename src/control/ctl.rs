@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::AdminState;
 use super::client::{Endpoint, request};
 use super::view::Show;
+use super::{AdminState, ReloadOutcome};
 
 /// What `ringlb ctl` can do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,8 +117,24 @@ pub fn run(
             let state = if *enabled { "enabled" } else { "disabled" };
             format!("listener {listener}: {state}\n")
         }
-        CtlCommand::Reload => answer.text(),
+        CtlCommand::Reload => reloaded(&answer.body),
     })
+}
+
+/// What `ctl reload` prints: each change applied, then each setting that waits for a restart.
+fn reloaded(body: &[u8]) -> String {
+    let outcome: ReloadOutcome = serde_json::from_slice(body).unwrap_or_default();
+    let mut out = String::from("reloaded\n");
+    if outcome.applied.is_empty() {
+        out.push_str("  nothing changed\n");
+    }
+    for line in &outcome.applied {
+        out.push_str(&format!("  applied: {line}\n"));
+    }
+    for line in &outcome.restart_needed {
+        out.push_str(&format!("  needs a restart: {line}\n"));
+    }
+    out
 }
 
 /// Left-aligned columns, two spaces apart.

@@ -19,6 +19,7 @@
 pub mod client;
 pub mod ctl;
 pub mod metrics;
+mod reload;
 pub mod report;
 pub mod server;
 mod state;
@@ -29,6 +30,7 @@ mod tests;
 
 use std::sync::Arc;
 
+pub use reload::{Outcome as ReloadOutcome, Source as ReloadSource};
 pub use report::Reports;
 pub use state::{Accepting, AdminState, Backend, Change, Life, Listener};
 
@@ -78,6 +80,8 @@ pub struct Pool {
     /// Indexed by [`BackendId`]; tombstones included.
     pub backends: Vec<Backend>,
     snapshot: Arc<PoolSnapshot>,
+    /// Left out of the file by a reload: its backends drain, and it is not shown.
+    pub retired: bool,
 }
 
 impl Pool {
@@ -118,6 +122,11 @@ pub struct Control {
     links: Vec<WorkerLink>,
     /// Changes sent to the workers so far.
     changes: u64,
+    /// The configuration the workers run with (after reloads: pools and listeners in this
+    /// side's order).
+    config: Arc<Config>,
+    /// Where a reload reads the file from; `None` (the quick form): nothing to reload.
+    source: Option<ReloadSource>,
 }
 
 impl Control {
@@ -133,21 +142,14 @@ impl Control {
                 let backends: Vec<Backend> = p
                     .backends
                     .iter()
-                    .map(|b| Backend {
-                        name: b.name.clone(),
-                        addr: b.addr,
-                        weight: b.weight,
-                        life: Life::Serving(AdminState::Ready),
-                        changed: Change::now("configured"),
-                        hashed_as: b.name.clone(),
-                        removal_change: 0,
-                    })
+                    .map(|b| Backend::configured(b, "configured"))
                     .collect();
                 Pool {
                     name: p.name.clone(),
                     algorithm: p.algorithm,
                     backends,
                     snapshot,
+                    retired: false,
                 }
             })
             .collect();
@@ -166,6 +168,8 @@ impl Control {
             listeners,
             links,
             changes: 0,
+            config: Arc::new(config.clone()),
+            source: None,
         }
     }
 
@@ -193,7 +197,7 @@ impl Control {
     fn pool_index(&self, pool: &str) -> Result<usize> {
         self.pools
             .iter()
-            .position(|p| p.name == pool)
+            .position(|p| p.name == pool && !p.retired)
             .ok_or_else(|| ControlError::UnknownPool(pool.to_owned()))
     }
 
@@ -386,7 +390,7 @@ impl Control {
                 ));
             }
         }
-        for pool in &self.pools {
+        for pool in self.pools.iter().filter(|p| !p.retired) {
             let ready = pool
                 .backends
                 .iter()

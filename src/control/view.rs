@@ -148,6 +148,7 @@ impl Show {
             .pools()
             .iter()
             .enumerate()
+            .filter(|(_, pool)| !pool.retired)
             .map(|(p, pool)| PoolView {
                 name: pool.name.clone(),
                 algorithm: algorithm_name(pool.algorithm).to_owned(),

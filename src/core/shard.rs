@@ -80,6 +80,8 @@ struct Entry<Io> {
 
 /// One worker's connections and balancing state.
 pub struct Shard<Io> {
+    /// The worker's index: it seeds the balancers' choices (see [`Balancer::for_worker`]).
+    worker: usize,
     listeners: Vec<ListenerPolicy>,
     balancers: Vec<Balancer>,
     conns: Slab<Entry<Io>>,
@@ -129,6 +131,7 @@ impl<Io> Shard<Io> {
             .map(|(i, pool)| Balancer::for_worker(pool, worker, i))
             .collect();
         Shard {
+            worker,
             counters,
             records: None,
             listeners,
@@ -485,10 +488,27 @@ impl<Io> Shard<Io> {
     /// Replace pool `pool`'s snapshot (backend states or weights changed); takes effect for the
     /// next pick. Established connections are not touched.
     pub fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        if pool == self.balancers.len() {
+            // A pool added by a reload: pools are only ever appended.
+            self.counters.add_pool(snapshot.len());
+            let balancer = Balancer::for_worker(snapshot, self.worker, pool);
+            self.balancers.push(balancer);
+            return;
+        }
         if let Some(balancer) = self.balancers.get_mut(pool) {
             self.counters.repool(pool, balancer.snapshot(), &snapshot);
             balancer.update(snapshot);
         }
+    }
+
+    /// New policies for every listener (a reload), in listener order: entries past the
+    /// current ones are new listeners. They apply to connections accepted from now on; open
+    /// ones keep the limits and pool they were accepted with. A policy naming a pool this
+    /// shard does not have yet is taken as it is: its clients are refused until the pool
+    /// arrives (the control side sends pools first).
+    pub fn set_listeners(&mut self, policies: Vec<ListenerPolicy>) {
+        self.counters.resize_listeners(policies.len());
+        self.listeners = policies;
     }
 
     /// This worker's counters for pool `pool`'s backends, by [`BackendId`] index in its current

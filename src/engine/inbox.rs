@@ -22,6 +22,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use rustix::event::{EventfdFlags, eventfd};
 
+use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::stats::{BackendCounters, ListenerCounters, ShardStats};
 
@@ -39,6 +40,11 @@ pub enum Message {
     Accepting { listener: usize, on: bool },
     /// Send this worker's [`WorkerReport`] on the channel, at the next loop turn.
     Report(Sender<WorkerReport>),
+    /// The configuration a reload left, its pools and listeners in the control side's order
+    /// (which only ever grows): new listener policies (pool, retries, mode, timeouts) for
+    /// connections accepted from now on, and the names the access log gives. Sent after the
+    /// snapshots of any pool it adds.
+    Reconfigure(Arc<Config>),
 }
 
 /// What a worker reports when asked: its own counters, summed by the control side.

@@ -3,7 +3,8 @@
 //!
 //! Without `NOTIFY_SOCKET` in the environment (not started by systemd, tests, the demo) every
 //! call is a no-op. Errors are logged, never fatal: a supervisor that cannot be told is no reason
-//! to stop serving. `RELOADING=1` comes with hitless reload.
+//! to stop serving. A reload is framed by `RELOADING=1` (with `MONOTONIC_USEC`, as
+//! `Type=notify-reload` wants) and `READY=1`.
 
 use std::time::Duration;
 
@@ -18,6 +19,15 @@ fn send(state: NotifyState<'_>, what: &str) {
 /// Every worker has finished its set-up.
 pub fn ready() {
     send(NotifyState::Ready, "ready");
+}
+
+/// A reload has begun; [`ready`] again when it is over.
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading];
+    states.extend(NotifyState::monotonic_usec_now().ok());
+    if let Err(err) = sd_notify::notify(&states) {
+        tracing::warn!(%err, "could not notify systemd (reloading)");
+    }
 }
 
 /// A graceful stop has begun.

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::access_log::AccessLog;
 use super::inbox::{Inbox, Message, WorkerReport};
+use super::plan::{EngineTraits, listener_policies};
 use super::signal::Shutdown;
+use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
@@ -52,6 +54,9 @@ pub trait Controlled {
     fn set_accepting(&mut self, listener: usize, on: bool);
     /// This worker's counters now.
     fn report(&self) -> WorkerReport;
+    /// A reload's configuration (see [`Message::Reconfigure`]); most engines pass it on to
+    /// [`reconfigure`].
+    fn reconfigure(&mut self, config: &Config);
 }
 
 /// What a worker holds beyond its shard's counters, for its report.
@@ -78,6 +83,7 @@ pub fn apply_inbox(inbox: &Inbox, worker: &mut impl Controlled) -> usize {
             Message::Accepting { listener, on } => worker.set_accepting(listener, on),
             // The asker may have given up waiting; nothing to do then.
             Message::Report(reply) => drop(reply.send(worker.report())),
+            Message::Reconfigure(config) => worker.reconfigure(&config),
         }
     }
     applied
@@ -98,6 +104,18 @@ pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerRepor
         pipes_in_use: usage.pipes_in_use,
         access_log_dropped: usage.access_log_dropped,
     }
+}
+
+/// What every engine does with a reload's `config`: `shard`'s listener policies for an engine
+/// of `traits`, and the names `logging` writes.
+pub fn reconfigure<Io>(
+    shard: &mut Shard<Io>,
+    logging: &mut Logging,
+    config: &Config,
+    traits: &EngineTraits,
+) {
+    shard.set_listeners(listener_policies(config, traits));
+    logging.rename(Arc::new(Names::of(config)));
 }
 
 /// The address of a client just accepted, as the shard wants it: looked up (`getpeername`)

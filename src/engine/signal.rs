@@ -5,7 +5,7 @@
 //! |----------------------|-------------------------------------------------------------------|
 //! | TERM, INT, QUIT      | graceful stop: no new clients, drain for up to `shutdown_grace`   |
 //! | another of those     | while draining: stop at once (abort what is open, exit status 0)  |
-//! | HUP                  | logs "reload not supported yet" (warn); serving goes on           |
+//! | HUP                  | reload: the control side re-reads the file (see `control::reload`) |
 //! | USR1                 | reopens the access log file (logrotate); serving goes on          |
 //! | USR2                 | logged as ignored (info); serving goes on                         |
 //! | PIPE                 | ignored: sends use `MSG_NOSIGNAL`, and splice reports EPIPE       |
@@ -71,6 +71,8 @@ pub struct Shutdown {
     up: Arc<AtomicBool>,
     /// Set by SIGUSR1, taken by the access log's writer.
     reopen: Reopen,
+    /// Set by SIGHUP, taken by the control side ([`Shutdown::take_reload`]).
+    reload: Arc<AtomicBool>,
 }
 
 impl Default for Shutdown {
@@ -79,6 +81,7 @@ impl Default for Shutdown {
             phase: Arc::new(AtomicU8::new(Phase::Serving as u8)),
             up: Arc::default(),
             reopen: Reopen::default(),
+            reload: Arc::default(),
         }
     }
 }
@@ -155,6 +158,16 @@ impl Shutdown {
         }
     }
 
+    /// Ask for a reload, as SIGHUP does.
+    pub fn request_reload(&self) {
+        self.reload.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a reload was asked for since the last call (the control side polls it).
+    pub fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::Relaxed)
+    }
+
     /// What SIGUSR1 requests: the access log's file reopened.
     pub fn log_reopen(&self) -> Reopen {
         self.reopen.clone()
@@ -200,7 +213,13 @@ fn on_signal(shutdown: &Shutdown, signal: i32) {
                 "stopping: no new connections; open ones may finish within the grace period"
             ),
         },
-        SIGHUP => tracing::warn!(signal = name, "reload not supported yet; serving goes on"),
+        SIGHUP if shutdown.requested() => {
+            tracing::warn!(signal = name, "stopping: no reload");
+        }
+        SIGHUP => {
+            tracing::info!(signal = name, "reloading the configuration");
+            shutdown.request_reload();
+        }
         SIGUSR1 => {
             tracing::info!(signal = name, "reopening the access log");
             shutdown.reopen.request();
@@ -230,15 +249,18 @@ mod tests {
     }
 
     #[test]
-    fn hup_and_usr_signals_change_nothing() {
+    fn hup_asks_for_a_reload_and_usr_signals_never_stop() {
         let shutdown = Shutdown::default();
         for signal in [SIGHUP, SIGUSR1, SIGUSR2, SIGHUP] {
             on_signal(&shutdown, signal);
             assert_eq!(shutdown.phase(), Phase::Serving);
         }
+        assert!(shutdown.take_reload(), "HUP asks for a reload");
+        assert!(!shutdown.take_reload(), "taken once");
         on_signal(&shutdown, SIGTERM);
         on_signal(&shutdown, SIGHUP);
         assert_eq!(shutdown.phase(), Phase::Draining, "HUP while draining");
+        assert!(!shutdown.take_reload(), "no reload while stopping");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! Routes: `GET /` (also `/index.html`: the live stats page, HTML that polls `/api/show`),
 //! `GET /api/show`, `POST /api/backends/{state,weight,add,remove}`,
-//! `POST /api/listeners/enabled`, `POST /api/reload` (501 for now), `GET /health`,
+//! `POST /api/listeners/enabled`, `POST /api/reload`, `GET /health`,
 //! `GET /metrics`. Bodies are JSON; every error is a 4xx/5xx with `{"error": REASON}`.
 //!
 //! # Socket rules at start
@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 use tiny_http::{Request, Server};
 
 use super::report::REPORT_TIMEOUT;
-use super::{Control, Reports};
+use super::{Control, ControlError, ReloadOutcome, Reports};
 use crate::config::Admin;
+use crate::engine::notify;
 use crate::engine::signal::Shutdown;
 use routes::{error_body, fail, into_response, json_reply, public, route};
 use socket::bind_unix;
@@ -110,6 +111,28 @@ impl Context {
             );
         }
         (control, reports)
+    }
+
+    /// Reload the configuration (SIGHUP, `POST /api/reload`), telling systemd, and log what
+    /// came of it.
+    fn reload(&self) -> Result<ReloadOutcome, ControlError> {
+        notify::reloading();
+        let result = self.control().reload();
+        notify::ready();
+        match &result {
+            Ok(outcome) => {
+                tracing::info!(
+                    applied = ?outcome.applied,
+                    restart_needed = ?outcome.restart_needed,
+                    "configuration reloaded"
+                );
+                for setting in &outcome.restart_needed {
+                    tracing::warn!("reload: not applied, {setting}");
+                }
+            }
+            Err(e) => tracing::error!("reload refused; the running configuration stays: {e}"),
+        }
+        result
     }
 }
 
@@ -200,7 +223,7 @@ pub fn start(
     let (housekeeping_context, housekeeping_stop) = (Arc::clone(&context), Arc::clone(&stop));
     threads.push(
         std::thread::Builder::new()
-            .name("ringlb-admin-removals".into())
+            .name("ringlb-control".into())
             .spawn(move || housekeeping(&housekeeping_context, &housekeeping_stop))
             .map_err(|e| AdminError::Server(e.to_string()))?,
     );
@@ -255,12 +278,16 @@ fn serve(server: &Server, transport: Transport, context: &Arc<Context>, stop: &A
     }
 }
 
-/// Finish removals while nobody reads: every [`HOUSEKEEPING`] while a backend drains to be
-/// removed.
+/// Reload when SIGHUP asked (within [`POLL`]), and finish removals while nobody reads: every
+/// [`HOUSEKEEPING`] while a backend drains to be removed.
 fn housekeeping(context: &Context, stop: &AtomicBool) {
     let mut next = Instant::now() + HOUSEKEEPING;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL);
+        if context.shutdown.take_reload() {
+            // Logged either way; nobody else waits for the answer.
+            let _ = context.reload();
+        }
         if Instant::now() < next {
             continue;
         }

@@ -154,7 +154,7 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
         (Method::Post, "/api/backends/add") => add(body, context),
         (Method::Post, "/api/backends/remove") => remove(body, context),
         (Method::Post, "/api/listeners/enabled") => set_listener(body, context),
-        (Method::Post, "/api/reload") => fail(501, "reload is not implemented yet"),
+        (Method::Post, "/api/reload") => reload(context),
         (
             _,
             "/"
@@ -284,6 +284,15 @@ fn set_listener(body: &[u8], context: &Context) -> Reply {
     )
 }
 
+/// `{"applied": [...], "restart_needed": [...]}`, or the reason nothing changed.
+fn reload(context: &Context) -> Reply {
+    changed(
+        context
+            .reload()
+            .map(|outcome| serde_json::to_value(outcome).unwrap_or_default()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -377,7 +386,13 @@ mod tests {
                 409,
                 "already exists",
             ),
-            (Method::Post, "/api/reload", "{}", 501, "not implemented"),
+            (
+                Method::Post,
+                "/api/reload",
+                "{}",
+                409,
+                "started without --config",
+            ),
         ] {
             let (got, value) = call(&context, method, url, body);
             assert_eq!(got, status, "{url} {body}: {value}");

@@ -124,22 +124,18 @@ impl Balancer {
         self.active.get(id.index()).copied().unwrap_or(0)
     }
 
-    /// Switches to a new snapshot (between batches). Active counts follow backends by name, so
-    /// a reload that reorders, adds or removes backends keeps the counts of those that remain;
-    /// the round-robin cycle restarts.
+    /// Switches to a new snapshot (between batches). Active counts stay by id when the new
+    /// list only appended to the old ([`PoolSnapshot::keeps_ids`], what the control side
+    /// sends), and otherwise follow backends by name, so a list that was rewritten keeps the
+    /// counts of those that remain; the round-robin cycle restarts.
     ///
     /// Ids held by open connections stay right when the backend list is unchanged (any
     /// snapshot made by [`PoolSnapshot::with_state`]); after a reload that changed the list,
     /// translate them with [`PoolSnapshot::id_of`] before closing.
     pub fn update(&mut self, snapshot: Arc<PoolSnapshot>) {
-        let same_list = self.snapshot.len() == snapshot.len()
-            && self
-                .snapshot
-                .backends()
-                .iter()
-                .zip(snapshot.backends())
-                .all(|(a, b)| a.name == b.name);
-        if !same_list {
+        if self.snapshot.keeps_ids(&snapshot) {
+            self.active.resize(snapshot.len(), 0);
+        } else {
             // A BTreeMap, not a HashMap: the core uses no per-process random hasher state.
             let old: BTreeMap<&str, u32> = self
                 .snapshot

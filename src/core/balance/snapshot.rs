@@ -146,6 +146,18 @@ impl PoolSnapshot {
             .unwrap_or(BackendState::Down)
     }
 
+    /// Whether `new` only appended to this list: every backend here is at the same id there,
+    /// with the same name or the same address (a backend renamed while it drains, so that a
+    /// new one can take its name, keeps its id). Ids held by open connections then stay right.
+    pub fn keeps_ids(&self, new: &PoolSnapshot) -> bool {
+        self.len() <= new.len()
+            && self
+                .backends()
+                .iter()
+                .zip(new.backends())
+                .all(|(a, b)| a.name == b.name || a.addr == b.addr)
+    }
+
     /// The id of the backend called `name` (first match), e.g. to translate ids across a reload
     /// that changed the backend list.
     pub fn id_of(&self, name: &str) -> Option<BackendId> {

@@ -99,13 +99,7 @@ impl Counters {
         let Some(counters) = self.backends.get_mut(pool) else {
             return;
         };
-        let appended = old.len() <= new.len()
-            && old
-                .backends()
-                .iter()
-                .zip(new.backends())
-                .all(|(a, b)| a.name == b.name);
-        if appended {
+        if old.keeps_ids(new) {
             counters.resize(new.len(), BackendCounters::default());
             return;
         }
@@ -121,6 +115,18 @@ impl Counters {
             .iter()
             .map(|b| by_name.get(b.name.as_str()).copied().unwrap_or_default())
             .collect();
+    }
+
+    /// A new pool of `len` backends, after the last.
+    pub(super) fn add_pool(&mut self, len: usize) {
+        self.backends.push(vec![BackendCounters::default(); len]);
+    }
+
+    /// Listeners are only ever appended: new ones start from zero.
+    pub(super) fn resize_listeners(&mut self, len: usize) {
+        if len > self.listeners.len() {
+            self.listeners.resize(len, ListenerCounters::default());
+        }
     }
 
     /// Pool `pool`'s counters by backend id (without `active`).

@@ -224,7 +224,7 @@ fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<A
         lock(&handle.backend).take();
         match addr
             .ok_or_else(|| io::Error::other("backend has no address"))
-            .and_then(|a| connect(a, shared.connect_timeout, &shared.server_options))
+            .and_then(|a| connect(a, shared.connect_timeout(), &shared.server_options))
         {
             Ok(sock) => {
                 let sock = Arc::new(sock);

@@ -37,6 +37,12 @@ use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
+/// How the core drives this engine: connects block with the timeout themselves.
+const TRAITS: plan::EngineTraits = plan::EngineTraits {
+    enforces_connect_timeout: true,
+    copy_buffers: 1,
+};
+
 /// How often the supervisor fires timers and looks at the shutdown flag.
 pub const TICK: Duration = Duration::from_millis(50);
 
@@ -69,13 +75,7 @@ pub fn run_until(
     let admission = Admission::new(limit, config.connections.budget.overshoot as usize);
     let shard = Shard::new(
         Instant::now(),
-        plan::listener_policies(
-            &config,
-            &plan::EngineTraits {
-                enforces_connect_timeout: true,
-                copy_buffers: 1,
-            },
-        ),
+        plan::listener_policies(&config, &TRAITS),
         plan::pool_snapshots(&config),
         max_connections,
         // One shard for the whole engine: worker 0.
@@ -156,6 +156,10 @@ impl Controlled for Supervisor<'_> {
         }
     }
 
+    fn reconfigure(&mut self, config: &Config) {
+        self.shared.reconfigure(&mut self.logging, config, &TRAITS);
+    }
+
     fn report(&self) -> WorkerReport {
         self.shared.worker_report(Usage {
             loop_turns: self.turns,
@@ -218,7 +222,7 @@ impl Supervisor<'_> {
         tracing::info!(connections = shared.len(), "grace period over; aborting");
         shared.abort_all();
         // Threads leave once woken; one still inside a connect leaves when it times out.
-        let limit = Instant::now() + shared.connect_timeout + Duration::from_secs(1);
+        let limit = Instant::now() + shared.connect_timeout() + Duration::from_secs(1);
         while shared.len() > 0 && Instant::now() < limit {
             thread::sleep(Duration::from_millis(10));
         }

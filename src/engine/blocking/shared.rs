@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::conn::ConnHandle;
-use crate::config::SocketOptions;
+use crate::config::{Config, SocketOptions};
 use crate::core::balance::PoolSnapshot;
 use crate::core::conn::{Action, Event};
 use crate::core::shard::{Refused, Shard, ShardStats};
@@ -23,6 +23,7 @@ use crate::core::slot::SlotKey;
 use crate::engine::admission::{Admission, Admitted};
 use crate::engine::inbox::WorkerReport;
 use crate::engine::op::os_failure;
+use crate::engine::plan::EngineTraits;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::runtime::{self, Logging, Usage};
 use crate::sys::pipe::{Pipe, PipePool, PipeStats};
@@ -37,8 +38,8 @@ pub struct Shared {
     pipes: Mutex<(PipePool, RateLimit)>,
     /// Copy-mode buffer per direction.
     pub buffer_size: usize,
-    /// Limit of one blocking connect.
-    pub connect_timeout: Duration,
+    /// Limit of one blocking connect, in ns ([`Self::connect_timeout`]; a reload changes it).
+    connect_timeout: AtomicU64,
     /// Keepalive and user timeout for backend sockets.
     pub server_options: SocketOptions,
     /// The process-wide connection count.
@@ -68,7 +69,9 @@ impl Shared {
             }),
             pipes: Mutex::new((pipes, RateLimit::default())),
             buffer_size,
-            connect_timeout,
+            connect_timeout: AtomicU64::new(
+                u64::try_from(connect_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ),
             server_options,
             admission,
             buffers_in_use: AtomicU64::new(0),
@@ -171,6 +174,18 @@ impl Shared {
     }
 
     /// Fire due timers (idle timeouts) and carry out what follows.
+    /// A reload's configuration: see [`runtime::reconfigure`]; the connect timeout too.
+    pub fn reconfigure(&self, logging: &mut Logging, config: &Config, traits: &EngineTraits) {
+        runtime::reconfigure(&mut self.lock().shard, logging, config, traits);
+        let nanos = u64::try_from(config.timeouts.connect.as_nanos()).unwrap_or(u64::MAX);
+        self.connect_timeout.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The timeout of each backend connect.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_nanos(self.connect_timeout.load(Ordering::Relaxed))
+    }
+
     /// Hand the connections finished since the last call to `logging`.
     pub fn write_log(&self, logging: &mut Logging, now: Instant) {
         logging.write(&mut self.lock().shard, now);

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use rustix::event::epoll;
 
-use super::TAG_INBOX;
 use super::worker::{Accepting, Worker};
+use super::{TAG_INBOX, TRAITS};
+use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::engine::EngineError;
@@ -66,6 +67,10 @@ impl Controlled for Worker {
             }
         }
         runtime::log_accepting(self.index, listener, on);
+    }
+
+    fn reconfigure(&mut self, config: &Config) {
+        runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
     }
 
     fn report(&self) -> WorkerReport {

@@ -42,6 +42,12 @@ const TAG_BACKEND: u8 = 2;
 /// epoll data tag of the worker's inbox eventfd (above any backend attempt's tag).
 const TAG_INBOX: u8 = 255;
 
+/// How the core drives this engine: it enforces the connect timeout on its wheel.
+const TRAITS: plan::EngineTraits = plan::EngineTraits {
+    enforces_connect_timeout: false,
+    copy_buffers: 1,
+};
+
 /// Most free receive buffers a worker keeps.
 const MAX_IDLE_BUFFERS: usize = 1024;
 
@@ -110,13 +116,7 @@ fn shard(
 ) -> Shard<ConnIo> {
     Shard::new(
         Instant::now(),
-        plan::listener_policies(
-            config,
-            &plan::EngineTraits {
-                enforces_connect_timeout: false,
-                copy_buffers: 1,
-            },
-        ),
+        plan::listener_policies(config, &TRAITS),
         snapshots.to_vec(),
         config.tuning.max_connections as usize,
         index,

@@ -58,6 +58,11 @@ impl Logging {
         }
     }
 
+    /// Name listeners and pools by `names` from now on (a reload).
+    pub fn rename(&mut self, names: Arc<Names>) {
+        self.names = names;
+    }
+
     /// `shard`, keeping the records this logging needs.
     pub fn fit<Io>(&self, shard: Shard<Io>) -> Shard<Io> {
         if self.log.is_some() {

@@ -4,11 +4,12 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use io_uring::opcode;
+use io_uring::{opcode, types};
 
 use super::accept::Operator;
 use super::token::Op;
-use super::worker::Worker;
+use super::worker::{TRAITS, Worker};
+use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::engine::inbox::WorkerReport;
@@ -76,6 +77,12 @@ impl Controlled for Worker {
             runtime::log_accepting(self.index, listener, on);
         }
         // `steer_accepts` arms or cancels at this turn.
+    }
+
+    fn reconfigure(&mut self, config: &Config) {
+        runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
+        // Read by the kernel with each connect's linked timeout, from the next connect on.
+        self.connect_timeout = types::Timespec::from(config.timeouts.connect);
     }
 
     fn report(&self) -> WorkerReport {

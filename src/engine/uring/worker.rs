@@ -34,6 +34,11 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Copy mode: buffers of one direction that may wait to be sent (sent together, see
 /// `MAX_SEND_CHUNKS`) before its receive pauses: 16 × 16 KiB, the default pipe's size.
 pub(super) const COPY_BUFFERS: u64 = 16;
+/// How the core drives this engine.
+pub(super) const TRAITS: plan::EngineTraits = plan::EngineTraits {
+    enforces_connect_timeout: true,
+    copy_buffers: COPY_BUFFERS,
+};
 /// After the grace period and this much more (or the grace period again, if longer), a worker
 /// whose operations never all completed stops anyway.
 const HARD_STOP_MIN: Duration = Duration::from_secs(2);
@@ -143,13 +148,7 @@ impl Worker {
         let now = Instant::now();
         let shard = Shard::new(
             now,
-            plan::listener_policies(
-                config,
-                &plan::EngineTraits {
-                    enforces_connect_timeout: true,
-                    copy_buffers: COPY_BUFFERS,
-                },
-            ),
+            plan::listener_policies(config, &TRAITS),
             pools,
             tuning.max_connections as usize,
             info.index,

@@ -1,0 +1,255 @@
+//! Reload against the control side alone: real inboxes, drained and inspected by the test.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::config::Overrides;
+use crate::core::balance::Algorithm;
+use crate::engine::inbox::{self, Inbox};
+
+const BEFORE: &str = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:8080"
+pool = "web"
+[[pool]]
+name = "web"
+[[pool.backend]]
+address = "127.0.0.1:9001"
+name = "a"
+[[pool.backend]]
+address = "127.0.0.1:9002"
+name = "b"
+[[pool.backend]]
+address = "127.0.0.1:9003"
+name = "c"
+"#;
+
+/// `a` re-weighted, `b` left out, `c` moved to another address, `d` new; the listener sends to
+/// a new pool `api`; the idle timeout and the engine changed.
+const AFTER: &str = r#"
+engine = "epoll"
+[timeouts]
+idle = "7s"
+[[listener]]
+name = "front"
+bind = "127.0.0.1:8080"
+pool = "api"
+mode = "splice"
+[[pool]]
+name = "api"
+algorithm = "least-connections"
+retries = 0
+[[pool.backend]]
+address = "127.0.0.1:9101"
+[[pool]]
+name = "web"
+[[pool.backend]]
+address = "127.0.0.1:9001"
+name = "a"
+weight = 5
+[[pool.backend]]
+address = "127.0.0.1:9033"
+name = "c"
+[[pool.backend]]
+address = "127.0.0.1:9004"
+name = "d"
+"#;
+
+fn config(text: &str) -> Config {
+    Config::from_toml_str_with(text, "t.toml", &Overrides::default(), &[0, 1]).expect("valid")
+}
+
+fn setup() -> (Control, Vec<Inbox>) {
+    let (links, inboxes) = inbox::pairs(2).expect("inboxes");
+    (Control::new(&config(BEFORE), links), inboxes)
+}
+
+/// Pool snapshots sent, with their pool index.
+type Snapshots = Vec<(usize, Arc<PoolSnapshot>)>;
+
+/// Every message of one inbox, as (pool snapshots by pool, the last reconfiguration).
+fn messages(inbox: &Inbox) -> (Snapshots, Option<Arc<Config>>) {
+    let mut pools = Vec::new();
+    let mut reconfigured = None;
+    for m in inbox.drain() {
+        match m {
+            Message::Pool { pool, snapshot } => {
+                assert!(
+                    reconfigured.is_none(),
+                    "pools are sent before the configuration"
+                );
+                pools.push((pool, snapshot));
+            }
+            Message::Reconfigure(config) => reconfigured = Some(config),
+            Message::Accepting { .. } | Message::Report(_) => {}
+        }
+    }
+    (pools, reconfigured)
+}
+
+fn names(snapshot: &PoolSnapshot) -> Vec<(&str, u32, BackendState)> {
+    snapshot
+        .backends()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let id = crate::core::backend::BackendId(i as u32);
+            (b.name.as_str(), b.weight, snapshot.state(id))
+        })
+        .collect()
+}
+
+#[test]
+fn a_reload_appends_drains_and_reweighs_keeping_ids() {
+    let (mut control, inboxes) = setup();
+    control
+        .set_state("web", "a", AdminState::Maint)
+        .expect("maint");
+    for inbox in &inboxes {
+        inbox.drain().for_each(drop);
+    }
+    let outcome = control.apply(&config(AFTER)).expect("applied");
+
+    for inbox in &inboxes {
+        let (pools, reconfigured) = messages(inbox);
+        let web: Vec<_> = pools.iter().filter(|(p, _)| *p == 0).collect();
+        let api: Vec<_> = pools.iter().filter(|(p, _)| *p == 1).collect();
+        assert_eq!(web.len(), 1, "one snapshot for the changed pool");
+        assert_eq!(api.len(), 1, "the new pool is sent one past the last");
+        // Ids 0..3 stay where they were; the new ones come after.
+        let web = &web[0].1;
+        assert_eq!(
+            names(web),
+            vec![
+                ("a", 5, BackendState::Up),
+                ("b", 1, BackendState::Draining),
+                ("\u{1}removed:2:c", 1, BackendState::Draining),
+                ("c", 1, BackendState::Up),
+                ("d", 1, BackendState::Up),
+            ],
+            "a is ready again (runtime changes are lost), b and the old c drain"
+        );
+        assert_eq!(web.algorithm(), Algorithm::RoundRobin);
+        assert_eq!(api[0].1.algorithm(), Algorithm::LeastConnections);
+        let reconfigured = reconfigured.expect("a configuration for the workers");
+        assert_eq!(
+            reconfigured.pools[0].name, "web",
+            "pool order never changes"
+        );
+        assert_eq!(reconfigured.pools[1].name, "api");
+        assert_eq!(reconfigured.pools[1].retries, 0);
+        let listener = &reconfigured.listeners[0];
+        assert_eq!((listener.name.as_str(), listener.pool), ("front", 1));
+        assert_eq!(listener.mode, crate::config::Mode::Splice);
+        assert_eq!(reconfigured.timeouts.idle.as_secs(), 7);
+        assert_eq!(
+            reconfigured.engine,
+            crate::config::EngineKind::Uring,
+            "what needs a restart stays as it runs"
+        );
+    }
+    assert!(
+        outcome
+            .restart_needed
+            .iter()
+            .any(|s| s.starts_with("engine")),
+        "{outcome:?}"
+    );
+    for line in [
+        "pool \"api\" added",
+        "web/a: weight 5",
+        "web/b: removed",
+        "web/d: added",
+    ] {
+        assert!(
+            outcome.applied.iter().any(|a| a.contains(line)),
+            "{line:?} in {outcome:?}"
+        );
+    }
+    // The backends left out finish their removal like any other.
+    assert!(control.removing());
+}
+
+#[test]
+fn the_same_file_again_changes_nothing_and_a_pool_left_out_retires() {
+    let (mut control, inboxes) = setup();
+    let outcome = control.apply(&config(BEFORE)).expect("applied");
+    assert!(outcome.applied.is_empty(), "{outcome:?}");
+    assert!(outcome.restart_needed.is_empty(), "{outcome:?}");
+    for inbox in &inboxes {
+        inbox.drain().for_each(drop);
+    }
+
+    control.apply(&config(AFTER)).expect("applied");
+    let only_api = AFTER
+        .split("[[pool]]\nname = \"web\"")
+        .next()
+        .expect("api part");
+    let outcome = control.apply(&config(only_api)).expect("applied");
+    assert!(
+        outcome.applied.iter().any(|a| a == "pool \"web\" removed"),
+        "{outcome:?}"
+    );
+    assert!(control.pools()[0].retired);
+    assert!(
+        control.pools()[0]
+            .backends
+            .iter()
+            .all(|b| !matches!(b.life, Life::Serving(_))),
+        "every backend of a retired pool drains"
+    );
+    assert_eq!(
+        control.health(true),
+        Ok(()),
+        "a retired pool does not count"
+    );
+    assert!(matches!(
+        control.set_state("web", "a", AdminState::Drain),
+        Err(ControlError::UnknownPool(_))
+    ));
+    // Back in the file: the same pool, its index kept.
+    control.apply(&config(AFTER)).expect("applied");
+    assert!(!control.pools()[0].retired);
+    assert_eq!(control.pools()[0].name, "web");
+}
+
+#[test]
+fn listeners_added_or_removed_wait_for_a_restart() {
+    let (mut control, _inboxes) = setup();
+    let moved = BEFORE.replace("127.0.0.1:8080", "127.0.0.1:8090");
+    let outcome = control.apply(&config(&moved)).expect("applied");
+    assert_eq!(control.listeners().len(), 1, "{outcome:?}");
+    assert_eq!(outcome.restart_needed.len(), 2, "{outcome:?}");
+}
+
+#[test]
+fn reload_without_a_file_is_refused() {
+    let (mut control, _inboxes) = setup();
+    let e = control.reload().expect_err("no file");
+    assert!(e.to_string().contains("without --config"), "{e}");
+}
+
+#[test]
+fn a_file_that_does_not_validate_changes_nothing() {
+    let (mut control, inboxes) = setup();
+    let dir = std::env::temp_dir().join(format!("ringlb-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        BEFORE.replace("address = \"127.0.0.1:9002\"", "address = \"nope\""),
+    )
+    .expect("write");
+    control.reload_from(Source {
+        path: path.clone(),
+        overrides: Overrides::default(),
+    });
+    let e = control.reload().expect_err("invalid");
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("bad.toml:12:"), "{e}");
+    for inbox in &inboxes {
+        assert_eq!(inbox.drain().count(), 0, "nothing sent");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
