@@ -256,7 +256,7 @@ fn ctl_shows_changes_and_reports_errors_by_exit_status() {
         (&["add", "backends", "nonsense"][..], "bad backend"),
         (&["disable", "nolistener"][..], "unknown listener"),
         (&["remove", "no-slash"][..], "POOL/BACKEND"),
-        (&["reload"][..], "not implemented"),
+        (&["reload"][..], "started without --config"),
     ] {
         let out = ctl(&socket, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
