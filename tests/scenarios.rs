@@ -95,6 +95,7 @@ macro_rules! scenarios {
             trickling_non_readers_do_not_starve_others => crate::starvation::trickling_non_readers_do_not_starve_others,
             access_log_lines_and_rotation => crate::observe::access_log_lines_and_rotation,
             drain_through_the_api => crate::control::drain_through_the_api,
+            reload_under_load => crate::control::reload_under_load,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -181,6 +181,8 @@ pub struct Proxy {
     child: Option<Child>,
     pub addr: SocketAddr,
     log: PathBuf,
+    /// The configuration file, when started with [`Launch::file`].
+    config: PathBuf,
 }
 
 /// How a `ringlb run` is configured beyond the matrix entry.
@@ -200,6 +202,9 @@ pub struct Launch {
     pub idle: Duration,
     /// `--workers` (default [`WORKERS`]).
     pub workers: usize,
+    /// A configuration file to run with instead of the quick form: `{listen}` in it becomes
+    /// the address picked; see [`Launch::file`].
+    pub file: Option<String>,
 }
 
 impl Launch {
@@ -212,6 +217,17 @@ impl Launch {
             grace: SHUTDOWN_GRACE,
             idle: IDLE_TIMEOUT,
             workers: WORKERS,
+            file: None,
+        }
+    }
+
+    /// Run `ringlb run --config FILE` with `template` as the file, `{listen}` replaced by the
+    /// listener's address (the matrix's flags still override it); [`Proxy::config_path`] is
+    /// where it was written.
+    pub fn file(template: &str) -> Self {
+        Launch {
+            file: Some(template.to_owned()),
+            ..Launch::specs(Vec::new())
         }
     }
 
@@ -224,6 +240,7 @@ impl Launch {
             grace: SHUTDOWN_GRACE,
             idle: IDLE_TIMEOUT,
             workers: WORKERS,
+            file: None,
         }
     }
 
@@ -291,7 +308,14 @@ impl Proxy {
         let log_file = File::create(&log).expect("log file");
         let s = &ctx.setup;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
-        cmd.args(["run", "--listen", &addr.to_string()]);
+        let config = dir.join(format!("{}-{}.toml", ctx.config, ctx.scenario));
+        if let Some(template) = &launch.file {
+            std::fs::write(&config, template.replace("{listen}", &addr.to_string()))
+                .expect("write the configuration file");
+            cmd.args(["run", "--config"]).arg(&config);
+        } else {
+            cmd.args(["run", "--listen", &addr.to_string()]);
+        }
         for b in &launch.backends {
             cmd.args(["--backend", b]);
         }
@@ -320,6 +344,7 @@ impl Proxy {
             child: Some(child),
             addr,
             log,
+            config,
         };
         let started = Instant::now();
         loop {
@@ -356,6 +381,11 @@ impl Proxy {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Where the configuration file of a [`Launch::file`] run is.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// The child's process id.
