@@ -96,6 +96,7 @@ macro_rules! scenarios {
             access_log_lines_and_rotation => crate::observe::access_log_lines_and_rotation,
             drain_through_the_api => crate::control::drain_through_the_api,
             reload_under_load => crate::control::reload_under_load,
+            reload_adds_and_removes_listeners => crate::control::reload_adds_and_removes_listeners,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

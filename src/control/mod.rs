@@ -352,14 +352,15 @@ impl Control {
 
     /// Enable or disable a listener, named by its name or its bind address, on every worker.
     pub fn set_listener(&mut self, listener: &str, on: bool) -> Result<()> {
+        let open = |l: &&Listener| l.accepting != Accepting::Closed;
         let index = self
             .listeners
             .iter()
-            .position(|l| l.name == listener)
+            .position(|l| open(&l) && l.name == listener)
             .or_else(|| {
                 self.listeners
                     .iter()
-                    .position(|l| l.bind.to_string() == listener)
+                    .position(|l| open(&l) && l.bind.to_string() == listener)
             })
             .ok_or_else(|| ControlError::UnknownListener(listener.to_owned()))?;
         self.listeners[index].accepting = if on {

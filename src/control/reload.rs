@@ -11,11 +11,15 @@
 //!   name left out drains and is forgotten; a name whose address changed is both (the old one
 //!   drains, the new one is appended).
 //! - **Listeners**, by bind address: name, pool, mode, and the timeouts apply to connections
-//!   accepted from then on, and every listener is enabled again.
+//!   accepted from then on, and every listener is enabled again. A new address gets one
+//!   `SO_REUSEPORT` socket per worker, bound here before anything else changes (a bind that
+//!   fails refuses the file) and handed to each worker through its inbox; an address left out
+//!   is closed on every worker, its accepted connections going on. Listener indices, like
+//!   backend ids, are never reused.
 //!
 //! Settings that cannot change in a running process (engine, workers, CPUs, tuning, features,
-//! `max_connections`, TCP options, `[admin]`, `[access_log]`, listeners added or removed, a
-//! listener's backlog) are listed as needing a restart; everything else is applied anyway.
+//! `max_connections`, TCP options, `[admin]`, `[access_log]`, a listener's backlog) are listed
+//! as needing a restart; everything else is applied anyway.
 //!
 //! A file that does not validate changes nothing: the error, located, goes to the log and to
 //! whoever asked (`ringlb ctl reload`).
@@ -25,12 +29,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Accepting, AdminState, Backend, Change, Control, ControlError, Life, Pool};
+use socket2::Socket;
+
+use super::{Accepting, AdminState, Backend, Change, Control, ControlError, Life, Listener, Pool};
 use crate::config::limits::MAX_BACKENDS_PER_POOL;
-use crate::config::{Config, Overrides};
+use crate::config::{Config, EngineKind, Overrides};
 use crate::core::backend::{BackendInfo, BackendState};
 use crate::core::balance::PoolSnapshot;
 use crate::engine::inbox::Message;
+use crate::engine::socket;
 
 /// Where a reload reads the configuration from: the file given at start, with the flags that
 /// overrode it then.
@@ -68,19 +75,81 @@ impl Control {
         self.apply(&config)
     }
 
-    /// Apply `new`, a validated configuration, to the running process.
+    /// Apply `new`, a validated configuration, to the running process. Sockets for new
+    /// listeners are bound first: one that cannot be bound refuses the whole file.
     pub fn apply(&mut self, new: &Config) -> Result<Outcome, ControlError> {
         self.check_room(new)?;
+        let added = self.bind_added(new)?;
         let mut outcome = Outcome {
             restart_needed: restart_needed(&self.config, new),
             ..Outcome::default()
         };
         let order = self.apply_pools(new, &mut outcome);
-        self.apply_listeners(new, &order, &mut outcome);
+        let closed = self.apply_listeners(new, &order, &mut outcome);
+        let first_added = self.listeners.len();
+        for (l, _) in &added {
+            self.listeners.push(Listener {
+                name: l.name.clone(),
+                bind: l.bind,
+                pool: order[l.pool],
+                accepting: Accepting::Enabled,
+            });
+            outcome
+                .applied
+                .push(format!("listener {:?} ({}) added", l.name, l.bind));
+        }
         let effective = Arc::new(self.effective(new, &order));
         self.config = Arc::clone(&effective);
         self.broadcast(|| Message::Reconfigure(Arc::clone(&effective)));
+        // Each worker its own socket of each new listener, after the policies.
+        for (i, (_, sockets)) in added.into_iter().enumerate() {
+            for (link, socket) in self.links.iter().zip(sockets) {
+                let message = Message::AddListener {
+                    listener: first_added + i,
+                    socket,
+                };
+                if let Err(e) = link.send(message) {
+                    tracing::warn!("new listener not delivered: {e}");
+                }
+            }
+        }
+        for listener in closed {
+            self.broadcast(|| Message::CloseListener { listener });
+        }
         Ok(outcome)
+    }
+
+    /// The listeners of `new` whose bind address no open listener has, each with one bound
+    /// socket per worker.
+    fn bind_added<'a>(
+        &self,
+        new: &'a Config,
+    ) -> Result<Vec<(&'a crate::config::Listener, Vec<Socket>)>, ControlError> {
+        let nonblocking = new.engine != EngineKind::Blocking;
+        let mut added = Vec::new();
+        for l in &new.listeners {
+            if self.open_listener(l.bind).is_some() {
+                continue;
+            }
+            let sockets = (0..self.links.len())
+                .map(|_| socket::listener(l.bind, l.backlog, nonblocking, &self.config.tcp.client))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| {
+                    ControlError::Conflict(format!(
+                        "listener {:?}: cannot listen on {}: {e}; nothing was changed",
+                        l.name, l.bind
+                    ))
+                })?;
+            added.push((l, sockets));
+        }
+        Ok(added)
+    }
+
+    /// The index of the listener on `bind` that is not closed.
+    fn open_listener(&self, bind: std::net::SocketAddr) -> Option<usize> {
+        self.listeners
+            .iter()
+            .position(|l| l.bind == bind && l.accepting != Accepting::Closed)
     }
 
     /// Refuse, before changing anything, a file that would grow a pool's backend list (which
@@ -236,12 +305,24 @@ impl Control {
             .push(format!("pool {:?} removed", self.pools[p].name));
     }
 
-    /// Listeners by bind address: name and pool follow the file, and each is enabled again.
-    fn apply_listeners(&mut self, new: &Config, order: &[usize], outcome: &mut Outcome) {
+    /// Listeners by bind address: name and pool follow the file, and each is enabled again;
+    /// those left out are closed. Returns the indices of those to close.
+    fn apply_listeners(
+        &mut self,
+        new: &Config,
+        order: &[usize],
+        outcome: &mut Outcome,
+    ) -> Vec<usize> {
+        let mut closed = Vec::new();
         for (index, listener) in self.listeners.clone().iter().enumerate() {
+            if listener.accepting == Accepting::Closed {
+                continue;
+            }
             let Some(l) = new.listeners.iter().find(|l| l.bind == listener.bind) else {
-                outcome.restart_needed.push(format!(
-                    "listener {:?} ({}) removed from the file: it keeps serving until a restart",
+                self.listeners[index].accepting = Accepting::Closed;
+                closed.push(index);
+                outcome.applied.push(format!(
+                    "listener {:?} ({}) removed: its connections go on",
                     listener.name, listener.bind
                 ));
                 continue;
@@ -273,14 +354,7 @@ impl Control {
                     .push(format!("listener {:?}: backlog", l.name));
             }
         }
-        for l in &new.listeners {
-            if !self.listeners.iter().any(|known| known.bind == l.bind) {
-                outcome.restart_needed.push(format!(
-                    "listener {:?} ({}) added to the file: it starts at a restart",
-                    l.name, l.bind
-                ));
-            }
-        }
+        closed
     }
 
     /// `new` as the workers must see it: pools and listeners in this side's order (which only
@@ -300,10 +374,11 @@ impl Control {
             .iter()
             .enumerate()
             .map(|(index, known)| {
+                let open = known.accepting != Accepting::Closed;
                 let mut listener = new
                     .listeners
                     .iter()
-                    .find(|l| l.bind == known.bind)
+                    .find(|l| open && l.bind == known.bind)
                     .or_else(|| self.config.listeners.get(index))
                     .cloned()
                     .unwrap_or_else(|| self.config.listeners[0].clone());

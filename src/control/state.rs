@@ -123,6 +123,8 @@ pub struct Backend {
 pub enum Accepting {
     Enabled,
     Disabled,
+    /// Removed by a reload: its sockets are closed; it keeps its index (never reused).
+    Closed,
 }
 
 /// One listener as the control side keeps it.

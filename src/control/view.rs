@@ -128,6 +128,7 @@ impl Show {
             .listeners()
             .iter()
             .enumerate()
+            .filter(|(_, l)| l.accepting != Accepting::Closed)
             .map(|(i, l)| {
                 let c = reports.listener(i);
                 ListenerView {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use rustix::event::{EventfdFlags, eventfd};
+use socket2::Socket;
 
 use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
@@ -45,6 +46,13 @@ pub enum Message {
     /// connections accepted from now on, and the names the access log gives. Sent after the
     /// snapshots of any pool it adds.
     Reconfigure(Arc<Config>),
+    /// A listener a reload added: this worker's own socket for it (bound, listening, with
+    /// `SO_REUSEPORT`), at index `listener`, one past the worker's last. Sent after the
+    /// [`Message::Reconfigure`] that gives its policy.
+    AddListener { listener: usize, socket: Socket },
+    /// A listener a reload removed: stop accepting on it for good and close the socket.
+    /// Connections accepted from it go on.
+    CloseListener { listener: usize },
 }
 
 /// What a worker reports when asked: its own counters, summed by the control side.

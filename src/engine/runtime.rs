@@ -57,6 +57,10 @@ pub trait Controlled {
     /// A reload's configuration (see [`Message::Reconfigure`]); most engines pass it on to
     /// [`reconfigure`].
     fn reconfigure(&mut self, config: &Config);
+    /// See [`Message::AddListener`].
+    fn add_listener(&mut self, listener: usize, socket: socket2::Socket);
+    /// See [`Message::CloseListener`].
+    fn close_listener(&mut self, listener: usize);
 }
 
 /// What a worker holds beyond its shard's counters, for its report.
@@ -84,6 +88,8 @@ pub fn apply_inbox(inbox: &Inbox, worker: &mut impl Controlled) -> usize {
             // The asker may have given up waiting; nothing to do then.
             Message::Report(reply) => drop(reply.send(worker.report())),
             Message::Reconfigure(config) => worker.reconfigure(&config),
+            Message::AddListener { listener, socket } => worker.add_listener(listener, socket),
+            Message::CloseListener { listener } => worker.close_listener(listener),
         }
     }
     applied
@@ -143,6 +149,30 @@ pub fn log_accepting(worker: usize, listener: usize, on: bool) {
             "listener disabled: clients wait in the backlog"
         );
     }
+}
+
+/// Log a listener a reload added (`true`) or removed on `worker`.
+pub fn log_listener(worker: usize, listener: usize, added: bool) {
+    if added {
+        tracing::info!(worker, listener, "listener added by a reload: accepting");
+    } else {
+        tracing::info!(
+            worker,
+            listener,
+            "listener removed by a reload: closed; its connections go on"
+        );
+    }
+}
+
+/// A new listener this worker cannot take: out of order (never expected), or stopping. Its
+/// socket is closed; the other workers' sockets serve the address.
+pub fn log_listener_refused(worker: usize, listener: usize, has: usize) {
+    tracing::warn!(
+        worker,
+        listener,
+        has,
+        "new listener not taken: out of order or stopping"
+    );
 }
 
 /// What a worker does at a loop turn, as far as stopping goes (see [`Drain::step`]).

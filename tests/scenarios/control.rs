@@ -280,3 +280,93 @@ pub fn reload_under_load(ctx: &Ctx) -> Outcome {
     assert!(!log.contains("reload refused"), "{log}");
     Ok(())
 }
+
+/// Connects until `addr` refuses (every worker closed its socket), for at most 2 s.
+fn refused_within(addr: SocketAddr, proxy: &Proxy) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(_) => return started.elapsed(),
+            Ok(s) => drop(s),
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{addr} still accepts 2 s after its removal; log:\n{}",
+        proxy.log_tail()
+    )
+}
+
+/// A reload adds a listener (it serves at once, on every worker) and another removes the
+/// first one: it stops accepting while a connection it had goes on, byte for byte.
+pub fn reload_adds_and_removes_listeners(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let socket = admin_socket(ctx);
+    let second = crate::harness::free_addr();
+    let pool = format!(
+        "[[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        echo.local_addr()
+    );
+    let listener = |name: &str, bind: &str| {
+        format!("[[listener]]\nname = \"{name}\"\nbind = \"{bind}\"\npool = \"web\"\n")
+    };
+    let admin = format!("[admin]\nsocket = \"{}\"\n", socket.display());
+    let first_only = format!("{admin}{}{pool}", listener("first", "{listen}"));
+    let proxy = Proxy::start(ctx, &Launch::file(&first_only))?;
+    let endpoint = Endpoint::Unix(socket);
+    let reload = |text: &str| {
+        write_file(
+            proxy.config_path(),
+            &text.replace("{listen}", &proxy.addr.to_string()),
+        );
+        let answer = request(
+            &endpoint,
+            None,
+            "POST",
+            "/api/reload",
+            Some(&serde_json::json!({})),
+        )
+        .expect("the admin API answers");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    };
+    let mut held = connect(proxy.addr);
+    round_trip(&mut held, b"through the first listener");
+
+    let both = format!(
+        "{admin}{}{}{pool}",
+        listener("first", "{listen}"),
+        listener("second", &second.to_string())
+    );
+    reload(&both);
+    for i in 0..20u64 {
+        let data = payload(4096 + i as usize, i);
+        assert!(
+            echo_exchange(second, data.clone()) == data,
+            "client {i} of the new listener"
+        );
+    }
+
+    let second_only = format!("{admin}{}{pool}", listener("second", &second.to_string()));
+    reload(&second_only);
+    let took = refused_within(proxy.addr, &proxy);
+    eprintln!("the removed listener refused clients after {took:?}");
+    round_trip(&mut held, b"its connection goes on");
+    let data = payload(100_000, 7);
+    assert!(
+        echo_exchange(second, data.clone()) == data,
+        "the new listener serves"
+    );
+    let view = request(&endpoint, None, "GET", "/api/show", None).expect("show");
+    let view: serde_json::Value = serde_json::from_slice(&view.body).expect("JSON");
+    let names: Vec<&str> = view["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    assert_eq!(names, ["second"]);
+    round_trip(&mut held, b"still");
+    drop(held);
+    proxy.finish();
+    Ok(())
+}

@@ -82,7 +82,10 @@ fn messages(inbox: &Inbox) -> (Snapshots, Option<Arc<Config>>) {
                 pools.push((pool, snapshot));
             }
             Message::Reconfigure(config) => reconfigured = Some(config),
-            Message::Accepting { .. } | Message::Report(_) => {}
+            Message::Accepting { .. }
+            | Message::Report(_)
+            | Message::AddListener { .. }
+            | Message::CloseListener { .. } => {}
         }
     }
     (pools, reconfigured)
@@ -214,13 +217,76 @@ fn the_same_file_again_changes_nothing_and_a_pool_left_out_retires() {
     assert_eq!(control.pools()[0].name, "web");
 }
 
+/// A loopback port free a moment ago.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    probe.local_addr().expect("address").port()
+}
+
 #[test]
-fn listeners_added_or_removed_wait_for_a_restart() {
-    let (mut control, _inboxes) = setup();
-    let moved = BEFORE.replace("127.0.0.1:8080", "127.0.0.1:8090");
+fn a_moved_listener_is_added_with_a_socket_per_worker_and_the_old_one_closed() {
+    let (mut control, inboxes) = setup();
+    let port = free_port();
+    let moved = BEFORE.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     let outcome = control.apply(&config(&moved)).expect("applied");
-    assert_eq!(control.listeners().len(), 1, "{outcome:?}");
-    assert_eq!(outcome.restart_needed.len(), 2, "{outcome:?}");
+    assert!(outcome.restart_needed.is_empty(), "{outcome:?}");
+    assert_eq!(control.listeners().len(), 2, "indices are never reused");
+    assert_eq!(control.listeners()[0].accepting, Accepting::Closed);
+    assert_eq!(control.listeners()[1].accepting, Accepting::Enabled);
+    for inbox in &inboxes {
+        let mut order = Vec::new();
+        for m in inbox.drain() {
+            match m {
+                Message::Reconfigure(c) => {
+                    assert_eq!(c.listeners.len(), 2);
+                    assert_eq!(c.listeners[1].bind.port(), port);
+                    order.push("reconfigure");
+                }
+                Message::AddListener { listener, socket } => {
+                    assert_eq!(listener, 1);
+                    let addr = socket.local_addr().expect("bound").as_socket().expect("ip");
+                    assert_eq!(addr.port(), port);
+                    order.push("add");
+                }
+                Message::CloseListener { listener } => {
+                    assert_eq!(listener, 0);
+                    order.push("close");
+                }
+                Message::Pool { .. } | Message::Accepting { .. } | Message::Report(_) => {}
+            }
+        }
+        assert_eq!(
+            order,
+            ["reconfigure", "add", "close"],
+            "policies before sockets"
+        );
+    }
+    // The closed listener is gone from the operator's view and commands.
+    assert!(
+        control.set_listener("web", false).is_ok(),
+        "the new one has the name"
+    );
+    assert_eq!(control.listeners()[1].accepting, Accepting::Disabled);
+}
+
+#[test]
+fn a_listener_that_cannot_be_bound_refuses_the_whole_file() {
+    let (mut control, inboxes) = setup();
+    // Held without SO_REUSEPORT: nobody else may bind it.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("holder");
+    let taken = holder.local_addr().expect("address");
+    let text = format!(
+        "{}[[listener]]\nname = \"more\"\nbind = \"{taken}\"\npool = \"web\"\n",
+        BEFORE.replace("name = \"a\"", "name = \"a\"\nweight = 9")
+    );
+    let e = control.apply(&config(&text)).expect_err("cannot bind");
+    assert_eq!(e.status(), 409);
+    assert!(e.to_string().contains("nothing was changed"), "{e}");
+    assert_eq!(control.listeners().len(), 1);
+    assert_eq!(control.pools()[0].backends[0].weight, 1, "the weight stays");
+    for inbox in &inboxes {
+        assert_eq!(inbox.drain().count(), 0, "nothing sent");
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -22,12 +23,77 @@ pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// While the process is full, how often an acceptor looks for a free slot.
 pub const ROOM_WAKE: Duration = Duration::from_millis(10);
-/// Accept on `listener` (index `index`) until shutdown is requested; the listener is closed
-/// when this returns.
-pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdown) {
+
+/// What the operator and reloads want of one acceptor.
+#[derive(Debug, Default)]
+pub struct Switch(AtomicU8);
+
+const ENABLED: u8 = 0;
+const DISABLED: u8 = 1;
+const CLOSED: u8 = 2;
+
+impl Switch {
+    /// Whether the acceptor takes clients now.
+    pub fn enabled(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == ENABLED
+    }
+
+    /// Whether the listener was removed: its acceptor returns, closing the socket.
+    pub fn closed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == CLOSED
+    }
+
+    /// Enable or disable; whether that changed anything (never once closed).
+    pub fn set(&self, on: bool) -> bool {
+        let (from, to) = if on {
+            (DISABLED, ENABLED)
+        } else {
+            (ENABLED, DISABLED)
+        };
+        self.0
+            .compare_exchange(from, to, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// For good.
+    pub fn close(&self) {
+        self.0.store(CLOSED, Ordering::Relaxed);
+    }
+}
+
+/// `socket` as an acceptor wants it: blocking, with [`ACCEPT_WAKE`] as its receive timeout.
+pub fn prepare(socket: Socket) -> io::Result<Socket> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(ACCEPT_WAKE))?;
+    Ok(socket)
+}
+
+/// Start listener `index`'s acceptor thread on `listener` (see [`prepare`]).
+pub fn spawn(
+    listener: Socket,
+    index: usize,
+    switch: Arc<Switch>,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let (shared, shutdown) = (Arc::clone(shared), shutdown.clone());
+    std::thread::Builder::new()
+        .name(format!("ringlb-accept-{index}"))
+        .spawn(move || run(&listener, index, &switch, &shared, &shutdown))
+}
+
+/// Accept on `listener` (index `index`) until shutdown is requested or `switch` is closed; the
+/// listener is closed when this returns.
+fn run(
+    listener: &Socket,
+    index: usize,
+    switch: &Switch,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) {
     let mut exhausted = RateLimit::default();
     let mut refused = RateLimit::default();
-    while !shutdown.requested() {
+    while !shutdown.requested() && !switch.closed() {
         // Full: leave clients in the listen backlog until a slot frees. An acceptor already
         // blocked in `accept` when others fill the process may still take one client (the
         // overshoot, see `engine::admission`).
@@ -36,7 +102,7 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
             continue;
         }
         // Disabled by the operator: clients wait in the listen backlog.
-        if !shared.accepting(index) {
+        if !switch.enabled() {
             std::thread::sleep(ROOM_WAKE);
             continue;
         }
@@ -47,14 +113,14 @@ pub fn run(listener: Socket, index: usize, shared: Arc<Shared>, shutdown: Shutdo
         {
             Ok(fd) => {
                 // Disabled while this thread was blocked in `accept`: the client waits here,
-                // unserved, as it would have in the backlog.
-                while !shared.accepting(index) && !shutdown.requested() {
+                // unserved, as it would have in the backlog. Removed: it is served.
+                while !switch.enabled() && !switch.closed() && !shutdown.requested() {
                     std::thread::sleep(ROOM_WAKE);
                 }
                 if shutdown.requested() {
                     break;
                 }
-                if let Err(err) = admit(Socket::from(fd), index, &shared) {
+                if let Err(err) = admit(Socket::from(fd), index, shared) {
                     if let Some(suppressed) = refused.allow(Instant::now()) {
                         tracing::warn!(listener = index, %err, suppressed, "client refused");
                     }

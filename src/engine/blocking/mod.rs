@@ -64,7 +64,7 @@ pub fn run_until(
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let socket = socket::listener(listener.bind, listener.backlog, false, &config.tcp.client)
-            .and_then(|s| s.set_read_timeout(Some(acceptor::ACCEPT_WAKE)).map(|()| s))
+            .and_then(acceptor::prepare)
             .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
         listeners.push(socket);
     }
@@ -96,38 +96,27 @@ pub fn run_until(
         admission,
         config.listeners.len(),
     ));
-    let mut acceptors = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let (s, stop) = (Arc::clone(&shared), shutdown.clone());
-        let spawned = thread::Builder::new()
-            .name(format!("ringlb-accept-{index}"))
-            .spawn(move || acceptor::run(listener, index, s, stop));
-        match spawned {
-            Ok(handle) => acceptors.push(handle),
-            Err(err) => {
-                shutdown.request();
-                for handle in acceptors {
-                    let _ = handle.join();
-                }
-                return Err(EngineError::io("spawning an acceptor thread", err));
-            }
-        }
-    }
-    shutdown.mark_up();
-    tracing::info!(
-        listeners = acceptors.len(),
-        "ringlb is up (blocking engine)"
-    );
     let mut supervisor = Supervisor {
         shared: &shared,
         turns: 0,
         logging: kit.logging,
+        acceptors: Vec::with_capacity(listeners.len()),
+        shutdown: shutdown.clone(),
     };
-    supervisor.run(&shutdown, config.timeouts.shutdown_grace, &kit.inbox);
-    for handle in acceptors {
-        // An acceptor that panicked has stopped accepting; nothing else to do.
-        let _ = handle.join();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        if let Err(err) = supervisor.spawn_acceptor(index, listener) {
+            shutdown.request();
+            supervisor.join_acceptors();
+            return Err(EngineError::io("spawning an acceptor thread", err));
+        }
     }
+    shutdown.mark_up();
+    tracing::info!(
+        listeners = supervisor.acceptors.len(),
+        "ringlb is up (blocking engine)"
+    );
+    supervisor.run(&shutdown, config.timeouts.shutdown_grace, &kit.inbox);
+    supervisor.join_acceptors();
     tracing::info!(
         stats = ?shared.stats(),
         admission = ?shared.admission.stats(),
@@ -139,10 +128,33 @@ pub fn run_until(
 
 /// The supervisor as the control side sees it: the engine's one worker.
 struct Supervisor<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     turns: u64,
     /// The access log's lines, written at every tick.
     logging: Logging,
+    /// One acceptor thread per listener (removed ones return early).
+    acceptors: Vec<thread::JoinHandle<()>>,
+    shutdown: Shutdown,
+}
+
+impl Supervisor<'_> {
+    /// Start listener `index`'s acceptor on `listener` (prepared: see `acceptor::prepare`).
+    fn spawn_acceptor(&mut self, index: usize, listener: socket2::Socket) -> std::io::Result<()> {
+        let switch = self
+            .shared
+            .switch(index)
+            .ok_or_else(|| std::io::Error::other("no switch for the listener"))?;
+        let handle = acceptor::spawn(listener, index, switch, self.shared, &self.shutdown)?;
+        self.acceptors.push(handle);
+        Ok(())
+    }
+
+    fn join_acceptors(&mut self) {
+        for handle in self.acceptors.drain(..) {
+            // An acceptor that panicked has stopped accepting; nothing else to do.
+            let _ = handle.join();
+        }
+    }
 }
 
 impl Controlled for Supervisor<'_> {
@@ -151,8 +163,34 @@ impl Controlled for Supervisor<'_> {
     }
 
     fn set_accepting(&mut self, listener: usize, on: bool) {
-        if self.shared.set_accepting(listener, on) {
+        if self.shared.switch(listener).is_some_and(|s| s.set(on)) {
             runtime::log_accepting(0, listener, on);
+        }
+    }
+
+    fn add_listener(&mut self, listener: usize, socket: socket2::Socket) {
+        if listener != self.shared.listeners() || self.shutdown.requested() {
+            runtime::log_listener_refused(0, listener, self.shared.listeners());
+            return;
+        }
+        let (index, _) = self.shared.add_switch();
+        let started = acceptor::prepare(socket).and_then(|s| self.spawn_acceptor(index, s));
+        match started {
+            Ok(()) => runtime::log_listener(0, listener, true),
+            Err(err) => {
+                tracing::warn!(listener, %err, "new listener: no acceptor thread");
+                if let Some(switch) = self.shared.switch(index) {
+                    switch.close();
+                }
+            }
+        }
+    }
+
+    fn close_listener(&mut self, listener: usize) {
+        if let Some(switch) = self.shared.switch(listener) {
+            // Its acceptor sees it within ACCEPT_WAKE and returns, closing the socket.
+            switch.close();
+            runtime::log_listener(0, listener, false);
         }
     }
 

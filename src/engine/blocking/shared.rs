@@ -10,10 +10,11 @@
 //! the shard lock while holding either.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::acceptor::Switch;
 use super::conn::ConnHandle;
 use crate::config::{Config, SocketOptions};
 use crate::core::balance::PoolSnapshot;
@@ -46,9 +47,9 @@ pub struct Shared {
     pub admission: Admission,
     /// Copy buffers held by direction threads now.
     pub buffers_in_use: AtomicU64,
-    /// By listener: whether its acceptor takes clients (the admin API's enable / disable).
-    /// One relaxed load per accept.
-    accepting: Vec<AtomicBool>,
+    /// By listener: whether its acceptor takes clients (the admin API's enable / disable, a
+    /// reload's removal). Each acceptor holds its own; one relaxed load per accept.
+    switches: Mutex<Vec<Arc<Switch>>>,
 }
 
 impl Shared {
@@ -75,22 +76,32 @@ impl Shared {
             server_options,
             admission,
             buffers_in_use: AtomicU64::new(0),
-            accepting: (0..listeners).map(|_| AtomicBool::new(true)).collect(),
+            switches: Mutex::new((0..listeners).map(|_| Arc::default()).collect()),
         }
     }
 
-    /// Whether listener `listener`'s acceptor takes clients.
-    pub fn accepting(&self, listener: usize) -> bool {
-        self.accepting
-            .get(listener)
-            .is_some_and(|on| on.load(Ordering::Relaxed))
+    /// Listener `listener`'s switch.
+    pub fn switch(&self, listener: usize) -> Option<Arc<Switch>> {
+        self.switches().get(listener).cloned()
     }
 
-    /// Start or stop listener `listener`'s acceptor; whether that changed anything.
-    pub fn set_accepting(&self, listener: usize, on: bool) -> bool {
-        self.accepting
-            .get(listener)
-            .is_some_and(|flag| flag.swap(on, Ordering::Relaxed) != on)
+    /// A switch for a listener added after the last; its index.
+    pub fn add_switch(&self) -> (usize, Arc<Switch>) {
+        let mut switches = self.switches();
+        switches.push(Arc::default());
+        (
+            switches.len() - 1,
+            Arc::clone(&switches[switches.len() - 1]),
+        )
+    }
+
+    /// How many listeners there are (closed ones included).
+    pub fn listeners(&self) -> usize {
+        self.switches().len()
+    }
+
+    fn switches(&self) -> MutexGuard<'_, Vec<Arc<Switch>>> {
+        self.switches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Replace pool `pool`'s snapshot.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rustix::event::epoll;
 
-use super::worker::{Accepting, Worker};
+use super::worker::{Accepting, ListenerSlot, Worker};
 use super::{TAG_INBOX, TRAITS};
 use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
@@ -71,6 +71,32 @@ impl Controlled for Worker {
 
     fn reconfigure(&mut self, config: &Config) {
         runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
+    }
+
+    fn add_listener(&mut self, listener: usize, socket: socket2::Socket) {
+        if listener != self.listeners.len() || self.shutdown.requested() {
+            runtime::log_listener_refused(self.index, listener, self.listeners.len());
+            return;
+        }
+        match ListenerSlot::register(&self.res.epoll, listener, socket) {
+            Ok(slot) => {
+                self.listeners.push(slot);
+                runtime::log_listener(self.index, listener, true);
+                // Clients that queued before the registration raised no edge for us.
+                self.accept_all(listener, Instant::now());
+            }
+            Err(err) => {
+                tracing::warn!(worker = self.index, listener, %err, "new listener not registered")
+            }
+        }
+    }
+
+    fn close_listener(&mut self, listener: usize) {
+        if let Some(slot) = self.listeners.get_mut(listener) {
+            slot.close(&self.res.epoll);
+            slot.accepting = Accepting::Disabled;
+            runtime::log_listener(self.index, listener, false);
+        }
     }
 
     fn report(&self) -> WorkerReport {

@@ -71,7 +71,7 @@ pub struct Worker {
     pub(super) logging: Logging,
     events: Vec<epoll::Event>,
     out: Vec<Event>,
-    shutdown: Shutdown,
+    pub(super) shutdown: Shutdown,
     grace: Duration,
     /// Debug lines about resets.
     resets_log: RateLimit,
@@ -103,20 +103,10 @@ impl Worker {
     ) -> Result<Self, EngineError> {
         let mut slots = Vec::with_capacity(listeners.len());
         for (i, socket) in listeners.into_iter().enumerate() {
-            let data = epoll::EventData::new_u64(listener_data(i));
-            epoll::add(
-                &res.epoll,
-                &socket,
-                data,
-                epoll::EventFlags::IN | epoll::EventFlags::ET,
-            )
-            .map_err(|e| EngineError::io("registering a listener with epoll", e.into()))?;
-            slots.push(ListenerSlot {
-                socket: Some(socket),
-                accepting: Accepting::Open,
-                warn: RateLimit::default(),
-                refused_warn: RateLimit::default(),
-            });
+            slots.push(
+                ListenerSlot::register(&res.epoll, i, socket)
+                    .map_err(|e| EngineError::io("registering a listener with epoll", e))?,
+            );
         }
         Ok(Worker {
             index,
@@ -447,10 +437,38 @@ impl Worker {
 
     fn close_listeners(&mut self) {
         for slot in &mut self.listeners {
-            if let Some(socket) = slot.socket.take() {
-                let _ = epoll::delete(&self.res.epoll, &socket);
-            }
+            slot.close(&self.res.epoll);
             slot.accepting = Accepting::Open;
+        }
+    }
+}
+
+impl ListenerSlot {
+    /// Listener `index` on `socket`, registered with `epoll` edge-triggered.
+    pub(super) fn register(
+        epoll: &impl std::os::fd::AsFd,
+        index: usize,
+        socket: Socket,
+    ) -> std::io::Result<Self> {
+        let data = epoll::EventData::new_u64(listener_data(index));
+        epoll::add(
+            epoll,
+            &socket,
+            data,
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
+        Ok(ListenerSlot {
+            socket: Some(socket),
+            accepting: Accepting::Open,
+            warn: RateLimit::default(),
+            refused_warn: RateLimit::default(),
+        })
+    }
+
+    /// Close the socket for good (shutdown, or a reload removed the listener).
+    pub(super) fn close(&mut self, epoll: &impl std::os::fd::AsFd) {
+        if let Some(socket) = self.socket.take() {
+            let _ = epoll::delete(epoll, &socket);
         }
     }
 }

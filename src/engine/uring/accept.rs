@@ -40,6 +40,9 @@ pub(super) enum Operator {
     Enabled,
     /// No accept is armed; clients wait in the listen backlog until it is enabled again.
     Disabled,
+    /// Removed by a reload: no accept is armed again, and the socket is closed once none is
+    /// in flight.
+    Closed,
 }
 
 /// One listening socket and its accept.
@@ -86,8 +89,12 @@ impl Worker {
         for index in 0..self.listeners.len() {
             let room = match self.listeners[index].operator {
                 Operator::Enabled => room,
-                Operator::Disabled => 0,
+                Operator::Disabled | Operator::Closed => 0,
             };
+            let listening = &mut self.listeners[index];
+            if listening.operator == Operator::Closed && !listening.in_flight() {
+                listening.socket = None;
+            }
             match self.listeners[index].state {
                 AcceptState::Armed { multishot: armed } if room == 0 || (armed && !multishot) => {
                     self.cancel_accept(index);
@@ -171,9 +178,10 @@ impl Worker {
             listening.state = AcceptState::Idle;
             self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
         }
-        if stopping && !listening.in_flight() {
-            // Shutting down: the last completion closes the listener (a client accepted in
-            // the race is closed at once, below).
+        if (stopping || listening.operator == Operator::Closed) && !listening.in_flight() {
+            // Shutting down, or removed: the last completion closes the listener (a client
+            // accepted in the race is closed at once when stopping, below, and served when
+            // the listener was removed).
             listening.socket = None;
         }
         if result < 0 {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use io_uring::{opcode, types};
 
-use super::accept::Operator;
+use super::accept::{Listening, Operator};
 use super::token::Op;
 use super::worker::{TRAITS, Worker};
 use crate::config::Config;
@@ -72,7 +72,7 @@ impl Controlled for Worker {
         } else {
             Operator::Disabled
         };
-        if listening.operator != operator {
+        if listening.operator != operator && listening.operator != Operator::Closed {
             listening.operator = operator;
             runtime::log_accepting(self.index, listener, on);
         }
@@ -83,6 +83,24 @@ impl Controlled for Worker {
         runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
         // Read by the kernel with each connect's linked timeout, from the next connect on.
         self.connect_timeout = types::Timespec::from(config.timeouts.connect);
+    }
+
+    fn add_listener(&mut self, listener: usize, socket: socket2::Socket) {
+        if listener != self.listeners.len() || self.stopping {
+            runtime::log_listener_refused(self.index, listener, self.listeners.len());
+            return;
+        }
+        self.listeners.push(Listening::new(socket));
+        runtime::log_listener(self.index, listener, true);
+        // `steer_accepts` arms its accept at this turn.
+    }
+
+    fn close_listener(&mut self, listener: usize) {
+        if let Some(listening) = self.listeners.get_mut(listener) {
+            // `steer_accepts` cancels its accept and closes the socket.
+            listening.operator = Operator::Closed;
+            runtime::log_listener(self.index, listener, false);
+        }
     }
 
     fn report(&self) -> WorkerReport {
