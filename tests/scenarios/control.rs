@@ -21,11 +21,15 @@ use crate::harness::{
 /// A drained backend stops getting new clients at once.
 const DRAIN_WITHIN: Duration = Duration::from_millis(100);
 
-/// The admin socket for `ctx`'s run (short enough for `sun_path`).
+/// The admin socket for `ctx`'s run: one per configuration and scenario (two may run at
+/// once), under the temporary directory to stay short enough for `sun_path`.
 fn admin_socket(ctx: &Ctx) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("admin");
-    std::fs::create_dir_all(&dir).expect("socket directory");
-    dir.join(format!("{}-{}.sock", ctx.config, std::process::id()))
+    std::env::temp_dir().join(format!(
+        "ringlb-{}-{}-{}.sock",
+        std::process::id(),
+        ctx.config,
+        ctx.scenario
+    ))
 }
 
 /// Connects and reads the `hello` backend's greeting: which backend it reached.
