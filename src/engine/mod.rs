@@ -11,6 +11,7 @@ pub mod admission;
 pub mod blocking;
 pub mod epoll;
 pub mod inbox;
+pub mod listeners;
 pub mod notify;
 pub mod op;
 pub mod plan;
@@ -84,6 +85,17 @@ pub fn run_with_inboxes(
     shutdown: signal::Shutdown,
     inboxes: Vec<inbox::Inbox>,
 ) -> Result<(), EngineError> {
+    let sockets = listeners::Sockets::bind(&config, worker_count(&config), Default::default())?;
+    run_with(config, shutdown, inboxes, sockets)
+}
+
+/// [`run_with_inboxes`] on listening `sockets` bound already (see [`listeners::Sockets`]).
+pub fn run_with(
+    config: Config,
+    shutdown: signal::Shutdown,
+    inboxes: Vec<inbox::Inbox>,
+    sockets: listeners::Sockets,
+) -> Result<(), EngineError> {
     let expected = worker_count(&config);
     if inboxes.len() != expected {
         return Err(EngineError::Worker {
@@ -99,7 +111,7 @@ pub fn run_with_inboxes(
         None => None,
     };
     let names = std::sync::Arc::new(runtime::Names::of(&config));
-    let kits = runtime::kits(inboxes, log.as_ref(), &names);
+    let kits = runtime::kits(inboxes, sockets.by_worker(expected), log.as_ref(), &names);
     let result = match config.engine {
         EngineKind::Uring => uring::run_until(config, shutdown, kits),
         EngineKind::Epoll => epoll::run_until(config, shutdown, kits),

@@ -27,20 +27,30 @@ use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
 /// What an engine's worker does for the control side.
-/// What a worker is handed besides the configuration: its inbox, and its end of the access
-/// log.
+/// What a worker is handed besides the configuration: its inbox, its listening sockets, and
+/// its end of the access log.
 #[derive(Debug)]
 pub struct WorkerKit {
     pub inbox: Inbox,
+    /// Its own socket of every listener, in configuration order (see `engine::listeners`).
+    pub listeners: Vec<socket2::Socket>,
     pub logging: Logging,
 }
 
-/// One kit per inbox (in worker order), each logging to `log` when it is on.
-pub fn kits(inboxes: Vec<Inbox>, log: Option<&AccessLog>, names: &Arc<Names>) -> Vec<WorkerKit> {
+/// One kit per inbox (in worker order) with that worker's `sockets`, each logging to `log`
+/// when it is on.
+pub fn kits(
+    inboxes: Vec<Inbox>,
+    sockets: Vec<Vec<socket2::Socket>>,
+    log: Option<&AccessLog>,
+    names: &Arc<Names>,
+) -> Vec<WorkerKit> {
     inboxes
         .into_iter()
-        .map(|inbox| WorkerKit {
+        .zip(sockets)
+        .map(|(inbox, listeners)| WorkerKit {
             inbox,
+            listeners,
             logging: log.map_or_else(Logging::off, |log| Logging::new(log, Arc::clone(names))),
         })
         .collect()

@@ -32,7 +32,7 @@ use super::admission::Admission;
 use super::inbox::{Inbox, WorkerReport};
 use super::runtime::{self, Controlled, Drain, Logging, Step, Usage};
 use super::signal::Shutdown;
-use super::{EngineError, plan, socket};
+use super::{EngineError, plan};
 use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
@@ -61,13 +61,12 @@ pub fn run_until(
         });
     };
     let fd_limit = crate::sys::limits::raised_nofile();
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
-        let socket = socket::listener(listener.bind, listener.backlog, false, &config.tcp.client)
-            .and_then(acceptor::prepare)
-            .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
-        listeners.push(socket);
-    }
+    let listeners = kit
+        .listeners
+        .into_iter()
+        .map(acceptor::prepare)
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| EngineError::io("a listening socket", e))?;
     let tuning = &config.tuning;
     let max_connections = thread_budget(tuning.max_connections as usize);
     let limit = max_connections.min(config.connections.max_connections as usize);

@@ -13,15 +13,14 @@ use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::engine::EngineError;
-use crate::engine::inbox::WorkerReport;
-use crate::engine::runtime::{self, Controlled, Usage, WorkerKit};
+use crate::engine::inbox::{Inbox, WorkerReport};
+use crate::engine::runtime::{self, Controlled, Logging, Usage};
 
 impl Worker {
     /// Take the worker's inbox and access logging (`shard` was fitted to it) and register the
     /// inbox's eventfd, edge-triggered: every write raises an edge, so the wait ends on each
     /// message whether or not the count was read.
-    pub fn attach(mut self, kit: WorkerKit) -> Result<Self, EngineError> {
-        let WorkerKit { inbox, logging } = kit;
+    pub fn attach(mut self, inbox: Inbox, logging: Logging) -> Result<Self, EngineError> {
         self.logging = logging;
         let data = epoll::EventData::new_u64(UserData::internal_indexed(TAG_INBOX, 0).0);
         epoll::add(

@@ -26,7 +26,8 @@ use self::resources::{BufferPool, Resources};
 use self::worker::Worker;
 use super::admission::Admission;
 use super::signal::Shutdown;
-use super::{EngineError, plan, socket};
+use super::runtime::WorkerKit;
+use super::{EngineError, plan};
 use crate::config::Config;
 use crate::core::shard::Shard;
 use crate::sys::pipe::PipePool;
@@ -76,10 +77,14 @@ pub fn run_until(
         let admission = Arc::clone(&admission);
         move |info: super::worker::WorkerInfo, ready: &super::worker::Ready| {
             let admission = Arc::clone(&admission);
-            let kit = kits.take(info.index)?;
-            let shard = kit.logging.fit(shard(&config, &snapshots, info.index));
-            let worker =
-                setup(&config, shard, info.index, admission, shutdown.clone())?.attach(kit)?;
+            let WorkerKit {
+                inbox,
+                listeners,
+                logging,
+            } = kits.take(info.index)?;
+            let shard = logging.fit(shard(&config, &snapshots, info.index));
+            let worker = setup(&config, shard, listeners, info.index, admission, shutdown.clone())?
+                .attach(inbox, logging)?;
             ready.ok();
             let stats = worker.run()?;
             totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);
@@ -124,19 +129,20 @@ fn shard(
     .guard_stalls()
 }
 
-/// Everything one worker needs, bound and registered, around its `shard`.
+/// Everything one worker needs, registered, around its `shard` and `listeners`.
 fn setup(
     config: &Config,
     shard: Shard<ConnIo>,
+    listeners: Vec<socket2::Socket>,
     index: usize,
     admission: Arc<Admission>,
     shutdown: Shutdown,
 ) -> Result<Worker, EngineError> {
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
-        let socket = socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
-            .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
-        listeners.push(socket);
+    for socket in &listeners {
+        // Taken over from an engine that accepts blocking, it may not be yet.
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| EngineError::io("a listening socket", e))?;
     }
     let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
         .map_err(|e| EngineError::io("epoll_create1", e.into()))?;

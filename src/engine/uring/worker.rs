@@ -25,7 +25,7 @@ use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::runtime::{Drain, Logging, Step, WorkerKit};
 use crate::engine::signal::Shutdown;
 use crate::engine::worker::WorkerInfo;
-use crate::engine::{EngineError, plan, socket};
+use crate::engine::{EngineError, plan};
 use crate::sys::pipe::PipePool;
 
 /// The loop wakes at least this often, to notice a shutdown request, re-arm backed-off
@@ -138,11 +138,12 @@ impl Worker {
         let rings = u16::try_from(tuning.send_rings).unwrap_or(u16::MAX);
         let send_rings = SendRings::new(if plan.send_bundle { rings } else { 0 })
             .map_err(|e| EngineError::io("reserving send rings", e))?;
-        let mut listeners = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            let socket =
-                socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
-                    .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
+        let mut listeners = Vec::with_capacity(kit.listeners.len());
+        for socket in kit.listeners {
+            // Taken over from an engine that accepts blocking, it may not be yet.
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| EngineError::io("a listening socket", e))?;
             listeners.push(Listening::new(socket));
         }
         let now = Instant::now();
@@ -375,6 +376,15 @@ mod tests {
             admission,
             WorkerKit {
                 inbox,
+                listeners: vec![
+                    crate::engine::socket::listener(
+                        config.listeners[0].bind,
+                        16,
+                        true,
+                        &config.tcp.client,
+                    )
+                    .expect("listener"),
+                ],
                 logging: Logging::off(),
             },
         )
