@@ -188,6 +188,11 @@ pub struct RunArgs {
     /// Repeat for more backends.
     #[arg(long, value_name = "SPEC", requires = "listen")]
     pub backend: Vec<BackendSpec>,
+    /// Binary upgrade: take the listening sockets over from the running ringlb whose admin
+    /// socket is PATH (no client in an accept queue is reset); once this one runs, the old
+    /// one stops accepting and drains.
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_from: Option<PathBuf>,
     /// Flags that override the file, or complete the quick form.
     #[command(flatten)]
     pub overrides: OverrideArgs,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use ringlb::config::{self, Config, ConfigError};
 use ringlb::control::client::Endpoint;
-use ringlb::control::{Control, ReloadSource};
+use ringlb::control::{Control, ReloadSource, handover};
+use ringlb::engine::listeners::{Inherited, Sockets};
 use ringlb::engine::{inbox, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -92,6 +93,19 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A binary upgrade starts on the running process's listening sockets.
+    let (inherited, takeover) = match &args.upgrade_from {
+        Some(admin) => match handover::take_over(admin) {
+            Ok((inherited, takeover)) => (inherited, Some(takeover)),
+            Err(e) => return fail(&e),
+        },
+        None => (Inherited::new(), None),
+    };
+    let workers = ringlb::engine::worker_count(&config);
+    let sockets = match Sockets::bind(&config, workers, inherited) {
+        Ok(sockets) => sockets,
+        Err(e) => return fail(&e),
+    };
     let mut control = Control::new(&config, links);
     if let Some(path) = &args.config {
         control.reload_from(ReloadSource {
@@ -99,15 +113,43 @@ fn run(args: RunArgs) -> ExitCode {
             overrides,
         });
     }
-    let admin = match ringlb::control::server::start(&config.admin, control, shutdown.clone()) {
+    let admin = match ringlb::control::server::start(
+        &config.admin,
+        control,
+        shutdown.clone(),
+        takeover.is_some(),
+    ) {
         Ok(admin) => admin,
         Err(e) => return fail(&e),
     };
-    let result = ringlb::engine::run_with_inboxes(config, shutdown, inboxes);
+    if let Some(takeover) = takeover {
+        tell_when_up(takeover, shutdown.clone());
+    }
+    let result = ringlb::engine::run_with(config, shutdown, inboxes, sockets);
     admin.stop();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+/// Once every worker is up, tell the process this one replaces that it can stop (on a thread
+/// of its own; a start that fails never tells it, and it serves on).
+fn tell_when_up(takeover: handover::Takeover, shutdown: signal::Shutdown) {
+    let spawned = std::thread::Builder::new()
+        .name("ringlb-takeover".into())
+        .spawn(move || {
+            while !shutdown.is_up() {
+                if shutdown.requested() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            tracing::info!("every worker is up: telling the old process to stop");
+            takeover.done();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("the old process will not be told to stop: {e}");
     }
 }
 

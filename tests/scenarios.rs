@@ -97,6 +97,7 @@ macro_rules! scenarios {
             drain_through_the_api => crate::control::drain_through_the_api,
             reload_under_load => crate::control::reload_under_load,
             reload_adds_and_removes_listeners => crate::control::reload_adds_and_removes_listeners,
+            binary_upgrade_under_load => crate::control::binary_upgrade_under_load,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod ctl;
+pub mod handover;
 pub mod metrics;
 mod reload;
 pub mod report;

@@ -98,3 +98,30 @@ impl Reports {
         sum
     }
 }
+
+/// Duplicates of every worker's open listening sockets, grouped by listener index (what a
+/// binary upgrade takes over). Asked like reports: a worker that does not answer within
+/// `timeout` is left out, and the new process binds its sockets afresh.
+pub fn listening_sockets(
+    links: &[WorkerLink],
+    timeout: Duration,
+) -> std::collections::BTreeMap<usize, Vec<socket2::Socket>> {
+    let deadline = Instant::now() + timeout;
+    let (reply, answers) = mpsc::channel();
+    let expected = links
+        .iter()
+        .filter(|link| link.send(Message::Sockets(reply.clone())).is_ok())
+        .count();
+    drop(reply);
+    let mut by_listener = std::collections::BTreeMap::<usize, Vec<socket2::Socket>>::new();
+    for _ in 0..expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(sockets) = answers.recv_timeout(left) else {
+            break;
+        };
+        for (listener, socket) in sockets {
+            by_listener.entry(listener).or_default().push(socket);
+        }
+    }
+    by_listener
+}

@@ -53,6 +53,9 @@ pub enum Message {
     /// A listener a reload removed: stop accepting on it for good and close the socket.
     /// Connections accepted from it go on.
     CloseListener { listener: usize },
+    /// Send duplicates of this worker's open listening sockets, by listener index, for a
+    /// binary upgrade to take over (none once stopping: they are about to close).
+    Sockets(Sender<Vec<(usize, Socket)>>),
 }
 
 /// What a worker reports when asked: its own counters, summed by the control side.

@@ -71,6 +71,9 @@ pub trait Controlled {
     fn add_listener(&mut self, listener: usize, socket: socket2::Socket);
     /// See [`Message::CloseListener`].
     fn close_listener(&mut self, listener: usize);
+    /// The listening sockets this worker accepts on now, by listener index (borrowed; the
+    /// runtime duplicates them for [`Message::Sockets`]).
+    fn listening(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)>;
 }
 
 /// What a worker holds beyond its shard's counters, for its report.
@@ -100,6 +103,7 @@ pub fn apply_inbox(inbox: &Inbox, worker: &mut impl Controlled) -> usize {
             Message::Reconfigure(config) => worker.reconfigure(&config),
             Message::AddListener { listener, socket } => worker.add_listener(listener, socket),
             Message::CloseListener { listener } => worker.close_listener(listener),
+            Message::Sockets(reply) => drop(reply.send(duplicates(&worker.listening()))),
         }
     }
     applied
@@ -120,6 +124,18 @@ pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerRepor
         pipes_in_use: usage.pipes_in_use,
         access_log_dropped: usage.access_log_dropped,
     }
+}
+
+/// Duplicates of `listening` (one that cannot be duplicated, out of fds, is left out: the new
+/// process binds one afresh).
+fn duplicates(listening: &[(usize, std::os::fd::BorrowedFd<'_>)]) -> Vec<(usize, socket2::Socket)> {
+    listening
+        .iter()
+        .filter_map(|(index, fd)| {
+            let owned = fd.try_clone_to_owned().ok()?;
+            Some((*index, socket2::Socket::from(owned)))
+        })
+        .collect()
 }
 
 /// What every engine does with a reload's `config`: `shard`'s listener policies for an engine

@@ -158,8 +158,13 @@ fn write_file(path: &Path, text: &str) {
 }
 
 /// Load that checks every byte: sequential clients with payloads of varied sizes, and
-/// long-lived connections doing request/response rounds, until `stop` (or their bound).
-fn load(addr: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<thread::JoinHandle<(u64, u64)>> {
+/// connections doing request/response rounds (`per_connection` rounds each, then a new
+/// connection), until `stop` (or their bound).
+fn load(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    per_connection: u64,
+) -> Vec<thread::JoinHandle<(u64, u64)>> {
     let mut threads = Vec::new();
     for seed in 0..2u64 {
         let stop = Arc::clone(stop);
@@ -189,6 +194,9 @@ fn load(addr: SocketAddr, stop: &Arc<AtomicBool>) -> Vec<thread::JoinHandle<(u64
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                if i > 0 && i % per_connection == 0 {
+                    stream = connect(addr);
+                }
                 let request = payload(1024, 1_000_000 + c * 100_000 + i);
                 round_trip(&mut stream, &request);
                 rounds += 1;
@@ -211,7 +219,7 @@ pub fn reload_under_load(ctx: &Ctx) -> Outcome {
     let proxy = Proxy::start(ctx, &Launch::file(&files[0]))?;
     let endpoint = Endpoint::Unix(admin_socket(ctx));
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = load(proxy.addr, &stop);
+    let threads = load(proxy.addr, &stop, u64::MAX);
     let mut signalled = 0;
     for i in 1..=RELOADS {
         let text = files[i % 2].replace("{listen}", &proxy.addr.to_string());
@@ -372,5 +380,53 @@ pub fn reload_adds_and_removes_listeners(ctx: &Ctx) -> Outcome {
     round_trip(&mut held, b"still");
     drop(held);
     proxy.finish();
+    Ok(())
+}
+
+/// The issue's handover test, on every engine: under load (clients with payloads of varied
+/// sizes, request rounds on connections renewed every 20 rounds), the binary is upgraded
+/// twice (`--upgrade-from`): each new process takes the listening sockets over, and the old
+/// one drains and exits 0 by itself. No client is refused or reset, every byte comes back.
+pub fn binary_upgrade_under_load(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let socket = admin_socket(ctx);
+    let file = format!(
+        "[admin]\nsocket = \"{}\"\n[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n\
+         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        socket.display(),
+        echo.local_addr()
+    );
+    let launch = Launch::file(&file).grace(Duration::from_secs(3));
+    let mut current = Proxy::start(ctx, &launch)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = load(current.addr, &stop, 20);
+    thread::sleep(Duration::from_millis(300));
+    for n in 1..=2 {
+        let next = current.successor(ctx, &launch, &socket, n);
+        let handed = Instant::now();
+        let status = current
+            .wait_exit(Duration::from_secs(6))
+            .unwrap_or_else(|| panic!("upgrade {n}: the old process is still running"));
+        assert!(status.success(), "upgrade {n}: old exit {status}");
+        eprintln!(
+            "upgrade {n}: the old process left after {:?}",
+            handed.elapsed()
+        );
+        let old = current.log_text();
+        assert!(old.contains("listening sockets handed over"), "{old}");
+        current = next;
+        thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut clients, mut rounds) = (0, 0);
+    for t in threads {
+        let (c, r) = join(t, "load thread");
+        clients += c;
+        rounds += r;
+    }
+    eprintln!("2 upgrades under {clients} clients and {rounds} request rounds");
+    assert!(clients > 0 && rounds > 0, "load ran");
+    let log = current.finish();
+    assert!(log.contains("listening sockets taken over"), "{log}");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::thread;
@@ -305,47 +305,21 @@ impl Proxy {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
         std::fs::create_dir_all(&dir).expect("log directory");
         let log = dir.join(format!("{}-{}-{attempt}.log", ctx.config, ctx.scenario));
-        let log_file = File::create(&log).expect("log file");
-        let s = &ctx.setup;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
         let config = dir.join(format!("{}-{}.toml", ctx.config, ctx.scenario));
         if let Some(template) = &launch.file {
             std::fs::write(&config, template.replace("{listen}", &addr.to_string()))
                 .expect("write the configuration file");
-            cmd.args(["run", "--config"]).arg(&config);
-        } else {
-            cmd.args(["run", "--listen", &addr.to_string()]);
         }
-        for b in &launch.backends {
-            cmd.args(["--backend", b]);
-        }
-        cmd.args(["--engine", s.engine, "--mode", s.mode])
-            .args(["--workers", &launch.workers.to_string()])
-            .args(["--connect-timeout", "500ms"])
-            .args(["--idle-timeout", &format!("{}ms", launch.idle.as_millis())])
-            .args([
-                "--shutdown-grace",
-                &format!("{}ms", launch.grace.as_millis()),
-            ])
-            .args(["--retries", &launch.retries.to_string()])
-            .args(s.flags)
-            .args(&launch.extra)
-            .env(
-                "RINGLB_LOG",
-                launch.log.map(str::to_owned).unwrap_or_else(|| {
-                    std::env::var("RINGLB_SCENARIO_LOG").unwrap_or_else(|_| "info".to_owned())
-                }),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file));
-        let child = cmd.spawn().expect("spawn the ringlb binary");
+        let child = Self::command(ctx, launch, addr, &config, &log)
+            .spawn()
+            .expect("spawn the ringlb binary");
         let mut proxy = Proxy {
             child: Some(child),
             addr,
             log,
             config,
         };
+        let s = &ctx.setup;
         let started = Instant::now();
         loop {
             if let Some(status) = proxy.try_wait() {
@@ -381,6 +355,77 @@ impl Proxy {
             }
             thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A binary upgrade of this process: the binary started again with the same file, address
+    /// and flags, and `--upgrade-from admin`; returns once it says every worker is up. This
+    /// process then drains and exits by itself.
+    pub fn successor(&self, ctx: &Ctx, launch: &Launch, admin: &Path, n: u32) -> Proxy {
+        let log = self.log.with_extension(format!("next{n}.log"));
+        let child = Self::command(ctx, launch, self.addr, &self.config, &log)
+            .arg("--upgrade-from")
+            .arg(admin)
+            .spawn()
+            .expect("spawn the ringlb binary");
+        let mut next = Proxy {
+            child: Some(child),
+            addr: self.addr,
+            log,
+            config: self.config.clone(),
+        };
+        let started = Instant::now();
+        while !next.log_text().contains("telling the old process to stop") {
+            if let Some(status) = next.try_wait() {
+                panic!(
+                    "the upgrade exited with {status}; log:\n{}",
+                    next.log_text()
+                );
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "the upgrade did not start within {START_TIMEOUT:?}; log:\n{}",
+                next.log_text()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        next
+    }
+
+    /// `ringlb run` for `ctx` and `launch` on `addr` (from the file at `config` when the
+    /// launch has one), logging to `log`.
+    fn command(ctx: &Ctx, launch: &Launch, addr: SocketAddr, config: &Path, log: &Path) -> Command {
+        let s = &ctx.setup;
+        let log_file = File::create(log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringlb"));
+        if launch.file.is_some() {
+            cmd.args(["run", "--config"]).arg(config);
+        } else {
+            cmd.args(["run", "--listen", &addr.to_string()]);
+        }
+        for b in &launch.backends {
+            cmd.args(["--backend", b]);
+        }
+        cmd.args(["--engine", s.engine, "--mode", s.mode])
+            .args(["--workers", &launch.workers.to_string()])
+            .args(["--connect-timeout", "500ms"])
+            .args(["--idle-timeout", &format!("{}ms", launch.idle.as_millis())])
+            .args([
+                "--shutdown-grace",
+                &format!("{}ms", launch.grace.as_millis()),
+            ])
+            .args(["--retries", &launch.retries.to_string()])
+            .args(s.flags)
+            .args(&launch.extra)
+            .env(
+                "RINGLB_LOG",
+                launch.log.map(str::to_owned).unwrap_or_else(|| {
+                    std::env::var("RINGLB_SCENARIO_LOG").unwrap_or_else(|_| "info".to_owned())
+                }),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        cmd
     }
 
     /// Where the configuration file of a [`Launch::file`] run is.

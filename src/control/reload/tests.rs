@@ -85,7 +85,8 @@ fn messages(inbox: &Inbox) -> (Snapshots, Option<Arc<Config>>) {
             Message::Accepting { .. }
             | Message::Report(_)
             | Message::AddListener { .. }
-            | Message::CloseListener { .. } => {}
+            | Message::CloseListener { .. }
+            | Message::Sockets(_) => {}
         }
     }
     (pools, reconfigured)
@@ -252,7 +253,10 @@ fn a_moved_listener_is_added_with_a_socket_per_worker_and_the_old_one_closed() {
                     assert_eq!(listener, 0);
                     order.push("close");
                 }
-                Message::Pool { .. } | Message::Accepting { .. } | Message::Report(_) => {}
+                Message::Pool { .. }
+                | Message::Accepting { .. }
+                | Message::Report(_)
+                | Message::Sockets(_) => {}
             }
         }
         assert_eq!(

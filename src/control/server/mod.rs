@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Request, Server};
 
+use super::handover::{self, Handing};
 use super::report::REPORT_TIMEOUT;
 use super::{Control, ControlError, ReloadOutcome, Reports};
 use crate::config::Admin;
@@ -141,13 +142,16 @@ impl Context {
 pub struct AdminServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    socket: Option<(PathBuf, u64)>,
+    /// Socket files made (the admin socket, the handover socket), with their inodes: one
+    /// replaced by a newer process is left alone at exit.
+    files: Vec<(PathBuf, u64)>,
 }
 
 impl AdminServer {
     /// The Unix socket it listens on, if any.
     pub fn socket(&self) -> Option<&Path> {
-        self.socket.as_ref().map(|(path, _)| path.as_path())
+        // The admin socket comes first.
+        self.files.first().map(|(path, _)| path.as_path())
     }
 
     /// Stop serving, wait for the server threads, and remove the socket file if it is still
@@ -157,7 +161,7 @@ impl AdminServer {
         for thread in self.threads {
             let _ = thread.join();
         }
-        if let Some((path, inode)) = &self.socket {
+        for (path, inode) in &self.files {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *inode) {
                 let _ = std::fs::remove_file(path);
             }
@@ -166,13 +170,16 @@ impl AdminServer {
 }
 
 /// Bind the admin sockets of `admin` and start serving `control`. `shutdown` tells whether
-/// the workers accept (for `/health`).
+/// the workers accept (for `/health`). With `take_over` (a binary upgrade), the admin socket
+/// of the process being replaced is taken over. Beside the admin socket, the handover socket
+/// serves the next upgrade (see [`crate::control::handover`]).
 pub fn start(
     admin: &Admin,
     control: Control,
     shutdown: Shutdown,
+    take_over: bool,
 ) -> Result<AdminServer, AdminError> {
-    let unix = bind_unix(&admin.socket)?;
+    let unix = bind_unix(&admin.socket, take_over)?;
     let tcp = match admin.listen {
         None => None,
         Some(addr) => {
@@ -187,14 +194,9 @@ pub fn start(
     });
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    let mut socket = None;
+    let mut files = Vec::new();
     if let Some((listener, path)) = unix {
-        let inode = std::fs::symlink_metadata(&path)
-            .map(|m| m.ino())
-            .map_err(|source| AdminError::Socket {
-                path: path.clone(),
-                source,
-            })?;
+        let inode = inode_of(&path)?;
         let server =
             Server::from_listener(listener, None).map_err(|e| AdminError::Server(e.to_string()))?;
         tracing::info!(socket = %path.display(), "admin API listening");
@@ -205,7 +207,11 @@ pub fn start(
             &context,
             &stop,
         )?);
-        socket = Some((path, inode));
+        let handover = handover::path_for(&path);
+        files.push((path, inode));
+        handover::serve(&handover, Arc::clone(&context) as Arc<dyn Handing>)
+            .map_err(|e| AdminError::Server(e.to_string()))?;
+        files.push((handover.clone(), inode_of(&handover)?));
     }
     if let Some(listener) = tcp {
         let addr = listener.local_addr().ok();
@@ -230,8 +236,36 @@ pub fn start(
     Ok(AdminServer {
         stop,
         threads,
-        socket,
+        files,
     })
+}
+
+fn inode_of(path: &Path) -> Result<u64, AdminError> {
+    std::fs::symlink_metadata(path)
+        .map(|m| m.ino())
+        .map_err(|source| AdminError::Socket {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// What a binary upgrade takes from this process, and what it does once taken.
+impl Handing for Context {
+    fn sockets(&self) -> Vec<(SocketAddr, Vec<socket2::Socket>)> {
+        let links = self.control().links().to_vec();
+        let mut by_listener = super::report::listening_sockets(&links, REPORT_TIMEOUT);
+        let control = self.control();
+        control
+            .listeners()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| by_listener.remove(&i).map(|sockets| (l.bind, sockets)))
+            .collect()
+    }
+
+    fn handed_over(&self) {
+        self.shutdown.request();
+    }
 }
 
 fn spawn_server(

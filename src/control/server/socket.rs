@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use super::AdminError;
 use crate::config::AdminSocket;
 
-/// The Unix listener for `socket`, by the rules in the module documentation.
+/// The Unix listener for `socket`, by the rules in the module documentation; with
+/// `take_over` (a binary upgrade), a socket held by the live process being replaced is
+/// replaced too.
 pub(super) fn bind_unix(
     socket: &AdminSocket,
+    take_over: bool,
 ) -> Result<Option<(UnixListener, PathBuf)>, AdminError> {
     let (path, default) = match socket {
         AdminSocket::Off => return Ok(None),
@@ -32,7 +35,7 @@ pub(super) fn bind_unix(
             }
         }
     }
-    match bind_replacing_stale(path) {
+    match bind_replacing_stale(path, take_over) {
         Ok(listener) => Ok(Some((listener, path.clone()))),
         Err(e) if default => {
             tracing::warn!("starting without the admin socket: {e}");
@@ -42,12 +45,13 @@ pub(super) fn bind_unix(
     }
 }
 
-/// Bind `path` with mode 0600, replacing a socket file whose process has died.
+/// Bind `path` with mode 0600, replacing a socket file whose process has died (or, with
+/// `take_over`, any socket file).
 ///
 /// The check and the replacement run under an exclusive `flock` on the socket's directory:
 /// two instances starting together over one stale file would otherwise both remove it, and
 /// the second would remove the socket the first had just bound.
-fn bind_replacing_stale(path: &Path) -> Result<UnixListener, AdminError> {
+fn bind_replacing_stale(path: &Path, take_over: bool) -> Result<UnixListener, AdminError> {
     let failed = |source| AdminError::Socket {
         path: path.to_owned(),
         source,
@@ -71,6 +75,11 @@ fn bind_replacing_stale(path: &Path) -> Result<UnixListener, AdminError> {
                 return Err(AdminError::NotSocket(path.to_owned()));
             }
             match UnixStream::connect(path) {
+                Ok(_) if take_over => {
+                    tracing::info!(socket = %path.display(), "taking the admin socket over");
+                    std::fs::remove_file(path).map_err(failed)?;
+                    UnixListener::bind(path).map_err(failed)?
+                }
                 Ok(_) => return Err(AdminError::Held(path.to_owned())),
                 Err(c) if c.kind() == io::ErrorKind::ConnectionRefused => {
                     tracing::info!(socket = %path.display(), "replacing a stale admin socket");

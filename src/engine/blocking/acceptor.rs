@@ -113,12 +113,11 @@ fn run(
         {
             Ok(fd) => {
                 // Disabled while this thread was blocked in `accept`: the client waits here,
-                // unserved, as it would have in the backlog. Removed: it is served.
+                // unserved, as it would have in the backlog. Removed, or stopping: it is
+                // served, within the grace period (after a binary upgrade the socket lives on
+                // in the new process; closing the client would reset it).
                 while !switch.enabled() && !switch.closed() && !shutdown.requested() {
                     std::thread::sleep(ROOM_WAKE);
-                }
-                if shutdown.requested() {
-                    break;
                 }
                 if let Err(err) = admit(Socket::from(fd), index, shared) {
                     if let Some(suppressed) = refused.allow(Instant::now()) {

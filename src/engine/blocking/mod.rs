@@ -100,6 +100,7 @@ pub fn run_until(
         turns: 0,
         logging: kit.logging,
         acceptors: Vec::with_capacity(listeners.len()),
+        listening: Vec::with_capacity(listeners.len()),
         shutdown: shutdown.clone(),
     };
     for (index, listener) in listeners.into_iter().enumerate() {
@@ -133,6 +134,10 @@ struct Supervisor<'a> {
     logging: Logging,
     /// One acceptor thread per listener (removed ones return early).
     acceptors: Vec<thread::JoinHandle<()>>,
+    /// Duplicates of the acceptors' sockets, by listener (what a binary upgrade takes over);
+    /// dropped when a listener is removed and when draining begins, so that the sockets close
+    /// with their acceptors.
+    listening: Vec<Option<socket2::Socket>>,
     shutdown: Shutdown,
 }
 
@@ -143,8 +148,11 @@ impl Supervisor<'_> {
             .shared
             .switch(index)
             .ok_or_else(|| std::io::Error::other("no switch for the listener"))?;
+        let copy = listener.try_clone()?;
         let handle = acceptor::spawn(listener, index, switch, self.shared, &self.shutdown)?;
         self.acceptors.push(handle);
+        self.listening.resize_with(index, || None);
+        self.listening.push(Some(copy));
         Ok(())
     }
 
@@ -185,7 +193,19 @@ impl Controlled for Supervisor<'_> {
         }
     }
 
+    fn listening(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.listening
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.as_fd())))
+            .collect()
+    }
+
     fn close_listener(&mut self, listener: usize) {
+        if let Some(copy) = self.listening.get_mut(listener) {
+            *copy = None;
+        }
         if let Some(switch) = self.shared.switch(listener) {
             // Its acceptor sees it within ACCEPT_WAKE and returns, closing the socket.
             switch.close();
@@ -237,7 +257,8 @@ impl Supervisor<'_> {
             shared.write_log(&mut self.logging, now);
             let mut step = drain.step(shutdown, now, shared.len() == 0);
             if step == Step::StartDraining {
-                // The acceptors see the same request and stop.
+                // The acceptors see the same request and stop; the sockets close with them.
+                self.listening.clear();
                 tracing::info!(connections = shared.len(), "draining");
                 step = drain.step(shutdown, now, shared.len() == 0);
             }

@@ -98,6 +98,17 @@ impl Controlled for Worker {
         }
     }
 
+    fn listening(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)> {
+        if self.shutdown.requested() {
+            return Vec::new();
+        }
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| slot.socket().map(|s| (i, s)))
+            .collect()
+    }
+
     fn report(&self) -> WorkerReport {
         let usage = Usage {
             loop_turns: self.res.turn,

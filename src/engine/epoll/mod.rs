@@ -25,8 +25,8 @@ use self::conn_io::ConnIo;
 use self::resources::{BufferPool, Resources};
 use self::worker::Worker;
 use super::admission::Admission;
-use super::signal::Shutdown;
 use super::runtime::WorkerKit;
+use super::signal::Shutdown;
 use super::{EngineError, plan};
 use crate::config::Config;
 use crate::core::shard::Shard;
@@ -83,8 +83,15 @@ pub fn run_until(
                 logging,
             } = kits.take(info.index)?;
             let shard = logging.fit(shard(&config, &snapshots, info.index));
-            let worker = setup(&config, shard, listeners, info.index, admission, shutdown.clone())?
-                .attach(inbox, logging)?;
+            let worker = setup(
+                &config,
+                shard,
+                listeners,
+                info.index,
+                admission,
+                shutdown.clone(),
+            )?
+            .attach(inbox, logging)?;
             ready.ok();
             let stats = worker.run()?;
             totals.lock().unwrap_or_else(|p| p.into_inner()).add(&stats);

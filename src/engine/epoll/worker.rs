@@ -465,6 +465,12 @@ impl ListenerSlot {
         })
     }
 
+    /// The socket, while open.
+    pub(super) fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.socket.as_ref().map(AsFd::as_fd)
+    }
+
     /// Close the socket for good (shutdown, or a reload removed the listener).
     pub(super) fn close(&mut self, epoll: &impl std::os::fd::AsFd) {
         if let Some(socket) = self.socket.take() {

@@ -179,9 +179,10 @@ impl Worker {
             self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
         }
         if (stopping || listening.operator == Operator::Closed) && !listening.in_flight() {
-            // Shutting down, or removed: the last completion closes the listener (a client
-            // accepted in the race is closed at once when stopping, below, and served when
-            // the listener was removed).
+            // Shutting down, or removed: the last completion closes the listener. A client
+            // accepted in the race is served like the others, within the grace period: after
+            // a binary upgrade the socket lives on in the new process, and closing the client
+            // would reset a connection nobody else will serve.
             listening.socket = None;
         }
         if result < 0 {
@@ -209,9 +210,6 @@ impl Worker {
         }
         // SAFETY: a successful accept completion's result is a new fd that nothing else owns.
         let client = Socket::from(unsafe { OwnedFd::from_raw_fd(result) });
-        if stopping {
-            return;
-        }
         // An accept armed while there was room may complete after the process filled up:
         // kept within the overshoot, closed beyond it (see `engine::admission`).
         if self.admission.admit() == Admitted::Refused {

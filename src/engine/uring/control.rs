@@ -1,6 +1,7 @@
 //! The io_uring worker's side of the control path: a poll on the inbox's eventfd that wakes
 //! the ring's wait when a message arrives, and [`Controlled`] for the shared runtime.
 
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -101,6 +102,18 @@ impl Controlled for Worker {
             listening.operator = Operator::Closed;
             runtime::log_listener(self.index, listener, false);
         }
+    }
+
+    fn listening(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)> {
+        if self.stopping {
+            return Vec::new();
+        }
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.operator != Operator::Closed)
+            .filter_map(|(i, l)| l.socket.as_ref().map(|s| (i, s.as_fd())))
+            .collect()
     }
 
     fn report(&self) -> WorkerReport {
