@@ -51,6 +51,8 @@ mod pipes;
 mod starvation;
 #[path = "scenarios/timeouts.rs"]
 mod timeouts;
+#[path = "scenarios/upgrade.rs"]
+mod upgrade;
 
 use harness::Setup;
 
@@ -97,7 +99,8 @@ macro_rules! scenarios {
             drain_through_the_api => crate::control::drain_through_the_api,
             reload_under_load => crate::control::reload_under_load,
             reload_adds_and_removes_listeners => crate::control::reload_adds_and_removes_listeners,
-            binary_upgrade_under_load => crate::control::binary_upgrade_under_load,
+            binary_upgrade_under_load => crate::upgrade::binary_upgrade_under_load,
+            reloads_and_upgrades_under_loadgen => crate::upgrade::reloads_and_upgrades_under_loadgen,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -86,6 +86,8 @@ struct Context {
     shutdown: Shutdown,
     token: Option<String>,
     in_flight: AtomicUsize,
+    /// Set once a binary upgrade took over: the socket paths are the new process's now.
+    handed_over: AtomicBool,
 }
 
 impl Context {
@@ -145,6 +147,7 @@ pub struct AdminServer {
     /// Socket files made (the admin socket, the handover socket), with their inodes: one
     /// replaced by a newer process is left alone at exit.
     files: Vec<(PathBuf, u64)>,
+    context: Arc<Context>,
 }
 
 impl AdminServer {
@@ -160,6 +163,11 @@ impl AdminServer {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads {
             let _ = thread.join();
+        }
+        // After a handover the paths are the new process's, even when the files it made
+        // there got the inode numbers ours had.
+        if self.context.handed_over.load(Ordering::Relaxed) {
+            return;
         }
         for (path, inode) in &self.files {
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *inode) {
@@ -191,6 +199,7 @@ pub fn start(
         shutdown,
         token: admin.token.clone(),
         in_flight: AtomicUsize::new(0),
+        handed_over: AtomicBool::new(false),
     });
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -237,6 +246,7 @@ pub fn start(
         stop,
         threads,
         files,
+        context,
     })
 }
 
@@ -264,6 +274,7 @@ impl Handing for Context {
     }
 
     fn handed_over(&self) {
+        self.handed_over.store(true, Ordering::Relaxed);
         self.shutdown.request();
     }
 }
@@ -278,7 +289,14 @@ fn spawn_server(
     let (context, stop) = (Arc::clone(context), Arc::clone(stop));
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || serve(&server, transport, &context, &stop))
+        .spawn(move || {
+            serve(&server, transport, &context, &stop);
+            if context.handed_over.load(Ordering::Relaxed) {
+                // tiny_http's drop connects to the socket's path and removes it: after a
+                // handover both are the new process's. This process is about to exit.
+                std::mem::forget(server);
+            }
+        })
         .map_err(|e| AdminError::Server(e.to_string()))
 }
 
