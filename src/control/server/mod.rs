@@ -294,7 +294,7 @@ fn spawn_server(
             if context.handed_over.load(Ordering::Relaxed) {
                 // tiny_http's drop connects to the socket's path and removes it: after a
                 // handover both are the new process's. This process is about to exit.
-                std::mem::forget(server);
+                let _kept = std::mem::ManuallyDrop::new(server);
             }
         })
         .map_err(|e| AdminError::Server(e.to_string()))

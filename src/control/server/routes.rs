@@ -315,6 +315,7 @@ mod tests {
             shutdown: Shutdown::default(),
             token: None,
             in_flight: AtomicUsize::new(0),
+            handed_over: std::sync::atomic::AtomicBool::new(false),
         };
         (context, inboxes)
     }
