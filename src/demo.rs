@@ -96,6 +96,7 @@ fn demo_config(
             algorithm: Algorithm::RoundRobin,
             backends,
             retries: defaults::DEFAULT_RETRIES,
+            health: None,
         }],
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,

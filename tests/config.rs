@@ -179,6 +179,7 @@ address = "10.0.0.2:443"
                     weight: 1,
                 }],
                 retries: DEFAULT_RETRIES,
+                health: None,
             },
             Pool {
                 name: "api".into(),
@@ -196,6 +197,7 @@ address = "10.0.0.2:443"
                     },
                 ],
                 retries: 7,
+                health: None,
             },
         ],
         timeouts: Timeouts {

@@ -70,3 +70,16 @@ pub const DEFAULT_USER_TIMEOUT: Duration = Duration::ZERO;
 /// when missing; when another live ringlb already holds it, the admin socket is left off with
 /// a warning, so that several instances can run on one host.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ringlb/admin.sock";
+
+/// `[pool.health] interval`: as HAProxy's `inter`.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// `[pool.health] timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// `[pool.health] rise`: as HAProxy's.
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+/// `[pool.health] fall`: as HAProxy's.
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+/// `[pool.health] path` of an `http` check.
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+/// `[pool.health] expect` of an `http` check.
+pub const DEFAULT_HEALTH_HTTP_EXPECT: &str = "2xx";

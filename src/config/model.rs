@@ -57,6 +57,53 @@ pub struct Pool {
     pub backends: Vec<BackendInfo>,
     /// Further backends to try after a failed connect (so at most `retries + 1` attempts).
     pub retries: u32,
+    /// `[pool.health]`: active checks of every backend, if any.
+    pub health: Option<Health>,
+}
+
+/// `[pool.health]`: how and how often each backend of a pool is checked, off the workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub check: Check,
+    /// Time between the starts of two checks of one backend.
+    pub interval: Duration,
+    /// Limit of one check (connect, send and answer together); at most `interval`.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: u32,
+    /// Port to check instead of the backend's own (`port`).
+    pub port: Option<u16>,
+}
+
+/// What one check does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The connect alone.
+    Tcp,
+    /// Send `send` (may be empty: a banner is awaited), pass when the answer starts with
+    /// `expect`.
+    SendExpect { send: Vec<u8>, expect: Vec<u8> },
+    /// `GET path` (HTTP/1.0, `Connection: close`); pass when the status matches `expect`.
+    Http { path: String, expect: StatusMatch },
+}
+
+/// Which HTTP statuses pass an `http` check: `"2xx"` (a class) or `"204"` (exactly).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusMatch {
+    /// The hundreds digit: 2 for `2xx`.
+    Class(u16),
+    Exact(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusMatch::Class(class) => status / 100 == class,
+            StatusMatch::Exact(exact) => status == exact,
+        }
+    }
 }
 
 /// Timeouts applied to every connection.

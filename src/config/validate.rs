@@ -232,6 +232,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
                 .map_or(Algorithm::default(), |a| algorithm(*a.get_ref())),
             backends,
             retries,
+            health: None,
         });
     }
     Ok(pools)

@@ -19,6 +19,7 @@
 pub mod client;
 pub mod ctl;
 pub mod handover;
+pub mod health;
 pub mod metrics;
 mod reload;
 pub mod report;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 pub use reload::{Outcome as ReloadOutcome, Source as ReloadSource};
 pub use report::Reports;
-pub use state::{Accepting, AdminState, Backend, Change, Life, Listener};
+pub use state::{Accepting, AdminState, Backend, Change, Checked, Life, Listener};
 
 use crate::config::limits::{MAX_BACKENDS_PER_POOL, MAX_WEIGHT};
 use crate::config::{BackendSpec, Config, backend_from_spec};
@@ -110,7 +111,7 @@ impl Pool {
                 weight: b.weight,
             })
             .collect();
-        let states = self.backends.iter().map(|b| b.life.core()).collect();
+        let states = self.backends.iter().map(Backend::core_state).collect();
         PoolSnapshot::new(self.algorithm, infos, states)
     }
 }
@@ -294,15 +295,7 @@ impl Control {
                 old.hashed_as = format!("\u{1}removed:{i}:{}", old.name);
             }
         }
-        entries.push(Backend {
-            name: info.name.clone(),
-            addr: info.addr,
-            weight: info.weight,
-            life: Life::Serving(AdminState::Ready),
-            changed: Change::now("added through the admin API"),
-            hashed_as: info.name.clone(),
-            removal_change: 0,
-        });
+        entries.push(Backend::configured(&info, "added through the admin API"));
         let snapshot = self.pools[p].rebuild();
         self.publish(p, snapshot);
         Ok(info.name)
@@ -396,7 +389,7 @@ impl Control {
             let ready = pool
                 .backends
                 .iter()
-                .any(|b| b.life == Life::Serving(AdminState::Ready));
+                .any(|b| b.core_state() == crate::core::backend::BackendState::Up);
             if !ready {
                 return Err(format!("pool {:?} has no backend ready", pool.name));
             }
@@ -411,7 +404,8 @@ impl Control {
         entry.changed = Change::now(reason);
         // Indices fit: lists are capped at MAX_BACKENDS_PER_POOL entries.
         let id = BackendId(b as u32);
-        let snapshot = self.pools[p].snapshot.with_state(id, life.core());
+        let state = self.pools[p].backends[b].core_state();
+        let snapshot = self.pools[p].snapshot.with_state(id, state);
         self.publish(p, snapshot);
     }
 

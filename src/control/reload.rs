@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use socket2::Socket;
 
-use super::{Accepting, AdminState, Backend, Change, Control, ControlError, Life, Listener, Pool};
+use super::{
+    Accepting, AdminState, Backend, Change, Checked, Control, ControlError, Life, Listener, Pool,
+};
 use crate::config::limits::MAX_BACKENDS_PER_POOL;
 use crate::config::{Config, EngineKind, Overrides};
 use crate::core::backend::{BackendInfo, BackendState};
@@ -406,6 +408,7 @@ impl Backend {
             changed: Change::now(reason),
             hashed_as: info.name.clone(),
             removal_change: 0,
+            checked: Checked::default(),
         }
     }
 }

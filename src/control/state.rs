@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::core::backend::BackendState;
+use crate::core::health::{Health, Tracker};
 
 /// The state an operator sets on a backend (HAProxy's `set server … state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -116,6 +117,40 @@ pub struct Backend {
     /// after it may show that no connection is left (an older report could predate a
     /// connection made just before the drain).
     pub(crate) removal_change: u64,
+    /// What its pool's active checks found.
+    pub checked: Checked,
+}
+
+impl Backend {
+    /// The state the workers balance with: its life, and down while its checks fail.
+    pub fn core_state(&self) -> BackendState {
+        match (self.life, self.checked.tracker.state()) {
+            (Life::Serving(_), Health::Down) => BackendState::Down,
+            (life, _) => life.core(),
+        }
+    }
+
+    /// What `ctl show` says of its state: `down` while its checks fail and it would serve.
+    pub fn label(&self) -> &'static str {
+        match (self.life, self.checked.tracker.state()) {
+            (Life::Serving(AdminState::Ready | AdminState::Drain), Health::Down) => "down",
+            (life, _) => life.label(),
+        }
+    }
+}
+
+/// A backend's active checks so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    pub tracker: Tracker,
+    /// Checks finished.
+    pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Times it went down.
+    pub downs: u64,
+    /// The last check's failure, or `None` after a pass.
+    pub last_failure: Option<String>,
 }
 
 /// Whether a listener takes new connections.

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod balance;
 pub mod conn;
+pub mod health;
 pub mod shard;
 pub mod slot;
 pub mod stats;

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tiny_http::{Request, Server};
 
 use super::handover::{self, Handing};
+use super::health;
 use super::report::REPORT_TIMEOUT;
 use super::{Control, ControlError, ReloadOutcome, Reports};
 use crate::config::Admin;
@@ -235,6 +236,13 @@ pub fn start(
             &stop,
         )?);
     }
+    threads.push(
+        health::spawn(
+            Arc::clone(&context) as Arc<dyn health::Sink>,
+            Arc::clone(&stop),
+        )
+        .map_err(|e| AdminError::Server(e.to_string()))?,
+    );
     let (housekeeping_context, housekeeping_stop) = (Arc::clone(&context), Arc::clone(&stop));
     threads.push(
         std::thread::Builder::new()
@@ -257,6 +265,17 @@ fn inode_of(path: &Path) -> Result<u64, AdminError> {
             path: path.to_owned(),
             source,
         })
+}
+
+/// Where the health checker gets its backends and leaves its results.
+impl health::Sink for Context {
+    fn targets(&self) -> Vec<health::Target> {
+        self.control().check_targets()
+    }
+
+    fn record(&self, target: &health::Target, result: Result<(), String>) {
+        self.control().record_check(target, result);
+    }
 }
 
 /// What a binary upgrade takes from this process, and what it does once taken.
