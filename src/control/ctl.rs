@@ -210,6 +210,7 @@ pub fn tables(show: &Show) -> String {
         &"BYTES_IN",
         &"BYTES_OUT",
         &"FAILED",
+        &"CHECK",
         &"CHANGED",
         &"REASON",
     ])];
@@ -217,6 +218,13 @@ pub fn tables(show: &Show) -> String {
         for b in &pool.backends {
             let name = format!("{}/{}", pool.name, b.name);
             let ago = format!("{}s ago", b.last_change.seconds_ago);
+            let check = b.check.as_ref().map_or_else(
+                || "-".to_owned(),
+                |c| match &c.last_failure {
+                    None => format!("{} ({} ok)", c.status, c.checks - c.failures),
+                    Some(why) => format!("{}: {why}", c.status),
+                },
+            );
             rows.push(cells([
                 &name,
                 &b.address,
@@ -228,6 +236,7 @@ pub fn tables(show: &Show) -> String {
                 &b.bytes_in,
                 &b.bytes_out,
                 &b.connect_failures,
+                &check,
                 &ago,
                 &b.last_change.reason,
             ]));

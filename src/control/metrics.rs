@@ -38,6 +38,8 @@ pub fn render(show: &Show) -> String {
     let bytes_out = CounterFamily::default();
     let failures = CounterFamily::default();
     let mut connect_time = BucketFamily::default();
+    let check_failures = CounterFamily::default();
+    let check_downs = CounterFamily::default();
     for pool in &show.pools {
         for b in &pool.backends {
             let labels = vec![("pool", pool.name.clone()), ("backend", b.name.clone())];
@@ -50,6 +52,10 @@ pub fn render(show: &Show) -> String {
             connect_time
                 .0
                 .push((labels.clone(), Buckets::of(&b.connect_time)));
+            if let Some(check) = &b.check {
+                check_failures.get_or_create(&labels).inc_by(check.failures);
+                check_downs.get_or_create(&labels).inc_by(check.downs);
+            }
         }
     }
     registry.register(
@@ -81,6 +87,16 @@ pub fn render(show: &Show) -> String {
         "ringlb_backend_connect_failures",
         "Failed connect attempts to the backend",
         failures,
+    );
+    registry.register(
+        "ringlb_backend_check_failures",
+        "Active health checks of the backend that failed",
+        check_failures,
+    );
+    registry.register(
+        "ringlb_backend_check_up_down",
+        "Times the backend's active checks took it down",
+        check_downs,
     );
     registry.register_with_unit(
         "ringlb_backend_connect_time",

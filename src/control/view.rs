@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Accepting, Control, Reports};
 use crate::config::algorithm_name;
+use crate::core::health::Health;
 use crate::core::stats::{CONNECT_TIME_BOUNDS_US, ConnectTimes};
 
 /// The whole view.
@@ -73,6 +74,22 @@ pub struct BackendView {
     #[serde(default)]
     pub connect_time: ConnectTimeView,
     pub last_change: LastChange,
+    /// Its active checks, when its pool has `[pool.health]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckView>,
+}
+
+/// What a backend's active checks found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    /// `up` or `down`, by rise and fall.
+    pub status: String,
+    pub checks: u64,
+    pub failures: u64,
+    /// Times it went down.
+    pub downs: u64,
+    /// Why the last check failed; `None` after a pass.
+    pub last_failure: Option<String>,
 }
 
 /// A backend's connect-time histogram (per bucket, not cumulative).
@@ -160,11 +177,11 @@ impl Show {
                     .filter(|(_, b)| b.life.visible())
                     .map(|(i, b)| {
                         let c = reports.backend(p, i);
-                        let takes = b.life.core().takes_new_connections();
+                        let takes = b.core_state().takes_new_connections();
                         BackendView {
                             name: b.name.clone(),
                             address: b.addr.to_string(),
-                            state: b.life.label().to_owned(),
+                            state: b.label().to_owned(),
                             weight: b.weight,
                             effective_weight: if takes { b.weight } else { 0 },
                             active: c.active,
@@ -180,6 +197,16 @@ impl Show {
                                     .map_or(0, |d| d.as_secs()),
                                 reason: b.changed.reason.clone(),
                             },
+                            check: control.checks(p).then(|| CheckView {
+                                status: match b.checked.tracker.state() {
+                                    Health::Up => "up".to_owned(),
+                                    Health::Down => "down".to_owned(),
+                                },
+                                checks: b.checked.checks,
+                                failures: b.checked.failures,
+                                downs: b.checked.downs,
+                                last_failure: b.checked.last_failure.clone(),
+                            }),
                         }
                     })
                     .collect(),

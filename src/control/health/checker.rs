@@ -294,3 +294,156 @@ impl AsFd for Probe {
         self.socket.as_fd()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::{Check, StatusMatch};
+
+    #[derive(Default)]
+    struct Recorder {
+        targets: Vec<Target>,
+        results: Mutex<Vec<(usize, Result<(), String>)>>,
+    }
+
+    impl Sink for Recorder {
+        fn targets(&self) -> Vec<Target> {
+            self.targets.clone()
+        }
+
+        fn record(&self, target: &Target, result: Result<(), String>) {
+            let mut results = self.results.lock().unwrap_or_else(|p| p.into_inner());
+            results.push((target.backend, result));
+        }
+    }
+
+    fn target(backend: usize, addr: SocketAddr, check: Check) -> Target {
+        Target {
+            pool: 0,
+            backend,
+            addr,
+            health: Health {
+                check,
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(150),
+                rise: 1,
+                fall: 1,
+                port: None,
+            },
+        }
+    }
+
+    /// A server that answers every connection with `answer` and closes.
+    fn answering(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0u8; 512];
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                let _ = (&stream).read(&mut request);
+                let _ = stream.write_all(answer);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn every_kind_of_check_passes_and_fails_as_it_should() {
+        let open = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed = {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
+            probe.local_addr().expect("addr")
+        };
+        // A full accept queue: SYNs are dropped and connects hang.
+        let hole = socket2::Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        hole.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+            .expect("bind");
+        hole.listen(0).expect("listen");
+        let hole_addr = hole.local_addr().expect("addr").as_socket().expect("ip");
+        let _fillers: Vec<_> = (0..3)
+            .filter_map(|_| TcpStream::connect_timeout(&hole_addr, Duration::from_millis(100)).ok())
+            .collect();
+        let http = |expect| Check::Http {
+            path: "/".into(),
+            expect,
+        };
+        let recorder = Arc::new(Recorder {
+            targets: vec![
+                target(0, open.local_addr().expect("addr"), Check::Tcp),
+                target(1, closed, Check::Tcp),
+                target(2, hole_addr, Check::Tcp),
+                target(
+                    3,
+                    answering(b"HTTP/1.1 200 OK\r\n\r\n"),
+                    http(StatusMatch::Class(2)),
+                ),
+                target(
+                    4,
+                    answering(b"HTTP/1.1 503 Busy\r\n\r\n"),
+                    http(StatusMatch::Class(2)),
+                ),
+                target(
+                    5,
+                    answering(b"+PONG\r\n"),
+                    Check::SendExpect {
+                        send: b"PING\r\n".to_vec(),
+                        expect: b"+PONG".to_vec(),
+                    },
+                ),
+            ],
+            ..Recorder::default()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = spawn(recorder.clone(), stop.clone()).expect("spawn");
+        std::thread::sleep(Duration::from_millis(900));
+        stop.store(true, Ordering::Relaxed);
+        handle.join().expect("checker");
+        let results = recorder.results.lock().expect("lock");
+        let of = |b: usize| -> Vec<&Result<(), String>> {
+            results
+                .iter()
+                .filter(|(i, _)| *i == b)
+                .map(|(_, r)| r)
+                .collect()
+        };
+        for (b, passes) in [
+            (0, true),
+            (1, false),
+            (2, false),
+            (3, true),
+            (4, false),
+            (5, true),
+        ] {
+            let got = of(b);
+            assert!(got.len() >= 3, "backend {b}: {got:?}");
+            assert!(
+                got.len() <= 6,
+                "backend {b} checked about every 200 ms: {got:?}"
+            );
+            assert!(
+                got.iter().all(|r| r.is_ok() == passes),
+                "backend {b}: {got:?}"
+            );
+        }
+        assert!(
+            of(1)
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.starts_with("connect")))
+        );
+        assert!(
+            of(2)
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.contains("timeout")))
+        );
+        assert!(
+            of(4)
+                .iter()
+                .all(|r| matches!(r, Err(e) if e.contains("503")))
+        );
+    }
+}

@@ -19,6 +19,11 @@ use crate::core::backend::{BackendId, BackendState};
 use crate::core::health::Health;
 
 impl Control {
+    /// Whether pool `p` has active checks.
+    pub fn checks(&self, p: usize) -> bool {
+        self.config.pools.get(p).is_some_and(|c| c.health.is_some())
+    }
+
     /// Every backend to check now: the serving backends (ready or draining) of every pool
     /// that has `[pool.health]`.
     pub fn check_targets(&self) -> Vec<Target> {
@@ -105,5 +110,122 @@ impl Control {
         if flipped == Health::Down && !any_up {
             tracing::error!(pool = pool_name, "no backend of the pool is up");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Check, Config, Overrides};
+    use crate::control::view::Show;
+    use crate::control::{Reports, metrics};
+    use crate::core::balance::PoolSnapshot;
+    use crate::engine::inbox::{self, Inbox, Message};
+
+    fn setup() -> (Control, Vec<Inbox>) {
+        let specs =
+            ["127.0.0.1:9001,name=a", "127.0.0.1:9002,name=b"].map(|s| s.parse().expect("spec"));
+        let mut config =
+            Config::from_quick_with("127.0.0.1:8080", &specs, &Overrides::default(), &[0])
+                .expect("valid");
+        config.pools[0].health = Some(crate::config::Health {
+            check: Check::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 3,
+            port: Some(9100),
+        });
+        let (links, inboxes) = inbox::pairs(1).expect("inboxes");
+        (Control::new(&config, links), inboxes)
+    }
+
+    fn snapshots(inbox: &Inbox) -> Vec<Arc<PoolSnapshot>> {
+        inbox
+            .drain()
+            .filter_map(|m| match m {
+                Message::Pool { snapshot, .. } => Some(snapshot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fall_takes_a_backend_down_and_rise_brings_it_back() {
+        let (mut control, inboxes) = setup();
+        let targets = control.check_targets();
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].addr.port(), 9100, "the check's own port");
+        let b = &targets[1];
+        for _ in 0..2 {
+            control.record_check(b, Err("connect: refused".into()));
+        }
+        assert!(
+            snapshots(&inboxes[0]).is_empty(),
+            "two failures of three: no change"
+        );
+        control.record_check(b, Err("connect: refused".into()));
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent.len(), 1, "one snapshot for the flip");
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Down);
+        assert_eq!(sent[0].state(BackendId(0)), BackendState::Up);
+
+        let show = Show::build(&control, &Reports::default());
+        let shown = &show.pools[0].backends[1];
+        assert_eq!(shown.state, "down");
+        assert_eq!(shown.effective_weight, 0);
+        let check = shown.check.as_ref().expect("checked");
+        assert_eq!((check.checks, check.failures, check.downs), (3, 3, 1));
+        assert_eq!(check.last_failure.as_deref(), Some("connect: refused"));
+        assert!(shown.last_change.reason.contains("3 checks failed"));
+        let text = metrics::render(&show);
+        assert!(
+            text.contains("ringlb_backend_up{pool=\"backends\",backend=\"b\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringlb_backend_check_up_down_total{pool=\"backends\",backend=\"b\"} 1")
+        );
+
+        control.record_check(b, Ok(()));
+        assert!(snapshots(&inboxes[0]).is_empty(), "one pass of two");
+        control.record_check(b, Ok(()));
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Up);
+        let show = Show::build(&control, &Reports::default());
+        assert_eq!(show.pools[0].backends[1].state, "ready");
+    }
+
+    #[test]
+    fn an_admin_state_stays_what_it_is_under_health() {
+        let (mut control, inboxes) = setup();
+        control
+            .set_state("backends", "a", crate::control::AdminState::Maint)
+            .expect("maint");
+        let targets = control.check_targets();
+        assert_eq!(
+            targets.len(),
+            2,
+            "maint backends are checked too (they are serving)"
+        );
+        for _ in 0..3 {
+            control.record_check(&targets[0], Err("timeout".into()));
+        }
+        let show = Show::build(&control, &Reports::default());
+        assert_eq!(show.pools[0].backends[0].state, "maint");
+        inboxes[0].drain().for_each(drop);
+        control
+            .set_state("backends", "a", crate::control::AdminState::Ready)
+            .expect("ready");
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(
+            sent[0].state(BackendId(0)),
+            BackendState::Down,
+            "ready again, but its checks still fail"
+        );
+        assert!(control.health(true).is_ok(), "b is up");
     }
 }
