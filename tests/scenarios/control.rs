@@ -157,6 +157,19 @@ pub fn write_file(path: &Path, text: &str) {
     std::fs::rename(&next, path).expect("replace the configuration");
 }
 
+/// Stops the [`load`] threads; the clients and request rounds they completed (each > 0).
+pub fn stop_load(stop: &AtomicBool, threads: Vec<thread::JoinHandle<(u64, u64)>>) -> (u64, u64) {
+    stop.store(true, Ordering::Relaxed);
+    let (mut clients, mut rounds) = (0, 0);
+    for t in threads {
+        let (c, r) = join(t, "load thread");
+        clients += c;
+        rounds += r;
+    }
+    assert!(clients > 0 && rounds > 0, "load ran");
+    (clients, rounds)
+}
+
 /// Load that checks every byte: sequential clients with payloads of varied sizes, and
 /// connections doing request/response rounds (`per_connection` rounds each, then a new
 /// connection), until `stop` (or their bound).
@@ -251,15 +264,8 @@ pub fn reload_under_load(ctx: &Ctx) -> Outcome {
         }
         thread::sleep(Duration::from_millis(40));
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut clients, mut rounds) = (0, 0);
-    for t in threads {
-        let (c, r) = join(t, "load thread");
-        clients += c;
-        rounds += r;
-    }
+    let (clients, rounds) = stop_load(&stop, threads);
     eprintln!("{RELOADS} reloads under {clients} clients and {rounds} request rounds");
-    assert!(clients > 0 && rounds > 0, "load ran");
     for (echo, name) in echoes.iter().zip(["one", "two", "three"]) {
         assert!(
             echo.stats().connections > 0,
