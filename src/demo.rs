@@ -97,6 +97,9 @@ fn demo_config(
             backends,
             retries: defaults::DEFAULT_RETRIES,
             health: None,
+            slow_start: defaults::DEFAULT_SLOW_START,
+            max_fails: defaults::DEFAULT_MAX_FAILS,
+            fail_timeout: defaults::DEFAULT_FAIL_TIMEOUT,
         }],
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,

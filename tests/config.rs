@@ -180,6 +180,9 @@ address = "10.0.0.2:443"
                 }],
                 retries: DEFAULT_RETRIES,
                 health: None,
+                slow_start: DEFAULT_SLOW_START,
+                max_fails: DEFAULT_MAX_FAILS,
+                fail_timeout: DEFAULT_FAIL_TIMEOUT,
             },
             Pool {
                 name: "api".into(),
@@ -198,6 +201,9 @@ address = "10.0.0.2:443"
                 ],
                 retries: 7,
                 health: None,
+                slow_start: DEFAULT_SLOW_START,
+                max_fails: DEFAULT_MAX_FAILS,
+                fail_timeout: DEFAULT_FAIL_TIMEOUT,
             },
         ],
         timeouts: Timeouts {

@@ -83,3 +83,9 @@ pub const DEFAULT_HEALTH_FALL: u32 = 3;
 pub const DEFAULT_HEALTH_PATH: &str = "/";
 /// `[pool.health] expect` of an `http` check.
 pub const DEFAULT_HEALTH_HTTP_EXPECT: &str = "2xx";
+/// `slow_start`: off.
+pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
+/// `max_fails`: passive checks off.
+pub const DEFAULT_MAX_FAILS: u32 = 0;
+/// `fail_timeout`: as nginx's.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -59,6 +59,15 @@ pub struct Pool {
     pub retries: u32,
     /// `[pool.health]`: active checks of every backend, if any.
     pub health: Option<Health>,
+    /// `slow_start`: a backend that comes back (up again, or ready again) ramps its weight
+    /// from 1 to its own over this long; zero: at once.
+    pub slow_start: Duration,
+    /// `max_fails` failed connects within `fail_timeout` take a backend down (passive
+    /// checks, as nginx's); 0: never.
+    pub max_fails: u32,
+    /// `fail_timeout`: the window of `max_fails`, and how long a backend taken down by them
+    /// stays down when the pool has no active checks to bring it back.
+    pub fail_timeout: Duration,
 }
 
 /// `[pool.health]`: how and how often each backend of a pool is checked, off the workers.

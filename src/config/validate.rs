@@ -233,6 +233,9 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             backends,
             retries,
             health: None,
+            slow_start: DEFAULT_SLOW_START,
+            max_fails: DEFAULT_MAX_FAILS,
+            fail_timeout: DEFAULT_FAIL_TIMEOUT,
         });
     }
     Ok(pools)

@@ -34,11 +34,11 @@ use std::sync::Arc;
 
 pub use reload::{Outcome as ReloadOutcome, Source as ReloadSource};
 pub use report::Reports;
-pub use state::{Accepting, AdminState, Backend, Change, Checked, Life, Listener};
+pub use state::{Accepting, AdminState, Backend, Change, Checked, Life, Listener, Ramp};
 
 use crate::config::limits::{MAX_BACKENDS_PER_POOL, MAX_WEIGHT};
 use crate::config::{BackendSpec, Config, backend_from_spec};
-use crate::core::backend::{BackendId, BackendInfo};
+use crate::core::backend::BackendInfo;
 use crate::core::balance::{Algorithm, PoolSnapshot};
 use crate::engine::inbox::{Message, WorkerLink};
 
@@ -108,7 +108,7 @@ impl Pool {
             .map(|b| BackendInfo {
                 name: b.hashed_as.clone(),
                 addr: b.addr,
-                weight: b.weight,
+                weight: b.balancing_weight(),
             })
             .collect();
         let states = self.backends.iter().map(Backend::core_state).collect();
@@ -400,13 +400,10 @@ impl Control {
     /// Move backend `b` of pool `p` to `life`, publishing the state change alone.
     fn change_life(&mut self, p: usize, b: usize, life: Life, reason: impl Into<String>) {
         let entry = &mut self.pools[p].backends[b];
+        let before = entry.core_state();
         entry.life = life;
         entry.changed = Change::now(reason);
-        // Indices fit: lists are capped at MAX_BACKENDS_PER_POOL entries.
-        let id = BackendId(b as u32);
-        let state = self.pools[p].backends[b].core_state();
-        let snapshot = self.pools[p].snapshot.with_state(id, state);
-        self.publish(p, snapshot);
+        self.publish_state(p, b, before);
     }
 
     /// Keep `snapshot` as pool `p`'s and send it to every worker.

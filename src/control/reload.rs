@@ -409,6 +409,7 @@ impl Backend {
             hashed_as: info.name.clone(),
             removal_change: 0,
             checked: Checked::default(),
+            ramp: None,
         }
     }
 }

@@ -119,9 +119,23 @@ pub struct Backend {
     pub(crate) removal_change: u64,
     /// What its pool's active checks found.
     pub checked: Checked,
+    /// While its weight ramps up after it came back (`slow_start`).
+    pub ramp: Option<Ramp>,
+}
+
+/// A backend's slow start: since when, and the weight it balances with now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ramp {
+    pub since: std::time::Instant,
+    pub weight: u32,
 }
 
 impl Backend {
+    /// The weight it balances with: its own, or less while it ramps up.
+    pub fn balancing_weight(&self) -> u32 {
+        self.ramp.map_or(self.weight, |r| r.weight)
+    }
+
     /// The state the workers balance with: its life, and down while its checks fail.
     pub fn core_state(&self) -> BackendState {
         match (self.life, self.checked.tracker.state()) {

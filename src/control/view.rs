@@ -183,7 +183,7 @@ impl Show {
                             address: b.addr.to_string(),
                             state: b.label().to_owned(),
                             weight: b.weight,
-                            effective_weight: if takes { b.weight } else { 0 },
+                            effective_weight: if takes { b.balancing_weight() } else { 0 },
                             active: c.active,
                             connections: c.connections,
                             bytes_in: c.bytes_in,

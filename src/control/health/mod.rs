@@ -9,13 +9,14 @@
 
 mod checker;
 mod probe;
+mod ramp;
 
 pub use checker::{REFRESH, Sink, Target, spawn};
 
 use std::net::SocketAddr;
 
 use super::{Change, Control, Life};
-use crate::core::backend::{BackendId, BackendState};
+use crate::core::backend::BackendState;
 use crate::core::health::Health;
 
 impl Control {
@@ -97,12 +98,11 @@ impl Control {
             }
         };
         entry.changed = Change::now(reason);
-        let state = entry.core_state();
-        // Indices fit: lists are capped at MAX_BACKENDS_PER_POOL entries.
-        let snapshot = self.pools[p]
-            .snapshot
-            .with_state(BackendId(b as u32), state);
-        self.publish(p, snapshot);
+        let before = match flipped {
+            Health::Up => BackendState::Down,
+            Health::Down => BackendState::Up,
+        };
+        self.publish_state(p, b, before);
         let any_up = self.pools[p]
             .backends
             .iter()
@@ -122,10 +122,15 @@ mod tests {
     use crate::config::{Check, Config, Overrides};
     use crate::control::view::Show;
     use crate::control::{Reports, metrics};
+    use crate::core::backend::BackendId;
     use crate::core::balance::PoolSnapshot;
     use crate::engine::inbox::{self, Inbox, Message};
 
     fn setup() -> (Control, Vec<Inbox>) {
+        setup_with(|_| {})
+    }
+
+    fn setup_with(adjust: impl FnOnce(&mut crate::config::Pool)) -> (Control, Vec<Inbox>) {
         let specs =
             ["127.0.0.1:9001,name=a", "127.0.0.1:9002,name=b"].map(|s| s.parse().expect("spec"));
         let mut config =
@@ -139,6 +144,7 @@ mod tests {
             fall: 3,
             port: Some(9100),
         });
+        adjust(&mut config.pools[0]);
         let (links, inboxes) = inbox::pairs(1).expect("inboxes");
         (Control::new(&config, links), inboxes)
     }
@@ -227,5 +233,45 @@ mod tests {
             "ready again, but its checks still fail"
         );
         assert!(control.health(true).is_ok(), "b is up");
+    }
+
+    #[test]
+    fn a_backend_that_comes_back_ramps_its_weight_over_slow_start() {
+        let slow_start = Duration::from_secs(10);
+        let (mut control, inboxes) = setup_with(|pool| {
+            pool.slow_start = slow_start;
+            pool.backends[1].weight = 50;
+        });
+        let b = control.check_targets()[1].clone();
+        for _ in 0..3 {
+            control.record_check(&b, Err("refused".into()));
+        }
+        inboxes[0].drain().for_each(drop);
+        control.record_check(&b, Ok(()));
+        control.record_check(&b, Ok(()));
+        let started = control.pools()[0].backends[1].ramp.expect("ramping").since;
+        let weight = |s: &PoolSnapshot| s.backends()[1].weight;
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Up);
+        assert_eq!(weight(&sent[0]), 5, "a tenth of its weight to begin with");
+        let show = Show::build(&control, &Reports::default());
+        assert_eq!(show.pools[0].backends[1].effective_weight, 5);
+
+        control.step_ramps(started + Duration::from_millis(500));
+        assert!(
+            snapshots(&inboxes[0]).is_empty(),
+            "the same step: nothing sent"
+        );
+        control.step_ramps(started + Duration::from_secs(5));
+        assert_eq!(weight(&snapshots(&inboxes[0])[0]), 30);
+        control.step_ramps(started + slow_start);
+        assert_eq!(
+            weight(&snapshots(&inboxes[0])[0]),
+            50,
+            "its own weight at the end"
+        );
+        control.step_ramps(started + slow_start * 2);
+        assert!(snapshots(&inboxes[0]).is_empty(), "over");
     }
 }

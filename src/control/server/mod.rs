@@ -349,8 +349,9 @@ fn serve(server: &Server, transport: Transport, context: &Arc<Context>, stop: &A
     }
 }
 
-/// Reload when SIGHUP asked (within [`POLL`]), and finish removals while nobody reads: every
-/// [`HOUSEKEEPING`] while a backend drains to be removed.
+/// Reload when SIGHUP asked (within [`POLL`]), move slow starts on (every [`POLL`]), and
+/// finish removals while nobody reads: every [`HOUSEKEEPING`] while a backend drains to be
+/// removed.
 fn housekeeping(context: &Context, stop: &AtomicBool) {
     let mut next = Instant::now() + HOUSEKEEPING;
     while !stop.load(Ordering::Relaxed) {
@@ -359,6 +360,7 @@ fn housekeeping(context: &Context, stop: &AtomicBool) {
             // Logged either way; nobody else waits for the answer.
             let _ = context.reload();
         }
+        context.control().step_ramps(Instant::now());
         if Instant::now() < next {
             continue;
         }
