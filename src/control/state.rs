@@ -165,6 +165,10 @@ pub struct Checked {
     pub downs: u64,
     /// The last check's failure, or `None` after a pass.
     pub last_failure: Option<String>,
+    /// Passive checks: the workers' summed failed connects, sampled over `fail_timeout`.
+    pub failed_connects: std::collections::VecDeque<(std::time::Instant, u64)>,
+    /// Taken down by passive checks: until then when no active check can bring it back.
+    pub passive_until: Option<std::time::Instant>,
 }
 
 /// Whether a listener takes new connections.

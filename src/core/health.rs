@@ -37,6 +37,12 @@ impl Tracker {
         self.state
     }
 
+    /// Set the state from elsewhere (passive checks), the count starting over.
+    pub fn force(&mut self, state: Health) {
+        self.state = state;
+        self.contrary = 0;
+    }
+
     /// Count one check that `passed`; the new state if it flipped. `rise` and `fall` below 1
     /// count as 1.
     pub fn record(&mut self, passed: bool, rise: u32, fall: u32) -> Option<Health> {

@@ -8,6 +8,7 @@
 //! health are separate: `ready` and down shows as `down`; `maint` stays `maint`.
 
 mod checker;
+mod passive;
 mod probe;
 mod ramp;
 
@@ -273,5 +274,49 @@ mod tests {
         );
         control.step_ramps(started + slow_start * 2);
         assert!(snapshots(&inboxes[0]).is_empty(), "over");
+    }
+
+    /// Reports in which backend `b` has `failures` failed connects so far.
+    fn reports(failures: u64) -> Reports {
+        let mut counters = vec![crate::core::stats::BackendCounters::default(); 2];
+        counters[1].connect_failures = failures;
+        Reports {
+            asked: 1,
+            answers: vec![crate::engine::inbox::WorkerReport {
+                backends: vec![counters],
+                ..Default::default()
+            }],
+            after_changes: 0,
+        }
+    }
+
+    #[test]
+    fn max_fails_within_fail_timeout_take_a_backend_down_until_it_is_over() {
+        let (mut control, inboxes) = setup_with(|pool| {
+            pool.health = None;
+            pool.max_fails = 3;
+            pool.fail_timeout = Duration::from_secs(10);
+        });
+        assert!(control.passive());
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        control.observe_failures(&reports(100), at(0));
+        control.observe_failures(&reports(101), at(1));
+        control.observe_failures(&reports(102), at(2));
+        // Spread out: two failures in the window at most.
+        control.observe_failures(&reports(103), at(13));
+        assert!(snapshots(&inboxes[0]).is_empty(), "never 3 within 10 s");
+        control.observe_failures(&reports(104), at(14));
+        control.observe_failures(&reports(105), at(15));
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent.len(), 1, "3 failures within 10 s");
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Down);
+        let show = Show::build(&control, &Reports::default());
+        assert_eq!(show.pools[0].backends[1].state, "down");
+        control.observe_failures(&reports(105), at(24));
+        assert!(snapshots(&inboxes[0]).is_empty(), "fail_timeout not over");
+        control.observe_failures(&reports(105), at(25));
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Up, "tried again");
     }
 }

@@ -350,8 +350,8 @@ fn serve(server: &Server, transport: Transport, context: &Arc<Context>, stop: &A
 }
 
 /// Reload when SIGHUP asked (within [`POLL`]), move slow starts on (every [`POLL`]), and
-/// finish removals while nobody reads: every [`HOUSEKEEPING`] while a backend drains to be
-/// removed.
+/// every [`HOUSEKEEPING`] while a backend drains to be removed or a pool counts failed
+/// connects, read the workers' reports: to finish removals, and for passive checks.
 fn housekeeping(context: &Context, stop: &AtomicBool) {
     let mut next = Instant::now() + HOUSEKEEPING;
     while !stop.load(Ordering::Relaxed) {
@@ -365,8 +365,13 @@ fn housekeeping(context: &Context, stop: &AtomicBool) {
             continue;
         }
         next = Instant::now() + HOUSEKEEPING;
-        if context.control().removing() {
-            drop(context.reports());
+        let wanted = {
+            let control = context.control();
+            control.removing() || control.passive()
+        };
+        if wanted {
+            let (mut control, reports) = context.reports();
+            control.observe_failures(&reports, Instant::now());
         }
     }
 }
