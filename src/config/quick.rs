@@ -297,6 +297,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             algorithm: None,
             retries: None,
             backends,
+            health: None,
         })],
         ..RawConfig::default()
     }
