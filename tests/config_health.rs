@@ -74,6 +74,8 @@ fn http(path: &str, expect: StatusMatch) -> Check {
 fn left_out_there_is_no_check() {
     let config = load_with(BASE, &Overrides::default()).expect("valid");
     assert_eq!(config.pools[0].health, None);
+    let summary = config.summary_in(MASK);
+    assert!(summary.contains("\n    health: none\n"), "{summary}");
 }
 
 #[test]
@@ -324,4 +326,27 @@ fn the_table_belongs_to_the_pool_above_it() {
         message.starts_with("t.toml:17:8: pool[1].health.fall: "),
         "{message}"
     );
+}
+
+#[test]
+fn the_summary_has_one_health_line_per_pool() {
+    let text = format!(
+        "{BASE}[pool.health]\ncheck = \"http\"\npath = \"/healthz\"\nport = 8081\n\n\
+         [[pool]]\nname = \"redis\"\n[[pool.backend]]\naddress = \"127.0.0.1:6379\"\n\
+         [pool.health]\ncheck = \"send-expect\"\nsend = \"PING\\r\\n\"\nexpect = \"+PONG\"\n\
+         interval = \"500ms\"\nrise = 1\nfall = 2\n\n\
+         [[pool]]\nname = \"db\"\n[[pool.backend]]\naddress = \"127.0.0.1:5432\"\n\
+         [pool.health]\n"
+    );
+    let summary = load_with(&text, &Overrides::default())
+        .expect("valid")
+        .summary_in(MASK);
+    for line in [
+        "    health: http GET /healthz expect 2xx every 2s timeout 1s rise 2 fall 3 (port 8081)\n",
+        "    health: send-expect send \"PING\\r\\n\" expect \"+PONG\" every 500ms timeout 500ms \
+         rise 1 fall 2\n",
+        "    health: tcp every 2s timeout 1s rise 2 fall 3\n",
+    ] {
+        assert!(summary.contains(line), "{line:?} missing from\n{summary}");
+    }
 }
