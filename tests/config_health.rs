@@ -328,6 +328,167 @@ fn the_table_belongs_to_the_pool_above_it() {
     );
 }
 
+fn quick(overrides: &Overrides) -> Result<Config, ConfigError> {
+    let backend: BackendSpec = "127.0.0.1:9001".parse().expect("spec");
+    Config::from_quick_with("127.0.0.1:8080", &[backend], overrides, MASK)
+}
+
+fn spec(text: &str) -> HealthCheckSpec {
+    text.parse().expect("a check spec")
+}
+
+#[test]
+fn health_check_specs_parse() {
+    assert_eq!(spec("tcp"), HealthCheckSpec::Tcp);
+    assert_eq!(spec("http"), HealthCheckSpec::Http { path: "/".into() });
+    assert_eq!(
+        spec("http:/healthz"),
+        HealthCheckSpec::Http {
+            path: "/healthz".into()
+        }
+    );
+    for bad in ["", "udp", "send-expect", "https:/x"] {
+        let message = bad.parse::<HealthCheckSpec>().expect_err(bad);
+        assert!(
+            message.contains("expected tcp, http or http:/PATH"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn quick_flags_build_the_check() {
+    let config = quick(&Overrides::default()).expect("valid");
+    assert_eq!(config.pools[0].health, None);
+    let overrides = Overrides {
+        health_check: Some(spec("http:/healthz")),
+        health_interval: Some("1s".into()),
+        rise: Some(5),
+        fall: Some(1),
+        ..Overrides::default()
+    };
+    let config = quick(&overrides).expect("valid");
+    assert_eq!(
+        config.pools[0].health,
+        Some(Health {
+            check: http("/healthz", StatusMatch::Class(2)),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 5,
+            fall: 1,
+            port: None,
+        })
+    );
+}
+
+#[test]
+fn interval_rise_or_fall_alone_turn_on_tcp_checks() {
+    for overrides in [
+        Overrides {
+            health_interval: Some("3s".into()),
+            ..Overrides::default()
+        },
+        Overrides {
+            rise: Some(2),
+            ..Overrides::default()
+        },
+        Overrides {
+            fall: Some(3),
+            ..Overrides::default()
+        },
+    ] {
+        let health = quick(&overrides).expect("valid").pools[0]
+            .health
+            .clone()
+            .expect("a check");
+        assert_eq!(health.check, Check::Tcp);
+    }
+}
+
+#[test]
+fn flag_errors_name_the_flag() {
+    let cases = [
+        (
+            Overrides {
+                health_interval: Some("10ms".into()),
+                ..Overrides::default()
+            },
+            "command line: pool[0].health.interval (--health-interval): must be at least 100ms",
+        ),
+        (
+            Overrides {
+                health_check: Some(spec("http:healthz")),
+                ..Overrides::default()
+            },
+            "command line: pool[0].health.path (--health-check): must start with \"/\"",
+        ),
+        (
+            Overrides {
+                rise: Some(0),
+                ..Overrides::default()
+            },
+            "command line: pool[0].health.rise (--rise): must be between 1 and 100",
+        ),
+        (
+            Overrides {
+                fall: Some(1000),
+                ..Overrides::default()
+            },
+            "command line: pool[0].health.fall (--fall): must be between 1 and 100",
+        ),
+    ];
+    for (overrides, expected) in cases {
+        let message = quick(&overrides).expect_err(expected).to_string();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
+
+#[test]
+fn flags_override_every_pool_of_a_file() {
+    let text = format!(
+        "{BASE}[pool.health]\ncheck = \"send-expect\"\nsend = \"PING\"\nexpect = \"PONG\"\n\
+         port = 7000\n\n[[pool]]\nname = \"api\"\n[[pool.backend]]\naddress = \"127.0.0.1:9101\"\n\
+         [pool.health]\ncheck = \"http\"\nexpect = \"204\"\npath = \"/old\"\n\n\
+         [[pool]]\nname = \"bare\"\n[[pool.backend]]\naddress = \"127.0.0.1:9201\"\n"
+    );
+    let overrides = Overrides {
+        health_check: Some(spec("http:/new")),
+        fall: Some(4),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &overrides).expect("valid");
+    let checks: Vec<&Health> = config
+        .pools
+        .iter()
+        .map(|p| p.health.as_ref().expect("every pool is checked"))
+        .collect();
+    // send-expect replaced: its send and expect go; its port stays.
+    assert_eq!(checks[0].check, http("/new", StatusMatch::Class(2)));
+    assert_eq!(checks[0].port, Some(7000));
+    // http over http: the file's expect stays, the path is the flag's.
+    assert_eq!(checks[1].check, http("/new", StatusMatch::Exact(204)));
+    // A pool without the table gets one.
+    assert_eq!(checks[2].check, http("/new", StatusMatch::Class(2)));
+    assert!(
+        checks
+            .iter()
+            .all(|h| h.fall == 4 && h.rise == DEFAULT_HEALTH_RISE)
+    );
+
+    // --health-check tcp drops the keys a tcp check does not take.
+    let overrides = Overrides {
+        health_check: Some(HealthCheckSpec::Tcp),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &overrides).expect("valid");
+    assert!(
+        config
+            .pools
+            .iter()
+            .all(|p| p.health.as_ref().is_some_and(|h| h.check == Check::Tcp))
+    );
+}
+
 #[test]
 fn the_summary_has_one_health_line_per_pool() {
     let text = format!(
