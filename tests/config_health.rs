@@ -511,3 +511,14 @@ fn the_summary_has_one_health_line_per_pool() {
         assert!(summary.contains(line), "{line:?} missing from\n{summary}");
     }
 }
+
+#[test]
+fn the_example_file_checks_a_pool() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load_with(&text, &Overrides::default()).expect("examples/ringlb.toml is valid");
+    assert!(
+        config.pools.iter().any(|p| p.health.is_some()),
+        "the example documents [pool.health] on a pool"
+    );
+}
