@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use ringlb::config::quick::parse_workers;
 use ringlb::config::raw::LogFormatName;
 use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, RawWorkers};
-use ringlb::config::{BackendSpec, Overrides};
+use ringlb::config::{BackendSpec, HealthCheckSpec, Overrides};
 use ringlb::control::AdminState;
 use ringlb::control::ctl::CtlCommand;
 
@@ -219,6 +219,23 @@ pub struct OverrideArgs {
     /// Further backends to try after a failed connect, for every pool (at most 7) [default: 2].
     #[arg(long, value_name = "N")]
     pub retries: Option<i64>,
+    /// Active health checks for every pool: tcp (the connect), http (GET /) or http:/PATH
+    /// (expecting 2xx unless the file says otherwise); replaces the file's check
+    /// [default: none, or the file's [pool.health]].
+    #[arg(long, value_name = "tcp|http[:/PATH]")]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Time between two checks of one backend, at least 100ms; without --health-check (and
+    /// no [pool.health]) it turns on tcp checks [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Consecutive passed checks that bring a down backend up, 1 to 100; without
+    /// --health-check (and no [pool.health]) it turns on tcp checks [default: 2].
+    #[arg(long, value_name = "N")]
+    pub rise: Option<i64>,
+    /// Consecutive failed checks that take a backend down, 1 to 100; without --health-check
+    /// (and no [pool.health]) it turns on tcp checks [default: 3].
+    #[arg(long, value_name = "N")]
+    pub fall: Option<i64>,
     /// Limit for one connect attempt, such as 500ms or 2s [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -318,6 +335,10 @@ impl OverrideArgs {
             mode: self.mode,
             algorithm: self.algorithm,
             retries: self.retries,
+            health_check: self.health_check.clone(),
+            health_interval: self.health_interval.clone(),
+            rise: self.rise,
+            fall: self.fall,
             connect_timeout: self.connect_timeout.clone(),
             idle_timeout: self.idle_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),

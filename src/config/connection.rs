@@ -14,12 +14,13 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 /// Whether a duration of zero is accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Zero {
+pub(super) enum Zero {
     Allowed,
     Refused,
 }
 
-fn duration(
+/// A duration field parsed from its text, or `default` when absent.
+pub(super) fn duration(
     value: Option<&Spanned<String>>,
     default: Duration,
     zero: Zero,

@@ -180,6 +180,10 @@ fn flag_for(field: &str) -> Option<&'static str> {
         (_, "mode") => "--mode",
         (_, "algorithm") => "--algorithm",
         (_, "retries") => "--retries",
+        (_, "check" | "path") if field.contains(".health.") => "--health-check",
+        (_, "interval") if field.contains(".health.") => "--health-interval",
+        (_, "rise") if field.contains(".health.") => "--rise",
+        (_, "fall") if field.contains(".health.") => "--fall",
         (_, "address" | "weight" | "name") if field.contains("backend") => "--backend",
         _ => return None,
     })

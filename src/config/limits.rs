@@ -57,3 +57,16 @@ pub const FD_RESERVE_PER_WORKER: u64 = 8;
 pub const MAX_KEEPALIVE_SECS: u64 = 32_767;
 /// Most keepalive probes: the kernel's `MAX_TCP_KEEPCNT`.
 pub const MAX_KEEPALIVE_COUNT: u32 = 127;
+/// Shortest `[pool.health] interval`: checks faster than ten a second per backend load the
+/// backends and the checker thread for no gain in detection time worth having.
+pub const MIN_HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Largest `rise` and `fall`: at the shortest interval, 100 checks are still only 10 s; more
+/// is a typo rather than a policy.
+pub const MAX_HEALTH_RISE_FALL: u32 = 100;
+/// Longest `send` of a send-expect check: it is written once per check, in one piece.
+pub const MAX_HEALTH_SEND: usize = 4096;
+/// Longest `expect` of a send-expect check: well under the 4 KiB the checker reads of an
+/// answer, so a matching answer always fits.
+pub const MAX_HEALTH_EXPECT: usize = 1024;
+/// Longest `path` of an http check.
+pub const MAX_HEALTH_PATH: usize = 1024;

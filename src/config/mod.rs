@@ -23,7 +23,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, Location, Source};
 pub use model::*;
-pub use quick::{BackendSpec, Overrides};
+pub use quick::{BackendSpec, HealthCheckSpec, Overrides};
 pub use validate::{algorithm, backend_from_spec, engine_kind, mode};
 
 use raw::RawConfig;

@@ -94,6 +94,42 @@ impl std::str::FromStr for BackendSpec {
     }
 }
 
+/// A parsed `--health-check` value: `tcp`, `http` (path `/`) or `http:/PATH`.
+///
+/// The path is kept as written and checked during validation, like one from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheckSpec {
+    /// `tcp`: the connect alone.
+    Tcp,
+    /// `http` or `http:/PATH`: `GET PATH`, expecting the file's `expect` (default `2xx`).
+    Http {
+        /// The path after `http:`, or `/`.
+        path: String,
+    },
+}
+
+impl std::str::FromStr for HealthCheckSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        match spec.trim() {
+            "tcp" => Ok(HealthCheckSpec::Tcp),
+            "http" => Ok(HealthCheckSpec::Http {
+                path: super::defaults::DEFAULT_HEALTH_PATH.to_owned(),
+            }),
+            other => match other.strip_prefix("http:") {
+                Some(path) => Ok(HealthCheckSpec::Http {
+                    path: path.to_owned(),
+                }),
+                None => Err(format!(
+                    "{other:?} is not a check; expected tcp, http or http:/PATH such as \
+                     http:/healthz (send-expect is configured in [pool.health])"
+                )),
+            },
+        }
+    }
+}
+
 /// Parses a `--workers` value: `auto` or an integer (range-checked during validation).
 pub fn parse_workers(text: &str) -> Result<RawWorkers, String> {
     let text = text.trim();
@@ -121,6 +157,14 @@ pub struct Overrides {
     pub algorithm: Option<AlgorithmName>,
     /// `--retries`, for every pool.
     pub retries: Option<i64>,
+    /// `--health-check`, for every pool: replaces the check (see [`Overrides::apply`]).
+    pub health_check: Option<HealthCheckSpec>,
+    /// `--health-interval`, as written, for every pool.
+    pub health_interval: Option<String>,
+    /// `--rise`, for every pool.
+    pub rise: Option<i64>,
+    /// `--fall`, for every pool.
+    pub fall: Option<i64>,
     /// `--connect-timeout`, as written.
     pub connect_timeout: Option<String>,
     /// `--idle-timeout`, as written.
@@ -177,6 +221,11 @@ pub struct Overrides {
 
 impl Overrides {
     /// Writes every given flag into `raw`, replacing what the file said.
+    ///
+    /// The health flags write into every pool's `[pool.health]`, creating it where a pool has
+    /// none (its check then defaults to tcp, as in a file). `--health-check` replaces the
+    /// check: the file's `send`, `expect` and `path` are kept only when its check is of the
+    /// same kind (so `--health-check http:/x` over a file's http check keeps its `expect`).
     pub fn apply(&self, raw: &mut RawConfig) {
         if let Some(engine) = self.engine {
             raw.engine = Some(from_cli(engine));
@@ -204,6 +253,7 @@ impl Overrides {
             if let Some(retries) = self.retries {
                 pool.retries = Some(from_cli(retries));
             }
+            self.apply_health(&mut pool.health);
         }
         if let Some(max) = self.max_connections {
             raw.max_connections = Some(from_cli(max));
@@ -265,6 +315,49 @@ impl Overrides {
     }
 }
 
+impl Overrides {
+    fn any_health(&self) -> bool {
+        self.health_check.is_some()
+            || self.health_interval.is_some()
+            || self.rise.is_some()
+            || self.fall.is_some()
+    }
+
+    /// The health flags written into one pool's `[pool.health]` (see [`Overrides::apply`]).
+    fn apply_health(&self, slot: &mut Option<Spanned<RawHealth>>) {
+        if !self.any_health() {
+            return;
+        }
+        let health = slot
+            .get_or_insert_with(|| from_cli(RawHealth::default()))
+            .get_mut();
+        if let Some(spec) = &self.health_check {
+            let (kind, path) = match spec {
+                HealthCheckSpec::Tcp => (CheckName::Tcp, None),
+                HealthCheckSpec::Http { path } => (CheckName::Http, Some(path.clone())),
+            };
+            let was = health
+                .check
+                .as_ref()
+                .map_or(CheckName::Tcp, |c| *c.get_ref());
+            if was != kind {
+                health.send = None;
+                health.expect = None;
+                health.path = None;
+            }
+            health.check = Some(from_cli(kind));
+            health.path = path.map(from_cli);
+        }
+        set_text(&mut health.interval, &self.health_interval);
+        if let Some(rise) = self.rise {
+            health.rise = Some(from_cli(rise));
+        }
+        if let Some(fall) = self.fall {
+            health.fall = Some(from_cli(fall));
+        }
+    }
+}
+
 fn set_text(slot: &mut Option<Spanned<String>>, value: &Option<String>) {
     if let Some(value) = value {
         *slot = Some(from_cli(value.clone()));
@@ -297,6 +390,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             algorithm: None,
             retries: None,
             backends,
+            health: None,
         })],
         ..RawConfig::default()
     }

@@ -199,6 +199,45 @@ pub struct RawPool {
     /// `[[pool.backend]]` tables, in order.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Spanned<RawBackend>>,
+    /// `[pool.health]`: active checks; left out, none.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+/// `[pool.health]`: which keys belong to which check is decided during validation, so that
+/// a key written for another check gets an error naming it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// `check`, documented in `examples/ringlb.toml`; left out, `"tcp"`.
+    pub check: Option<Spanned<CheckName>>,
+    /// `interval`, documented in `examples/ringlb.toml`.
+    pub interval: Option<Spanned<String>>,
+    /// `timeout`, documented in `examples/ringlb.toml`.
+    pub timeout: Option<Spanned<String>>,
+    /// `rise`, documented in `examples/ringlb.toml`.
+    pub rise: Option<Spanned<i64>>,
+    /// `fall`, documented in `examples/ringlb.toml`.
+    pub fall: Option<Spanned<i64>>,
+    /// `port`, documented in `examples/ringlb.toml`.
+    pub port: Option<Spanned<i64>>,
+    /// `send` (send-expect only).
+    pub send: Option<Spanned<String>>,
+    /// `expect` (send-expect: a prefix; http: a status class or code).
+    pub expect: Option<Spanned<String>>,
+    /// `path` (http only).
+    pub path: Option<Spanned<String>>,
+}
+
+/// Health check kinds as written in TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckName {
+    /// The connect alone.
+    Tcp,
+    /// Send bytes, expect a prefix of the answer.
+    SendExpect,
+    /// `GET path`, expect a status.
+    Http,
 }
 
 /// One `[[pool.backend]]` table.

@@ -6,8 +6,8 @@ use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
 use super::{
-    AccessLog, Admin, AdminSocket, Config, EngineKind, Keepalive, LimitOrigin, LogFormat,
-    LogTarget, Mode, SocketOptions, Workers,
+    AccessLog, Admin, AdminSocket, Check, Config, EngineKind, Health, Keepalive, LimitOrigin,
+    LogFormat, LogTarget, Mode, SocketOptions, StatusMatch, Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -174,6 +174,7 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
             p.retries,
             p.backends.len()
         );
+        let _ = writeln!(out, "    health: {}", health(p.health.as_ref()));
         for b in &p.backends {
             if b.name == b.addr.to_string() {
                 let _ = writeln!(out, "    {} weight {}", b.addr, b.weight);
@@ -183,6 +184,38 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         }
     }
     out
+}
+
+/// `none`, or `http GET /healthz expect 2xx every 2s timeout 1s rise 2 fall 3 (port 8081)`.
+fn health(health: Option<&Health>) -> String {
+    let Some(h) = health else {
+        return "none".to_owned();
+    };
+    let check = match &h.check {
+        Check::Tcp => "tcp".to_owned(),
+        Check::SendExpect { send, expect } => format!(
+            "send-expect send {:?} expect {:?}",
+            String::from_utf8_lossy(send),
+            String::from_utf8_lossy(expect)
+        ),
+        Check::Http { path, expect } => {
+            let expect = match *expect {
+                StatusMatch::Class(class) => format!("{class}xx"),
+                StatusMatch::Exact(code) => code.to_string(),
+            };
+            format!("http GET {path} expect {expect}")
+        }
+    };
+    let port = h
+        .port
+        .map_or(String::new(), |port| format!(" (port {port})"));
+    format!(
+        "{check} every {} timeout {} rise {} fall {}{port}",
+        format_duration(h.interval),
+        format_duration(h.timeout),
+        h.rise,
+        h.fall
+    )
 }
 
 /// `off`, `stderr (text)` or `/var/log/ringlb/access.log (json)`.

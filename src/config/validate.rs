@@ -19,6 +19,7 @@ use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
+mod health;
 mod operator;
 mod tuning;
 
@@ -224,6 +225,11 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             backend_names.insert(backend.name.clone(), name_span, &at("name"), "backend name")?;
             backends.push(backend);
         }
+        let health = p
+            .health
+            .as_ref()
+            .map(|h| health::health(h, &|leaf| format!("pool[{i}].health.{leaf}"), src))
+            .transpose()?;
         pools.push(Pool {
             name,
             algorithm: p
@@ -232,7 +238,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
                 .map_or(Algorithm::default(), |a| algorithm(*a.get_ref())),
             backends,
             retries,
-            health: None,
+            health,
             slow_start: DEFAULT_SLOW_START,
             max_fails: DEFAULT_MAX_FAILS,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,
