@@ -35,6 +35,8 @@ mod foreign;
 mod halfclose;
 #[path = "scenarios/harness.rs"]
 mod harness;
+#[path = "scenarios/health.rs"]
+mod health;
 #[path = "scenarios/keepalive.rs"]
 mod keepalive;
 #[path = "scenarios/lifecycle.rs"]
@@ -101,6 +103,8 @@ macro_rules! scenarios {
             reload_adds_and_removes_listeners => crate::control::reload_adds_and_removes_listeners,
             binary_upgrade_under_load => crate::upgrade::binary_upgrade_under_load,
             reloads_and_upgrades_under_loadgen => crate::upgrade::reloads_and_upgrades_under_loadgen,
+            tcp_checks_follow_dead_and_blackholed_backends => crate::health::tcp_checks_follow_dead_and_blackholed_backends,
+            http_checks_on_their_own_port => crate::health::http_checks_on_their_own_port,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {
