@@ -522,3 +522,50 @@ fn the_example_file_checks_a_pool() {
         "the example documents [pool.health] on a pool"
     );
 }
+
+#[test]
+fn slow_start_and_passive_checks_default_off_and_parse() {
+    let base =
+        "[[listener]]\nbind = \"127.0.0.1:8080\"\npool = \"web\"\n[[pool]]\nname = \"web\"\n";
+    let backend = "[[pool.backend]]\naddress = \"127.0.0.1:9001\"\n";
+    let config = Config::from_toml_str_with(
+        &format!("{base}{backend}"),
+        "t.toml",
+        &Overrides::default(),
+        &[0],
+    )
+    .expect("valid");
+    let pool = &config.pools[0];
+    assert_eq!(pool.slow_start, std::time::Duration::ZERO);
+    assert_eq!(pool.max_fails, 0);
+    assert_eq!(pool.fail_timeout, std::time::Duration::from_secs(10));
+    assert!(
+        config
+            .summary_in(&[0])
+            .contains("recovery: no slow start, no passive checks")
+    );
+
+    let text =
+        format!("{base}slow_start = \"30s\"\nmax_fails = 3\nfail_timeout = \"5s\"\n{backend}");
+    let config =
+        Config::from_toml_str_with(&text, "t.toml", &Overrides::default(), &[0]).expect("valid");
+    let pool = &config.pools[0];
+    assert_eq!(pool.slow_start, std::time::Duration::from_secs(30));
+    assert_eq!((pool.max_fails, pool.fail_timeout.as_secs()), (3, 5));
+    assert!(config.summary_in(&[0]).contains(
+        "recovery: slow_start 30s, passive checks: 3 failed connects within 5s take a backend down"
+    ));
+
+    for (bad, field) in [
+        ("fail_timeout = \"0s\"", "pool[0].fail_timeout"),
+        ("max_fails = -1", "pool[0].max_fails"),
+        ("slow_start = \"soon\"", "pool[0].slow_start"),
+    ] {
+        let text = format!("{base}{bad}\n{backend}");
+        let e = Config::from_toml_str_with(&text, "t.toml", &Overrides::default(), &[0])
+            .expect_err(bad)
+            .to_string();
+        assert!(e.contains("t.toml:6:"), "{e}");
+        assert!(e.contains(field), "{e}");
+    }
+}

@@ -1,5 +1,7 @@
 //! The bounds that validation enforces, each with the reason for it.
 
+/// Largest `max_fails`.
+pub const MAX_MAX_FAILS: u32 = 1_000_000;
 /// Most retries per pool: a pick carries at most 8 candidates (the first and 7 fallbacks).
 pub const MAX_RETRIES: u32 = 7;
 /// Largest backend weight; keeps weight sums of large pools far from overflow.

@@ -391,6 +391,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             retries: None,
             backends,
             health: None,
+            slow_start: None,
+            max_fails: None,
+            fail_timeout: None,
         })],
         ..RawConfig::default()
     }

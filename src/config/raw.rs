@@ -201,6 +201,12 @@ pub struct RawPool {
     pub backends: Vec<Spanned<RawBackend>>,
     /// `[pool.health]`: active checks; left out, none.
     pub health: Option<Spanned<RawHealth>>,
+    /// `slow_start`, documented in `examples/ringlb.toml`.
+    pub slow_start: Option<Spanned<String>>,
+    /// `max_fails`, documented in `examples/ringlb.toml`.
+    pub max_fails: Option<Spanned<i64>>,
+    /// `fail_timeout`, documented in `examples/ringlb.toml`.
+    pub fail_timeout: Option<Spanned<String>>,
 }
 
 /// `[pool.health]`: which keys belong to which check is decided during validation, so that

@@ -175,6 +175,7 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
             p.backends.len()
         );
         let _ = writeln!(out, "    health: {}", health(p.health.as_ref()));
+        let _ = writeln!(out, "    recovery: {}", recovery(p));
         for b in &p.backends {
             if b.name == b.addr.to_string() {
                 let _ = writeln!(out, "    {} weight {}", b.addr, b.weight);
@@ -184,6 +185,25 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         }
     }
     out
+}
+
+/// `slow_start 30s, passive checks: 3 failed connects within 10s take a backend down`.
+fn recovery(p: &crate::config::Pool) -> String {
+    let slow = if p.slow_start.is_zero() {
+        "no slow start".to_owned()
+    } else {
+        format!("slow_start {}", format_duration(p.slow_start))
+    };
+    let passive = if p.max_fails == 0 {
+        "no passive checks".to_owned()
+    } else {
+        format!(
+            "passive checks: {} failed connects within {} take a backend down",
+            p.max_fails,
+            format_duration(p.fail_timeout)
+        )
+    };
+    format!("{slow}, {passive}")
 }
 
 /// `none`, or `http GET /healthz expect 2xx every 2s timeout 1s rise 2 fall 3 (port 8081)`.

@@ -230,6 +230,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             .as_ref()
             .map(|h| health::health(h, &|leaf| format!("pool[{i}].health.{leaf}"), src))
             .transpose()?;
+        let recovery = health::recovery(p, &|leaf| at(leaf), src)?;
         pools.push(Pool {
             name,
             algorithm: p
@@ -239,9 +240,9 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             backends,
             retries,
             health,
-            slow_start: DEFAULT_SLOW_START,
-            max_fails: DEFAULT_MAX_FAILS,
-            fail_timeout: DEFAULT_FAIL_TIMEOUT,
+            slow_start: recovery.slow_start,
+            max_fails: recovery.max_fails,
+            fail_timeout: recovery.fail_timeout,
         });
     }
     Ok(pools)

@@ -11,6 +11,7 @@ use super::super::limits::*;
 use super::super::raw::*;
 use super::super::{Check, Health, Source, StatusMatch};
 use super::{Result, int};
+use std::time::Duration;
 
 /// The spelling of a check in the file, for messages and the summary.
 fn check_name(check: CheckName) -> &'static str {
@@ -296,4 +297,45 @@ mod tests {
         assert!(MIN_HEALTH_INTERVAL <= DEFAULT_HEALTH_INTERVAL);
         assert!(DEFAULT_HEALTH_TIMEOUT <= DEFAULT_HEALTH_INTERVAL);
     }
+}
+
+/// A pool's keys for backends that fail and come back: `slow_start`, `max_fails` and
+/// `fail_timeout`.
+pub(super) struct Recovery {
+    pub slow_start: Duration,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+}
+
+/// `slow_start` (zero: off), `max_fails` (0: no passive checks) and `fail_timeout` (above
+/// zero) of pool `p`; `at` turns a key into its field path (`pool[0].KEY`).
+pub(super) fn recovery(
+    p: &RawPool,
+    at: &dyn Fn(&str) -> String,
+    src: &Source<'_>,
+) -> Result<Recovery> {
+    Ok(Recovery {
+        slow_start: duration(
+            p.slow_start.as_ref(),
+            DEFAULT_SLOW_START,
+            Zero::Allowed,
+            &at("slow_start"),
+            src,
+        )?,
+        max_fails: int(
+            p.max_fails.as_ref(),
+            DEFAULT_MAX_FAILS,
+            0,
+            MAX_MAX_FAILS.into(),
+            &at("max_fails"),
+            src,
+        )?,
+        fail_timeout: duration(
+            p.fail_timeout.as_ref(),
+            DEFAULT_FAIL_TIMEOUT,
+            Zero::Refused,
+            &at("fail_timeout"),
+            src,
+        )?,
+    })
 }
