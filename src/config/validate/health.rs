@@ -266,39 +266,6 @@ fn parse_status_match(text: &str) -> Option<StatusMatch> {
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_matches_parse() {
-        for (text, parsed) in [
-            ("2xx", StatusMatch::Class(2)),
-            ("5XX", StatusMatch::Class(5)),
-            ("204", StatusMatch::Exact(204)),
-            ("599", StatusMatch::Exact(599)),
-            ("100", StatusMatch::Exact(100)),
-        ] {
-            assert_eq!(parse_status_match(text), Some(parsed), "{text}");
-        }
-        assert_eq!(
-            parse_status_match(DEFAULT_HEALTH_HTTP_EXPECT),
-            Some(StatusMatch::Class(2))
-        );
-        for bad in [
-            "", "2", "2x", "6xx", "0xx", "600", "099", "2xxx", "20x", "x2x", "+20",
-        ] {
-            assert_eq!(parse_status_match(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_default_times_pass_their_own_checks() {
-        assert!(MIN_HEALTH_INTERVAL <= DEFAULT_HEALTH_INTERVAL);
-        assert!(DEFAULT_HEALTH_TIMEOUT <= DEFAULT_HEALTH_INTERVAL);
-    }
-}
-
 /// A pool's keys for backends that fail and come back: `slow_start`, `max_fails` and
 /// `fail_timeout`.
 pub(super) struct Recovery {
@@ -338,4 +305,37 @@ pub(super) fn recovery(
             src,
         )?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_matches_parse() {
+        for (text, parsed) in [
+            ("2xx", StatusMatch::Class(2)),
+            ("5XX", StatusMatch::Class(5)),
+            ("204", StatusMatch::Exact(204)),
+            ("599", StatusMatch::Exact(599)),
+            ("100", StatusMatch::Exact(100)),
+        ] {
+            assert_eq!(parse_status_match(text), Some(parsed), "{text}");
+        }
+        assert_eq!(
+            parse_status_match(DEFAULT_HEALTH_HTTP_EXPECT),
+            Some(StatusMatch::Class(2))
+        );
+        for bad in [
+            "", "2", "2x", "6xx", "0xx", "600", "099", "2xxx", "20x", "x2x", "+20",
+        ] {
+            assert_eq!(parse_status_match(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_times_pass_their_own_checks() {
+        assert!(MIN_HEALTH_INTERVAL <= DEFAULT_HEALTH_INTERVAL);
+        assert!(DEFAULT_HEALTH_TIMEOUT <= DEFAULT_HEALTH_INTERVAL);
+    }
 }
