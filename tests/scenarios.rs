@@ -105,6 +105,7 @@ macro_rules! scenarios {
             reloads_and_upgrades_under_loadgen => crate::upgrade::reloads_and_upgrades_under_loadgen,
             tcp_checks_follow_dead_and_blackholed_backends => crate::health::tcp_checks_follow_dead_and_blackholed_backends,
             http_checks_on_their_own_port => crate::health::http_checks_on_their_own_port,
+            passive_checks_and_slow_start => crate::health::passive_checks_and_slow_start,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

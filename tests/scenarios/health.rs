@@ -250,3 +250,75 @@ pub fn http_checks_on_their_own_port(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// `name`'s effective weight in `ctl show`.
+fn effective_weight(endpoint: &Endpoint, name: &str) -> u64 {
+    let answer = request(endpoint, None, "GET", "/api/show", None).expect("show");
+    let view: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    view["pools"][0]["backends"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["name"] == name))
+        .and_then(|b| b["effective_weight"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Passive checks and slow start, without active checks: a stopped backend is down once two
+/// connects to it failed within `fail_timeout` (clients meanwhile retried on the other), is
+/// tried again when `fail_timeout` is over, and then ramps its weight up over `slow_start`.
+pub fn passive_checks_and_slow_start(ctx: &Ctx) -> Outcome {
+    let alpha = Greeter::start("alpha", "127.0.0.1:0".parse().expect("addr"));
+    let mut bravo = Greeter::start("bravo", "127.0.0.1:0".parse().expect("addr"));
+    let mut text = file(ctx, &[("alpha", alpha.addr), ("bravo", bravo.addr)], "");
+    text = text.replace(
+        "[[pool]]\nname = \"web\"\n",
+        "[[pool]]\nname = \"web\"\nmax_fails = 2\nfail_timeout = \"1500ms\"\nslow_start = \"1s\"\n",
+    );
+    text = text.replace(
+        &format!("name = \"bravo\"\naddress = \"{}\"\n", bravo.addr),
+        &format!(
+            "name = \"bravo\"\naddress = \"{}\"\nweight = 10\n",
+            bravo.addr
+        ),
+    );
+    let launch = Launch::file(&text).arg("--algorithm").arg("round-robin");
+    let proxy = Proxy::start(ctx, &launch)?;
+    let endpoint = Endpoint::Unix(admin_socket(ctx));
+    assert_eq!(effective_weight(&endpoint, "bravo"), 10);
+
+    bravo.stop();
+    let stopped = Instant::now();
+    // Clients keep coming; the ones picked for bravo are retried on alpha.
+    while state(&endpoint, "bravo") != "down" {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(5),
+            "bravo never marked down; log:\n{}",
+            proxy.log_tail()
+        );
+        assert_eq!(greeted(&proxy), "alpha");
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("down by passive checks after {:?}", stopped.elapsed());
+    let bravo = Greeter::start("bravo", bravo.addr);
+    let down = Instant::now();
+    until_state(&endpoint, "bravo", "ready", Duration::from_secs(4));
+    eprintln!("tried again after {:?}", down.elapsed());
+    let ramping = effective_weight(&endpoint, "bravo");
+    assert!(
+        (1..10).contains(&ramping),
+        "ramping up, not at its weight yet: {ramping}"
+    );
+    let started = Instant::now();
+    while effective_weight(&endpoint, "bravo") < 10 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "slow start never ended"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("whole weight after {:?} of slow start", started.elapsed());
+    let reached: Vec<String> = (0..12).map(|_| greeted(&proxy)).collect();
+    assert!(reached.iter().any(|n| n == "bravo"), "{reached:?}");
+    drop(bravo);
+    proxy.finish();
+    Ok(())
+}
