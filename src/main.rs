@@ -123,7 +123,7 @@ fn run(args: RunArgs) -> ExitCode {
         Err(e) => return fail(&e),
     };
     if let Some(takeover) = takeover {
-        tell_when_up(takeover, shutdown.clone());
+        tell_when_up(takeover, admin.staged(), shutdown.clone());
     }
     let result = ringlb::engine::run_with(config, shutdown, inboxes, sockets);
     admin.stop();
@@ -133,9 +133,14 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-/// Once every worker is up, tell the process this one replaces that it can stop (on a thread
-/// of its own; a start that fails never tells it, and it serves on).
-fn tell_when_up(takeover: handover::Takeover, shutdown: signal::Shutdown) {
+/// Once every worker is up, move the admin and handover sockets from their `staged` paths to
+/// their own and tell the process this one replaces that it can stop (on a thread of its own;
+/// a start that fails does neither, and the old process serves on with its sockets).
+fn tell_when_up(
+    takeover: handover::Takeover,
+    staged: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    shutdown: signal::Shutdown,
+) {
     let spawned = std::thread::Builder::new()
         .name("ringlb-takeover".into())
         .spawn(move || {
@@ -144,6 +149,11 @@ fn tell_when_up(takeover: handover::Takeover, shutdown: signal::Shutdown) {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(10));
+            }
+            for (from, to) in &staged {
+                if let Err(e) = std::fs::rename(from, to) {
+                    tracing::error!(from = %from.display(), to = %to.display(), "{e}");
+                }
             }
             tracing::info!("every worker is up: telling the old process to stop");
             takeover.done();

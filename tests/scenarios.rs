@@ -103,6 +103,7 @@ macro_rules! scenarios {
             reload_adds_and_removes_listeners => crate::control::reload_adds_and_removes_listeners,
             binary_upgrade_under_load => crate::upgrade::binary_upgrade_under_load,
             reloads_and_upgrades_under_loadgen => crate::upgrade::reloads_and_upgrades_under_loadgen,
+            failed_upgrade_leaves_the_old_process_whole => crate::upgrade::failed_upgrade_leaves_the_old_process_whole,
             tcp_checks_follow_dead_and_blackholed_backends => crate::health::tcp_checks_follow_dead_and_blackholed_backends,
             http_checks_on_their_own_port => crate::health::http_checks_on_their_own_port,
             passive_checks_and_slow_start => crate::health::passive_checks_and_slow_start,

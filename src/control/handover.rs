@@ -33,8 +33,11 @@ use crate::engine::listeners::Inherited;
 
 /// How long the old process waits for the new one to say `done`.
 const DONE_WITHIN: Duration = Duration::from_secs(120);
-/// The most sockets one listener may have (one per worker).
-const MAX_FDS: usize = 256;
+/// How long any other step of the exchange may take (a connect, a message each way).
+const STEP_WITHIN: Duration = Duration::from_secs(10);
+/// Descriptors per message: the kernel takes at most 253 (`SCM_MAX_FD`); a listener with
+/// more sockets (more workers) sends the rest in `more` messages.
+const FDS_PER_MESSAGE: usize = 250;
 /// Longest message of the exchange.
 const MAX_MESSAGE: usize = 4096;
 
@@ -67,6 +70,14 @@ fn seqpacket() -> std::io::Result<OwnedFd> {
     )?)
 }
 
+/// Receive and send timeouts of one end of the exchange.
+fn time_limits(fd: BorrowedFd<'_>, receive: Duration) -> std::io::Result<()> {
+    use rustix::net::sockopt::{Timeout, set_socket_timeout};
+    set_socket_timeout(fd, Timeout::Recv, Some(receive))?;
+    set_socket_timeout(fd, Timeout::Send, Some(STEP_WITHIN))?;
+    Ok(())
+}
+
 fn send(fd: BorrowedFd<'_>, text: &str, fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -86,7 +97,7 @@ fn send(fd: BorrowedFd<'_>, text: &str, fds: &[BorrowedFd<'_>]) -> std::io::Resu
 
 /// One message and the descriptors that came with it (`""` at end of stream).
 fn receive(fd: BorrowedFd<'_>) -> std::io::Result<(String, Vec<OwnedFd>)> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_MESSAGE))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut buf = vec![0u8; MAX_MESSAGE];
     let got = rustix::net::recvmsg(
@@ -100,6 +111,14 @@ fn receive(fd: BorrowedFd<'_>) -> std::io::Result<(String, Vec<OwnedFd>)> {
         if let RecvAncillaryMessage::ScmRights(received) = message {
             fds.extend(received);
         }
+    }
+    if got
+        .flags
+        .intersects(rustix::net::ReturnFlags::CTRUNC | rustix::net::ReturnFlags::TRUNC)
+    {
+        return Err(std::io::Error::other(
+            "a message or its descriptors were cut short",
+        ));
     }
     buf.truncate(got.bytes);
     Ok((String::from_utf8_lossy(&buf).into_owned(), fds))
@@ -133,9 +152,16 @@ pub fn serve(path: &Path, handing: Arc<dyn Handing>) -> Result<PathBuf, Handover
         .name("ringlb-handover".into())
         .spawn(move || {
             loop {
-                let Ok(conn) = rustix::net::accept(&listener) else {
-                    continue;
-                };
+                let conn =
+                    match rustix::net::accept_with(&listener, rustix::net::SocketFlags::CLOEXEC) {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of fds, say: try again in a moment rather than spin.
+                            tracing::warn!(%e, "handover socket: accept failed");
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                    };
                 match hand_over(conn.as_fd(), handing.as_ref()) {
                     Ok(true) => {
                         tracing::info!(
@@ -158,8 +184,7 @@ pub fn serve(path: &Path, handing: Arc<dyn Handing>) -> Result<PathBuf, Handover
 
 /// One handover on `conn`: true once the new process said `done`.
 fn hand_over(conn: BorrowedFd<'_>, handing: &dyn Handing) -> std::io::Result<bool> {
-    let timeout = Some(DONE_WITHIN);
-    rustix::net::sockopt::set_socket_timeout(conn, rustix::net::sockopt::Timeout::Recv, timeout)?;
+    time_limits(conn, STEP_WITHIN)?;
     let (request, _) = receive(conn)?;
     if request != "listeners" {
         return Err(std::io::Error::other(format!(
@@ -168,10 +193,17 @@ fn hand_over(conn: BorrowedFd<'_>, handing: &dyn Handing) -> std::io::Result<boo
     }
     for (bind, sockets) in handing.sockets() {
         let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(AsFd::as_fd).collect();
-        let header = serde_json::json!({ "bind": bind.to_string() }).to_string();
-        send(conn, &header, &fds)?;
+        let header =
+            serde_json::json!({ "bind": bind.to_string(), "sockets": fds.len() }).to_string();
+        let mut chunks = fds.chunks(FDS_PER_MESSAGE);
+        send(conn, &header, chunks.next().unwrap_or(&[]))?;
+        for chunk in chunks {
+            send(conn, "more", chunk)?;
+        }
     }
     send(conn, "end", &[])?;
+    // The new process says `done` once its workers are up.
+    time_limits(conn, DONE_WITHIN)?;
     let (said, _) = receive(conn)?;
     Ok(said == "done")
 }
@@ -186,7 +218,10 @@ impl Takeover {
     /// Tell the old process that this one runs: it stops accepting and drains.
     pub fn done(self) {
         if let Err(e) = send(self.conn.as_fd(), "done", &[]) {
-            tracing::warn!("could not tell the old process to stop: {e}");
+            tracing::error!(
+                "could not tell the old process to stop ({e}): if it still runs (it gave up \
+                 waiting), both serve until it is stopped with SIGTERM"
+            );
         }
     }
 }
@@ -198,7 +233,12 @@ pub fn take_over(admin: &Path) -> Result<(Inherited, Takeover), HandoverError> {
         path: path.clone(),
         source,
     };
+    let protocol = |message: String| HandoverError::Protocol {
+        path: path.clone(),
+        message,
+    };
     let conn = seqpacket().map_err(failed)?;
+    time_limits(conn.as_fd(), STEP_WITHIN).map_err(failed)?;
     let addr = SocketAddrUnix::new(&path).map_err(|e| failed(e.into()))?;
     rustix::net::connect(&conn, &addr).map_err(|e| failed(e.into()))?;
     send(conn.as_fd(), "listeners", &[]).map_err(failed)?;
@@ -207,21 +247,25 @@ pub fn take_over(admin: &Path) -> Result<(Inherited, Takeover), HandoverError> {
         let (text, fds) = receive(conn.as_fd()).map_err(failed)?;
         match text.as_str() {
             "end" => break,
-            "" => {
-                return Err(HandoverError::Protocol {
-                    path,
-                    message: "the old process closed the connection".into(),
-                });
-            }
+            "" => return Err(protocol("the old process closed the connection".into())),
             header => {
-                let bind = serde_json::from_str::<serde_json::Value>(header)
-                    .ok()
+                let value = serde_json::from_str::<serde_json::Value>(header).ok();
+                let bind = value
+                    .as_ref()
                     .and_then(|v| v["bind"].as_str().and_then(|b| b.parse().ok()))
-                    .ok_or_else(|| HandoverError::Protocol {
-                        path: path.clone(),
-                        message: format!("bad message {header:?}"),
-                    })?;
-                let sockets = fds.into_iter().map(Socket::from).collect();
+                    .ok_or_else(|| protocol(format!("bad message {header:?}")))?;
+                let count = value
+                    .as_ref()
+                    .and_then(|v| v["sockets"].as_u64())
+                    .map_or(fds.len(), |n| usize::try_from(n).unwrap_or(usize::MAX));
+                let mut sockets: Vec<Socket> = fds.into_iter().map(Socket::from).collect();
+                while sockets.len() < count {
+                    let (more, fds) = receive(conn.as_fd()).map_err(failed)?;
+                    if more != "more" || fds.is_empty() {
+                        return Err(protocol(format!("expected more sockets, got {more:?}")));
+                    }
+                    sockets.extend(fds.into_iter().map(Socket::from));
+                }
                 inherited.insert(bind, sockets);
             }
         }

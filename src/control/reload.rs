@@ -35,7 +35,7 @@ use super::{
     Accepting, AdminState, Backend, Change, Checked, Control, ControlError, Life, Listener, Pool,
 };
 use crate::config::limits::MAX_BACKENDS_PER_POOL;
-use crate::config::{Config, EngineKind, Overrides};
+use crate::config::{Config, Overrides};
 use crate::core::backend::{BackendInfo, BackendState};
 use crate::core::balance::PoolSnapshot;
 use crate::engine::inbox::Message;
@@ -102,6 +102,7 @@ impl Control {
         }
         let effective = Arc::new(self.effective(new, &order));
         self.config = Arc::clone(&effective);
+        self.release_unchecked();
         self.broadcast(|| Message::Reconfigure(Arc::clone(&effective)));
         // Each worker its own socket of each new listener, after the policies.
         for (i, (_, sockets)) in added.into_iter().enumerate() {
@@ -127,14 +128,14 @@ impl Control {
         &self,
         new: &'a Config,
     ) -> Result<Vec<(&'a crate::config::Listener, Vec<Socket>)>, ControlError> {
-        let nonblocking = new.engine != EngineKind::Blocking;
         let mut added = Vec::new();
         for l in &new.listeners {
             if self.open_listener(l.bind).is_some() {
                 continue;
             }
             let sockets = (0..self.links.len())
-                .map(|_| socket::listener(l.bind, l.backlog, nonblocking, &self.config.tcp.client))
+                // Every engine keeps its listeners non-blocking (the blocking one polls first).
+                .map(|_| socket::listener(l.bind, l.backlog, true, &self.config.tcp.client))
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| {
                     ControlError::Conflict(format!(
@@ -243,6 +244,9 @@ impl Control {
             }
             match pool.backends.iter().find(|b| b.name == entry.name) {
                 Some(b) if b.addr == entry.addr => {
+                    // Back in the file: it hashes as itself again (a reload that moved it away
+                    // and back had given its name to the entry at the other address).
+                    entry.hashed_as.clone_from(&entry.name);
                     if entry.weight != b.weight {
                         entry.weight = b.weight;
                         outcome

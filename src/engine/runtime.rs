@@ -26,7 +26,6 @@ use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
 use crate::core::shard::Shard;
 
-/// What an engine's worker does for the control side.
 /// What a worker is handed besides the configuration: its inbox, its listening sockets, and
 /// its end of the access log.
 #[derive(Debug)]
@@ -56,6 +55,7 @@ pub fn kits(
         .collect()
 }
 
+/// What an engine's worker does for the control side.
 pub trait Controlled {
     /// Replace pool `pool`'s snapshot; established connections are kept.
     fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>);

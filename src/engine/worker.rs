@@ -108,7 +108,7 @@ where
     for (index, &cpu) in cpus.iter().enumerate() {
         let body = body.clone();
         let ready = Ready(tx.clone());
-        let handle = thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name(format!("{name}-{index}"))
             .spawn(move || {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
@@ -121,9 +121,19 @@ where
                     ready.failed(err.to_string());
                 }
                 result
-            })
-            .map_err(|e| EngineError::io("spawning a worker thread", e))?;
-        handles.push(handle);
+            });
+        match spawned {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                // Stop the workers already started, and wait for them: they hold what the
+                // caller waits on at its exit (the access log's ends, say).
+                on_setup_failure();
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                return Err(EngineError::io("spawning a worker thread", e));
+            }
+        }
     }
     drop(tx);
     let mut first_error = None;

@@ -391,6 +391,35 @@ impl Proxy {
         next
     }
 
+    /// An upgrade of this process from the file at `config` that is expected to fail: its exit
+    /// status (killed after 10 s if it does not exit) and its log.
+    pub fn failed_successor(
+        &self,
+        ctx: &Ctx,
+        launch: &Launch,
+        admin: &Path,
+        config: &Path,
+    ) -> (ExitStatus, String) {
+        let log = self.log.with_extension("failed.log");
+        let mut child = Self::command(ctx, launch, self.addr, config, &log)
+            .arg("--upgrade-from")
+            .arg(admin)
+            .spawn()
+            .expect("spawn the ringlb binary");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                break child.wait().expect("wait");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
     /// `ringlb run` for `ctx` and `launch` on `addr` (from the file at `config` when the
     /// launch has one), logging to `log`.
     fn command(ctx: &Ctx, launch: &Launch, addr: SocketAddr, config: &Path, log: &Path) -> Command {

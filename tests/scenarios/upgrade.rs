@@ -133,3 +133,48 @@ pub fn reloads_and_upgrades_under_loadgen(ctx: &Ctx) -> Outcome {
     current.finish();
     Ok(())
 }
+
+/// An upgrade that fails after taking the sockets over (its access log cannot be opened, once
+/// its admin API is up) leaves the old process whole: it still answers on its admin socket,
+/// serves clients, and a later upgrade succeeds.
+pub fn failed_upgrade_leaves_the_old_process_whole(ctx: &Ctx) -> Outcome {
+    let echo = echo_backend();
+    let socket = admin_socket(ctx);
+    let file = format!(
+        "[admin]\nsocket = \"{}\"\n[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n\
+         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n",
+        socket.display(),
+        echo.local_addr()
+    );
+    let launch = Launch::file(&file);
+    let current = Proxy::start(ctx, &launch)?;
+    let bad = current.config_path().with_extension("bad.toml");
+    let text = std::fs::read_to_string(current.config_path()).expect("the file");
+    std::fs::write(
+        &bad,
+        format!("[access_log]\npath = \"/nonexistent/ringlb/access.log\"\n{text}"),
+    )
+    .expect("write");
+    let (status, log) = current.failed_successor(ctx, &launch, &socket, &bad);
+    assert!(
+        !status.success(),
+        "the upgrade failed: {status}; log:\n{log}"
+    );
+    assert!(log.contains("access log"), "{log}");
+    let endpoint = Endpoint::Unix(socket.clone());
+    let answer = request(&endpoint, None, "GET", "/api/show", None).expect("the old admin API");
+    assert_eq!(answer.status, 200);
+    let data = crate::harness::payload(10_000, 3);
+    assert!(crate::harness::echo_exchange(current.addr, data.clone()) == data);
+    let mut current = current;
+    let next = current.successor(ctx, &launch, &socket, 1);
+    let status = current
+        .wait_exit(Duration::from_secs(5))
+        .expect("the old process leaves after a good upgrade");
+    assert!(status.success(), "{status}");
+    let answer = request(&endpoint, None, "GET", "/api/show", None).expect("the new admin API");
+    assert_eq!(answer.status, 200);
+    next.finish();
+    let _ = std::fs::remove_file(&bad);
+    Ok(())
+}

@@ -22,6 +22,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::probe::{self, Judged};
 use crate::config::Health;
+use crate::engine::rate_limit::RateLimit;
 
 /// How often the list of backends to check is read again.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -83,6 +84,16 @@ struct Checker {
     due: BTreeMap<(usize, usize), Due>,
     probes: Vec<Probe>,
     refresh: Option<Instant>,
+    /// Warnings about checks that could not start for a local shortage.
+    local_errors: RateLimit,
+}
+
+/// A failure of this host rather than of the backend checked.
+fn local_failure(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 impl Checker {
@@ -131,6 +142,13 @@ impl Checker {
             }
             match start(&due.target, now) {
                 Ok(probe) => self.probes.push(probe),
+                // Out of fds, memory or local ports: no news of the backend, and counting it
+                // as a failure would take every backend down for a local shortage.
+                Err(e) if local_failure(&e) => {
+                    if let Some(suppressed) = self.local_errors.allow(now) {
+                        tracing::warn!(%e, suppressed, "health check not started");
+                    }
+                }
                 Err(e) => sink.record(&due.target, Err(format!("connect: {e}"))),
             }
         }

@@ -1,7 +1,8 @@
 //! Active health checks. The checker (`checker.rs`, a thread of its own) runs them; this side
 //! turns their results into backend states with rise and fall (`core::health`) and publishes
 //! a change like any other: one new snapshot to every worker, the Maglev table kept, so that
-//! only the clients of the backend that changed move.
+//! only the clients of the backend that changed move (with `slow_start`, a backend that comes
+//! back is ramped through a few rebuilt snapshots instead: see `ramp.rs`).
 //!
 //! A checked backend is trusted until its checks say otherwise (it starts up). Down, it takes
 //! no new connection whatever its admin state; its open connections go on. Admin states and
@@ -51,10 +52,35 @@ impl Control {
         targets
     }
 
+    /// After a reload: a backend that is down by checks its pool no longer has (no
+    /// `[pool.health]`, no `max_fails`) is up again, since nothing else would ever bring it
+    /// back.
+    pub(in crate::control) fn release_unchecked(&mut self) {
+        for p in 0..self.pools.len() {
+            let pool = self.config.pools.get(p);
+            if pool.is_some_and(|c| c.health.is_some() || c.max_fails > 0) {
+                continue;
+            }
+            for b in 0..self.pools[p].backends.len() {
+                let checked = &mut self.pools[p].backends[b].checked;
+                if checked.tracker.state() == Health::Down {
+                    checked.tracker.force(Health::Up);
+                    checked.passive_until = None;
+                    self.pools[p].backends[b].changed = Change::now("up: its checks were removed");
+                    self.publish_state(p, b, BackendState::Down);
+                }
+            }
+        }
+    }
+
     /// One finished check of `target`. When rise or fall flips the backend, the change is
     /// logged with its reason and published.
     pub fn record_check(&mut self, target: &Target, result: Result<(), String>) {
         let (p, b) = (target.pool, target.backend);
+        // Begun before a reload that removed the pool's checks.
+        if !self.checks(p) {
+            return;
+        }
         let Some(pool) = self.pools.get_mut(p) else {
             return;
         };

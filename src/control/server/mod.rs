@@ -22,8 +22,7 @@ mod routes;
 mod socket;
 
 use std::io::{self, Read as _};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::MetadataExt as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -40,7 +39,7 @@ use crate::config::Admin;
 use crate::engine::notify;
 use crate::engine::signal::Shutdown;
 use routes::{error_body, fail, into_response, json_reply, public, route};
-use socket::bind_unix;
+use socket::{SocketFile, bind_tcp, bind_unix, staged};
 
 /// Why the admin server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +119,15 @@ impl Context {
     /// Reload the configuration (SIGHUP, `POST /api/reload`), telling systemd, and log what
     /// came of it.
     fn reload(&self) -> Result<ReloadOutcome, ControlError> {
-        notify::reloading();
+        // systemd hears of reloads between READY and STOPPING only.
+        let tell = self.shutdown.is_up() && !self.shutdown.requested();
+        if tell {
+            notify::reloading();
+        }
         let result = self.control().reload();
-        notify::ready();
+        if tell {
+            notify::ready();
+        }
         match &result {
             Ok(outcome) => {
                 tracing::info!(
@@ -145,17 +150,26 @@ impl Context {
 pub struct AdminServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    /// Socket files made (the admin socket, the handover socket), with their inodes: one
-    /// replaced by a newer process is left alone at exit.
-    files: Vec<(PathBuf, u64)>,
+    /// Socket files made (the admin socket, the handover socket): one replaced by a newer
+    /// process is left alone at exit.
+    files: Vec<SocketFile>,
     context: Arc<Context>,
 }
 
 impl AdminServer {
+    /// Socket files bound at a staged path (a binary upgrade), with the path each belongs at:
+    /// moved there once this process runs.
+    pub fn staged(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.files
+            .iter()
+            .filter_map(|f| f.staged.clone().map(|s| (s, f.path.clone())))
+            .collect()
+    }
+
     /// The Unix socket it listens on, if any.
     pub fn socket(&self) -> Option<&Path> {
         // The admin socket comes first.
-        self.files.first().map(|(path, _)| path.as_path())
+        self.files.first().map(SocketFile::bound)
     }
 
     /// Stop serving, wait for the server threads, and remove the socket file if it is still
@@ -170,10 +184,8 @@ impl AdminServer {
         if self.context.handed_over.load(Ordering::Relaxed) {
             return;
         }
-        for (path, inode) in &self.files {
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.ino() == *inode) {
-                let _ = std::fs::remove_file(path);
-            }
+        for file in &self.files {
+            file.remove();
         }
     }
 }
@@ -191,9 +203,7 @@ pub fn start(
     let unix = bind_unix(&admin.socket, take_over)?;
     let tcp = match admin.listen {
         None => None,
-        Some(addr) => {
-            Some(TcpListener::bind(addr).map_err(|source| AdminError::Tcp { addr, source })?)
-        }
+        Some(addr) => Some(bind_tcp(addr).map_err(|source| AdminError::Tcp { addr, source })?),
     };
     let context = Arc::new(Context {
         control: Mutex::new(control),
@@ -205,11 +215,10 @@ pub fn start(
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut files = Vec::new();
-    if let Some((listener, path)) = unix {
-        let inode = inode_of(&path)?;
+    if let Some((listener, file)) = unix {
         let server =
             Server::from_listener(listener, None).map_err(|e| AdminError::Server(e.to_string()))?;
-        tracing::info!(socket = %path.display(), "admin API listening");
+        tracing::info!(socket = %file.bound().display(), "admin API listening");
         threads.push(spawn_server(
             "ringlb-admin",
             server,
@@ -217,11 +226,18 @@ pub fn start(
             &context,
             &stop,
         )?);
-        let handover = handover::path_for(&path);
-        files.push((path, inode));
-        handover::serve(&handover, Arc::clone(&context) as Arc<dyn Handing>)
-            .map_err(|e| AdminError::Server(e.to_string()))?;
-        files.push((handover.clone(), inode_of(&handover)?));
+        let path = handover::path_for(&file.path);
+        let staged_at = file.staged.as_ref().map(|_| staged(&path));
+        files.push(file);
+        handover::serve(
+            staged_at.as_ref().unwrap_or(&path),
+            Arc::clone(&context) as Arc<dyn Handing>,
+        )
+        .map_err(|e| AdminError::Server(e.to_string()))?;
+        files.push(
+            SocketFile::new(path.clone(), staged_at)
+                .map_err(|source| AdminError::Socket { path, source })?,
+        );
     }
     if let Some(listener) = tcp {
         let addr = listener.local_addr().ok();
@@ -256,15 +272,6 @@ pub fn start(
         files,
         context,
     })
-}
-
-fn inode_of(path: &Path) -> Result<u64, AdminError> {
-    std::fs::symlink_metadata(path)
-        .map(|m| m.ino())
-        .map_err(|source| AdminError::Socket {
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// Where the health checker gets its backends and leaves its results.
@@ -310,9 +317,10 @@ fn spawn_server(
         .name(name.into())
         .spawn(move || {
             serve(&server, transport, &context, &stop);
-            if context.handed_over.load(Ordering::Relaxed) {
-                // tiny_http's drop connects to the socket's path and removes it: after a
-                // handover both are the new process's. This process is about to exit.
+            if transport == Transport::Unix {
+                // tiny_http's drop connects to the socket's path and removes it, whoever's it
+                // is by then (after a handover, the new process's): `AdminServer::stop`
+                // removes it only while it is ours. This process is about to exit.
                 let _kept = std::mem::ManuallyDrop::new(server);
             }
         })
@@ -322,7 +330,8 @@ fn spawn_server(
 /// Take requests until `stop`; each is handled on a thread of its own, so that a slow client
 /// (or a read waiting for the workers) holds up no other.
 fn serve(server: &Server, transport: Transport, context: &Arc<Context>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
+    // After a handover the new process answers on the same paths and port.
+    while !stop.load(Ordering::Relaxed) && !context.handed_over.load(Ordering::Relaxed) {
         let request = match server.recv_timeout(POLL) {
             Ok(Some(request)) => request,
             Ok(None) => continue,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use socket2::Socket;
 
 use super::conn::{self, ConnHandle, SEND_WAKE, STACK_SIZE};
@@ -17,7 +18,7 @@ use crate::engine::signal::Shutdown;
 use crate::engine::socket::AcceptFailure;
 use crate::engine::{op, socket};
 
-/// `SO_RCVTIMEO` of a listener: how often a blocked `accept` looks at the shutdown flag.
+/// Longest wait for a client: how often an idle acceptor looks at the shutdown flag.
 pub const ACCEPT_WAKE: Duration = Duration::from_millis(100);
 /// How long accepting stops after running out of fds, memory or threads.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -61,11 +62,20 @@ impl Switch {
     }
 }
 
-/// `socket` as an acceptor wants it: blocking, with [`ACCEPT_WAKE`] as its receive timeout.
+/// `socket` as an acceptor wants it: non-blocking, as every engine keeps its listeners. The
+/// flag belongs to the open file, which a binary upgrade shares with another process (and
+/// another engine): the acceptor waits in `poll` instead of a blocking `accept`.
 pub fn prepare(socket: Socket) -> io::Result<Socket> {
-    socket.set_nonblocking(false)?;
-    socket.set_read_timeout(Some(ACCEPT_WAKE))?;
+    socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// Wait up to [`ACCEPT_WAKE`] for a client on `listener`.
+fn wait_readable(listener: &Socket) {
+    let mut fds = [PollFd::new(listener, PollFlags::IN)];
+    let timeout = Timespec::try_from(ACCEPT_WAKE).unwrap_or_default();
+    // EINTR or any other failure: the wait is only shorter.
+    let _ = poll(&mut fds, Some(&timeout));
 }
 
 /// Start listener `index`'s acceptor thread on `listener` (see [`prepare`]).
@@ -106,6 +116,7 @@ fn run(
             std::thread::sleep(ROOM_WAKE);
             continue;
         }
+        wait_readable(listener);
         match (op::Accept {
             listener: listener.as_fd(),
         })
@@ -125,7 +136,8 @@ fn run(
                     }
                 }
             }
-            // SO_RCVTIMEO ran out (EAGAIN), a signal, or one client's own failure: go on.
+            // Nobody waiting (EAGAIN: another thread or process took the client), a signal,
+            // or one client's own failure: go on.
             Err(err) => match socket::accept_failure(err.raw_os_error().unwrap_or(libc::EIO)) {
                 AcceptFailure::Retry | AcceptFailure::Skip => {}
                 AcceptFailure::BackOff => {
@@ -143,7 +155,8 @@ fn run(
 /// `max_connections` and the overshoot (or one that cannot get a thread) is closed at once.
 fn admit(client: Socket, index: usize, shared: &Arc<Shared>) -> io::Result<()> {
     // TCP_NODELAY comes from the listener (see `socket::listener`).
-    // Accepted sockets inherit the listener's SO_RCVTIMEO; receives here block until data.
+    // Receives here block until data (a listener taken over from an older blocking engine may
+    // still carry the receive timeout it once set, which accepted sockets inherit).
     client.set_read_timeout(None)?;
     client.set_write_timeout(Some(SEND_WAKE))?;
     // A client that is already gone has no address.

@@ -1,6 +1,6 @@
 //! The blocking engine: the classic thread-per-connection design, as a baseline.
 //!
-//! One acceptor thread per listener (blocking `accept` with a 100 ms `SO_RCVTIMEO`, so that it
+//! One acceptor thread per listener (a 100 ms `poll`, then a non-blocking `accept`, so that it
 //! notices shutdown), and per connection two threads with blocking sockets: the connection
 //! thread connects and then forwards upstream, a helper forwards downstream. All of them share
 //! one [`Shard`] behind one mutex (see `shared.rs`), locked once per event: connection-state

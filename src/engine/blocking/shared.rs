@@ -184,7 +184,6 @@ impl Shared {
         }
     }
 
-    /// Fire due timers (idle timeouts) and carry out what follows.
     /// A reload's configuration: see [`runtime::reconfigure`]; the connect timeout too.
     pub fn reconfigure(&self, logging: &mut Logging, config: &Config, traits: &EngineTraits) {
         runtime::reconfigure(&mut self.lock().shard, logging, config, traits);
@@ -202,6 +201,7 @@ impl Shared {
         logging.write(&mut self.lock().shard, now);
     }
 
+    /// Fire due timers (idle timeouts) and carry out what follows.
     pub fn tick(&self, now: Instant) {
         let mut locked = self.lock();
         locked.shard.handle_timeouts(now);

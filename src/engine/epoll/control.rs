@@ -85,7 +85,8 @@ impl Controlled for Worker {
                 self.accept_all(listener, Instant::now());
             }
             Err(err) => {
-                tracing::warn!(worker = self.index, listener, %err, "new listener not registered")
+                tracing::warn!(worker = self.index, listener, %err, "new listener not registered");
+                self.listeners.push(ListenerSlot::closed());
             }
         }
     }

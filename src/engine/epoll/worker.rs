@@ -465,6 +465,17 @@ impl ListenerSlot {
         })
     }
 
+    /// A listener this worker does not accept on (its registration failed): it keeps the
+    /// index, so that later listeners' indices stay in step with the control side's.
+    pub(super) fn closed() -> Self {
+        ListenerSlot {
+            socket: None,
+            accepting: Accepting::Disabled,
+            warn: RateLimit::default(),
+            refused_warn: RateLimit::default(),
+        }
+    }
+
     /// The socket, while open.
     pub(super) fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
