@@ -150,6 +150,18 @@ pub fn reload_files(ctx: &Ctx, backends: &[SocketAddr; 3]) -> [String; 2] {
     ]
 }
 
+/// Writes `template` (`{listen}`: the proxy's address) as the proxy's file and reloads it
+/// through the admin API; the reload's answer, checked to be a success.
+pub fn reload_file(proxy: &Proxy, endpoint: &Endpoint, template: &str) -> serde_json::Value {
+    let text = template.replace("{listen}", &proxy.addr.to_string());
+    write_file(proxy.config_path(), &text);
+    let body = serde_json::json!({});
+    let answer =
+        request(endpoint, None, "POST", "/api/reload", Some(&body)).expect("the admin API answers");
+    assert_eq!(answer.status, 200, "reload: {}", answer.text());
+    serde_json::from_slice(&answer.body).expect("JSON")
+}
+
 /// Replaces the file in one step, so that a reload never reads half of it.
 pub fn write_file(path: &Path, text: &str) {
     let next = path.with_extension("next");
@@ -235,25 +247,16 @@ pub fn reload_under_load(ctx: &Ctx) -> Outcome {
     let threads = load(proxy.addr, &stop, u64::MAX);
     let mut signalled = 0;
     for i in 1..=RELOADS {
-        let text = files[i % 2].replace("{listen}", &proxy.addr.to_string());
-        write_file(proxy.config_path(), &text);
         if i % 2 == 0 {
-            let answer = request(
-                &endpoint,
-                None,
-                "POST",
-                "/api/reload",
-                Some(&serde_json::json!({})),
-            )
-            .expect("the admin API answers");
-            assert_eq!(answer.status, 200, "reload {i}: {}", answer.text());
-            let outcome: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+            let outcome = reload_file(&proxy, &endpoint, &files[i % 2]);
             assert_eq!(
                 outcome["restart_needed"],
                 serde_json::json!([]),
                 "reload {i}"
             );
         } else {
+            let text = files[i % 2].replace("{listen}", &proxy.addr.to_string());
+            write_file(proxy.config_path(), &text);
             signalled += 1;
             signal(proxy.pid(), Signal::HUP);
             let deadline = Instant::now() + Duration::from_secs(3);
@@ -332,21 +335,7 @@ pub fn reload_adds_and_removes_listeners(ctx: &Ctx) -> Outcome {
     let first_only = format!("{admin}{}{pool}", listener("first", "{listen}"));
     let proxy = Proxy::start(ctx, &Launch::file(&first_only))?;
     let endpoint = Endpoint::Unix(socket);
-    let reload = |text: &str| {
-        write_file(
-            proxy.config_path(),
-            &text.replace("{listen}", &proxy.addr.to_string()),
-        );
-        let answer = request(
-            &endpoint,
-            None,
-            "POST",
-            "/api/reload",
-            Some(&serde_json::json!({})),
-        )
-        .expect("the admin API answers");
-        assert_eq!(answer.status, 200, "{}", answer.text());
-    };
+    let reload = |text: &str| drop(reload_file(&proxy, &endpoint, text));
     let mut held = connect(proxy.addr);
     round_trip(&mut held, b"through the first listener");
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ringlb::control::client::{Endpoint, request};
 use ringlb_tools::loadgen::{self, LoadConfig, Mode, Report};
 
-use crate::control::{admin_socket, load, stop_load, write_file};
+use crate::control::{admin_socket, load, reload_file, stop_load};
 use crate::harness::{Ctx, Launch, Outcome, Proxy, echo_backend, join};
 
 /// The handover test, on every engine: under load (clients with payloads of varied
@@ -81,17 +81,7 @@ pub fn reloads_and_upgrades_under_loadgen(ctx: &Ctx) -> Outcome {
     let rr = loadgen_thread(current.addr, Mode::Rr { size: 64 }, 4);
     let mut retired = Vec::new();
     for i in 1..=20 {
-        let text = files[i % 2].replace("{listen}", &current.addr.to_string());
-        write_file(current.config_path(), &text);
-        let answer = request(
-            &endpoint,
-            None,
-            "POST",
-            "/api/reload",
-            Some(&serde_json::json!({})),
-        )
-        .expect("the admin API answers");
-        assert_eq!(answer.status, 200, "reload {i}: {}", answer.text());
+        reload_file(&current, &endpoint, &files[i % 2]);
         if i % 7 == 0 {
             let next = current.successor(ctx, &launch, &socket, (i / 7) as u32);
             retired.push(std::mem::replace(&mut current, next));
