@@ -13,6 +13,15 @@ use ringlb_tools::loadgen::{self, LoadConfig, Mode, Report};
 use crate::control::{admin_socket, load, reload_file, stop_load};
 use crate::harness::{Ctx, Launch, Outcome, Proxy, echo_backend, join};
 
+/// A file with the admin socket at `socket`, one listener and one pool of one `backend`.
+fn one_backend_file(socket: &std::path::Path, backend: SocketAddr) -> String {
+    format!(
+        "[admin]\nsocket = \"{}\"\n[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n\
+         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{backend}\"\n",
+        socket.display()
+    )
+}
+
 /// The issue's handover test, on every engine: under load (clients with payloads of varied
 /// sizes, request rounds on connections renewed every 20 rounds), the binary is upgraded
 /// twice (`--upgrade-from`): each new process takes the listening sockets over, and the old
@@ -20,12 +29,7 @@ use crate::harness::{Ctx, Launch, Outcome, Proxy, echo_backend, join};
 pub fn binary_upgrade_under_load(ctx: &Ctx) -> Outcome {
     let echo = echo_backend();
     let socket = admin_socket(ctx);
-    let file = format!(
-        "[admin]\nsocket = \"{}\"\n[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n\
-         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n",
-        socket.display(),
-        echo.local_addr()
-    );
+    let file = one_backend_file(&socket, echo.local_addr());
     let launch = Launch::file(&file).grace(Duration::from_secs(3));
     let mut current = Proxy::start(ctx, &launch)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -130,12 +134,7 @@ pub fn reloads_and_upgrades_under_loadgen(ctx: &Ctx) -> Outcome {
 pub fn failed_upgrade_leaves_the_old_process_whole(ctx: &Ctx) -> Outcome {
     let echo = echo_backend();
     let socket = admin_socket(ctx);
-    let file = format!(
-        "[admin]\nsocket = \"{}\"\n[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n\
-         [[pool]]\nname = \"web\"\n[[pool.backend]]\naddress = \"{}\"\n",
-        socket.display(),
-        echo.local_addr()
-    );
+    let file = one_backend_file(&socket, echo.local_addr());
     let launch = Launch::file(&file);
     let current = Proxy::start(ctx, &launch)?;
     let bad = current.config_path().with_extension("bad.toml");
