@@ -70,6 +70,7 @@ fn demo_config(
         pool: 0,
         mode: options.mode,
         backlog: defaults::DEFAULT_BACKLOG,
+        admission: None,
     }];
     let tuning = Tuning {
         ring_entries: defaults::DEFAULT_RING_ENTRIES,
@@ -100,6 +101,7 @@ fn demo_config(
             slow_start: defaults::DEFAULT_SLOW_START,
             max_fails: defaults::DEFAULT_MAX_FAILS,
             fail_timeout: defaults::DEFAULT_FAIL_TIMEOUT,
+            queue: Default::default(),
         }],
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,
@@ -155,6 +157,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
             name: (*name).into(),
             addr: handle.local_addr(),
             weight: 1,
+            max_connections: None,
         })
         .collect();
     let config = demo_config(&options, listen, infos)?;

@@ -22,6 +22,7 @@ fn backend(i: usize, weight: u32) -> BackendInfo {
         )
             .into(),
         weight,
+        max_connections: None,
     }
 }
 

@@ -168,6 +168,7 @@ address = "10.0.0.2:443"
             pool: 1,
             mode: Mode::Splice,
             backlog: 128,
+            admission: None,
         }],
         pools: vec![
             Pool {
@@ -177,12 +178,14 @@ address = "10.0.0.2:443"
                     name: "10.0.0.1:80".into(),
                     addr: addr("10.0.0.1:80"),
                     weight: 1,
+                    max_connections: None,
                 }],
                 retries: DEFAULT_RETRIES,
                 health: None,
                 slow_start: DEFAULT_SLOW_START,
                 max_fails: DEFAULT_MAX_FAILS,
                 fail_timeout: DEFAULT_FAIL_TIMEOUT,
+                queue: Default::default(),
             },
             Pool {
                 name: "api".into(),
@@ -192,11 +195,13 @@ address = "10.0.0.2:443"
                         name: "east".into(),
                         addr: addr("[2001:db8::1]:443"),
                         weight: 5,
+                        max_connections: None,
                     },
                     ringlb::core::backend::BackendInfo {
                         name: "10.0.0.2:443".into(),
                         addr: addr("10.0.0.2:443"),
                         weight: 1,
+                        max_connections: None,
                     },
                 ],
                 retries: 7,
@@ -204,6 +209,7 @@ address = "10.0.0.2:443"
                 slow_start: DEFAULT_SLOW_START,
                 max_fails: DEFAULT_MAX_FAILS,
                 fail_timeout: DEFAULT_FAIL_TIMEOUT,
+                queue: Default::default(),
             },
         ],
         timeouts: Timeouts {

@@ -139,6 +139,7 @@ fn no_backend_up_closes_every_client_at_once() {
         name: "down".into(),
         addr: (Ipv4Addr::LOCALHOST, 9).into(),
         weight: 1,
+        max_connections: None,
     }];
     let pool = Arc::new(PoolSnapshot::new(
         Algorithm::RoundRobin,
@@ -201,6 +202,7 @@ fn all_blackholed_gives_up_after_every_timeout() {
                 name: format!("b{i}"),
                 addr: (Ipv4Addr::LOCALHOST, 9000 + i).into(),
                 weight: 1,
+                max_connections: None,
             })
             .collect();
         let pool = Arc::new(PoolSnapshot::new(

@@ -89,3 +89,10 @@ pub const DEFAULT_SLOW_START: Duration = Duration::ZERO;
 pub const DEFAULT_MAX_FAILS: u32 = 0;
 /// `fail_timeout`: as nginx's.
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `queue_size`: clients that may wait for a backend slot or an admission token, per pool.
+pub const DEFAULT_QUEUE_SIZE: u32 = 1024;
+/// `queue_timeout`: as HAProxy's `timeout queue` defaults to its connect timeout.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = DEFAULT_CONNECT_TIMEOUT;
+/// `admission_burst` defaults to `admission_rate / DEFAULT_ADMISSION_BURST_DIVISOR` (at
+/// least 1): a tenth of a second's worth of clients at once.
+pub const DEFAULT_ADMISSION_BURST_DIVISOR: u32 = 10;

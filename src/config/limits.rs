@@ -72,3 +72,10 @@ pub const MAX_HEALTH_SEND: usize = 4096;
 pub const MAX_HEALTH_EXPECT: usize = 1024;
 /// Longest `path` of an http check.
 pub const MAX_HEALTH_PATH: usize = 1024;
+/// Largest `queue_size`: each waiting client holds a descriptor and a connection slot.
+pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
+/// Longest `queue_timeout`: a client waiting longer has long given up.
+pub const MAX_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Largest `admission_rate` and `admission_burst`, per second: far above what one machine
+/// accepts.
+pub const MAX_ADMISSION_RATE: u32 = 10_000_000;

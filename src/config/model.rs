@@ -46,6 +46,52 @@ pub struct Listener {
     pub mode: Mode,
     /// listen(2) backlog.
     pub backlog: u32,
+    /// `admission_rate` / `admission_burst`: new clients let through per second, process-wide;
+    /// the rest wait in the pool's queue. `None`: as fast as they come.
+    pub admission: Option<AdmissionRate>,
+}
+
+/// A listener's admission rate: a token bucket of `burst` tokens refilled at `rate` a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdmissionRate {
+    /// `admission_rate`: new connections per second, at least 1.
+    pub rate: u32,
+    /// `admission_burst`: clients let through at once after a quiet spell, at least 1
+    /// (default: a tenth of a second's worth, see `DEFAULT_ADMISSION_BURST_DIVISOR`).
+    pub burst: u32,
+}
+
+/// A pool's waiting queue: where clients wait when every eligible backend is at its
+/// `max_connections`, or when their listener's admission rate holds them back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Queue {
+    /// `queue_size`: most clients waiting, process-wide; 0: none wait (turned away at once).
+    pub size: u32,
+    /// `queue_timeout`: longest wait, after which the client is turned away.
+    pub timeout: Duration,
+    /// `queue_close`: how a client is turned away.
+    pub close: QueueClose,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            size: super::defaults::DEFAULT_QUEUE_SIZE,
+            timeout: super::defaults::DEFAULT_QUEUE_TIMEOUT,
+            close: QueueClose::Reset,
+        }
+    }
+}
+
+/// How the queue turns a client away (`queue_close`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum QueueClose {
+    /// `"reset"`: an RST, at once (the default).
+    #[default]
+    Reset,
+    /// `"fin"`: an orderly close. The kernel still answers with an RST if the client had
+    /// sent bytes that were never read.
+    Fin,
 }
 
 /// A named group of backends and how to choose among them.
@@ -68,6 +114,8 @@ pub struct Pool {
     /// `fail_timeout`: the window of `max_fails`, and how long a backend taken down by them
     /// stays down when the pool has no active checks to bring it back.
     pub fail_timeout: Duration,
+    /// `queue_size`, `queue_timeout`, `queue_close`.
+    pub queue: Queue,
 }
 
 /// `[pool.health]`: how and how often each backend of a pool is checked, off the workers.

@@ -243,6 +243,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             slow_start: recovery.slow_start,
             max_fails: recovery.max_fails,
             fail_timeout: recovery.fail_timeout,
+            queue: crate::config::Queue::default(),
         });
     }
     Ok(pools)
@@ -268,7 +269,15 @@ fn backend(
         // The canonical text, so two spellings of one address get one identity.
         None => (addr.to_string(), b.address.span()),
     };
-    Ok((BackendInfo { name, addr, weight }, name_span))
+    Ok((
+        BackendInfo {
+            name,
+            addr,
+            weight,
+            max_connections: None,
+        },
+        name_span,
+    ))
 }
 
 /// A backend added while running (the admin API's `add POOL SPEC`): `spec` is a `--backend`
@@ -371,6 +380,7 @@ fn listeners(
                 &at("backlog"),
                 src,
             )?,
+            admission: None,
         });
     }
     Ok(listeners)

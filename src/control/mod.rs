@@ -109,6 +109,7 @@ impl Pool {
                 name: b.hashed_as.clone(),
                 addr: b.addr,
                 weight: b.balancing_weight(),
+                max_connections: None,
             })
             .collect();
         let states = self.backends.iter().map(Backend::core_state).collect();

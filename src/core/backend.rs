@@ -45,4 +45,7 @@ pub struct BackendInfo {
     pub addr: SocketAddr,
     /// Relative weight, at least 1.
     pub weight: u32,
+    /// Most connections open to it at once, across every worker (`None`: no limit). Clients
+    /// beyond it wait in the pool's queue.
+    pub max_connections: Option<u32>,
 }

@@ -119,6 +119,12 @@ impl Flow {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// In the waiting queue (every eligible backend was full): nothing is read from the client
+    /// until [`Conn::admit`]; at `deadline` the connection closes, with a reset if `reset`.
+    Waiting {
+        deadline: Instant,
+        reset: bool,
+    },
     Connecting {
         issued: bool,
         deadline: Option<Instant>,
@@ -176,6 +182,56 @@ impl Conn {
         }
     }
 
+    /// A connection accepted at `now` that waits in the queue until [`Conn::admit`], and
+    /// closes for [`CloseReason::QueueTimeout`] (with a reset if `reset`) at `deadline`.
+    pub fn waiting(now: Instant, params: ConnParams, deadline: Instant, reset: bool) -> Self {
+        let mut conn = Conn::new(now, params, &[]);
+        conn.phase = Phase::Waiting { deadline, reset };
+        conn
+    }
+
+    /// A connection accepted at `now` and turned away at once for `reason` (the waiting queue
+    /// is full, or there is none), with a reset if `reset`.
+    pub fn refused(now: Instant, params: ConnParams, reason: CloseReason, reset: bool) -> Self {
+        let mut conn = Conn::new(now, params, &[]);
+        conn.phase = Phase::Closing { reset, reason };
+        conn
+    }
+
+    /// Leave the waiting queue at `now` and try `candidates` in order (the first holds the slot
+    /// the queue granted). False, and nothing changes, unless the connection is waiting.
+    pub fn admit(&mut self, now: Instant, candidates: &[BackendId]) -> bool {
+        if !self.is_waiting() || candidates.is_empty() {
+            return false;
+        }
+        let count = candidates.len().min(MAX_CANDIDATES);
+        self.candidates[..count].copy_from_slice(&candidates[..count]);
+        self.candidate_count = count as u8;
+        self.attempt = 0;
+        self.last_activity = now;
+        self.phase = Phase::Connecting {
+            issued: false,
+            deadline: None,
+        };
+        true
+    }
+
+    /// Go back to the waiting queue, before the connect just handed out is carried out (its
+    /// backend turned out to be full), until `deadline`. False unless that connect was the
+    /// last action.
+    pub fn requeue(&mut self, deadline: Instant, reset: bool) -> bool {
+        if !matches!(self.phase, Phase::Connecting { issued: true, .. }) {
+            return false;
+        }
+        self.phase = Phase::Waiting { deadline, reset };
+        true
+    }
+
+    /// Whether the connection waits in the queue.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. })
+    }
+
     /// The backend of the current (or last) connect attempt; `None` once every candidate failed.
     pub fn backend(&self) -> Option<BackendId> {
         (self.attempt < self.candidate_count).then(|| self.candidates[self.attempt as usize])
@@ -206,7 +262,11 @@ impl Conn {
 
     /// Feed one result from the engine.
     pub fn handle_event(&mut self, now: Instant, event: Event) {
-        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_)) {
+        // A waiting connection has nothing outstanding: no event can be about it.
+        if matches!(
+            self.phase,
+            Phase::Waiting { .. } | Phase::Closing { .. } | Phase::Closed(_)
+        ) {
             return;
         }
         match event {
@@ -319,10 +379,16 @@ impl Conn {
         }
     }
 
-    /// Act on the passing of time: connect, idle and fin timeouts.
+    /// Act on the passing of time: queue, connect, idle and fin timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
         let (limit, reason) = self.inactivity();
         match self.phase {
+            Phase::Waiting { deadline, reset } if now >= deadline => {
+                self.phase = Phase::Closing {
+                    reset,
+                    reason: CloseReason::QueueTimeout,
+                };
+            }
             Phase::Connecting {
                 issued: true,
                 deadline: Some(deadline),
@@ -375,7 +441,9 @@ impl Conn {
                     attempt: u32::from(self.attempt),
                 })
             }
-            Phase::Connecting { issued: true, .. } | Phase::Closed(_) => None,
+            Phase::Waiting { .. } | Phase::Connecting { issued: true, .. } | Phase::Closed(_) => {
+                None
+            }
             Phase::Closing { reset, reason } => {
                 self.phase = Phase::Closed(reason);
                 Some(Action::Close { reset, reason })
@@ -446,6 +514,7 @@ impl Conn {
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
+            Phase::Waiting { deadline, .. } => Some(deadline),
             Phase::Connecting { deadline, .. } => deadline,
             Phase::Established => Some(self.last_activity + self.inactivity().0),
             Phase::Closing { .. } | Phase::Closed(_) => None,

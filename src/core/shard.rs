@@ -335,6 +335,8 @@ impl<Io> Shard<Io> {
                             CloseReason::ClientFailed(_)
                             | CloseReason::BackendFailed(_)
                             | CloseReason::Local => self.stats.closed_failed += 1,
+                            CloseReason::QueueFull => self.stats.closed_queue_full += 1,
+                            CloseReason::QueueTimeout => self.stats.closed_queue_timeout += 1,
                             CloseReason::Done | CloseReason::Aborted => {}
                         }
                         if let Action::Close { reset: true, .. } = action {

@@ -24,6 +24,12 @@ pub struct ShardStats {
     pub stalls: u64,
     /// Sweeps of the timer wheel that dropped the entries of released connections.
     pub timer_sweeps: u64,
+    /// Clients that waited in a queue because every eligible backend was full.
+    pub queued: u64,
+    /// Clients turned away because the queue was full (or there was none).
+    pub closed_queue_full: u64,
+    /// Clients that waited in the queue for its whole `queue_timeout`.
+    pub closed_queue_timeout: u64,
     /// Connections closed with a reset (RST to the peers), by cause.
     pub resets: ResetCounts,
 }
@@ -134,6 +140,9 @@ pub struct ResetCounts {
     pub local: u64,
     /// The shutdown grace period ended with the connection still open.
     pub shutdown: u64,
+    /// Turned away by the waiting queue (full, or waited too long) with `queue_close =
+    /// "reset"`.
+    pub queue: u64,
 }
 
 impl ResetCounts {
@@ -147,6 +156,7 @@ impl ResetCounts {
             CloseReason::BackendFailed(f) if f.peer_reset() => &mut self.backend_reset,
             CloseReason::BackendFailed(_) => &mut self.backend_error,
             CloseReason::Aborted => &mut self.shutdown,
+            CloseReason::QueueFull | CloseReason::QueueTimeout => &mut self.queue,
             // Never closed with a reset.
             CloseReason::Done
             | CloseReason::NoBackend
@@ -164,5 +174,6 @@ impl ResetCounts {
             + self.backend_error
             + self.local
             + self.shutdown
+            + self.queue
     }
 }

@@ -41,7 +41,8 @@ pub struct Termination {
     /// connected); `c` / `s` a timeout on the client / backend side; `K` killed by a stop;
     /// `R` a resource of ringlb's ran out.
     pub by: char,
-    /// `C` while connecting to a backend; `D` once data could flow; `-` after a normal end.
+    /// `Q` while waiting in the queue; `C` while connecting to a backend; `D` once data could
+    /// flow; `-` after a normal end.
     pub at: char,
 }
 
@@ -58,6 +59,8 @@ impl Termination {
             CloseReason::FinTimeout(Side::Backend) => ('s', stage),
             CloseReason::Aborted => ('K', stage),
             CloseReason::Local => ('R', stage),
+            CloseReason::QueueTimeout => ('s', 'Q'),
+            CloseReason::QueueFull => ('R', 'Q'),
         };
         Termination { by, at }
     }
@@ -149,6 +152,8 @@ pub fn reason_name(reason: CloseReason) -> &'static str {
         CloseReason::FinTimeout(Side::Backend) => "server_fin_timeout",
         CloseReason::Aborted => "shutdown",
         CloseReason::Local => "local",
+        CloseReason::QueueFull => "queue_full",
+        CloseReason::QueueTimeout => "queue_timeout",
     }
 }
 

@@ -435,6 +435,9 @@ impl Model {
                     }
                     CloseReason::Aborted => assert!(reset && self.aborted),
                     CloseReason::Local => panic!("closed as Local; the model never fails locally"),
+                    CloseReason::QueueFull | CloseReason::QueueTimeout => {
+                        panic!("closed by a queue; the model never queues")
+                    }
                     CloseReason::IdleTimeout => {
                         assert!(!reset && self.established);
                         assert!(self.now >= self.last_activity + self.params.idle_timeout);

@@ -88,6 +88,7 @@ impl Sim {
                 name: format!("b{i}"),
                 addr: (Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80).into(),
                 weight: rng.range(1, 3) as u32,
+                max_connections: None,
             })
             .collect();
         let pool = Arc::new(PoolSnapshot::new(

@@ -281,6 +281,9 @@ impl Sim {
             }
             CloseReason::Aborted => assert!(reset && self.conns[c].aborted),
             CloseReason::Local => panic!("closed as Local; this engine never fails locally"),
+            CloseReason::QueueFull | CloseReason::QueueTimeout => {
+                panic!("closed by a queue; the simulation sets no limits")
+            }
             CloseReason::IdleTimeout | CloseReason::FinTimeout(_) => {
                 let conn = &self.conns[c];
                 assert!(!reset);

@@ -353,6 +353,7 @@ mod tests {
                 name: (*name).to_owned(),
                 addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
                 weight: 1,
+                max_connections: None,
             })
             .collect()
     }
@@ -499,6 +500,7 @@ mod tests {
                 name: format!("b{i}"),
                 addr: ([127, 0, 0, 1], 9000).into(),
                 weight: 1,
+                max_connections: None,
             })
             .collect();
         pool[0].weight = u32::from(u16::MAX);

@@ -78,6 +78,7 @@ mod tests {
                 name: format!("b{i}"),
                 addr: ([10, 0, 0, i as u8], 80).into(),
                 weight,
+                max_connections: None,
             })
             .collect();
         PoolSnapshot::new(Algorithm::RoundRobin, backends, Vec::new())

@@ -142,6 +142,10 @@ pub enum CloseReason {
     Aborted,
     /// The engine could not carry the connection on (see [`Failure::Local`]).
     Local,
+    /// Every eligible backend was full and the waiting queue was full too (or there is none).
+    QueueFull,
+    /// The connection waited in the queue for its pool's `queue_timeout`.
+    QueueTimeout,
 }
 
 impl CloseReason {

@@ -23,6 +23,7 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
             name: "a".into(),
             addr: "127.0.0.1:1".parse().expect("literal address"),
             weight: 1,
+            max_connections: None,
         }],
         vec![BackendState::Up],
     ));
@@ -263,6 +264,7 @@ fn counters_keep_their_ids_when_the_control_side_appends_a_backend() {
         name: "b".into(),
         addr: "127.0.0.1:2".parse().expect("literal"),
         weight: 1,
+        max_connections: None,
     });
     shard.update_pool(
         0,
