@@ -374,6 +374,7 @@ fn reports_from_every_worker_are_summed() {
                 active: n,
                 accepted: 5 * n,
                 refused: n,
+                ..Default::default()
             }],
             connections: n,
             loop_turns: 1000 * n,

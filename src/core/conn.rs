@@ -199,10 +199,19 @@ impl Conn {
     }
 
     /// Leave the waiting queue at `now` and try `candidates` in order (the first holds the slot
-    /// the queue granted). False, and nothing changes, unless the connection is waiting.
+    /// the queue granted); with none (every backend went down meanwhile), close for
+    /// [`CloseReason::NoBackend`]. False, and nothing changes, unless the connection is
+    /// waiting.
     pub fn admit(&mut self, now: Instant, candidates: &[BackendId]) -> bool {
-        if !self.is_waiting() || candidates.is_empty() {
+        if !self.is_waiting() {
             return false;
+        }
+        if candidates.is_empty() {
+            self.phase = Phase::Closing {
+                reset: false,
+                reason: CloseReason::NoBackend,
+            };
+            return true;
         }
         let count = candidates.len().min(MAX_CANDIDATES);
         self.candidates[..count].copy_from_slice(&candidates[..count]);
@@ -216,14 +225,15 @@ impl Conn {
         true
     }
 
-    /// Go back to the waiting queue, before the connect just handed out is carried out (its
-    /// backend turned out to be full), until `deadline`. False unless that connect was the
-    /// last action.
-    pub fn requeue(&mut self, deadline: Instant, reset: bool) -> bool {
+    /// Pass over the backend of the connect just handed out, before it is carried out (it
+    /// turned out to be at its connection limit), to the next candidate; with none left, close
+    /// for [`CloseReason::NoBackend`]. False, and nothing changes, unless a connect was the last
+    /// action.
+    pub fn skip_candidate(&mut self) -> bool {
         if !matches!(self.phase, Phase::Connecting { issued: true, .. }) {
             return false;
         }
-        self.phase = Phase::Waiting { deadline, reset };
+        self.next_candidate();
         true
     }
 

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod capacity;
 pub mod conn;
 pub mod health;
 pub mod shard;

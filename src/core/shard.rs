@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::balance::{Balancer, PoolSnapshot};
+use super::capacity::{Bucket, Capacity, Grant, QueuePolicy, RatePolicy, Room, Slot};
 use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
 use super::slot::{Slab, SlotKey};
 pub use super::stats::{BackendCounters, ListenerCounters, ResetCounts, ShardStats};
@@ -32,6 +33,7 @@ use record::Trail;
 
 mod counters;
 mod record;
+mod waiting;
 
 /// Engines check timers at least every 100 ms. A longer gap between two checks means the
 /// worker did not run (stopped by SIGSTOP, descheduled on an overloaded machine, a VM paused).
@@ -54,6 +56,10 @@ pub struct ListenerPolicy {
     pub params: ConnParams,
     /// Backends tried per connection: 1 + retries.
     pub candidates: usize,
+    /// Its pool's waiting queue.
+    pub queue: QueuePolicy,
+    /// Its admission rate, if it has one.
+    pub admission: Option<RatePolicy>,
 }
 
 /// Why [`Shard::accept`] turned a client away.
@@ -71,6 +77,11 @@ struct Entry<Io> {
     pool: usize,
     /// The backend whose active count this connection holds.
     counted: Option<BackendId>,
+    /// The backend whose slot of the pool's shared capacity this connection holds (a backend
+    /// with `max_connections`), given back at release.
+    slot: Option<BackendId>,
+    /// Its ticket while it waits in the pool's queue.
+    ticket: Option<u64>,
     /// The deadline registered in the wheel, if any.
     timer: Option<Instant>,
     in_ready: bool,
@@ -101,6 +112,18 @@ pub struct Shard<Io> {
     last_check: Instant,
     /// Timers are held until then after a stall (see [`RESUME_GRACE`]).
     held_until: Option<Instant>,
+    /// The latest time the engine gave (for what happens where no time is passed in).
+    clock: Instant,
+    /// Slots, queues and rates shared with the other workers.
+    capacity: Arc<Capacity>,
+    /// Each pool's room in `capacity`, by pool index.
+    rooms: Vec<Arc<Room>>,
+    /// Each listener's bucket, for those with an admission rate.
+    buckets: Vec<Option<Arc<Bucket>>>,
+    /// By pool: this shard's clients waiting in its queue.
+    waiting: Vec<usize>,
+    /// Grants made and not yet applied or posted.
+    grants: Vec<Grant>,
 }
 
 impl<Io> std::fmt::Debug for Shard<Io> {
@@ -125,6 +148,7 @@ impl<Io> Shard<Io> {
         worker: usize,
     ) -> Self {
         let counters = Counters::new(pools.iter().map(|p| p.len()), listeners.len());
+        let pool_count = pools.len();
         let balancers = pools
             .into_iter()
             .enumerate()
@@ -145,7 +169,14 @@ impl<Io> Shard<Io> {
             guard_stalls: false,
             last_check: now,
             held_until: None,
+            clock: now,
+            capacity: Capacity::local(),
+            rooms: Vec::new(),
+            buckets: Vec::new(),
+            waiting: vec![0; pool_count],
+            grants: Vec::new(),
         }
+        .with_capacity(Capacity::local())
     }
 
     /// Whether picks for `listener`'s clients depend on the client's address (its pool hashes
@@ -195,6 +226,7 @@ impl<Io> Shard<Io> {
         client: SocketAddr,
         io: Io,
     ) -> Result<SlotKey, (Refused, Io)> {
+        self.clock = now;
         let Some(policy) = self.listeners.get(listener).copied() else {
             return Err((Refused::UnknownListener, io));
         };
@@ -202,6 +234,9 @@ impl<Io> Shard<Io> {
             self.stats.refused += 1;
             self.counters.refused(listener);
             return Err((Refused::Full, io));
+        }
+        if self.gated(listener, &policy) {
+            return Ok(self.accept_gated(now, listener, &policy, client, io));
         }
         // A missing pool is a configuration bug caught by validation; treat it as "no backend".
         let pick = self
@@ -215,6 +250,8 @@ impl<Io> Shard<Io> {
             listener,
             pool: policy.pool,
             counted: None,
+            slot: None,
+            ticket: None,
             timer: None,
             in_ready: true,
             trail: Trail::new(client, now),
@@ -229,11 +266,13 @@ impl<Io> Shard<Io> {
     /// Feed one result for connection `key`. Returns false (and counts it) when the key is
     /// stale: the connection it named is gone, and the event must not touch its successor.
     pub fn handle_event(&mut self, now: Instant, key: SlotKey, event: Event) -> bool {
+        self.clock = now;
         let Some(entry) = self.conns.get_mut(key) else {
             self.stats.stale_events += 1;
             return false;
         };
         entry.trail.touched = now;
+        let mut freed = None;
         match event {
             Event::Connected => {
                 entry.trail.connected = Some(now);
@@ -248,6 +287,7 @@ impl<Io> Shard<Io> {
                     self.balancers[entry.pool].connection_closed(backend);
                     self.counters.connect_failed(entry.pool, backend);
                 }
+                freed = entry.slot.take().map(|backend| (entry.pool, backend));
             }
             Event::SpliceUnavailable { .. } => self.stats.copy_fallbacks += 1,
             Event::Sent { dir, bytes } => {
@@ -272,6 +312,9 @@ impl<Io> Shard<Io> {
             entry.in_ready = true;
             self.ready.push(key);
         }
+        if let Some((pool, backend)) = freed {
+            self.give_back(pool, backend);
+        }
         true
     }
 
@@ -289,6 +332,8 @@ impl<Io> Shard<Io> {
             }
             self.held_until = None;
         }
+        self.clock = now;
+        self.dispatch_due(now);
         self.wheel.expire(now, &mut self.fired);
         for key in self.fired.drain(..) {
             // A timer of a connection that is gone is simply dropped.
@@ -313,8 +358,27 @@ impl<Io> Shard<Io> {
                 continue;
             };
             if let Some(action) = entry.conn.poll_action() {
+                let mut freed = None;
                 match action {
                     Action::Connect { backend, .. } => {
+                        let pool = entry.pool;
+                        let snapshot = self.balancers[pool].snapshot();
+                        if snapshot.limited() && entry.slot != Some(backend) {
+                            // A retry, or a connect timed out in the core: the slot moves.
+                            freed = entry.slot.take().map(|old| (pool, old));
+                            match self.rooms[pool].try_take(snapshot, backend) {
+                                Slot::Taken => entry.slot = Some(backend),
+                                Slot::Unlimited => {}
+                                Slot::Full => {
+                                    // Its limit is reached: on to the next candidate.
+                                    entry.conn.skip_candidate();
+                                    if let Some((pool, old)) = freed {
+                                        self.give_back(pool, old);
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
                         let balancer = &mut self.balancers[entry.pool];
                         if let Some(previous) = entry.counted.replace(backend) {
                             balancer.connection_closed(previous);
@@ -327,6 +391,13 @@ impl<Io> Shard<Io> {
                         if let Some(backend) = entry.counted.take() {
                             self.balancers[entry.pool].connection_closed(backend);
                         }
+                        if let Some(ticket) = entry.ticket.take() {
+                            // Not found: its grant is on the way, and is given back on arrival.
+                            self.rooms[entry.pool].remove(ticket);
+                            if let Some(n) = self.waiting.get_mut(entry.pool) {
+                                *n = n.saturating_sub(1);
+                            }
+                        }
                         self.stats.closed += 1;
                         match reason {
                             CloseReason::NoBackend => self.stats.closed_no_backend += 1,
@@ -335,8 +406,14 @@ impl<Io> Shard<Io> {
                             CloseReason::ClientFailed(_)
                             | CloseReason::BackendFailed(_)
                             | CloseReason::Local => self.stats.closed_failed += 1,
-                            CloseReason::QueueFull => self.stats.closed_queue_full += 1,
-                            CloseReason::QueueTimeout => self.stats.closed_queue_timeout += 1,
+                            CloseReason::QueueFull => {
+                                self.stats.closed_queue_full += 1;
+                                self.counters.turned_away(entry.listener, false);
+                            }
+                            CloseReason::QueueTimeout => {
+                                self.stats.closed_queue_timeout += 1;
+                                self.counters.turned_away(entry.listener, true);
+                            }
                             CloseReason::Done | CloseReason::Aborted => {}
                         }
                         if let Action::Close { reset: true, .. } = action {
@@ -352,6 +429,9 @@ impl<Io> Shard<Io> {
                         }
                     }
                     _ => {}
+                }
+                if let Some((pool, old)) = freed {
+                    self.give_back(pool, old);
                 }
                 return Some((key, action));
             }
@@ -371,7 +451,10 @@ impl<Io> Shard<Io> {
 
     /// When [`Shard::handle_timeouts`] should next run (possibly early, never late).
     pub fn next_timeout(&mut self) -> Option<Instant> {
-        let next = self.wheel.next_expiry();
+        let next = match (self.wheel.next_expiry(), self.retry_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match self.held_until {
             Some(until) => next.map(|at| at.max(until)),
             None => next,
@@ -385,6 +468,15 @@ impl<Io> Shard<Io> {
         let entry = self.conns.remove(key)?;
         if let Some(backend) = entry.counted {
             self.balancers[entry.pool].connection_closed(backend);
+        }
+        if let Some(ticket) = entry.ticket {
+            self.rooms[entry.pool].remove(ticket);
+            if let Some(n) = self.waiting.get_mut(entry.pool) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Some(backend) = entry.slot {
+            self.give_back(entry.pool, backend);
         }
         self.counters.released(entry.listener);
         self.sweep_timers_if_stale();
@@ -495,11 +587,14 @@ impl<Io> Shard<Io> {
             self.counters.add_pool(snapshot.len());
             let balancer = Balancer::for_worker(snapshot, self.worker, pool);
             self.balancers.push(balancer);
+            self.sync_capacity();
             return;
         }
         if let Some(balancer) = self.balancers.get_mut(pool) {
             self.counters.repool(pool, balancer.snapshot(), &snapshot);
             balancer.update(snapshot);
+            // A backend up again, a limit raised: waiting clients may go now.
+            self.dispatch_pool(pool);
         }
     }
 
@@ -511,6 +606,7 @@ impl<Io> Shard<Io> {
     pub fn set_listeners(&mut self, policies: Vec<ListenerPolicy>) {
         self.counters.resize_listeners(policies.len());
         self.listeners = policies;
+        self.sync_capacity();
     }
 
     /// This worker's counters for pool `pool`'s backends, by [`BackendId`] index in its current

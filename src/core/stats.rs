@@ -71,6 +71,11 @@ impl ListenerCounters {
         self.active += other.active;
         self.accepted += other.accepted;
         self.refused += other.refused;
+        self.queued += other.queued;
+        self.admitted += other.admitted;
+        self.queue_full += other.queue_full;
+        self.queue_timeout += other.queue_timeout;
+        self.queue_wait.add(&other.queue_wait);
     }
 }
 
@@ -123,6 +128,16 @@ pub struct ListenerCounters {
     pub accepted: u64,
     /// Clients turned away after accept (a full worker), since the start.
     pub refused: u64,
+    /// Clients that joined the waiting queue.
+    pub queued: u64,
+    /// Clients let out of the queue to a backend.
+    pub admitted: u64,
+    /// Clients turned away because the queue was full (or there was none).
+    pub queue_full: u64,
+    /// Clients turned away after waiting `queue_timeout`.
+    pub queue_timeout: u64,
+    /// How long clients let out of the queue had waited (buckets of [`CONNECT_TIME_BOUNDS_US`]).
+    pub queue_wait: ConnectTimes,
 }
 
 /// Connections a worker closed abortively, by cause.

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, QueueClose};
 use crate::core::backend::BackendState;
 use crate::core::balance::PoolSnapshot;
+use crate::core::capacity::{QueuePolicy, RatePolicy};
 use crate::core::conn::ConnParams;
 use crate::core::shard::ListenerPolicy;
 
@@ -46,6 +47,15 @@ pub fn listener_policies(config: &Config, traits: &EngineTraits) -> Vec<Listener
                 pool: listener.pool,
                 candidates: pool.retries as usize + 1,
                 params: conn_params(config, listener.mode, traits),
+                queue: QueuePolicy {
+                    size: pool.queue.size as usize,
+                    timeout: pool.queue.timeout,
+                    reset: pool.queue.close == QueueClose::Reset,
+                },
+                admission: listener.admission.map(|a| RatePolicy {
+                    rate: a.rate,
+                    burst: a.burst,
+                }),
             }
         })
         .collect()

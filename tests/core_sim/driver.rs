@@ -101,6 +101,8 @@ impl Sim {
             pool: 0,
             params,
             candidates,
+            queue: Default::default(),
+            admission: None,
         };
         let shard = Shard::new(
             t0,

@@ -22,6 +22,8 @@ pub struct PoolSnapshot {
     weights: Vec<u32>,
     /// Backends in state Up, in index order: the only ones that take new connections.
     up: Vec<BackendId>,
+    /// Whether any backend has a `max_connections`.
+    limited: bool,
     /// Sum of the Up backends' weights.
     up_weight: u64,
     /// Maglev table size for this pool (depends on the backend count only, not on states).
@@ -70,6 +72,7 @@ impl PoolSnapshot {
             states,
             up: Vec::new(),
             up_weight: 0,
+            limited: false,
             table_size: next_prime(table_size),
             maglev: None,
         };
@@ -96,6 +99,7 @@ impl PoolSnapshot {
             .map(|(i, _)| BackendId(i as u32))
             .collect();
         self.up_weight = self.up.iter().map(|&id| u64::from(self.weight(id))).sum();
+        self.limited = self.backends.iter().any(|b| b.max_connections.is_some());
     }
 
     /// A new snapshot with one backend's state changed; ids are unchanged. Cheap: the Maglev
@@ -196,6 +200,19 @@ impl PoolSnapshot {
     /// The Maglev table over all backends, for [`Algorithm::SourceHash`] pools that have any.
     pub fn maglev(&self) -> Option<&MaglevTable> {
         self.maglev.as_deref()
+    }
+
+    /// Whether any backend has a connection limit: picks must then take a slot of the pool's
+    /// shared capacity (see `core::capacity`).
+    pub fn limited(&self) -> bool {
+        self.limited
+    }
+
+    /// The connection limit of `id` (`None`: unlimited, or an unknown id).
+    pub fn limit(&self, id: BackendId) -> Option<u32> {
+        self.backends
+            .get(id.index())
+            .and_then(|b| b.max_connections)
     }
 
     /// The weight of `id` (at least 1), 1 for an unknown id.

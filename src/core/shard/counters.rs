@@ -57,6 +57,31 @@ impl Counters {
         }
     }
 
+    pub(super) fn queued(&mut self, listener: usize) {
+        if let Some(l) = self.listener(listener) {
+            l.queued += 1;
+        }
+    }
+
+    pub(super) fn admitted(&mut self, listener: usize, waited: Duration) {
+        if let Some(l) = self.listener(listener) {
+            l.admitted += 1;
+            l.queue_wait
+                .record(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// A client of `listener` turned away by the queue: full (or none), or timed out.
+    pub(super) fn turned_away(&mut self, listener: usize, timed_out: bool) {
+        if let Some(l) = self.listener(listener) {
+            if timed_out {
+                l.queue_timeout += 1;
+            } else {
+                l.queue_full += 1;
+            }
+        }
+    }
+
     pub(super) fn released(&mut self, listener: usize) {
         if let Some(l) = self.listener(listener) {
             l.active = l.active.saturating_sub(1);

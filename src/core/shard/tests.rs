@@ -30,6 +30,8 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
     let policy = ListenerPolicy {
         pool: 0,
         candidates: 1,
+        queue: Default::default(),
+        admission: None,
         params: ConnParams {
             connect_timeout: None,
             idle_timeout,
@@ -241,6 +243,7 @@ fn backend_and_listener_counters_follow_connections_and_bytes() {
             active: 0,
             accepted: 2,
             refused: 0,
+            ..Default::default()
         }
     );
 }

@@ -1,0 +1,345 @@
+//! The shard's side of the capacity every worker shares (see [`crate::core::capacity`]):
+//! clients that must take a backend slot or an admission token, the queue they wait in, and
+//! the grants that let them out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Entry, ListenerPolicy, Shard, Trail};
+use crate::core::backend::BackendId;
+use crate::core::balance::{Algorithm, Pick, PoolSnapshot};
+use crate::core::capacity::{Arrival, Capacity, Eligible, Grant, Slot, WaiterView};
+use crate::core::conn::{CloseReason, Conn, MAX_CANDIDATES};
+use crate::core::slot::SlotKey;
+
+#[cfg(test)]
+mod tests;
+
+impl<Io> Shard<Io> {
+    /// Share `capacity` (slots, queues, rates) with the other workers; by default a shard has
+    /// its own (see [`Capacity::local`]).
+    pub fn with_capacity(mut self, capacity: Arc<Capacity>) -> Self {
+        self.capacity = capacity;
+        self.rooms.clear();
+        self.buckets.clear();
+        self.sync_capacity();
+        self
+    }
+
+    /// Take the rooms of pools and the buckets of listeners this shard does not hold yet (at
+    /// start, and after a reload added some or changed a rate).
+    pub(super) fn sync_capacity(&mut self) {
+        while self.rooms.len() < self.balancers.len() {
+            let room = self.capacity.room(self.rooms.len());
+            self.rooms.push(room);
+        }
+        self.waiting.resize(self.balancers.len(), 0);
+        self.buckets = self
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, policy)| {
+                policy
+                    .admission
+                    .map(|rate| self.capacity.bucket(i, rate.rate, rate.burst))
+            })
+            .collect();
+    }
+
+    /// Whether `listener`'s clients must go through the pool's capacity: a backend has a
+    /// limit, the listener a rate, or clients wait already (who must not be overtaken).
+    pub(super) fn gated(&self, listener: usize, policy: &ListenerPolicy) -> bool {
+        let limited = self
+            .balancers
+            .get(policy.pool)
+            .is_some_and(|b| b.snapshot().limited());
+        limited
+            || self.buckets.get(listener).is_some_and(Option::is_some)
+            || self.rooms.get(policy.pool).is_some_and(|r| !r.is_empty())
+    }
+
+    /// [`Shard::accept`] for a gated listener: a slot and a token now if nobody waits and
+    /// there is room, else a place in the queue, else a close for [`CloseReason::QueueFull`].
+    pub(super) fn accept_gated(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        policy: &ListenerPolicy,
+        client: SocketAddr,
+        io: Io,
+    ) -> SlotKey {
+        let pool = policy.pool;
+        let (Some(balancer), Some(room)) = (self.balancers.get_mut(pool), self.rooms.get(pool))
+        else {
+            return self.insert(
+                now,
+                listener,
+                policy,
+                client,
+                io,
+                Conn::new(now, policy.params, &[]),
+            );
+        };
+        let room = Arc::clone(room);
+        let snapshot = Arc::clone(balancer.snapshot());
+        let Some(pick) = balancer.pick(client.ip(), policy.candidates) else {
+            // No backend is up: closed as before, whoever waits.
+            return self.insert(
+                now,
+                listener,
+                policy,
+                client,
+                io,
+                Conn::new(now, policy.params, &[]),
+            );
+        };
+        let bucket = self.buckets.get(listener).cloned().flatten();
+        if room.is_empty() && bucket.as_ref().is_none_or(|b| b.try_take(now)) {
+            if let Some((candidates, slot)) = take_slot(&room, &snapshot, &pick, policy.candidates)
+            {
+                let conn = Conn::new(now, policy.params, &candidates);
+                let key = self.insert(now, listener, policy, client, io, conn);
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.slot = slot;
+                }
+                return key;
+            }
+            if let Some(bucket) = &bucket {
+                bucket.refund(now);
+            }
+        }
+        let deadline = now + policy.queue.timeout;
+        let conn = Conn::waiting(now, policy.params, deadline, policy.queue.reset);
+        let key = self.insert(now, listener, policy, client, io, conn);
+        let eligible = if snapshot.algorithm() == Algorithm::SourceHash {
+            Eligible::listed(pick.candidates())
+        } else {
+            Eligible::Any
+        };
+        let arrival = Arrival {
+            worker: self.worker,
+            key,
+            listener,
+            client,
+            since: now,
+            eligible,
+            bucket,
+        };
+        match room.enqueue(arrival, policy.queue.size, &snapshot, now, &mut self.grants) {
+            Ok(ticket) => {
+                if let Some(entry) = self.conns.get_mut(key) {
+                    entry.ticket = Some(ticket);
+                }
+                self.waiting[pool] += 1;
+                self.stats.queued += 1;
+                self.counters.queued(listener);
+            }
+            Err(_) => {
+                if let Some(entry) = self.conns.get_mut(key) {
+                    let reason = CloseReason::QueueFull;
+                    entry.conn = Conn::refused(now, policy.params, reason, policy.queue.reset);
+                }
+            }
+        }
+        self.apply_grants(now);
+        key
+    }
+
+    /// Put a new connection in the table, ready for its first action.
+    fn insert(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        policy: &ListenerPolicy,
+        client: SocketAddr,
+        io: Io,
+        conn: Conn,
+    ) -> SlotKey {
+        let key = self.conns.insert(Entry {
+            conn,
+            listener,
+            pool: policy.pool,
+            counted: None,
+            slot: None,
+            ticket: None,
+            timer: None,
+            in_ready: true,
+            trail: Trail::new(client, now),
+            io,
+        });
+        self.ready.push(key);
+        self.stats.accepted += 1;
+        self.counters.accepted(listener);
+        key
+    }
+
+    /// Let a waiting client out of the queue with `grant` (made by this worker or posted by
+    /// another). A grant for a client that is gone, or no longer waiting, gives its slot back.
+    pub fn admit(&mut self, now: Instant, grant: Grant) {
+        self.clock = now;
+        self.grants.push(grant);
+        self.apply_grants(now);
+    }
+
+    fn admit_one(&mut self, now: Instant, grant: Grant) {
+        let waiting = self.conns.get(grant.key).is_some_and(|e| {
+            e.ticket == Some(grant.ticket) && e.pool == grant.pool && e.conn.is_waiting()
+        });
+        if !waiting {
+            if let (Some(backend), true) = (grant.backend, grant.counted) {
+                self.give_back(grant.pool, backend);
+            }
+            return;
+        }
+        let pool = grant.pool;
+        let Some(entry) = self.conns.get_mut(grant.key) else {
+            return;
+        };
+        entry.ticket = None;
+        self.waiting[pool] = self.waiting[pool].saturating_sub(1);
+        let listener = entry.listener;
+        let client = entry.trail.client;
+        let waited = now.saturating_duration_since(entry.trail.accepted);
+        let retries = self.listeners.get(listener).map_or(1, |p| p.candidates);
+        let pick = self.balancers[pool].pick(client.ip(), retries);
+        let mut candidates = [BackendId(0); MAX_CANDIDATES];
+        let mut count = 0;
+        for id in grant
+            .backend
+            .into_iter()
+            .chain(pick.iter().flat_map(|p| p.candidates().iter().copied()))
+        {
+            if count < retries.min(MAX_CANDIDATES) && !candidates[..count].contains(&id) {
+                candidates[count] = id;
+                count += 1;
+            }
+        }
+        let Some(entry) = self.conns.get_mut(grant.key) else {
+            return;
+        };
+        if grant.counted {
+            entry.slot = grant.backend;
+        }
+        entry.conn.admit(now, &candidates[..count]);
+        if !entry.in_ready {
+            entry.in_ready = true;
+            self.ready.push(grant.key);
+        }
+        self.counters.admitted(listener, waited);
+    }
+
+    /// Give back a slot of `backend` in `pool`; waiting clients it lets out are granted.
+    pub(super) fn give_back(&mut self, pool: usize, backend: BackendId) {
+        let now = self.clock;
+        if let (Some(room), Some(balancer)) = (self.rooms.get(pool), self.balancers.get(pool)) {
+            room.release(balancer.snapshot(), backend, now, &mut self.grants);
+        }
+        self.apply_grants(now);
+    }
+
+    /// Apply this worker's grants, post the others', until none is left (a grant for a client
+    /// that is gone gives its slot back, which may grant another).
+    pub(super) fn apply_grants(&mut self, now: Instant) {
+        while !self.grants.is_empty() {
+            for grant in std::mem::take(&mut self.grants) {
+                if grant.worker == self.worker {
+                    self.admit_one(now, grant);
+                } else {
+                    self.capacity.post(grant);
+                }
+            }
+        }
+    }
+
+    /// Walk pool `pool`'s queue if anyone waits (its snapshot changed).
+    pub(super) fn dispatch_pool(&mut self, pool: usize) {
+        let now = self.clock;
+        if let (Some(room), Some(balancer)) = (self.rooms.get(pool), self.balancers.get(pool))
+            && !room.is_empty()
+        {
+            room.dispatch(balancer.snapshot(), now, &mut self.grants);
+        }
+        self.apply_grants(now);
+    }
+
+    /// Walk the queues this shard has clients in whose next token is due at `now`.
+    pub(super) fn dispatch_due(&mut self, now: Instant) {
+        for pool in 0..self.rooms.len() {
+            if self.waiting[pool] == 0 {
+                continue;
+            }
+            let room = &self.rooms[pool];
+            if room.retry_at().is_some_and(|at| at <= now) {
+                room.dispatch(self.balancers[pool].snapshot(), now, &mut self.grants);
+            }
+        }
+        self.apply_grants(now);
+    }
+
+    /// The earliest next token of a queue this shard has clients in.
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        (0..self.rooms.len())
+            .filter(|&pool| self.waiting[pool] > 0)
+            .filter_map(|pool| self.rooms[pool].retry_at())
+            .min()
+    }
+
+    /// This shard's clients waiting now, by pool.
+    pub fn waiting(&self) -> &[usize] {
+        &self.waiting
+    }
+
+    /// The capacity this shard shares.
+    pub fn capacity(&self) -> &Arc<Capacity> {
+        &self.capacity
+    }
+
+    /// Every client waiting in pool `pool`'s queue, from any worker.
+    pub fn queue(&self, pool: usize) -> Vec<WaiterView> {
+        self.rooms.get(pool).map_or_else(Vec::new, |r| r.waiters())
+    }
+}
+
+/// The candidates of `pick` with a slot taken on the first that has room (`Some(backend)`
+/// when it was counted), or, for algorithms other than source hashing, of any Up backend with
+/// room when none of the pick's has; at most `limit` candidates. `None`: no room.
+fn take_slot(
+    room: &crate::core::capacity::Room,
+    snapshot: &PoolSnapshot,
+    pick: &Pick,
+    limit: usize,
+) -> Option<(Vec<BackendId>, Option<BackendId>)> {
+    let mut found = None;
+    for &id in pick.candidates() {
+        match room.try_take(snapshot, id) {
+            Slot::Unlimited => {
+                found = Some((id, None));
+                break;
+            }
+            Slot::Taken => {
+                found = Some((id, Some(id)));
+                break;
+            }
+            Slot::Full => {}
+        }
+    }
+    if found.is_none() && snapshot.algorithm() != Algorithm::SourceHash {
+        for &id in snapshot.up() {
+            if pick.contains(id) {
+                continue;
+            }
+            match room.try_take(snapshot, id) {
+                Slot::Unlimited => found = Some((id, None)),
+                Slot::Taken => found = Some((id, Some(id))),
+                Slot::Full => continue,
+            }
+            break;
+        }
+    }
+    let (first, slot) = found?;
+    let mut candidates = vec![first];
+    candidates.extend(pick.candidates().iter().copied().filter(|&id| id != first));
+    candidates.truncate(limit.clamp(1, MAX_CANDIDATES));
+    Some((candidates, slot))
+}
