@@ -68,11 +68,22 @@ pub struct CtlArgs {
     pub command: CtlSubcommand,
 }
 
+/// The parts `ringlb ctl show` can show on their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowWhat {
+    /// The waiting queues: each client's pool, place in line, address and wait so far.
+    Queue,
+}
+
 /// The `ringlb ctl` commands.
 #[derive(Debug, Subcommand)]
 pub enum CtlSubcommand {
-    /// Listeners, backends (state, weights, connections, bytes) and workers.
+    /// Listeners, backends (state, weights, connections, bytes) and workers; `show queue`:
+    /// every client waiting in a queue, with its place in line and how long it has waited.
     Show {
+        /// What to show instead of the whole picture.
+        #[arg(value_enum)]
+        what: Option<ShowWhat>,
         /// Print the API's JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -137,7 +148,11 @@ impl CtlSubcommand {
     /// The library's form of the command.
     pub fn to_command(&self) -> CtlCommand {
         match self {
-            CtlSubcommand::Show { json } => CtlCommand::Show { json: *json },
+            CtlSubcommand::Show { what: None, json } => CtlCommand::Show { json: *json },
+            CtlSubcommand::Show {
+                what: Some(ShowWhat::Queue),
+                json,
+            } => CtlCommand::ShowQueue { json: *json },
             CtlSubcommand::Set { target, what } => match what {
                 SetWhat::State { state } => CtlCommand::SetState {
                     target: target.clone(),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::client::{Endpoint, request};
-use super::view::Show;
+use super::view::{QueueView, Show};
 use super::{AdminState, ReloadOutcome};
 
 /// What `ringlb ctl` can do.
@@ -16,6 +16,10 @@ use super::{AdminState, ReloadOutcome};
 pub enum CtlCommand {
     /// Listeners, pools, backends and workers; raw JSON with `json`.
     Show {
+        json: bool,
+    },
+    /// Every client waiting in a queue; raw JSON with `json`.
+    ShowQueue {
         json: bool,
     },
     SetState {
@@ -59,6 +63,7 @@ pub fn run(
 ) -> Result<String, String> {
     let (method, path, body) = match command {
         CtlCommand::Show { .. } => ("GET", "/api/show", None),
+        CtlCommand::ShowQueue { .. } => ("GET", "/api/queue", None),
         CtlCommand::Health => ("GET", "/health", None),
         CtlCommand::Reload => ("POST", "/api/reload", Some(json!({}))),
         CtlCommand::SetState { target, state } => {
@@ -92,7 +97,12 @@ pub fn run(
         return Err(format!("{} ({})", answer.reason(), answer.status));
     }
     Ok(match command {
-        CtlCommand::Show { json: true } => answer.text(),
+        CtlCommand::Show { json: true } | CtlCommand::ShowQueue { json: true } => answer.text(),
+        CtlCommand::ShowQueue { json: false } => {
+            let queue: QueueView = serde_json::from_slice(&answer.body)
+                .map_err(|e| format!("bad answer to show queue: {e}"))?;
+            queue_table(&queue)
+        }
         CtlCommand::Show { json: false } => {
             let show: Show = serde_json::from_slice(&answer.body)
                 .map_err(|e| format!("bad answer to show: {e}"))?;
@@ -166,6 +176,28 @@ fn cells<const N: usize>(items: [&dyn std::fmt::Display; N]) -> Vec<String> {
     items.iter().map(|i| i.to_string()).collect()
 }
 
+/// `show queue` as a table: one line per waiting client, by pool, in line order.
+pub fn queue_table(queue: &QueueView) -> String {
+    let mut out = String::new();
+    if queue.waiting.is_empty() {
+        out.push_str("nobody is waiting\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:<40} {:<24} {:>6} {:>10}",
+        "POOL", "POSITION", "CLIENT", "LISTENER", "WORKER", "WAITED"
+    );
+    for w in &queue.waiting {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8} {:<40} {:<24} {:>6} {:>8}ms",
+            w.pool, w.position, w.client, w.listener, w.worker, w.waited_ms
+        );
+    }
+    out
+}
+
 /// `show` as tables: listeners, backends by pool, workers.
 pub fn tables(show: &Show) -> String {
     let mut out = String::new();
@@ -184,6 +216,10 @@ pub fn tables(show: &Show) -> String {
         &"ACTIVE",
         &"ACCEPTED",
         &"REFUSED",
+        &"WAITING",
+        &"QUEUED",
+        &"QUEUE_FULL",
+        &"QUEUE_TIMEOUT",
     ])];
     for l in &show.listeners {
         let enabled = if l.enabled { "yes" } else { "no" };
@@ -195,6 +231,10 @@ pub fn tables(show: &Show) -> String {
             &l.active,
             &l.accepted,
             &l.refused,
+            &l.queue.waiting,
+            &l.queue.queued,
+            &l.queue.full,
+            &l.queue.timeout,
         ]));
     }
     table(&mut out, &rows);
@@ -206,6 +246,7 @@ pub fn tables(show: &Show) -> String {
         &"WEIGHT",
         &"EFFECTIVE",
         &"ACTIVE",
+        &"MAX",
         &"TOTAL",
         &"BYTES_IN",
         &"BYTES_OUT",
@@ -225,6 +266,9 @@ pub fn tables(show: &Show) -> String {
                     Some(why) => format!("{}: {why}", c.status),
                 },
             );
+            let max = b
+                .max_connections
+                .map_or_else(|| "-".to_owned(), |n| n.to_string());
             rows.push(cells([
                 &name,
                 &b.address,
@@ -232,6 +276,7 @@ pub fn tables(show: &Show) -> String {
                 &b.weight,
                 &b.effective_weight,
                 &b.active,
+                &max,
                 &b.connections,
                 &b.bytes_in,
                 &b.bytes_out,

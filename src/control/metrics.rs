@@ -105,19 +105,77 @@ pub fn render(show: &Show) -> String {
         connect_time,
     );
 
+    let max = GaugeFamily::default();
+    let waiting = GaugeFamily::default();
+    for pool in &show.pools {
+        waiting
+            .get_or_create(&vec![("pool", pool.name.clone())])
+            .set(pool.waiting);
+        for b in &pool.backends {
+            if let Some(limit) = b.max_connections {
+                let labels = vec![("pool", pool.name.clone()), ("backend", b.name.clone())];
+                max.get_or_create(&labels).set(u64::from(limit));
+            }
+        }
+    }
+    registry.register(
+        "ringlb_backend_max_connections",
+        "The backend's connection limit, process-wide (backends with one)",
+        max,
+    );
+    registry.register(
+        "ringlb_pool_queue_length",
+        "Clients waiting in the pool's queue now",
+        waiting,
+    );
+
     let current = GaugeFamily::default();
     let accepted = CounterFamily::default();
     let refused = CounterFamily::default();
+    let queue_length = GaugeFamily::default();
+    let queued = CounterFamily::default();
+    let admitted = CounterFamily::default();
+    let mut queue_wait = BucketFamily::default();
     for l in &show.listeners {
         let labels = vec![("listener", l.bind.clone())];
         current.get_or_create(&labels).set(l.active);
         accepted.get_or_create(&labels).inc_by(l.accepted);
-        let labels = vec![
-            ("listener", l.bind.clone()),
-            ("reason", "worker_full".into()),
-        ];
-        refused.get_or_create(&labels).inc_by(l.refused);
+        queue_length.get_or_create(&labels).set(l.queue.waiting);
+        queued.get_or_create(&labels).inc_by(l.queue.queued);
+        admitted.get_or_create(&labels).inc_by(l.queue.admitted);
+        queue_wait
+            .0
+            .push((labels.clone(), Buckets::of(&l.queue.wait)));
+        for (reason, count) in [
+            ("worker_full", l.refused),
+            ("queue_full", l.queue.full),
+            ("queue_timeout", l.queue.timeout),
+        ] {
+            let labels = vec![("listener", l.bind.clone()), ("reason", reason.into())];
+            refused.get_or_create(&labels).inc_by(count);
+        }
     }
+    registry.register(
+        "ringlb_listener_queue_length",
+        "The listener's clients waiting in a queue now",
+        queue_length,
+    );
+    registry.register(
+        "ringlb_listener_queued",
+        "The listener's clients that had to wait in a queue",
+        queued,
+    );
+    registry.register(
+        "ringlb_listener_queue_admitted",
+        "The listener's clients let out of the queue to a backend",
+        admitted,
+    );
+    registry.register_with_unit(
+        "ringlb_listener_queue_wait",
+        "How long clients let out of the queue had waited",
+        Unit::Seconds,
+        queue_wait,
+    );
     registry.register(
         "ringlb_listener_current_sessions",
         "Connections of the listener open now",

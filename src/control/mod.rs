@@ -109,7 +109,7 @@ impl Pool {
                 name: b.hashed_as.clone(),
                 addr: b.addr,
                 weight: b.balancing_weight(),
-                max_connections: None,
+                max_connections: b.max_connections,
             })
             .collect();
         let states = self.backends.iter().map(Backend::core_state).collect();
@@ -174,6 +174,13 @@ impl Control {
             config: Arc::new(config.clone()),
             source: None,
         }
+    }
+
+    /// Every pool's waiting room (limits and queue, shared by the workers), by pool index.
+    pub fn rooms(&self) -> Vec<Arc<crate::core::capacity::Room>> {
+        self.links
+            .first()
+            .map_or_else(Vec::new, |link| link.capacity().rooms())
     }
 
     /// The links to the workers, in worker order.

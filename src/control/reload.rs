@@ -253,6 +253,15 @@ impl Control {
                             .applied
                             .push(format!("{name}/{}: weight {}", entry.name, b.weight));
                     }
+                    if entry.max_connections != b.max_connections {
+                        entry.max_connections = b.max_connections;
+                        let limit = b
+                            .max_connections
+                            .map_or_else(|| "none".to_owned(), |n| n.to_string());
+                        outcome
+                            .applied
+                            .push(format!("{name}/{}: max_connections {limit}", entry.name));
+                    }
                     if entry.life != Life::Serving(AdminState::Ready) {
                         entry.life = Life::Serving(AdminState::Ready);
                         entry.changed = Change::now("set to ready by a reload");
@@ -408,6 +417,7 @@ impl Backend {
             name: info.name.clone(),
             addr: info.addr,
             weight: info.weight,
+            max_connections: info.max_connections,
             life: Life::Serving(AdminState::Ready),
             changed: Change::now(reason),
             hashed_as: info.name.clone(),

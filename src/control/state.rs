@@ -107,6 +107,8 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Most connections at once, process-wide (`None`: no limit).
+    pub max_connections: Option<u32>,
     pub life: Life,
     pub changed: Change,
     /// The name the snapshot gives it: its own, except for a tombstone whose name was taken

@@ -39,6 +39,72 @@ pub struct ListenerView {
     pub accepted: u64,
     /// Clients turned away after accept because their worker was full.
     pub refused: u64,
+    /// Its clients in its pool's waiting queue, now and since the start.
+    #[serde(default)]
+    pub queue: ListenerQueueView,
+}
+
+/// A listener's clients in the waiting queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerQueueView {
+    /// Waiting now.
+    pub waiting: u64,
+    /// Clients that joined the queue.
+    pub queued: u64,
+    /// Clients let out of the queue to a backend.
+    pub admitted: u64,
+    /// Turned away: the queue was full (or there was none).
+    pub full: u64,
+    /// Turned away: waited `queue_timeout`.
+    pub timeout: u64,
+    /// How long admitted clients waited (same buckets as `connect_time`).
+    pub wait: ConnectTimeView,
+}
+
+/// `GET /api/queue`: every client waiting in a queue, oldest first within each pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub waiting: Vec<WaiterEntry>,
+}
+
+/// One waiting client: its number in line and how long it has waited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterEntry {
+    pub pool: String,
+    /// 1 for the next client to go.
+    pub position: usize,
+    pub client: String,
+    /// The listener's bind address.
+    pub listener: String,
+    pub worker: usize,
+    pub waited_ms: u64,
+}
+
+impl QueueView {
+    /// The waiting clients of `control`'s pools.
+    pub fn build(control: &Control) -> QueueView {
+        let now = std::time::Instant::now();
+        let mut waiting = Vec::new();
+        for room in control.rooms() {
+            for w in room.waiters() {
+                let pool = control.pools().get(w.pool).map(|p| p.name.clone());
+                let listener = control
+                    .listeners()
+                    .get(w.listener)
+                    .map(|l| l.bind.to_string());
+                waiting.push(WaiterEntry {
+                    pool: pool.unwrap_or_default(),
+                    position: w.position,
+                    client: w.client.to_string(),
+                    listener: listener.unwrap_or_default(),
+                    worker: w.worker,
+                    waited_ms: u64::try_from(now.saturating_duration_since(w.since).as_millis())
+                        .unwrap_or(u64::MAX),
+                });
+            }
+        }
+        QueueView { waiting }
+    }
 }
 
 /// One pool.
@@ -48,6 +114,9 @@ pub struct PoolView {
     pub algorithm: String,
     /// Its backends, removed ones left out.
     pub backends: Vec<BackendView>,
+    /// Clients in its waiting queue now.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// One backend.
@@ -60,6 +129,9 @@ pub struct BackendView {
     pub weight: u32,
     /// The weight it balances with now: its weight when ready, else 0.
     pub effective_weight: u32,
+    /// Most connections at once, process-wide; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     /// Connections open now.
     pub active: u64,
     /// Connections it was picked for since the start.
@@ -141,6 +213,15 @@ impl Show {
     /// The view of `control` with the counters of `reports`.
     pub fn build(control: &Control, reports: &Reports) -> Show {
         let now = SystemTime::now();
+        let rooms = control.rooms();
+        let mut waiting_by_listener = vec![0u64; control.listeners().len()];
+        for room in &rooms {
+            for w in room.waiters() {
+                if let Some(n) = waiting_by_listener.get_mut(w.listener) {
+                    *n += 1;
+                }
+            }
+        }
         let listeners = control
             .listeners()
             .iter()
@@ -159,6 +240,14 @@ impl Show {
                     active: c.active,
                     accepted: c.accepted,
                     refused: c.refused,
+                    queue: ListenerQueueView {
+                        waiting: waiting_by_listener.get(i).copied().unwrap_or(0),
+                        queued: c.queued,
+                        admitted: c.admitted,
+                        full: c.queue_full,
+                        timeout: c.queue_timeout,
+                        wait: ConnectTimeView::from(&c.queue_wait),
+                    },
                 }
             })
             .collect();
@@ -168,6 +257,7 @@ impl Show {
             .enumerate()
             .filter(|(_, pool)| !pool.retired)
             .map(|(p, pool)| PoolView {
+                waiting: rooms.get(p).map_or(0, |r| r.len() as u64),
                 name: pool.name.clone(),
                 algorithm: algorithm_name(pool.algorithm).to_owned(),
                 backends: pool
@@ -184,6 +274,7 @@ impl Show {
                             state: b.label().to_owned(),
                             weight: b.weight,
                             effective_weight: if takes { b.balancing_weight() } else { 0 },
+                            max_connections: b.max_connections,
                             active: c.active,
                             connections: c.connections,
                             bytes_in: c.bytes_in,

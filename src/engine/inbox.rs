@@ -25,6 +25,7 @@ use socket2::Socket;
 
 use crate::config::Config;
 use crate::core::balance::PoolSnapshot;
+use crate::core::capacity::{Capacity, Grant, Post};
 use crate::core::stats::{BackendCounters, ListenerCounters, ShardStats};
 
 /// What the control side can ask of a worker.
@@ -56,6 +57,9 @@ pub enum Message {
     /// Send duplicates of this worker's open listening sockets, by listener index, for a
     /// binary upgrade to take over (none once stopping: they are about to close).
     Sockets(Sender<Vec<(usize, Socket)>>),
+    /// A client of this worker may leave its pool's waiting queue: another worker freed the
+    /// slot (see `core::capacity`).
+    Admit(Grant),
 }
 
 /// What a worker reports when asked: its own counters, summed by the control side.
@@ -88,6 +92,8 @@ pub struct WorkerLink {
     worker: usize,
     sender: Sender<Message>,
     wake: Arc<OwnedFd>,
+    /// What every worker of the process shares (see [`pairs`]).
+    capacity: Arc<Capacity>,
 }
 
 /// The worker's end of its inbox.
@@ -95,6 +101,25 @@ pub struct WorkerLink {
 pub struct Inbox {
     receiver: Receiver<Message>,
     wake: Arc<OwnedFd>,
+    capacity: Arc<Capacity>,
+}
+
+/// Posts the queue's grants to the workers they are for, as [`Message::Admit`].
+#[derive(Debug)]
+struct Poster {
+    /// By worker: its sender and eventfd.
+    workers: Vec<(Sender<Message>, Arc<OwnedFd>)>,
+}
+
+impl Post for Poster {
+    fn post(&self, grant: Grant) {
+        if let Some((sender, wake)) = self.workers.get(grant.worker) {
+            // A worker that has stopped drops the grant: its slot dies with the process.
+            if sender.send(Message::Admit(grant)).is_ok() {
+                let _ = rustix::io::write(&**wake, &1u64.to_ne_bytes());
+            }
+        }
+    }
 }
 
 /// The worker that a link names has stopped (its inbox is gone).
@@ -102,28 +127,48 @@ pub struct Inbox {
 #[error("worker {0} has stopped")]
 pub struct Stopped(pub usize);
 
-/// A connected pair for worker `worker`.
+/// A connected pair for worker `worker`, alone in its process.
 pub fn pair(worker: usize) -> io::Result<(WorkerLink, Inbox)> {
-    let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
-    let (sender, receiver) = mpsc::channel();
-    Ok((
-        WorkerLink {
+    let (mut links, mut inboxes) = pairs(1)?;
+    let (mut link, mut inbox) = (links.remove(0), inboxes.remove(0));
+    link.worker = worker;
+    // Grants are posted by worker index: this lone worker applies its own directly.
+    let capacity = Capacity::local();
+    link.capacity = Arc::clone(&capacity);
+    inbox.capacity = capacity;
+    Ok((link, inbox))
+}
+
+/// One link and one inbox per worker, in worker order, sharing one [`Capacity`] whose grants
+/// travel through these inboxes.
+pub fn pairs(workers: usize) -> io::Result<(Vec<WorkerLink>, Vec<Inbox>)> {
+    let mut ends = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        let (sender, receiver) = mpsc::channel();
+        ends.push((sender, receiver, wake));
+    }
+    let poster = Poster {
+        workers: ends
+            .iter()
+            .map(|(sender, _, wake)| (sender.clone(), Arc::clone(wake)))
+            .collect(),
+    };
+    let capacity = Arc::new(Capacity::new(Box::new(poster)));
+    let mut links = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    for (worker, (sender, receiver, wake)) in ends.into_iter().enumerate() {
+        links.push(WorkerLink {
             worker,
             sender,
             wake: Arc::clone(&wake),
-        },
-        Inbox { receiver, wake },
-    ))
-}
-
-/// One link and one inbox per worker, in worker order.
-pub fn pairs(workers: usize) -> io::Result<(Vec<WorkerLink>, Vec<Inbox>)> {
-    let mut links = Vec::with_capacity(workers);
-    let mut inboxes = Vec::with_capacity(workers);
-    for worker in 0..workers {
-        let (link, inbox) = pair(worker)?;
-        links.push(link);
-        inboxes.push(inbox);
+            capacity: Arc::clone(&capacity),
+        });
+        inboxes.push(Inbox {
+            receiver,
+            wake,
+            capacity: Arc::clone(&capacity),
+        });
     }
     Ok((links, inboxes))
 }
@@ -132,6 +177,11 @@ impl WorkerLink {
     /// The worker this link reaches.
     pub fn worker(&self) -> usize {
         self.worker
+    }
+
+    /// The capacity (limits, queues, rates) the workers share.
+    pub fn capacity(&self) -> &Arc<Capacity> {
+        &self.capacity
     }
 
     /// Queue `message` and wake the worker.
@@ -147,6 +197,11 @@ impl WorkerLink {
 }
 
 impl Inbox {
+    /// The capacity (limits, queues, rates) this worker shares with the others.
+    pub fn capacity(&self) -> Arc<Capacity> {
+        Arc::clone(&self.capacity)
+    }
+
     /// The eventfd to wait on for readability.
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake.as_fd()

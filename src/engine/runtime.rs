@@ -74,6 +74,8 @@ pub trait Controlled {
     /// The listening sockets this worker accepts on now, by listener index (borrowed; the
     /// runtime duplicates them for [`Message::Sockets`]).
     fn listening(&self) -> Vec<(usize, std::os::fd::BorrowedFd<'_>)>;
+    /// See [`Message::Admit`]: most engines pass it to `Shard::admit`.
+    fn admit(&mut self, grant: crate::core::capacity::Grant);
 }
 
 /// What a worker holds beyond its shard's counters, for its report.
@@ -104,6 +106,7 @@ pub fn apply_inbox(inbox: &Inbox, worker: &mut impl Controlled) -> usize {
             Message::AddListener { listener, socket } => worker.add_listener(listener, socket),
             Message::CloseListener { listener } => worker.close_listener(listener),
             Message::Sockets(reply) => drop(reply.send(duplicates(&worker.listening()))),
+            Message::Admit(grant) => worker.admit(grant),
         }
     }
     applied

@@ -86,7 +86,8 @@ fn messages(inbox: &Inbox) -> (Snapshots, Option<Arc<Config>>) {
             | Message::Report(_)
             | Message::AddListener { .. }
             | Message::CloseListener { .. }
-            | Message::Sockets(_) => {}
+            | Message::Sockets(_)
+            | Message::Admit(_) => {}
         }
     }
     (pools, reconfigured)
@@ -256,7 +257,8 @@ fn a_moved_listener_is_added_with_a_socket_per_worker_and_the_old_one_closed() {
                 Message::Pool { .. }
                 | Message::Accepting { .. }
                 | Message::Report(_)
-                | Message::Sockets(_) => {}
+                | Message::Sockets(_)
+                | Message::Admit(_) => {}
             }
         }
         assert_eq!(

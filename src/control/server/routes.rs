@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tiny_http::{Header, Method, Response};
 
 use super::Context;
-use crate::control::view::Show;
+use crate::control::view::{QueueView, Show};
 use crate::control::{AdminState, ControlError, metrics};
 
 /// An answer: status, content type, headers beyond those two, body.
@@ -147,6 +147,7 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
     match (method, path) {
         (Method::Get, "/" | "/index.html") => stats_page(),
         (Method::Get, "/api/show") => show(context),
+        (Method::Get, "/api/queue") => queue(context),
         (Method::Get, "/metrics") => scrape(context),
         (Method::Get, "/health") => health(context),
         (Method::Post, "/api/backends/state") => set_state(body, context),
@@ -160,6 +161,7 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
             "/"
             | "/index.html"
             | "/api/show"
+            | "/api/queue"
             | "/metrics"
             | "/health"
             | "/api/backends/state"
@@ -185,6 +187,16 @@ fn stats_page() -> Reply {
 fn show(context: &Context) -> Reply {
     let (control, reports) = context.reports();
     let view = Show::build(&control, &reports);
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        headers: &[],
+        body: json_bytes(&view),
+    }
+}
+
+fn queue(context: &Context) -> Reply {
+    let view = QueueView::build(&context.control());
     Reply {
         status: 200,
         content_type: "application/json",

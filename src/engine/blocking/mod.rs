@@ -80,7 +80,8 @@ pub fn run_until(
         // One shard for the whole engine: worker 0.
         0,
     )
-    .guard_stalls();
+    .guard_stalls()
+    .with_capacity(kit.inbox.capacity());
     let shard = kit.logging.fit(shard);
     let shared = Arc::new(Shared::new(
         shard,
@@ -215,6 +216,10 @@ impl Controlled for Supervisor<'_> {
 
     fn reconfigure(&mut self, config: &Config) {
         self.shared.reconfigure(&mut self.logging, config, &TRAITS);
+    }
+
+    fn admit(&mut self, grant: crate::core::capacity::Grant) {
+        self.shared.admit(grant);
     }
 
     fn report(&self) -> WorkerReport {

@@ -201,6 +201,14 @@ impl Shared {
         logging.write(&mut self.lock().shard, now);
     }
 
+    /// Let a waiting client out of the queue (see `Shard::admit`) and carry out what follows.
+    pub fn admit(&self, grant: crate::core::capacity::Grant) {
+        let now = Instant::now();
+        let mut locked = self.lock();
+        locked.shard.admit(now, grant);
+        locked.drive(now);
+    }
+
     /// Fire due timers (idle timeouts) and carry out what follows.
     pub fn tick(&self, now: Instant) {
         let mut locked = self.lock();

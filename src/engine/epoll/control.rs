@@ -51,6 +51,10 @@ impl Controlled for Worker {
         self.shard.update_pool(pool, snapshot);
     }
 
+    fn admit(&mut self, grant: crate::core::capacity::Grant) {
+        self.shard.admit(Instant::now(), grant);
+    }
+
     fn set_accepting(&mut self, listener: usize, on: bool) {
         let Some(slot) = self.listeners.get_mut(listener) else {
             return;

@@ -82,7 +82,8 @@ pub fn run_until(
                 listeners,
                 logging,
             } = kits.take(info.index)?;
-            let shard = logging.fit(shard(&config, &snapshots, info.index));
+            let shard = shard(&config, &snapshots, info.index).with_capacity(inbox.capacity());
+            let shard = logging.fit(shard);
             let worker = setup(
                 &config,
                 shard,

@@ -64,6 +64,10 @@ impl Controlled for Worker {
         self.shard.update_pool(pool, snapshot);
     }
 
+    fn admit(&mut self, grant: crate::core::capacity::Grant) {
+        self.shard.admit(std::time::Instant::now(), grant);
+    }
+
     fn set_accepting(&mut self, listener: usize, on: bool) {
         let Some(listening) = self.listeners.get_mut(listener) else {
             return;

@@ -154,7 +154,8 @@ impl Worker {
             tuning.max_connections as usize,
             info.index,
         )
-        .guard_stalls();
+        .guard_stalls()
+        .with_capacity(kit.inbox.capacity());
         let shard = kit.logging.fit(shard);
         Ok(Worker {
             ring,
