@@ -374,6 +374,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
                 address: from_cli(b.address.clone()),
                 weight: b.weight.map(from_cli),
                 name: b.name.clone().map(from_cli),
+                max_connections: None,
             })
         })
         .collect();
@@ -384,6 +385,8 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             pool: from_cli(QUICK_POOL_NAME.to_owned()),
             mode: None,
             backlog: None,
+            admission_rate: None,
+            admission_burst: None,
         })],
         pools: vec![from_cli(RawPool {
             name: from_cli(QUICK_POOL_NAME.to_owned()),
@@ -394,6 +397,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             slow_start: None,
             max_fails: None,
             fail_timeout: None,
+            queue_size: None,
+            queue_timeout: None,
+            queue_close: None,
         })],
         ..RawConfig::default()
     }
