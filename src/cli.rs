@@ -87,11 +87,12 @@ pub enum CtlSubcommand {
         #[command(subcommand)]
         what: SetWhat,
     },
-    /// Add a backend to a pool, ready: SPEC as for --backend, ADDR[,weight=N][,name=NAME].
+    /// Add a backend to a pool, ready: SPEC as for --backend,
+    /// ADDR[,weight=N][,name=NAME][,max_connections=N].
     Add {
         /// The pool (the quick form's is called backends).
         pool: String,
-        /// ADDR[,weight=N][,name=NAME].
+        /// ADDR[,weight=N][,name=NAME][,max_connections=N].
         spec: String,
     },
     /// Remove a backend: it drains, and is forgotten once its connections have ended.
@@ -184,8 +185,9 @@ pub struct RunArgs {
         requires = "backend"
     )]
     pub listen: Option<String>,
-    /// Quick form: a backend, ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3,name=a.
-    /// Repeat for more backends.
+    /// Quick form: a backend, ADDR[,weight=N][,name=NAME][,max_connections=N] such as
+    /// 127.0.0.1:9001,weight=3,name=a. max_connections (1 to 1073741824) caps the connections
+    /// open to it at once; clients beyond it wait in the queue. Repeat for more backends.
     #[arg(long, value_name = "SPEC", requires = "listen")]
     pub backend: Vec<BackendSpec>,
     /// Binary upgrade: take the listening sockets over from the running ringlb whose admin

@@ -862,3 +862,74 @@ fn backend_max_connections_parse_and_are_bounded() {
         );
     }
 }
+
+#[test]
+fn backend_spec_takes_max_connections() {
+    use ringlb::config::quick::SpecError;
+    let spec = |s: &str| s.parse::<BackendSpec>();
+    assert_eq!(
+        spec("127.0.0.1:9001,weight=2,max_connections=100"),
+        Ok(BackendSpec {
+            address: "127.0.0.1:9001".into(),
+            weight: Some(2),
+            name: None,
+            max_connections: Some(100),
+        })
+    );
+    assert_eq!(
+        spec("127.0.0.1:9001, max_connections = 7 ,name=a").map(|s| s.max_connections),
+        Ok(Some(7))
+    );
+    assert_eq!(
+        spec("127.0.0.1:9001,max_connections=x"),
+        Err(SpecError::BadMaxConnections("x".into()))
+    );
+    assert_eq!(
+        spec("127.0.0.1:9001,max_connections=1,max_connections=2"),
+        Err(SpecError::Repeated("max_connections"))
+    );
+    let unknown = spec("127.0.0.1:9001,max_conns=1")
+        .expect_err("unknown key")
+        .to_string();
+    assert!(
+        unknown.contains("weight, name or max_connections"),
+        "{unknown}"
+    );
+
+    // The quick form validates it as a file would.
+    let backends: Vec<BackendSpec> = ["127.0.0.1:9001,max_connections=100", "127.0.0.1:9002"]
+        .iter()
+        .map(|s| s.parse().expect("valid spec"))
+        .collect();
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &Overrides::default(), MASK)
+        .expect("valid");
+    let b = &config.pools[0].backends;
+    assert_eq!(
+        (b[0].max_connections, b[1].max_connections),
+        (Some(100), None)
+    );
+    for bad in ["max_connections=0", "max_connections=1073741825"] {
+        let zero: BackendSpec = format!("127.0.0.1:9001,{bad}").parse().expect("splits");
+        let message = Config::from_quick_with("127.0.0.1:80", &[zero], &Overrides::default(), MASK)
+            .expect_err(bad)
+            .to_string();
+        assert!(
+            message.starts_with(
+                "command line: pool[0].backend[0].max_connections (--backend): must be between \
+                 1 and 1073741824"
+            ),
+            "{message}"
+        );
+    }
+
+    // And so does the admin API's `add POOL SPEC`.
+    let added = backend_from_spec(&spec("127.0.0.1:9003,max_connections=5").expect("splits"))
+        .expect("valid");
+    assert_eq!(added.max_connections, Some(5));
+    let refused = backend_from_spec(&spec("127.0.0.1:9003,max_connections=0").expect("splits"))
+        .expect_err("zero");
+    assert!(
+        refused.starts_with("max_connections: must be between 1 and 1073741824"),
+        "{refused}"
+    );
+}

@@ -11,7 +11,7 @@ pub const QUICK_LISTENER_NAME: &str = "listen";
 /// See [`QUICK_LISTENER_NAME`].
 pub const QUICK_POOL_NAME: &str = "backends";
 
-/// A parsed `--backend` value: `ADDR[,weight=N][,name=NAME]`.
+/// A parsed `--backend` value: `ADDR[,weight=N][,name=NAME][,max_connections=N]`.
 ///
 /// The address is kept as text and checked during validation, like one from a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct BackendSpec {
     pub weight: Option<i64>,
     /// `name=NAME`.
     pub name: Option<String>,
+    /// `max_connections=N`, range-checked during validation.
+    pub max_connections: Option<i64>,
 }
 
 /// Why a `--backend` value could not be split into its parts.
@@ -29,14 +31,15 @@ pub struct BackendSpec {
 pub enum SpecError {
     /// Nothing before the first comma.
     #[error(
-        "missing address; expected ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3"
+        "missing address; expected ADDR[,weight=N][,name=NAME][,max_connections=N] such as \
+         127.0.0.1:9001,weight=3"
     )]
     MissingAddress,
     /// A part after the address that is not `key=value`.
-    #[error("{0:?} is not key=value; expected weight=N or name=NAME")]
+    #[error("{0:?} is not key=value; expected weight=N, name=NAME or max_connections=N")]
     NotKeyValue(String),
-    /// A key other than `weight` and `name`.
-    #[error("unknown key {0:?}; expected weight or name")]
+    /// A key other than `weight`, `name` and `max_connections`.
+    #[error("unknown key {0:?}; expected weight, name or max_connections")]
     UnknownKey(String),
     /// The same key twice.
     #[error("{0} is given twice")]
@@ -44,6 +47,9 @@ pub enum SpecError {
     /// `weight=` not followed by an integer.
     #[error("weight {0:?} is not an integer")]
     BadWeight(String),
+    /// `max_connections=` not followed by an integer.
+    #[error("max_connections {0:?} is not an integer")]
+    BadMaxConnections(String),
     /// `name=` with nothing after it.
     #[error("name must not be empty")]
     EmptyName,
@@ -62,6 +68,7 @@ impl std::str::FromStr for BackendSpec {
             address: address.to_owned(),
             weight: None,
             name: None,
+            max_connections: None,
         };
         for part in parts {
             let (key, value) = part
@@ -77,6 +84,15 @@ impl std::str::FromStr for BackendSpec {
                         .parse()
                         .map_err(|_| SpecError::BadWeight(value.to_owned()))?;
                     out.weight = Some(weight);
+                }
+                "max_connections" => {
+                    if out.max_connections.is_some() {
+                        return Err(SpecError::Repeated("max_connections"));
+                    }
+                    let max = value
+                        .parse()
+                        .map_err(|_| SpecError::BadMaxConnections(value.to_owned()))?;
+                    out.max_connections = Some(max);
                 }
                 "name" => {
                     if out.name.is_some() {
@@ -374,7 +390,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
                 address: from_cli(b.address.clone()),
                 weight: b.weight.map(from_cli),
                 name: b.name.clone().map(from_cli),
-                max_connections: None,
+                max_connections: b.max_connections.map(from_cli),
             })
         })
         .collect();

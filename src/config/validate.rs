@@ -300,11 +300,16 @@ fn backend(
 /// value, checked exactly as the quick form checks one. Uniqueness within the pool is the
 /// caller's to check. The error is the reason alone, such as `weight: must be between …`.
 pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo, String> {
+    // Spans inside the (empty) text rather than `CLI_SPAN`: the request has no flags, and a
+    // command-line span would name one (`max_connections` is also the process-wide flag's).
+    fn at_spec<T>(value: T) -> Spanned<T> {
+        Spanned::new(0..0, value)
+    }
     let raw = RawBackend {
-        address: from_cli(spec.address.clone()),
-        weight: spec.weight.map(from_cli),
-        name: spec.name.clone().map(from_cli),
-        max_connections: None,
+        address: at_spec(spec.address.clone()),
+        weight: spec.weight.map(at_spec),
+        name: spec.name.clone().map(at_spec),
+        max_connections: spec.max_connections.map(at_spec),
     };
     let src = Source {
         origin: "backend spec",
