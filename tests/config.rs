@@ -262,8 +262,11 @@ address = "10.0.0.2:443"
     let summary = config.summary_in(MASK);
     for part in [
         "epoll",
-        "v6 on [::1]:8443",
-        "east: [2001:db8::1]:443 weight 5",
+        "v6 on [::1]:8443 -> pool api (mode splice, backlog 128, admission 200/s burst 40)\n",
+        "east: [2001:db8::1]:443 weight 5, max_connections 500\n",
+        "    10.0.0.2:443 weight 1\n",
+        "    queue: 64 waiting, timeout 250ms, close fin\n",
+        "    queue: 1024 waiting, timeout 2s, close reset\n",
         "1.5m",
     ] {
         // 1.5m is written back as 90s; everything else appears as written.
@@ -932,4 +935,17 @@ fn backend_spec_takes_max_connections() {
         refused.starts_with("max_connections: must be between 1 and 1073741824"),
         "{refused}"
     );
+}
+
+#[test]
+fn summary_shows_an_empty_queue_and_no_admission() {
+    let config = load(&with_keys("", "queue_size = 0\nqueue_close = \"fin\"", "")).expect("valid");
+    let summary = config.summary_in(MASK);
+    for line in [
+        "  web on 0.0.0.0:8080 -> pool web (mode auto, backlog 4096)\n",
+        "    queue: none (turned away at once, close fin)\n",
+        "    a: 127.0.0.1:9001 weight 1\n",
+    ] {
+        assert!(summary.contains(line), "{line:?} missing from\n{summary}");
+    }
 }
