@@ -949,3 +949,128 @@ fn summary_shows_an_empty_queue_and_no_admission() {
         assert!(summary.contains(line), "{line:?} missing from\n{summary}");
     }
 }
+
+fn load_with(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with(text, "t.toml", overrides, MASK)
+}
+
+#[test]
+fn queue_and_admission_flags_override_the_file() {
+    let text = with_keys(
+        "admission_rate = 100\nadmission_burst = 50",
+        "queue_size = 10\nqueue_timeout = \"1s\"\nqueue_close = \"fin\"",
+        "",
+    );
+    let flags = Overrides {
+        queue_size: Some(20),
+        queue_timeout: Some("5s".into()),
+        admission_rate: Some(1000),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &flags).expect("valid");
+    // Every pool, the one without queue keys too; the file's queue_close stays.
+    assert_eq!(
+        config.pools[0].queue,
+        Queue {
+            size: 20,
+            timeout: Duration::from_secs(5),
+            close: QueueClose::Fin,
+        }
+    );
+    assert_eq!(
+        config.pools[1].queue,
+        Queue {
+            size: 20,
+            timeout: Duration::from_secs(5),
+            close: QueueClose::Reset,
+        }
+    );
+    // The file's burst stays with the flag's rate.
+    assert_eq!(
+        config.listeners[0].admission,
+        Some(AdmissionRate {
+            rate: 1000,
+            burst: 50,
+        })
+    );
+    let flags = Overrides {
+        admission_burst: Some(7),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &flags).expect("valid");
+    assert_eq!(
+        config.listeners[0].admission,
+        Some(AdmissionRate {
+            rate: 100,
+            burst: 7
+        })
+    );
+    // Every listener, in the quick form too.
+    let backends = ["127.0.0.1:9001".parse().expect("spec")];
+    let flags = Overrides {
+        admission_rate: Some(30),
+        queue_size: Some(0),
+        ..Overrides::default()
+    };
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &flags, MASK).expect("valid");
+    assert_eq!(
+        config.listeners[0].admission,
+        Some(AdmissionRate { rate: 30, burst: 3 })
+    );
+    assert_eq!(config.pools[0].queue.size, 0);
+}
+
+#[test]
+fn queue_and_admission_flag_errors_name_the_flag() {
+    for (flags, expected) in [
+        (
+            Overrides {
+                queue_size: Some(-1),
+                ..Overrides::default()
+            },
+            "command line: pool[0].queue_size (--queue-size): must be between 0 and 1048576",
+        ),
+        (
+            Overrides {
+                queue_timeout: Some("2h".into()),
+                ..Overrides::default()
+            },
+            "command line: pool[0].queue_timeout (--queue-timeout): must be at most 1h",
+        ),
+        (
+            Overrides {
+                queue_timeout: Some("0s".into()),
+                ..Overrides::default()
+            },
+            "command line: pool[0].queue_timeout (--queue-timeout): must be longer than zero",
+        ),
+        (
+            Overrides {
+                admission_rate: Some(0),
+                ..Overrides::default()
+            },
+            "command line: listener[0].admission_rate (--admission-rate): must be between 1 \
+             and 10000000",
+        ),
+        (
+            Overrides {
+                admission_rate: Some(10),
+                admission_burst: Some(10_000_001),
+                ..Overrides::default()
+            },
+            "command line: listener[0].admission_burst (--admission-burst): must be between 1 \
+             and 10000000",
+        ),
+        (
+            Overrides {
+                admission_burst: Some(5),
+                ..Overrides::default()
+            },
+            "command line: listener[0].admission_burst (--admission-burst): needs \
+             admission_rate",
+        ),
+    ] {
+        let message = load_with(BASE, &flags).expect_err(expected).to_string();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}

@@ -181,6 +181,14 @@ pub struct Overrides {
     pub rise: Option<i64>,
     /// `--fall`, for every pool.
     pub fall: Option<i64>,
+    /// `--queue-size`, for every pool.
+    pub queue_size: Option<i64>,
+    /// `--queue-timeout`, as written, for every pool.
+    pub queue_timeout: Option<String>,
+    /// `--admission-rate`, for every listener.
+    pub admission_rate: Option<i64>,
+    /// `--admission-burst`, for every listener.
+    pub admission_burst: Option<i64>,
     /// `--connect-timeout`, as written.
     pub connect_timeout: Option<String>,
     /// `--idle-timeout`, as written.
@@ -257,8 +265,15 @@ impl Overrides {
             raw.cpus = Some(from_cli(list));
         }
         for listener in &mut raw.listeners {
+            let listener = listener.get_mut();
             if let Some(mode) = self.mode {
-                listener.get_mut().mode = Some(from_cli(mode));
+                listener.mode = Some(from_cli(mode));
+            }
+            if let Some(rate) = self.admission_rate {
+                listener.admission_rate = Some(from_cli(rate));
+            }
+            if let Some(burst) = self.admission_burst {
+                listener.admission_burst = Some(from_cli(burst));
             }
         }
         for pool in &mut raw.pools {
@@ -269,6 +284,10 @@ impl Overrides {
             if let Some(retries) = self.retries {
                 pool.retries = Some(from_cli(retries));
             }
+            if let Some(size) = self.queue_size {
+                pool.queue_size = Some(from_cli(size));
+            }
+            set_text(&mut pool.queue_timeout, &self.queue_timeout);
             self.apply_health(&mut pool.health);
         }
         if let Some(max) = self.max_connections {
