@@ -1074,3 +1074,50 @@ fn queue_and_admission_flag_errors_name_the_flag() {
         assert!(message.starts_with(expected), "{message}");
     }
 }
+
+/// The example shows the queue keys at their defaults, and its commented-out admission and
+/// backend limit keys validate once uncommented, to the values the comments promise.
+#[test]
+fn the_example_documents_the_queue_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load(&text).expect("examples/ringlb.toml is valid");
+    assert!(config.pools.iter().all(|p| p.queue == Queue::default()));
+    assert!(config.listeners.iter().all(|l| l.admission.is_none()));
+    for line in [
+        "queue_size = 1024\n",
+        "queue_timeout = \"2s\"\n",
+        "queue_close = \"reset\"\n",
+    ] {
+        assert!(text.contains(&format!("\n{line}")), "{line:?} not shown");
+    }
+    let mut uncommented = text.clone();
+    for line in [
+        "admission_rate = 1000\n",
+        "admission_burst = 100\n",
+        "max_connections = 100\n",
+    ] {
+        let commented = format!("\n# {line}");
+        assert_eq!(
+            text.matches(&commented).count(),
+            1,
+            "{line:?} once, commented"
+        );
+        uncommented = uncommented.replace(&commented, &format!("\n{line}"));
+    }
+    let config = load(&uncommented).expect("valid once uncommented");
+    assert_eq!(
+        config.listeners[0].admission,
+        Some(AdmissionRate {
+            rate: 1000,
+            burst: 100,
+        })
+    );
+    assert_eq!(config.pools[0].backends[0].max_connections, Some(100));
+    // The burst shown is the default for the rate shown.
+    let text = uncommented.replace("\nadmission_burst = 100\n", "\n");
+    assert_eq!(
+        load(&text).expect("valid").listeners[0].admission,
+        config.listeners[0].admission
+    );
+}
