@@ -98,11 +98,12 @@ pub enum CtlSubcommand {
         #[command(subcommand)]
         what: SetWhat,
     },
-    /// Add a backend to a pool, ready: SPEC as for --backend, ADDR[,weight=N][,name=NAME].
+    /// Add a backend to a pool, ready: SPEC as for --backend,
+    /// ADDR[,weight=N][,name=NAME][,max_connections=N].
     Add {
         /// The pool (the quick form's is called backends).
         pool: String,
-        /// ADDR[,weight=N][,name=NAME].
+        /// ADDR[,weight=N][,name=NAME][,max_connections=N].
         spec: String,
     },
     /// Remove a backend: it drains, and is forgotten once its connections have ended.
@@ -199,8 +200,9 @@ pub struct RunArgs {
         requires = "backend"
     )]
     pub listen: Option<String>,
-    /// Quick form: a backend, ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3,name=a.
-    /// Repeat for more backends.
+    /// Quick form: a backend, ADDR[,weight=N][,name=NAME][,max_connections=N] such as
+    /// 127.0.0.1:9001,weight=3,name=a. max_connections (1 to 1073741824) caps the connections
+    /// open to it at once; clients beyond it wait in the queue. Repeat for more backends.
     #[arg(long, value_name = "SPEC", requires = "listen")]
     pub backend: Vec<BackendSpec>,
     /// Binary upgrade: take the listening sockets over from the running ringlb whose admin
@@ -251,6 +253,24 @@ pub struct OverrideArgs {
     /// (and no [pool.health]) it turns on tcp checks [default: 3].
     #[arg(long, value_name = "N")]
     pub fall: Option<i64>,
+    /// Clients that may wait, for every pool, when every backend is at its max_connections or
+    /// a listener's admission rate holds them back: 0 to 1048576; 0 turns them away at once
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub queue_size: Option<i64>,
+    /// Longest wait in a pool's queue before the client is turned away, for every pool:
+    /// above zero, at most 1h [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub queue_timeout: Option<String>,
+    /// New connections let through per second, for every listener, 1 to 10000000; the rest
+    /// wait in their pool's queue [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub admission_rate: Option<i64>,
+    /// Clients let through at once after a quiet spell, for every listener, 1 to 10000000;
+    /// needs an admission rate (--admission-rate or the file's) [default: a tenth of the
+    /// rate, at least 1].
+    #[arg(long, value_name = "N")]
+    pub admission_burst: Option<i64>,
     /// Limit for one connect attempt, such as 500ms or 2s [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -354,6 +374,10 @@ impl OverrideArgs {
             health_interval: self.health_interval.clone(),
             rise: self.rise,
             fall: self.fall,
+            queue_size: self.queue_size,
+            queue_timeout: self.queue_timeout.clone(),
+            admission_rate: self.admission_rate,
+            admission_burst: self.admission_burst,
             connect_timeout: self.connect_timeout.clone(),
             idle_timeout: self.idle_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),

@@ -59,6 +59,7 @@ fn check_example_prints_the_summary() {
         "listeners (2):",
         "web on 0.0.0.0:8080",
         "a: 127.0.0.1:9001 weight 1",
+        "    queue: 1024 waiting, timeout 2s, close reset",
         "admin: socket /run/ringlb/admin.sock, no tcp",
         "access log: /var/log/ringlb/access.log (text)",
         "configuration is valid",
@@ -117,6 +118,54 @@ fn check_applies_overrides() {
     let out = ringlb(&["check", "--config", &example(), "--connect-timeout", "3"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("command line: timeouts.connect (--connect-timeout)"));
+}
+
+#[test]
+fn check_applies_queue_and_admission_flags() {
+    let out = ringlb(&[
+        "check",
+        "--config",
+        &example(),
+        "--queue-size",
+        "5",
+        "--queue-timeout",
+        "3s",
+        "--admission-rate",
+        "100",
+        "--admission-burst",
+        "20",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("(mode auto, backlog 4096, admission 100/s burst 20)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    queue: 5 waiting, timeout 3s, close"),
+        "{stdout}"
+    );
+    let out = ringlb(&["check", "--config", &example(), "--queue-timeout", "2h"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .contains("command line: pool[0].queue_timeout (--queue-timeout): must be at most 1h"),
+        "{stderr}"
+    );
+    let out = ringlb(&[
+        "run",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2,max_connections=0",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("command line: pool[0].backend[0].max_connections (--backend)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -244,6 +293,10 @@ fn help_lists_subcommands_and_flags() {
         "--keepalive-count",
         "--client-user-timeout",
         "--server-user-timeout",
+        "--queue-size",
+        "--queue-timeout",
+        "--admission-rate",
+        "--admission-burst",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
     }

@@ -189,7 +189,8 @@ fn backend_spec_edge_cases() {
         Ok(BackendSpec {
             address: "127.0.0.1:9001".into(),
             weight: None,
-            name: None
+            name: None,
+            max_connections: None
         })
     );
     assert_eq!(
@@ -197,7 +198,8 @@ fn backend_spec_edge_cases() {
         Ok(BackendSpec {
             address: "[::1]:9001".into(),
             weight: Some(7),
-            name: Some("x".into())
+            name: Some("x".into()),
+            max_connections: None
         })
     );
     assert_eq!(

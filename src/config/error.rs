@@ -184,7 +184,13 @@ fn flag_for(field: &str) -> Option<&'static str> {
         (_, "interval") if field.contains(".health.") => "--health-interval",
         (_, "rise") if field.contains(".health.") => "--rise",
         (_, "fall") if field.contains(".health.") => "--fall",
-        (_, "address" | "weight" | "name") if field.contains("backend") => "--backend",
+        (_, "queue_size") => "--queue-size",
+        (_, "queue_timeout") => "--queue-timeout",
+        (_, "admission_rate") => "--admission-rate",
+        (_, "admission_burst") => "--admission-burst",
+        (_, "address" | "weight" | "name" | "max_connections") if field.contains("backend") => {
+            "--backend"
+        }
         _ => return None,
     })
 }

@@ -11,7 +11,7 @@ pub const QUICK_LISTENER_NAME: &str = "listen";
 /// See [`QUICK_LISTENER_NAME`].
 pub const QUICK_POOL_NAME: &str = "backends";
 
-/// A parsed `--backend` value: `ADDR[,weight=N][,name=NAME]`.
+/// A parsed `--backend` value: `ADDR[,weight=N][,name=NAME][,max_connections=N]`.
 ///
 /// The address is kept as text and checked during validation, like one from a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct BackendSpec {
     pub weight: Option<i64>,
     /// `name=NAME`.
     pub name: Option<String>,
+    /// `max_connections=N`, range-checked during validation.
+    pub max_connections: Option<i64>,
 }
 
 /// Why a `--backend` value could not be split into its parts.
@@ -29,14 +31,15 @@ pub struct BackendSpec {
 pub enum SpecError {
     /// Nothing before the first comma.
     #[error(
-        "missing address; expected ADDR[,weight=N][,name=NAME] such as 127.0.0.1:9001,weight=3"
+        "missing address; expected ADDR[,weight=N][,name=NAME][,max_connections=N] such as \
+         127.0.0.1:9001,weight=3"
     )]
     MissingAddress,
     /// A part after the address that is not `key=value`.
-    #[error("{0:?} is not key=value; expected weight=N or name=NAME")]
+    #[error("{0:?} is not key=value; expected weight=N, name=NAME or max_connections=N")]
     NotKeyValue(String),
-    /// A key other than `weight` and `name`.
-    #[error("unknown key {0:?}; expected weight or name")]
+    /// A key other than `weight`, `name` and `max_connections`.
+    #[error("unknown key {0:?}; expected weight, name or max_connections")]
     UnknownKey(String),
     /// The same key twice.
     #[error("{0} is given twice")]
@@ -44,6 +47,9 @@ pub enum SpecError {
     /// `weight=` not followed by an integer.
     #[error("weight {0:?} is not an integer")]
     BadWeight(String),
+    /// `max_connections=` not followed by an integer.
+    #[error("max_connections {0:?} is not an integer")]
+    BadMaxConnections(String),
     /// `name=` with nothing after it.
     #[error("name must not be empty")]
     EmptyName,
@@ -62,6 +68,7 @@ impl std::str::FromStr for BackendSpec {
             address: address.to_owned(),
             weight: None,
             name: None,
+            max_connections: None,
         };
         for part in parts {
             let (key, value) = part
@@ -77,6 +84,15 @@ impl std::str::FromStr for BackendSpec {
                         .parse()
                         .map_err(|_| SpecError::BadWeight(value.to_owned()))?;
                     out.weight = Some(weight);
+                }
+                "max_connections" => {
+                    if out.max_connections.is_some() {
+                        return Err(SpecError::Repeated("max_connections"));
+                    }
+                    let max = value
+                        .parse()
+                        .map_err(|_| SpecError::BadMaxConnections(value.to_owned()))?;
+                    out.max_connections = Some(max);
                 }
                 "name" => {
                     if out.name.is_some() {
@@ -165,6 +181,14 @@ pub struct Overrides {
     pub rise: Option<i64>,
     /// `--fall`, for every pool.
     pub fall: Option<i64>,
+    /// `--queue-size`, for every pool.
+    pub queue_size: Option<i64>,
+    /// `--queue-timeout`, as written, for every pool.
+    pub queue_timeout: Option<String>,
+    /// `--admission-rate`, for every listener.
+    pub admission_rate: Option<i64>,
+    /// `--admission-burst`, for every listener.
+    pub admission_burst: Option<i64>,
     /// `--connect-timeout`, as written.
     pub connect_timeout: Option<String>,
     /// `--idle-timeout`, as written.
@@ -241,8 +265,15 @@ impl Overrides {
             raw.cpus = Some(from_cli(list));
         }
         for listener in &mut raw.listeners {
+            let listener = listener.get_mut();
             if let Some(mode) = self.mode {
-                listener.get_mut().mode = Some(from_cli(mode));
+                listener.mode = Some(from_cli(mode));
+            }
+            if let Some(rate) = self.admission_rate {
+                listener.admission_rate = Some(from_cli(rate));
+            }
+            if let Some(burst) = self.admission_burst {
+                listener.admission_burst = Some(from_cli(burst));
             }
         }
         for pool in &mut raw.pools {
@@ -253,6 +284,10 @@ impl Overrides {
             if let Some(retries) = self.retries {
                 pool.retries = Some(from_cli(retries));
             }
+            if let Some(size) = self.queue_size {
+                pool.queue_size = Some(from_cli(size));
+            }
+            set_text(&mut pool.queue_timeout, &self.queue_timeout);
             self.apply_health(&mut pool.health);
         }
         if let Some(max) = self.max_connections {
@@ -374,6 +409,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
                 address: from_cli(b.address.clone()),
                 weight: b.weight.map(from_cli),
                 name: b.name.clone().map(from_cli),
+                max_connections: b.max_connections.map(from_cli),
             })
         })
         .collect();
@@ -384,6 +420,8 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             pool: from_cli(QUICK_POOL_NAME.to_owned()),
             mode: None,
             backlog: None,
+            admission_rate: None,
+            admission_burst: None,
         })],
         pools: vec![from_cli(RawPool {
             name: from_cli(QUICK_POOL_NAME.to_owned()),
@@ -394,6 +432,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             slow_start: None,
             max_fails: None,
             fail_timeout: None,
+            queue_size: None,
+            queue_timeout: None,
+            queue_close: None,
         })],
         ..RawConfig::default()
     }

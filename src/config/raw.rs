@@ -184,6 +184,10 @@ pub struct RawListener {
     pub mode: Option<Spanned<ModeName>>,
     /// `backlog`, documented in `examples/ringlb.toml`.
     pub backlog: Option<Spanned<i64>>,
+    /// `admission_rate`, documented in `examples/ringlb.toml`.
+    pub admission_rate: Option<Spanned<i64>>,
+    /// `admission_burst`, documented in `examples/ringlb.toml`; only with `admission_rate`.
+    pub admission_burst: Option<Spanned<i64>>,
 }
 
 /// One `[[pool]]` table.
@@ -207,6 +211,12 @@ pub struct RawPool {
     pub max_fails: Option<Spanned<i64>>,
     /// `fail_timeout`, documented in `examples/ringlb.toml`.
     pub fail_timeout: Option<Spanned<String>>,
+    /// `queue_size`, documented in `examples/ringlb.toml`.
+    pub queue_size: Option<Spanned<i64>>,
+    /// `queue_timeout`, documented in `examples/ringlb.toml`.
+    pub queue_timeout: Option<Spanned<String>>,
+    /// `queue_close`, documented in `examples/ringlb.toml`.
+    pub queue_close: Option<Spanned<QueueCloseName>>,
 }
 
 /// `[pool.health]`: which keys belong to which check is decided during validation, so that
@@ -246,6 +256,16 @@ pub enum CheckName {
     Http,
 }
 
+/// How the queue turns a client away (`queue_close`), as written in TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueCloseName {
+    /// An RST, at once.
+    Reset,
+    /// An orderly close.
+    Fin,
+}
+
 /// One `[[pool.backend]]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +276,8 @@ pub struct RawBackend {
     pub weight: Option<Spanned<i64>>,
     /// Defaults to the address as text.
     pub name: Option<Spanned<String>>,
+    /// `max_connections`, documented in `examples/ringlb.toml`.
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// Engine names as written in TOML and on the command line.

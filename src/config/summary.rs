@@ -7,7 +7,7 @@ use super::duration::format_duration;
 use super::size::format_size;
 use super::{
     AccessLog, Admin, AdminSocket, Check, Config, EngineKind, Health, Keepalive, LimitOrigin,
-    LogFormat, LogTarget, Mode, SocketOptions, StatusMatch, Workers,
+    LogFormat, LogTarget, Mode, Queue, QueueClose, SocketOptions, StatusMatch, Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -150,9 +150,12 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let _ = writeln!(out, "listeners ({}):", config.listeners.len());
     for l in &config.listeners {
         let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
+        let admission = l.admission.map_or(String::new(), |a| {
+            format!(", admission {}/s burst {}", a.rate, a.burst)
+        });
         let _ = writeln!(
             out,
-            "  {} on {} -> pool {pool} (mode {}, backlog {})",
+            "  {} on {} -> pool {pool} (mode {}, backlog {}{admission})",
             l.name,
             l.bind,
             mode_name(l.mode),
@@ -176,11 +179,15 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         );
         let _ = writeln!(out, "    health: {}", health(p.health.as_ref()));
         let _ = writeln!(out, "    recovery: {}", recovery(p));
+        let _ = writeln!(out, "    queue: {}", queue(&p.queue));
         for b in &p.backends {
+            let limit = b
+                .max_connections
+                .map_or(String::new(), |max| format!(", max_connections {max}"));
             if b.name == b.addr.to_string() {
-                let _ = writeln!(out, "    {} weight {}", b.addr, b.weight);
+                let _ = writeln!(out, "    {} weight {}{limit}", b.addr, b.weight);
             } else {
-                let _ = writeln!(out, "    {}: {} weight {}", b.name, b.addr, b.weight);
+                let _ = writeln!(out, "    {}: {} weight {}{limit}", b.name, b.addr, b.weight);
             }
         }
     }
@@ -204,6 +211,22 @@ fn recovery(p: &crate::config::Pool) -> String {
         )
     };
     format!("{slow}, {passive}")
+}
+
+/// `1024 waiting, timeout 2s, close reset`, or `none (turned away at once, close fin)`.
+fn queue(queue: &Queue) -> String {
+    let close = match queue.close {
+        QueueClose::Reset => "reset",
+        QueueClose::Fin => "fin",
+    };
+    if queue.size == 0 {
+        return format!("none (turned away at once, close {close})");
+    }
+    format!(
+        "{} waiting, timeout {}, close {close}",
+        queue.size,
+        format_duration(queue.timeout)
+    )
 }
 
 /// `none`, or `http GET /healthz expect 2xx every 2s timeout 1s rise 2 fall 3 (port 8081)`.

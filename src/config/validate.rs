@@ -21,6 +21,7 @@ use crate::core::balance::Algorithm;
 
 mod health;
 mod operator;
+mod queue;
 mod tuning;
 
 use operator::{access_log, admin};
@@ -231,6 +232,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             .map(|h| health::health(h, &|leaf| format!("pool[{i}].health.{leaf}"), src))
             .transpose()?;
         let recovery = health::recovery(p, &|leaf| at(leaf), src)?;
+        let queue = queue::queue(p, &|leaf| at(leaf), src)?;
         pools.push(Pool {
             name,
             algorithm: p
@@ -243,7 +245,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             slow_start: recovery.slow_start,
             max_fails: recovery.max_fails,
             fail_timeout: recovery.fail_timeout,
-            queue: crate::config::Queue::default(),
+            queue,
         });
     }
     Ok(pools)
@@ -264,6 +266,20 @@ fn backend(
         &at("weight"),
         src,
     )?;
+    let max_connections = b
+        .max_connections
+        .as_ref()
+        .map(|m| {
+            int(
+                Some(m),
+                0u32,
+                1,
+                MAX_PROCESS_CONNECTIONS.into(),
+                &at("max_connections"),
+                src,
+            )
+        })
+        .transpose()?;
     let (name, name_span) = match &b.name {
         Some(n) => (non_empty_name(n, &at("name"), src)?, n.span()),
         // The canonical text, so two spellings of one address get one identity.
@@ -274,7 +290,7 @@ fn backend(
             name,
             addr,
             weight,
-            max_connections: None,
+            max_connections,
         },
         name_span,
     ))
@@ -284,10 +300,16 @@ fn backend(
 /// value, checked exactly as the quick form checks one. Uniqueness within the pool is the
 /// caller's to check. The error is the reason alone, such as `weight: must be between …`.
 pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo, String> {
+    // Spans inside the (empty) text rather than `CLI_SPAN`: the request has no flags, and a
+    // command-line span would name one (`max_connections` is also the process-wide flag's).
+    fn at_spec<T>(value: T) -> Spanned<T> {
+        Spanned::new(0..0, value)
+    }
     let raw = RawBackend {
-        address: from_cli(spec.address.clone()),
-        weight: spec.weight.map(from_cli),
-        name: spec.name.clone().map(from_cli),
+        address: at_spec(spec.address.clone()),
+        weight: spec.weight.map(at_spec),
+        name: spec.name.clone().map(at_spec),
+        max_connections: spec.max_connections.map(at_spec),
     };
     let src = Source {
         origin: "backend spec",
@@ -380,7 +402,7 @@ fn listeners(
                 &at("backlog"),
                 src,
             )?,
-            admission: None,
+            admission: queue::admission(l, &at, src)?,
         });
     }
     Ok(listeners)
