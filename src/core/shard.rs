@@ -99,6 +99,9 @@ pub struct Shard<Io> {
     wheel: TimerWheel,
     /// Connections that may have actions to hand out.
     ready: Vec<SlotKey>,
+    /// Connections just let out of a queue, in that order: polled before `ready`, so that
+    /// their connects start in the order the queue let them out.
+    admitted: std::collections::VecDeque<SlotKey>,
     fired: Vec<SlotKey>,
     max_connections: usize,
     stats: ShardStats,
@@ -163,6 +166,7 @@ impl<Io> Shard<Io> {
             conns: Slab::new(),
             wheel: TimerWheel::new(now),
             ready: Vec::new(),
+            admitted: std::collections::VecDeque::new(),
             fired: Vec::new(),
             max_connections,
             stats: ShardStats::default(),
@@ -179,17 +183,19 @@ impl<Io> Shard<Io> {
         .with_capacity(Capacity::local())
     }
 
-    /// Whether picks for `listener`'s clients depend on the client's address (its pool hashes
-    /// the source): engines look the address up (`getpeername`) only then.
+    /// Whether `listener`'s clients' addresses are needed: picks depend on them (its pool
+    /// hashes the source), records name them, or a client may wait in a queue, where `ringlb
+    /// ctl show queue` names it. Engines look the address up (`getpeername`) only then.
     pub fn needs_peer(&self, listener: usize) -> bool {
+        let Some(policy) = self.listeners.get(listener) else {
+            return self.records.is_some();
+        };
+        let pool = self.balancers.get(policy.pool).map(|b| b.snapshot());
         self.records.is_some()
-            || self
-                .listeners
-                .get(listener)
-                .and_then(|policy| self.balancers.get(policy.pool))
-                .is_some_and(|b| {
-                    b.snapshot().algorithm() == crate::core::balance::Algorithm::SourceHash
-                })
+            || policy.admission.is_some()
+            || pool.is_some_and(|p| {
+                p.algorithm() == crate::core::balance::Algorithm::SourceHash || p.limited()
+            })
     }
 
     /// Keep a [`Finished`] record of every connection (for the access log), to be taken with
@@ -352,9 +358,15 @@ impl<Io> Shard<Io> {
 
     /// The next action for some connection, or `None` when every connection is waiting.
     pub fn poll_action(&mut self) -> Option<(SlotKey, Action)> {
-        while let Some(&key) = self.ready.last() {
+        loop {
+            // Clients let out of a queue first, in the order they were let out; then the rest.
+            let (key, admitted) = match (self.admitted.front(), self.ready.last()) {
+                (Some(&key), _) => (key, true),
+                (None, Some(&key)) => (key, false),
+                (None, None) => return None,
+            };
             let Some(entry) = self.conns.get_mut(key) else {
-                self.ready.pop();
+                self.pop_ready(admitted);
                 continue;
             };
             if let Some(action) = entry.conn.poll_action() {
@@ -435,18 +447,29 @@ impl<Io> Shard<Io> {
                 }
                 return Some((key, action));
             }
-            self.ready.pop();
             entry.in_ready = false;
+            let timer = entry
+                .conn
+                .poll_timeout()
+                .filter(|&deadline| entry.timer.is_none_or(|armed| deadline < armed));
+            if let Some(deadline) = timer {
+                entry.timer = Some(deadline);
+            }
+            self.pop_ready(admitted);
             // Register the deadline only when it moved earlier than the one in the wheel; a later
             // one is found when the earlier entry fires (see timer.rs).
-            if let Some(deadline) = entry.conn.poll_timeout()
-                && entry.timer.is_none_or(|armed| deadline < armed)
-            {
-                entry.timer = Some(deadline);
+            if let Some(deadline) = timer {
                 self.wheel.insert(key, deadline);
             }
         }
-        None
+    }
+
+    fn pop_ready(&mut self, admitted: bool) {
+        if admitted {
+            self.admitted.pop_front();
+        } else {
+            self.ready.pop();
+        }
     }
 
     /// When [`Shard::handle_timeouts`] should next run (possibly early, never late).
@@ -645,6 +668,7 @@ fn finished(listener: usize, pool: usize, trail: &Trail, reason: CloseReason) ->
         pool,
         backend: trail.attempt.map(|(backend, _)| backend),
         accepted: trail.accepted,
+        admitted: trail.admitted,
         connected: trail.connected,
         closed: trail.touched,
         bytes_in: trail.bytes_in,

@@ -17,6 +17,8 @@ pub struct Finished {
     /// The backend connected to, or last tried; `None` when none was picked.
     pub backend: Option<BackendId>,
     pub accepted: Instant,
+    /// When it left the waiting queue (`None`: it never waited, or never got out).
+    pub admitted: Option<Instant>,
     /// When the backend connection was established (`None`: never).
     pub connected: Option<Instant>,
     /// When the event or timeout that closed it was handled.
@@ -29,10 +31,20 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// From accept to established.
+    /// From accept to leaving the waiting queue: `None` for a client that never waited;
+    /// for one turned away by the queue, until it was.
+    pub fn wait(&self) -> Option<Duration> {
+        match (self.admitted, self.reason) {
+            (Some(at), _) => Some(at.saturating_duration_since(self.accepted)),
+            (None, CloseReason::QueueTimeout | CloseReason::QueueFull) => Some(self.total()),
+            (None, _) => None,
+        }
+    }
+
+    /// From accept (or leaving the queue) to established.
     pub fn connect_time(&self) -> Option<Duration> {
-        self.connected
-            .map(|at| at.saturating_duration_since(self.accepted))
+        let from = self.admitted.unwrap_or(self.accepted);
+        self.connected.map(|at| at.saturating_duration_since(from))
     }
 
     /// From accept to close.
@@ -46,6 +58,8 @@ impl Finished {
 pub(super) struct Trail {
     pub client: SocketAddr,
     pub accepted: Instant,
+    /// When it left the waiting queue, if it waited.
+    pub admitted: Option<Instant>,
     /// When the latest event or timeout of this connection was handled: its next action is
     /// decided at that time (the core has no clock of its own).
     pub touched: Instant,
@@ -61,6 +75,7 @@ impl Trail {
         Trail {
             client,
             accepted: now,
+            admitted: None,
             touched: now,
             attempt: None,
             connected: None,

@@ -197,6 +197,8 @@ impl<Io> Shard<Io> {
             return;
         };
         entry.ticket = None;
+        entry.trail.admitted = Some(now);
+        entry.trail.touched = now;
         self.waiting[pool] = self.waiting[pool].saturating_sub(1);
         let listener = entry.listener;
         let client = entry.trail.client;
@@ -224,7 +226,7 @@ impl<Io> Shard<Io> {
         entry.conn.admit(now, &candidates[..count]);
         if !entry.in_ready {
             entry.in_ready = true;
-            self.ready.push(grant.key);
+            self.admitted.push_back(grant.key);
         }
         self.counters.admitted(listener, waited);
     }

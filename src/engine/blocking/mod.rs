@@ -242,19 +242,26 @@ fn wait_inbox(inbox: &Inbox, timeout: Duration) {
 }
 
 impl Supervisor<'_> {
-    /// Fire timers and write the access log every [`TICK`], and apply the inbox's messages as
-    /// they come, until shutdown; then let connections finish for `grace`, abort the rest, and
+    /// Fire timers every [`TICK`] and when the shard's next one is due, write the access log
+    /// every [`TICK`], and apply the inbox's messages as they come, until shutdown; then let connections finish for `grace`, abort the rest, and
     /// wait (bounded) for their threads to leave.
     fn run(&mut self, shutdown: &Shutdown, grace: Duration, inbox: &Inbox) {
         let mut drain = Drain::new(grace);
         let mut next_tick = Instant::now() + TICK;
         let shared = self.shared;
         loop {
-            wait_inbox(inbox, next_tick.saturating_duration_since(Instant::now()));
+            // Timers due before the tick (a queue's next token, a queue timeout) fire on time.
+            let due = shared
+                .next_timeout()
+                .map_or(next_tick, |at| at.min(next_tick));
+            wait_inbox(inbox, due.saturating_duration_since(Instant::now()));
             self.turns += 1;
             runtime::apply_inbox(inbox, self);
             let now = Instant::now();
             if now < next_tick {
+                if now >= due {
+                    shared.tick(now);
+                }
                 continue;
             }
             next_tick = now + TICK;

@@ -216,6 +216,11 @@ impl Shared {
         locked.drive(now);
     }
 
+    /// When the shard's next timer is due.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.lock().shard.next_timeout()
+    }
+
     /// Close every connection now.
     pub fn abort_all(&self) {
         let mut locked = self.lock();

@@ -96,7 +96,7 @@ impl Logging {
                 listener: name(&self.names.listeners, finished.listener),
                 pool: name(&self.names.pools, finished.pool),
                 backend,
-                wait: None,
+                wait: finished.wait(),
                 connect: finished.connect_time(),
                 total: finished.total(),
                 bytes_in: finished.bytes_in,
