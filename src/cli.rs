@@ -73,13 +73,16 @@ pub struct CtlArgs {
 pub enum ShowWhat {
     /// The waiting queues: each client's pool, place in line, address and wait so far.
     Queue,
+    /// The sticky-session tables: each remembered client's backend and idle time.
+    Affinity,
 }
 
 /// The `ringlb ctl` commands.
 #[derive(Debug, Subcommand)]
 pub enum CtlSubcommand {
     /// Listeners, backends (state, weights, connections, bytes) and workers; `show queue`:
-    /// every client waiting in a queue, with its place in line and how long it has waited.
+    /// every client waiting in a queue, with its place in line and how long it has waited;
+    /// `show affinity`: the clients each sticky pool remembers, and their backends.
     Show {
         /// What to show instead of the whole picture.
         #[arg(value_enum)]
@@ -154,6 +157,10 @@ impl CtlSubcommand {
                 what: Some(ShowWhat::Queue),
                 json,
             } => CtlCommand::ShowQueue { json: *json },
+            CtlSubcommand::Show {
+                what: Some(ShowWhat::Affinity),
+                json,
+            } => CtlCommand::ShowAffinity { json: *json },
             CtlSubcommand::Set { target, what } => match what {
                 SetWhat::State { state } => CtlCommand::SetState {
                     target: target.clone(),

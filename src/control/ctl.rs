@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use super::client::{Endpoint, request};
-use super::view::{QueueView, Show};
+use super::view::{AffinityView, QueueView, Show};
 use super::{AdminState, ReloadOutcome};
 
 /// What `ringlb ctl` can do.
@@ -20,6 +20,10 @@ pub enum CtlCommand {
     },
     /// Every client waiting in a queue; raw JSON with `json`.
     ShowQueue {
+        json: bool,
+    },
+    /// The sticky-session tables; raw JSON with `json`.
+    ShowAffinity {
         json: bool,
     },
     SetState {
@@ -64,6 +68,7 @@ pub fn run(
     let (method, path, body) = match command {
         CtlCommand::Show { .. } => ("GET", "/api/show", None),
         CtlCommand::ShowQueue { .. } => ("GET", "/api/queue", None),
+        CtlCommand::ShowAffinity { .. } => ("GET", "/api/affinity", None),
         CtlCommand::Health => ("GET", "/health", None),
         CtlCommand::Reload => ("POST", "/api/reload", Some(json!({}))),
         CtlCommand::SetState { target, state } => {
@@ -97,7 +102,14 @@ pub fn run(
         return Err(format!("{} ({})", answer.reason(), answer.status));
     }
     Ok(match command {
-        CtlCommand::Show { json: true } | CtlCommand::ShowQueue { json: true } => answer.text(),
+        CtlCommand::Show { json: true }
+        | CtlCommand::ShowQueue { json: true }
+        | CtlCommand::ShowAffinity { json: true } => answer.text(),
+        CtlCommand::ShowAffinity { json: false } => {
+            let view: AffinityView = serde_json::from_slice(&answer.body)
+                .map_err(|e| format!("bad answer to show affinity: {e}"))?;
+            affinity_table(&view)
+        }
         CtlCommand::ShowQueue { json: false } => {
             let queue: QueueView = serde_json::from_slice(&answer.body)
                 .map_err(|e| format!("bad answer to show queue: {e}"))?;
@@ -194,6 +206,29 @@ pub fn queue_table(queue: &QueueView) -> String {
             "{:<16} {:>8} {:<40} {:<24} {:>6} {:>8}ms",
             w.pool, w.position, w.client, w.listener, w.worker, w.waited_ms
         );
+    }
+    out
+}
+
+/// `show affinity` as tables: per pool, its counters, then one line per remembered client.
+pub fn affinity_table(view: &AffinityView) -> String {
+    let mut out = String::new();
+    if view.pools.is_empty() {
+        out.push_str("no pool has affinity\n");
+        return out;
+    }
+    for pool in &view.pools {
+        let _ = writeln!(
+            out,
+            "pool {}: {} entries, ttl {} ms, {} hits, {} misses, {} evictions",
+            pool.pool, pool.entries, pool.ttl_ms, pool.hits, pool.misses, pool.evictions
+        );
+        let mut rows = vec![cells([&"CLIENT", &"BACKEND", &"IDLE_MS"])];
+        for c in &pool.clients {
+            rows.push(cells([&c.client, &c.backend, &c.idle_ms]));
+        }
+        table(&mut out, &rows);
+        out.push('\n');
     }
     out
 }

@@ -107,10 +107,19 @@ pub fn render(show: &Show) -> String {
 
     let max = GaugeFamily::default();
     let waiting = GaugeFamily::default();
+    let entries = GaugeFamily::default();
+    let hits = CounterFamily::default();
+    let misses = CounterFamily::default();
+    let evictions = CounterFamily::default();
     for pool in &show.pools {
-        waiting
-            .get_or_create(&vec![("pool", pool.name.clone())])
-            .set(pool.waiting);
+        let labels = vec![("pool", pool.name.clone())];
+        waiting.get_or_create(&labels).set(pool.waiting);
+        if let Some(a) = &pool.affinity {
+            entries.get_or_create(&labels).set(a.entries);
+            hits.get_or_create(&labels).inc_by(a.hits);
+            misses.get_or_create(&labels).inc_by(a.misses);
+            evictions.get_or_create(&labels).inc_by(a.evictions);
+        }
         for b in &pool.backends {
             if let Some(limit) = b.max_connections {
                 let labels = vec![("pool", pool.name.clone()), ("backend", b.name.clone())];
@@ -127,6 +136,26 @@ pub fn render(show: &Show) -> String {
         "ringlb_pool_queue_length",
         "Clients waiting in the pool's queue now",
         waiting,
+    );
+    registry.register(
+        "ringlb_pool_affinity_entries",
+        "Clients the pool's sticky-session table holds",
+        entries,
+    );
+    registry.register(
+        "ringlb_pool_affinity_hits",
+        "Connections sent to the backend their client had",
+        hits,
+    );
+    registry.register(
+        "ringlb_pool_affinity_misses",
+        "Connections whose client had no live entry (new, expired, or its backend down)",
+        misses,
+    );
+    registry.register(
+        "ringlb_pool_affinity_evictions",
+        "Entries dropped from the pool's sticky-session table to make room",
+        evictions,
     );
 
     let current = GaugeFamily::default();

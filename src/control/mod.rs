@@ -183,6 +183,18 @@ impl Control {
             .map_or_else(Vec::new, |link| link.capacity().rooms())
     }
 
+    /// The configuration the workers run with (after reloads).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every pool's sticky-session table, by pool index (`None`: no affinity).
+    pub fn affinities(&self) -> Vec<Option<Arc<crate::core::affinity::Affinity>>> {
+        self.links
+            .first()
+            .map_or_else(Vec::new, |link| link.capacity().affinities())
+    }
+
     /// The links to the workers, in worker order.
     pub fn links(&self) -> &[WorkerLink] {
         &self.links

@@ -61,6 +61,88 @@ pub struct ListenerQueueView {
     pub wait: ConnectTimeView,
 }
 
+/// `GET /api/affinity`: every pool's sticky-session table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffinityView {
+    pub pools: Vec<PoolAffinityView>,
+}
+
+/// One pool's table: its counters and the clients it remembers (at most [`AFFINITY_LISTED`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolAffinityView {
+    pub pool: String,
+    pub ttl_ms: u64,
+    /// Entries held (expired ones included until replaced or evicted).
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    /// Live entries: client address, its backend, and how long since its last connection.
+    pub clients: Vec<StuckEntry>,
+}
+
+/// One remembered client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StuckEntry {
+    pub client: String,
+    pub backend: String,
+    pub idle_ms: u64,
+}
+
+/// Most clients `GET /api/affinity` lists per pool.
+pub const AFFINITY_LISTED: usize = 10_000;
+
+impl AffinityView {
+    /// The tables of `control`'s pools that have sticky sessions.
+    pub fn build(control: &Control) -> AffinityView {
+        let now = std::time::Instant::now();
+        let tables = control.affinities();
+        let pools = control
+            .pools()
+            .iter()
+            .enumerate()
+            .filter(|(_, pool)| !pool.retired)
+            .filter_map(|(p, pool)| {
+                let table = tables.get(p).cloned().flatten()?;
+                let ttl = control
+                    .config()
+                    .pools
+                    .iter()
+                    .find(|c| c.name == pool.name)?
+                    .affinity?
+                    .ttl;
+                let stats = table.stats();
+                let snapshot = pool.snapshot();
+                let clients = table
+                    .entries(now, AFFINITY_LISTED)
+                    .into_iter()
+                    .map(|e| StuckEntry {
+                        client: e.client.to_string(),
+                        backend: snapshot
+                            .backend(e.backend)
+                            .map_or_else(|| format!("#{}", e.backend.0), |b| b.name.clone()),
+                        idle_ms: millis(now.saturating_duration_since(e.last_seen)),
+                    })
+                    .collect();
+                Some(PoolAffinityView {
+                    pool: pool.name.clone(),
+                    ttl_ms: millis(ttl),
+                    entries: stats.entries,
+                    hits: stats.hits,
+                    misses: stats.misses,
+                    evictions: stats.evictions,
+                    clients,
+                })
+            })
+            .collect();
+        AffinityView { pools }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `GET /api/queue`: every client waiting in a queue, oldest first within each pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueView {
@@ -117,6 +199,18 @@ pub struct PoolView {
     /// Clients in its waiting queue now.
     #[serde(default)]
     pub waiting: u64,
+    /// Its sticky-session table's counters, when it has `affinity = "source"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<AffinityCounters>,
+}
+
+/// A sticky-session table's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AffinityCounters {
+    pub entries: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
 }
 
 /// One backend.
@@ -214,6 +308,7 @@ impl Show {
     pub fn build(control: &Control, reports: &Reports) -> Show {
         let now = SystemTime::now();
         let rooms = control.rooms();
+        let tables = control.affinities();
         let mut waiting_by_listener = vec![0u64; control.listeners().len()];
         for room in &rooms {
             for w in room.waiters() {
@@ -258,6 +353,15 @@ impl Show {
             .filter(|(_, pool)| !pool.retired)
             .map(|(p, pool)| PoolView {
                 waiting: rooms.get(p).map_or(0, |r| r.len() as u64),
+                affinity: tables.get(p).cloned().flatten().map(|t| {
+                    let stats = t.stats();
+                    AffinityCounters {
+                        entries: stats.entries,
+                        hits: stats.hits,
+                        misses: stats.misses,
+                        evictions: stats.evictions,
+                    }
+                }),
                 name: pool.name.clone(),
                 algorithm: algorithm_name(pool.algorithm).to_owned(),
                 backends: pool

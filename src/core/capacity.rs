@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use super::affinity::{Affinity, AffinityPolicy};
 use super::backend::BackendId;
 use super::balance::PoolSnapshot;
 use super::conn::MAX_CANDIDATES;
@@ -177,27 +178,57 @@ pub enum Slot {
     Full,
 }
 
-/// Every pool's room and every listener's bucket, shared by all workers and the control side.
+/// Every pool's room and affinity table and every listener's bucket, shared by all workers
+/// and the control side.
 #[derive(Debug)]
 pub struct Capacity {
     rooms: RwLock<Vec<Arc<Room>>>,
     buckets: RwLock<Vec<Arc<Bucket>>>,
+    /// By pool: its sticky-session table, for pools with `affinity = "source"`.
+    affinities: RwLock<Vec<Option<Arc<Affinity>>>>,
     post: Box<dyn Post>,
+    /// Keys the affinity tables' hashing (the core draws no randomness of its own).
+    seed: u64,
 }
 
 impl Capacity {
-    /// Rooms and buckets made on demand; grants to other workers go through `post`.
-    pub fn new(post: Box<dyn Post>) -> Self {
+    /// Rooms, buckets and tables made on demand; grants to other workers go through `post`;
+    /// `seed` keys the affinity tables' hashing (see `core::affinity`).
+    pub fn new(post: Box<dyn Post>, seed: u64) -> Self {
         Capacity {
             rooms: RwLock::new(Vec::new()),
             buckets: RwLock::new(Vec::new()),
+            affinities: RwLock::new(Vec::new()),
             post,
+            seed,
         }
     }
 
     /// For a process of one worker (see [`NoPost`]).
     pub fn local() -> Arc<Self> {
-        Arc::new(Capacity::new(Box::new(NoPost)))
+        Arc::new(Capacity::new(Box::new(NoPost), 0))
+    }
+
+    /// Pool `pool`'s affinity table, made on first use, with `policy` (applied also to one
+    /// that exists: a reload may change it).
+    pub fn affinity(&self, pool: usize, policy: AffinityPolicy) -> Arc<Affinity> {
+        let existing = read(&self.affinities).get(pool).cloned().flatten();
+        let table = existing.unwrap_or_else(|| {
+            let mut tables = write(&self.affinities);
+            if tables.len() <= pool {
+                tables.resize(pool + 1, None);
+            }
+            Arc::clone(
+                tables[pool].get_or_insert_with(|| Arc::new(Affinity::new(policy, self.seed))),
+            )
+        });
+        table.configure(policy);
+        table
+    }
+
+    /// Every pool's affinity table, by pool index (`None`: no affinity, or not used yet).
+    pub fn affinities(&self) -> Vec<Option<Arc<Affinity>>> {
+        read(&self.affinities).clone()
     }
 
     /// Pool `pool`'s room, made (with those before it) on first use. Pool indices are never

@@ -6,6 +6,7 @@
 //! and shared, unchanged, by every engine.
 #![forbid(unsafe_code)]
 
+pub mod affinity;
 pub mod backend;
 pub mod balance;
 pub mod capacity;

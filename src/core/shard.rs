@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::affinity::{Affinity, AffinityPolicy};
 use super::balance::{Balancer, PoolSnapshot};
 use super::capacity::{Bucket, Capacity, Grant, QueuePolicy, RatePolicy, Room, Slot};
 use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
@@ -60,6 +61,8 @@ pub struct ListenerPolicy {
     pub queue: QueuePolicy,
     /// Its admission rate, if it has one.
     pub admission: Option<RatePolicy>,
+    /// Its pool's sticky sessions, if it has them.
+    pub affinity: Option<AffinityPolicy>,
 }
 
 /// Why [`Shard::accept`] turned a client away.
@@ -123,6 +126,8 @@ pub struct Shard<Io> {
     rooms: Vec<Arc<Room>>,
     /// Each listener's bucket, for those with an admission rate.
     buckets: Vec<Option<Arc<Bucket>>>,
+    /// Each listener's pool's affinity table, for pools with sticky sessions.
+    affinities: Vec<Option<Arc<Affinity>>>,
     /// By pool: this shard's clients waiting in its queue.
     waiting: Vec<usize>,
     /// Grants made and not yet applied or posted.
@@ -177,6 +182,7 @@ impl<Io> Shard<Io> {
             capacity: Capacity::local(),
             rooms: Vec::new(),
             buckets: Vec::new(),
+            affinities: Vec::new(),
             waiting: vec![0; pool_count],
             grants: Vec::new(),
         }
@@ -193,6 +199,7 @@ impl<Io> Shard<Io> {
         let pool = self.balancers.get(policy.pool).map(|b| b.snapshot());
         self.records.is_some()
             || policy.admission.is_some()
+            || policy.affinity.is_some()
             || pool.is_some_and(|p| {
                 p.algorithm() == crate::core::balance::Algorithm::SourceHash || p.limited()
             })
@@ -245,10 +252,7 @@ impl<Io> Shard<Io> {
             return Ok(self.accept_gated(now, listener, &policy, client, io));
         }
         // A missing pool is a configuration bug caught by validation; treat it as "no backend".
-        let pick = self
-            .balancers
-            .get_mut(policy.pool)
-            .and_then(|b| b.pick(client.ip(), policy.candidates));
+        let pick = self.pick_for(now, listener, &policy, client);
         let candidates = pick.as_ref().map_or(&[][..], |p| p.candidates());
         let conn = Conn::new(now, policy.params, candidates);
         let key = self.conns.insert(Entry {

@@ -154,7 +154,14 @@ pub fn pairs(workers: usize) -> io::Result<(Vec<WorkerLink>, Vec<Inbox>)> {
             .map(|(sender, _, wake)| (sender.clone(), Arc::clone(wake)))
             .collect(),
     };
-    let capacity = Arc::new(Capacity::new(Box::new(poster)));
+    // A key for the affinity tables' hashing that clients cannot know.
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    let capacity = Arc::new(Capacity::new(Box::new(poster), seed));
     let mut links = Vec::with_capacity(workers);
     let mut inboxes = Vec::with_capacity(workers);
     for (worker, (sender, receiver, wake)) in ends.into_iter().enumerate() {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, Mode, QueueClose};
+use crate::core::affinity::AffinityPolicy;
 use crate::core::backend::BackendState;
 use crate::core::balance::PoolSnapshot;
 use crate::core::capacity::{QueuePolicy, RatePolicy};
@@ -55,6 +56,10 @@ pub fn listener_policies(config: &Config, traits: &EngineTraits) -> Vec<Listener
                 admission: listener.admission.map(|a| RatePolicy {
                     rate: a.rate,
                     burst: a.burst,
+                }),
+                affinity: pool.affinity.map(|a| AffinityPolicy {
+                    ttl: a.ttl,
+                    max_entries: a.max_entries as usize,
                 }),
             }
         })

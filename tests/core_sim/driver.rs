@@ -103,6 +103,7 @@ impl Sim {
             candidates,
             queue: Default::default(),
             admission: None,
+            affinity: None,
         };
         let shard = Shard::new(
             t0,

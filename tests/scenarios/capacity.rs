@@ -156,7 +156,7 @@ fn file(ctx: &Ctx, pool_keys: &str, listener_keys: &str, backends: &[(SocketAddr
     text
 }
 
-fn api(ctx: &Ctx, path: &str) -> serde_json::Value {
+pub fn api(ctx: &Ctx, path: &str) -> serde_json::Value {
     let answer = request(&Endpoint::Unix(admin_socket(ctx)), None, "GET", path, None).expect(path);
     serde_json::from_slice(&answer.body).expect("JSON")
 }

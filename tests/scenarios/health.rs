@@ -23,14 +23,14 @@ const SLACK: Duration = Duration::from_millis(600);
 
 /// A backend that greets with its name, then echoes, until stopped; it can be started again
 /// on the same port.
-struct Greeter {
-    addr: SocketAddr,
+pub struct Greeter {
+    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Greeter {
-    fn start(name: &'static str, addr: SocketAddr) -> Greeter {
+    pub fn start(name: &'static str, addr: SocketAddr) -> Greeter {
         let listener = TcpListener::bind(addr).expect("bind the greeter");
         let addr = listener.local_addr().expect("address");
         listener.set_nonblocking(true).expect("non-blocking");

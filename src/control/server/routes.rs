@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use tiny_http::{Header, Method, Response};
 
 use super::Context;
-use crate::control::view::{QueueView, Show};
+use crate::control::view::{AffinityView, QueueView, Show};
 use crate::control::{AdminState, ControlError, metrics};
 
 /// An answer: status, content type, headers beyond those two, body.
@@ -148,6 +148,7 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
         (Method::Get, "/" | "/index.html") => stats_page(),
         (Method::Get, "/api/show") => show(context),
         (Method::Get, "/api/queue") => queue(context),
+        (Method::Get, "/api/affinity") => affinity(context),
         (Method::Get, "/metrics") => scrape(context),
         (Method::Get, "/health") => health(context),
         (Method::Post, "/api/backends/state") => set_state(body, context),
@@ -162,6 +163,7 @@ pub(super) fn route(method: &Method, url: &str, body: &[u8], context: &Context) 
             | "/index.html"
             | "/api/show"
             | "/api/queue"
+            | "/api/affinity"
             | "/metrics"
             | "/health"
             | "/api/backends/state"
@@ -197,6 +199,16 @@ fn show(context: &Context) -> Reply {
 
 fn queue(context: &Context) -> Reply {
     let view = QueueView::build(&context.control());
+    Reply {
+        status: 200,
+        content_type: "application/json",
+        headers: &[],
+        body: json_bytes(&view),
+    }
+}
+
+fn affinity(context: &Context) -> Reply {
+    let view = AffinityView::build(&context.control());
     Reply {
         status: 200,
         content_type: "application/json",

@@ -32,6 +32,7 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
         candidates: 1,
         queue: Default::default(),
         admission: None,
+        affinity: None,
         params: ConnParams {
             connect_timeout: None,
             idle_timeout,

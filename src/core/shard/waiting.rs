@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Entry, ListenerPolicy, Shard, Trail};
+use crate::core::affinity::Stick;
 use crate::core::backend::BackendId;
 use crate::core::balance::{Algorithm, Pick, PoolSnapshot};
 use crate::core::capacity::{Arrival, Capacity, Eligible, Grant, Slot, WaiterView};
@@ -45,6 +46,45 @@ impl<Io> Shard<Io> {
                     .map(|rate| self.capacity.bucket(i, rate.rate, rate.burst))
             })
             .collect();
+        self.affinities = self
+            .listeners
+            .iter()
+            .map(|policy| {
+                policy
+                    .affinity
+                    .map(|affinity| self.capacity.affinity(policy.pool, affinity))
+            })
+            .collect();
+    }
+
+    /// The backends to try for `client` of `listener`, best first: the balancer's pick, or,
+    /// with sticky sessions, the backend the client had (see [`crate::core::affinity`])
+    /// followed by the pick's others. `None` when no backend can take it.
+    pub(super) fn pick_for(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        policy: &ListenerPolicy,
+        client: SocketAddr,
+    ) -> Option<Pick> {
+        let balancer = self.balancers.get_mut(policy.pool)?;
+        let pick = balancer.pick(client.ip(), policy.candidates);
+        let Some(table) = self.affinities.get(listener).and_then(Option::as_ref) else {
+            return pick;
+        };
+        let chosen = pick.map(|p| p.chosen());
+        match table.stick(client.ip(), now, balancer.snapshot(), || chosen)? {
+            Stick::Recorded(_) => pick,
+            Stick::Kept(backend) => {
+                let mut kept = Pick::new(backend);
+                for &id in pick.iter().flat_map(|p| p.candidates()) {
+                    if kept.count() < policy.candidates {
+                        kept.push(id);
+                    }
+                }
+                Some(kept)
+            }
+        }
     }
 
     /// Whether `listener`'s clients must go through the pool's capacity: a backend has a
@@ -83,7 +123,7 @@ impl<Io> Shard<Io> {
         };
         let room = Arc::clone(room);
         let snapshot = Arc::clone(balancer.snapshot());
-        let Some(pick) = balancer.pick(client.ip(), policy.candidates) else {
+        let Some(pick) = self.pick_for(now, listener, policy, client) else {
             // No backend is up: closed as before, whoever waits.
             return self.insert(
                 now,
@@ -112,7 +152,8 @@ impl<Io> Shard<Io> {
         let deadline = now + policy.queue.timeout;
         let conn = Conn::waiting(now, policy.params, deadline, policy.queue.reset);
         let key = self.insert(now, listener, policy, client, io, conn);
-        let eligible = if snapshot.algorithm() == Algorithm::SourceHash {
+        let sticky = self.affinities.get(listener).is_some_and(Option::is_some);
+        let eligible = if sticky || snapshot.algorithm() == Algorithm::SourceHash {
             Eligible::listed(pick.candidates())
         } else {
             Eligible::Any

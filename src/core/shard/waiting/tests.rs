@@ -34,6 +34,7 @@ fn policy(queue_size: usize, admission: Option<RatePolicy>) -> ListenerPolicy {
             reset: true,
         },
         admission,
+        affinity: None,
         params: ConnParams {
             connect_timeout: None,
             idle_timeout: Duration::from_secs(60),
@@ -68,7 +69,7 @@ struct Pair {
 impl Pair {
     fn new(now: Instant, policy: ListenerPolicy, limit: Option<u32>) -> Self {
         let mailbox = Arc::new(Mailbox::default());
-        let capacity = Arc::new(Capacity::new(Box::new(Arc::clone(&mailbox))));
+        let capacity = Arc::new(Capacity::new(Box::new(Arc::clone(&mailbox)), 1));
         let shard = |worker| {
             Shard::new(now, vec![policy], vec![pool(limit)], 1000, worker)
                 .with_capacity(Arc::clone(&capacity))
