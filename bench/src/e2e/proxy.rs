@@ -66,8 +66,8 @@ const fn ringlb_with(
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
 /// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
-/// sendmsg).
-pub const EXTRA_ROWS: [Row; 6] = [
+/// sendmsg, active health checks on).
+pub const EXTRA_ROWS: [Row; 8] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -89,6 +89,18 @@ pub const EXTRA_ROWS: [Row; 6] = [
     ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
     ringlb_with("uring-copy-sendmsg", "uring", "copy", &["--no-send-bundle"]),
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
+    ringlb_with(
+        "uring-copy-checks",
+        "uring",
+        "copy",
+        &["--health-check", "tcp", "--health-interval", "1s"],
+    ),
+    ringlb_with(
+        "uring-auto-checks",
+        "uring",
+        "auto",
+        &["--health-check", "tcp", "--health-interval", "1s"],
+    ),
 ];
 
 /// Every row, in table order.
