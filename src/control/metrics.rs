@@ -37,6 +37,7 @@ pub fn render(show: &Show) -> String {
     let bytes_in = CounterFamily::default();
     let bytes_out = CounterFamily::default();
     let failures = CounterFamily::default();
+    let resets = CounterFamily::default();
     let mut connect_time = BucketFamily::default();
     let check_failures = CounterFamily::default();
     let check_downs = CounterFamily::default();
@@ -49,6 +50,7 @@ pub fn render(show: &Show) -> String {
             bytes_in.get_or_create(&labels).inc_by(b.bytes_in);
             bytes_out.get_or_create(&labels).inc_by(b.bytes_out);
             failures.get_or_create(&labels).inc_by(b.connect_failures);
+            resets.get_or_create(&labels).inc_by(b.resets);
             connect_time
                 .0
                 .push((labels.clone(), Buckets::of(&b.connect_time)));
@@ -87,6 +89,11 @@ pub fn render(show: &Show) -> String {
         "ringlb_backend_connect_failures",
         "Failed connect attempts to the backend",
         failures,
+    );
+    registry.register(
+        "ringlb_backend_resets",
+        "Connections the backend reset",
+        resets,
     );
     registry.register(
         "ringlb_backend_check_failures",

@@ -235,6 +235,9 @@ pub struct BackendView {
     /// Bytes received from it (backend → client).
     pub bytes_out: u64,
     pub connect_failures: u64,
+    /// Connections it reset.
+    #[serde(default)]
+    pub resets: u64,
     /// Connects that completed, by time taken: `connect_time.buckets[i]` counts those within
     /// `CONNECT_TIME_BOUNDS_US[i]` µs (and over the bound before); the last entry the rest.
     #[serde(default)]
@@ -384,6 +387,7 @@ impl Show {
                             bytes_in: c.bytes_in,
                             bytes_out: c.bytes_out,
                             connect_failures: c.connect_failures,
+                            resets: c.resets,
                             connect_time: ConnectTimeView::from(&c.connect_time),
                             last_change: LastChange {
                                 at: unix_seconds(b.changed.at),

@@ -435,6 +435,12 @@ impl<Io> Shard<Io> {
                         if let Action::Close { reset: true, .. } = action {
                             self.stats.resets.count(reason);
                         }
+                        if let (CloseReason::BackendFailed(failure), Some((backend, _))) =
+                            (reason, entry.trail.attempt)
+                            && failure.peer_reset()
+                        {
+                            self.counters.backend_reset(entry.pool, backend);
+                        }
                         if let Some(records) = &mut self.records {
                             records.push(finished(
                                 entry.listener,

@@ -45,6 +45,8 @@ pub struct BackendCounters {
     pub connections: u64,
     /// Connect attempts that failed (refused, unreachable, timed out).
     pub connect_failures: u64,
+    /// Connections to it that it reset (`ECONNRESET`, `EPIPE` on its side).
+    pub resets: u64,
     /// Bytes sent to it (client → backend), as they are sent.
     pub bytes_in: u64,
     /// Bytes received from it (backend → client), as they are forwarded to the client.
@@ -59,6 +61,7 @@ impl BackendCounters {
         self.active += other.active;
         self.connections += other.connections;
         self.connect_failures += other.connect_failures;
+        self.resets += other.resets;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
         self.connect_time.add(&other.connect_time);

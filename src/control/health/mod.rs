@@ -302,10 +302,16 @@ mod tests {
         assert!(snapshots(&inboxes[0]).is_empty(), "over");
     }
 
-    /// Reports in which backend `b` has `failures` failed connects so far.
+    /// Reports in which backend 1 has `failures` failed connects so far.
     fn reports(failures: u64) -> Reports {
+        reports_with(failures, 0)
+    }
+
+    /// Reports in which backend 1 has `failures` failed connects and `resets` resets so far.
+    fn reports_with(failures: u64, resets: u64) -> Reports {
         let mut counters = vec![crate::core::stats::BackendCounters::default(); 2];
         counters[1].connect_failures = failures;
+        counters[1].resets = resets;
         Reports {
             asked: 1,
             answers: vec![crate::engine::inbox::WorkerReport {
@@ -344,5 +350,22 @@ mod tests {
         control.observe_failures(&reports(105), at(25));
         let sent = snapshots(&inboxes[0]);
         assert_eq!(sent[0].state(BackendId(1)), BackendState::Up, "tried again");
+    }
+
+    #[test]
+    fn resets_count_as_failures_too() {
+        let (mut control, inboxes) = setup_with(|pool| {
+            pool.health = None;
+            pool.max_fails = 3;
+            pool.fail_timeout = Duration::from_secs(10);
+        });
+        let t0 = std::time::Instant::now();
+        control.observe_failures(&reports_with(0, 0), t0);
+        control.observe_failures(&reports_with(1, 1), t0 + Duration::from_secs(1));
+        assert!(snapshots(&inboxes[0]).is_empty(), "two so far");
+        control.observe_failures(&reports_with(1, 2), t0 + Duration::from_secs(2));
+        let sent = snapshots(&inboxes[0]);
+        assert_eq!(sent.len(), 1, "a failed connect and two resets within 10 s");
+        assert_eq!(sent[0].state(BackendId(1)), BackendState::Down);
     }
 }

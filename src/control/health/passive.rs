@@ -1,6 +1,6 @@
-//! Passive checks, as nginx's `max_fails` and `fail_timeout`: `max_fails` failed connects to
-//! a backend within `fail_timeout`, counted by the workers and read from their reports about
-//! once a second, take it down. Active checks bring it back (with `rise`); a pool without them
+//! Passive checks, as nginx's `max_fails` and `fail_timeout`: `max_fails` failures of a
+//! backend within `fail_timeout` (failed connects, and connections it reset), counted by the
+//! workers and read from their reports about once a second, take it down. Active checks bring it back (with `rise`); a pool without them
 //! tries the backend again after `fail_timeout`.
 
 use std::time::Instant;
@@ -35,7 +35,8 @@ impl Control {
                 if !matches!(entry.life, Life::Serving(_)) {
                     continue;
                 }
-                let total = reports.backend(p, b).connect_failures;
+                let counted = reports.backend(p, b);
+                let total = counted.connect_failures + counted.resets;
                 let checked = &mut entry.checked;
                 checked.failed_connects.push_back((now, total));
                 // Keep one sample at or before the window's start as the baseline.
@@ -54,7 +55,8 @@ impl Control {
                         checked.downs += 1;
                         checked.passive_until = Some(now + window);
                         checked.failed_connects.clear();
-                        let reason = format!("{failed} failed connects within {window:?}");
+                        let reason =
+                            format!("{failed} failed connects or resets within {window:?}");
                         tracing::warn!(
                             pool = pool_name,
                             backend = entry.name,

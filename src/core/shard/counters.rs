@@ -107,6 +107,12 @@ impl Counters {
         }
     }
 
+    pub(super) fn backend_reset(&mut self, pool: usize, id: BackendId) {
+        if let Some(b) = self.backend(pool, id) {
+            b.resets += 1;
+        }
+    }
+
     pub(super) fn sent(&mut self, pool: usize, id: BackendId, dir: Dir, bytes: u64) {
         if let Some(b) = self.backend(pool, id) {
             match dir {

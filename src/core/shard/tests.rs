@@ -348,3 +348,36 @@ fn records_say_who_went_where_how_long_and_how_much() {
     assert_eq!(times.buckets[3], 1, "{times:?}");
     assert_eq!(times.sum_us, 3_000);
 }
+
+#[test]
+fn a_backend_reset_is_counted_for_its_backend() {
+    let now = Instant::now();
+    let mut shard = shard(now);
+    let key = established(&mut shard, now);
+    let failure = crate::core::conn::Failure::Os(libc::ECONNRESET);
+    shard.handle_event(
+        now,
+        key,
+        Event::Failed {
+            side: crate::core::conn::Side::Backend,
+            failure,
+        },
+    );
+    assert_eq!(
+        closed(&mut shard),
+        Some(CloseReason::BackendFailed(failure))
+    );
+    assert_eq!(shard.backend_counters(0)[0].resets, 1);
+    // A client's reset is not the backend's.
+    let key = established(&mut shard, now);
+    shard.handle_event(
+        now,
+        key,
+        Event::Failed {
+            side: crate::core::conn::Side::Client,
+            failure,
+        },
+    );
+    closed(&mut shard);
+    assert_eq!(shard.backend_counters(0)[0].resets, 1);
+}
