@@ -109,6 +109,7 @@ macro_rules! scenarios {
             tcp_checks_follow_dead_and_blackholed_backends => crate::health::tcp_checks_follow_dead_and_blackholed_backends,
             http_checks_on_their_own_port => crate::health::http_checks_on_their_own_port,
             passive_checks_and_slow_start => crate::health::passive_checks_and_slow_start,
+            send_expect_checks_follow_the_answer => crate::health::send_expect_checks_follow_the_answer,
             backend_limits_hold_under_a_thousand_clients => crate::capacity::backend_limits_hold_under_a_thousand_clients,
             queue_serves_clients_in_arrival_order => crate::capacity::queue_serves_clients_in_arrival_order,
             queue_overflow_and_timeout_close_promptly => crate::capacity::queue_overflow_and_timeout_close_promptly,

@@ -237,13 +237,69 @@ pub fn http_checks_on_their_own_port(ctx: &Ctx) -> Outcome {
     assert_eq!(state(&endpoint, "alpha"), "ready");
     healthy.store(false, Ordering::Relaxed);
     let out = INTERVAL * FALL + TIMEOUT + SLACK;
-    until_state(&endpoint, "alpha", "down", out);
+    let took = until_state(&endpoint, "alpha", "down", out);
+    eprintln!("http check: answering 503, down after {took:?}");
     until_state(&endpoint, "bravo", "down", out);
     let answer = request(&endpoint, None, "GET", "/health", None).expect("health");
     assert_eq!(answer.status, 503, "no backend up: {}", answer.text());
     healthy.store(true, Ordering::Relaxed);
     let back = INTERVAL * RISE + TIMEOUT + SLACK;
     until_state(&endpoint, "alpha", "ready", back);
+    until_state(&endpoint, "bravo", "ready", back);
+    let name = greeted(&proxy);
+    assert!(name == "alpha" || name == "bravo", "{name}");
+    proxy.finish();
+    Ok(())
+}
+
+/// A responder on the check port speaking a line protocol: `+PONG` to `PING` while `healthy`,
+/// `-LOADING` otherwise (as a Redis that is loading its data set).
+fn pong_port(healthy: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut line = [0u8; 64];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+            let n = stream.read(&mut line).unwrap_or(0);
+            let answer: &[u8] = match (&line[..n], healthy.load(Ordering::Relaxed)) {
+                (b"PING\r\n", true) => b"+PONG\r\n",
+                (b"PING\r\n", false) => b"-LOADING\r\n",
+                _ => b"-ERR\r\n",
+            };
+            let _ = stream.write_all(answer);
+        }
+    });
+    addr
+}
+
+/// send-expect checks: a backend whose check port stops answering the expected prefix goes
+/// down (its traffic port still accepts), and comes back when it answers it again.
+pub fn send_expect_checks_follow_the_answer(ctx: &Ctx) -> Outcome {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let check = pong_port(Arc::clone(&healthy));
+    let alpha = Greeter::start("alpha", "127.0.0.1:0".parse().expect("addr"));
+    let bravo = Greeter::start("bravo", "127.0.0.1:0".parse().expect("addr"));
+    let text = file(
+        ctx,
+        &[("alpha", alpha.addr), ("bravo", bravo.addr)],
+        &health(&format!(
+            "check = \"send-expect\"\nsend = \"PING\\r\\n\"\nexpect = \"+PONG\"\nport = {}",
+            check.port()
+        )),
+    );
+    let proxy = Proxy::start(ctx, &Launch::file(&text))?;
+    let endpoint = Endpoint::Unix(admin_socket(ctx));
+    let back = INTERVAL * RISE + TIMEOUT + SLACK;
+    until_state(&endpoint, "alpha", "ready", back);
+    healthy.store(false, Ordering::Relaxed);
+    let out = INTERVAL * FALL + TIMEOUT + SLACK;
+    let took = until_state(&endpoint, "alpha", "down", out);
+    eprintln!("send-expect check: answering -LOADING, down after {took:?}");
+    until_state(&endpoint, "bravo", "down", out);
+    healthy.store(true, Ordering::Relaxed);
+    let took = until_state(&endpoint, "alpha", "ready", back);
+    eprintln!("send-expect check: answering +PONG again, up after {took:?}");
     until_state(&endpoint, "bravo", "ready", back);
     let name = greeted(&proxy);
     assert!(name == "alpha" || name == "bravo", "{name}");
