@@ -102,6 +102,7 @@ fn demo_config(
             max_fails: defaults::DEFAULT_MAX_FAILS,
             fail_timeout: defaults::DEFAULT_FAIL_TIMEOUT,
             queue: Default::default(),
+            affinity: None,
         }],
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,

@@ -196,6 +196,7 @@ address = "10.0.0.2:443"
                 max_fails: DEFAULT_MAX_FAILS,
                 fail_timeout: DEFAULT_FAIL_TIMEOUT,
                 queue: Default::default(),
+                affinity: None,
             },
             Pool {
                 name: "api".into(),
@@ -224,6 +225,7 @@ address = "10.0.0.2:443"
                     timeout: Duration::from_millis(250),
                     close: QueueClose::Fin,
                 },
+                affinity: None,
             },
         ],
         timeouts: Timeouts {

@@ -79,3 +79,7 @@ pub const MAX_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Largest `admission_rate` and `admission_burst`, per second: far above what one machine
 /// accepts.
 pub const MAX_ADMISSION_RATE: u32 = 10_000_000;
+/// Longest `affinity_ttl`: a day; longer is a typo rather than a policy.
+pub const MAX_AFFINITY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Most `affinity_max_entries`: about 1.6 GB of table, far beyond a sensible pool.
+pub const MAX_AFFINITY_MAX_ENTRIES: u32 = 1 << 24;

@@ -116,6 +116,18 @@ pub struct Pool {
     pub fail_timeout: Duration,
     /// `queue_size`, `queue_timeout`, `queue_close`.
     pub queue: Queue,
+    /// `affinity = "source"` with `affinity_ttl` and `affinity_max_entries`; `None` for
+    /// `affinity = "none"` (the default).
+    pub affinity: Option<Affinity>,
+}
+
+/// Sticky sessions by client address (`affinity = "source"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Affinity {
+    /// `affinity_ttl`: how long after its last connection a client keeps its backend.
+    pub ttl: Duration,
+    /// `affinity_max_entries`: most clients remembered (least recently seen evicted first).
+    pub max_entries: u32,
 }
 
 /// `[pool.health]`: how and how often each backend of a pool is checked, off the workers.

@@ -246,6 +246,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             max_fails: recovery.max_fails,
             fail_timeout: recovery.fail_timeout,
             queue,
+            affinity: None,
         });
     }
     Ok(pools)
