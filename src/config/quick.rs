@@ -435,6 +435,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             queue_size: None,
             queue_timeout: None,
             queue_close: None,
+            affinity: None,
+            affinity_ttl: None,
+            affinity_max_entries: None,
         })],
         ..RawConfig::default()
     }
