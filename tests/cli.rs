@@ -60,6 +60,7 @@ fn check_example_prints_the_summary() {
         "web on 0.0.0.0:8080",
         "a: 127.0.0.1:9001 weight 1",
         "    queue: 1024 waiting, timeout 2s, close reset",
+        "    affinity: none",
         "admin: socket /run/ringlb/admin.sock, no tcp",
         "access log: /var/log/ringlb/access.log (text)",
         "configuration is valid",

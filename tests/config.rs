@@ -275,6 +275,8 @@ address = "10.0.0.2:443"
         "    10.0.0.2:443 weight 1\n",
         "    queue: 64 waiting, timeout 250ms, close fin\n",
         "    queue: 1024 waiting, timeout 2s, close reset\n",
+        "    affinity: source, ttl 90s, at most 5000 clients\n",
+        "    affinity: none\n",
         "1.5m",
     ] {
         // 1.5m is written back as 90s; everything else appears as written.
@@ -1265,4 +1267,22 @@ fn affinity_table_keys_need_affinity_source() {
         "pool[1].affinity_max_entries",
         &["needs affinity = \"source\"", "affinity is left out"],
     );
+}
+
+#[test]
+fn summary_shows_each_pools_affinity() {
+    let config = load(&with_keys("", "affinity = \"source\"", "")).expect("valid");
+    let summary = config.summary_in(MASK);
+    for line in [
+        "    queue: 1024 waiting, timeout 2s, close reset\n    affinity: source, ttl 30m, at \
+         most 100000 clients\n",
+        "  api: round-robin, retries 2, 1 backend(s)",
+        "    affinity: none\n",
+    ] {
+        assert!(summary.contains(line), "{line:?} missing from\n{summary}");
+    }
+    // The pool with affinity comes first, the one without second.
+    let web = summary.find("    affinity: source").expect("web's line");
+    let api = summary.find("    affinity: none").expect("api's line");
+    assert!(web < api, "{summary}");
 }
