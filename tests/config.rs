@@ -1286,3 +1286,90 @@ fn summary_shows_each_pools_affinity() {
     let api = summary.find("    affinity: none").expect("api's line");
     assert!(web < api, "{summary}");
 }
+
+#[test]
+fn affinity_ttl_flag_turns_affinity_on_and_overrides_the_file() {
+    // The quick form has no other way to turn it on.
+    let backends = ["127.0.0.1:9001".parse().expect("spec")];
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &Overrides::default(), MASK)
+        .expect("valid");
+    assert_eq!(config.pools[0].affinity, None);
+    let flags = Overrides {
+        affinity_ttl: Some("5m".into()),
+        ..Overrides::default()
+    };
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &flags, MASK).expect("valid");
+    assert_eq!(
+        config.pools[0].affinity,
+        Some(Affinity {
+            ttl: Duration::from_secs(300),
+            max_entries: DEFAULT_AFFINITY_MAX_ENTRIES,
+        })
+    );
+    // With a file: every pool, the one with affinity = "none" and the one without the key;
+    // the file's ttl is replaced and its affinity_max_entries kept.
+    let text = with_keys(
+        "",
+        "affinity = \"source\"\naffinity_ttl = \"1h\"\naffinity_max_entries = 50",
+        "",
+    )
+    .replace(
+        "[[pool]]\nname = \"api\"\n",
+        "[[pool]]\nname = \"api\"\naffinity = \"none\"\n",
+    );
+    let flags = Overrides {
+        affinity_ttl: Some("90s".into()),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &flags).expect("valid");
+    assert_eq!(
+        config.pools[0].affinity,
+        Some(Affinity {
+            ttl: Duration::from_secs(90),
+            max_entries: 50,
+        })
+    );
+    assert_eq!(
+        config.pools[1].affinity,
+        Some(Affinity {
+            ttl: Duration::from_secs(90),
+            max_entries: DEFAULT_AFFINITY_MAX_ENTRIES,
+        })
+    );
+    // A file's affinity_max_entries that lacked affinity = "source" is valid with the flag.
+    let text = with_keys("", "affinity_max_entries = 7", "");
+    let config = load_with(&text, &flags).expect("valid");
+    assert_eq!(
+        config.pools[0].affinity,
+        Some(Affinity {
+            ttl: Duration::from_secs(90),
+            max_entries: 7,
+        })
+    );
+}
+
+#[test]
+fn affinity_ttl_flag_errors_name_the_flag() {
+    for (ttl, expected) in [
+        (
+            "25h",
+            "command line: pool[0].affinity_ttl (--affinity-ttl): must be at most 24h, got \
+             \"25h\"",
+        ),
+        (
+            "0s",
+            "command line: pool[0].affinity_ttl (--affinity-ttl): must be longer than zero",
+        ),
+        (
+            "soon",
+            "command line: pool[0].affinity_ttl (--affinity-ttl): ",
+        ),
+    ] {
+        let flags = Overrides {
+            affinity_ttl: Some(ttl.into()),
+            ..Overrides::default()
+        };
+        let message = load_with(BASE, &flags).expect_err(expected).to_string();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
