@@ -1373,3 +1373,39 @@ fn affinity_ttl_flag_errors_name_the_flag() {
         assert!(message.starts_with(expected), "{message}");
     }
 }
+
+/// The example's commented-out affinity keys validate once uncommented, to the defaults the
+/// comments promise; left commented, no pool is sticky.
+#[test]
+fn the_example_documents_the_affinity_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load(&text).expect("examples/ringlb.toml is valid");
+    assert!(config.pools.iter().all(|p| p.affinity.is_none()));
+    let mut uncommented = text.clone();
+    for line in [
+        "affinity = \"source\"\n",
+        "affinity_ttl = \"30m\"\n",
+        "affinity_max_entries = 100000\n",
+    ] {
+        let commented = format!("\n# {line}");
+        assert_eq!(
+            text.matches(&commented).count(),
+            1,
+            "{line:?} once, commented"
+        );
+        uncommented = uncommented.replace(&commented, &format!("\n{line}"));
+    }
+    let config = load(&uncommented).expect("valid once uncommented");
+    let defaults = Some(Affinity {
+        ttl: DEFAULT_AFFINITY_TTL,
+        max_entries: DEFAULT_AFFINITY_MAX_ENTRIES,
+    });
+    assert_eq!(config.pools[0].affinity, defaults);
+    assert_eq!(config.pools[1].affinity, None);
+    // The values shown are the defaults: `affinity = "source"` alone means the same.
+    let text = uncommented
+        .replace("\naffinity_ttl = \"30m\"\n", "\n")
+        .replace("\naffinity_max_entries = 100000\n", "\n");
+    assert_eq!(load(&text).expect("valid").pools[0].affinity, defaults);
+}
