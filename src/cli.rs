@@ -260,6 +260,11 @@ pub struct OverrideArgs {
     /// (and no [pool.health]) it turns on tcp checks [default: 3].
     #[arg(long, value_name = "N")]
     pub fall: Option<i64>,
+    /// Sticky sessions for every pool: turns on affinity = "source" with this TTL, how long
+    /// after its last connection a client keeps its backend (above zero, at most 24h); the
+    /// quick form has no other way to turn them on [default: the file's, or off].
+    #[arg(long, value_name = "DURATION")]
+    pub affinity_ttl: Option<String>,
     /// Clients that may wait, for every pool, when every backend is at its max_connections or
     /// a listener's admission rate holds them back: 0 to 1048576; 0 turns them away at once
     /// [default: 1024].
@@ -381,6 +386,7 @@ impl OverrideArgs {
             health_interval: self.health_interval.clone(),
             rise: self.rise,
             fall: self.fall,
+            affinity_ttl: self.affinity_ttl.clone(),
             queue_size: self.queue_size,
             queue_timeout: self.queue_timeout.clone(),
             admission_rate: self.admission_rate,

@@ -60,6 +60,7 @@ fn check_example_prints_the_summary() {
         "web on 0.0.0.0:8080",
         "a: 127.0.0.1:9001 weight 1",
         "    queue: 1024 waiting, timeout 2s, close reset",
+        "    affinity: none",
         "admin: socket /run/ringlb/admin.sock, no tcp",
         "access log: /var/log/ringlb/access.log (text)",
         "configuration is valid",
@@ -164,6 +165,47 @@ fn check_applies_queue_and_admission_flags() {
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains("command line: pool[0].backend[0].max_connections (--backend)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_applies_the_affinity_ttl_flag() {
+    let out = ringlb(&["check", "--config", &example()]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("    affinity: none\n"));
+    let out = ringlb(&["check", "--config", &example(), "--affinity-ttl", "5m"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .matches("    affinity: source, ttl 5m, at most 100000 clients\n")
+            .count(),
+        2,
+        "both pools of the example: {stdout}"
+    );
+    let out = ringlb(&["check", "--config", &example(), "--affinity-ttl", "2d"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("command line: pool[0].affinity_ttl (--affinity-ttl): "),
+        "{stderr}"
+    );
+    let out = ringlb(&[
+        "run",
+        "--listen",
+        "127.0.0.1:1",
+        "--backend",
+        "127.0.0.1:2",
+        "--affinity-ttl",
+        "25h",
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "command line: pool[0].affinity_ttl (--affinity-ttl): must be at most 24h, got \"25h\""
+        ),
         "{stderr}"
     );
 }
@@ -293,6 +335,7 @@ fn help_lists_subcommands_and_flags() {
         "--keepalive-count",
         "--client-user-timeout",
         "--server-user-timeout",
+        "--affinity-ttl",
         "--queue-size",
         "--queue-timeout",
         "--admission-rate",

@@ -184,6 +184,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
         (_, "interval") if field.contains(".health.") => "--health-interval",
         (_, "rise") if field.contains(".health.") => "--rise",
         (_, "fall") if field.contains(".health.") => "--fall",
+        (_, "affinity_ttl") => "--affinity-ttl",
         (_, "queue_size") => "--queue-size",
         (_, "queue_timeout") => "--queue-timeout",
         (_, "admission_rate") => "--admission-rate",

@@ -181,6 +181,8 @@ pub struct Overrides {
     pub rise: Option<i64>,
     /// `--fall`, for every pool.
     pub fall: Option<i64>,
+    /// `--affinity-ttl`, as written, for every pool: also turns on `affinity = "source"`.
+    pub affinity_ttl: Option<String>,
     /// `--queue-size`, for every pool.
     pub queue_size: Option<i64>,
     /// `--queue-timeout`, as written, for every pool.
@@ -250,6 +252,8 @@ impl Overrides {
     /// none (its check then defaults to tcp, as in a file). `--health-check` replaces the
     /// check: the file's `send`, `expect` and `path` are kept only when its check is of the
     /// same kind (so `--health-check http:/x` over a file's http check keeps its `expect`).
+    /// `--affinity-ttl` turns on `affinity = "source"` in every pool as well as setting its
+    /// TTL; a file's `affinity_max_entries` stays.
     pub fn apply(&self, raw: &mut RawConfig) {
         if let Some(engine) = self.engine {
             raw.engine = Some(from_cli(engine));
@@ -283,6 +287,10 @@ impl Overrides {
             }
             if let Some(retries) = self.retries {
                 pool.retries = Some(from_cli(retries));
+            }
+            if let Some(ttl) = &self.affinity_ttl {
+                pool.affinity = Some(from_cli(AffinityName::Source));
+                pool.affinity_ttl = Some(from_cli(ttl.clone()));
             }
             if let Some(size) = self.queue_size {
                 pool.queue_size = Some(from_cli(size));
@@ -435,6 +443,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             queue_size: None,
             queue_timeout: None,
             queue_close: None,
+            affinity: None,
+            affinity_ttl: None,
+            affinity_max_entries: None,
         })],
         ..RawConfig::default()
     }

@@ -217,6 +217,13 @@ pub struct RawPool {
     pub queue_timeout: Option<Spanned<String>>,
     /// `queue_close`, documented in `examples/ringlb.toml`.
     pub queue_close: Option<Spanned<QueueCloseName>>,
+    /// `affinity`, documented in `examples/ringlb.toml`.
+    pub affinity: Option<Spanned<AffinityName>>,
+    /// `affinity_ttl`, documented in `examples/ringlb.toml`; only with `affinity = "source"`.
+    pub affinity_ttl: Option<Spanned<String>>,
+    /// `affinity_max_entries`, documented in `examples/ringlb.toml`; only with
+    /// `affinity = "source"`.
+    pub affinity_max_entries: Option<Spanned<i64>>,
 }
 
 /// `[pool.health]`: which keys belong to which check is decided during validation, so that
@@ -264,6 +271,16 @@ pub enum QueueCloseName {
     Reset,
     /// An orderly close.
     Fin,
+}
+
+/// Sticky sessions (`affinity`), as written in TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AffinityName {
+    /// None: every connection is balanced afresh.
+    None,
+    /// By client address.
+    Source,
 }
 
 /// One `[[pool.backend]]` table.

@@ -6,8 +6,9 @@ use super::affinity::format_cpu_list;
 use super::duration::format_duration;
 use super::size::format_size;
 use super::{
-    AccessLog, Admin, AdminSocket, Check, Config, EngineKind, Health, Keepalive, LimitOrigin,
-    LogFormat, LogTarget, Mode, Queue, QueueClose, SocketOptions, StatusMatch, Workers,
+    AccessLog, Admin, AdminSocket, Affinity, Check, Config, EngineKind, Health, Keepalive,
+    LimitOrigin, LogFormat, LogTarget, Mode, Queue, QueueClose, SocketOptions, StatusMatch,
+    Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -180,6 +181,7 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         let _ = writeln!(out, "    health: {}", health(p.health.as_ref()));
         let _ = writeln!(out, "    recovery: {}", recovery(p));
         let _ = writeln!(out, "    queue: {}", queue(&p.queue));
+        let _ = writeln!(out, "    affinity: {}", affinity(p.affinity.as_ref()));
         for b in &p.backends {
             let limit = b
                 .max_connections
@@ -226,6 +228,18 @@ fn queue(queue: &Queue) -> String {
         "{} waiting, timeout {}, close {close}",
         queue.size,
         format_duration(queue.timeout)
+    )
+}
+
+/// `source, ttl 30m, at most 100000 clients`, or `none`.
+fn affinity(affinity: Option<&Affinity>) -> String {
+    let Some(a) = affinity else {
+        return "none".to_owned();
+    };
+    format!(
+        "source, ttl {}, at most {} clients",
+        format_duration(a.ttl),
+        a.max_entries
     )
 }
 

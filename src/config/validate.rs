@@ -22,6 +22,7 @@ use crate::core::balance::Algorithm;
 mod health;
 mod operator;
 mod queue;
+mod sticky;
 mod tuning;
 
 use operator::{access_log, admin};
@@ -233,6 +234,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             .transpose()?;
         let recovery = health::recovery(p, &|leaf| at(leaf), src)?;
         let queue = queue::queue(p, &|leaf| at(leaf), src)?;
+        let affinity = sticky::affinity(p, &|leaf| at(leaf), src)?;
         pools.push(Pool {
             name,
             algorithm: p
@@ -246,7 +248,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             max_fails: recovery.max_fails,
             fail_timeout: recovery.fail_timeout,
             queue,
-            affinity: None,
+            affinity,
         });
     }
     Ok(pools)
