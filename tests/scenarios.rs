@@ -17,6 +17,8 @@
 //! `target/tmp/scenarios/<config>-<scenario>-<attempt>.log` (level: RINGLB_SCENARIO_LOG, default
 //! info), and a failing test prints the tail of its log.
 
+#[path = "scenarios/affinity.rs"]
+mod affinity;
 #[path = "scenarios/balance.rs"]
 mod balance;
 #[path = "scenarios/capacity.rs"]
@@ -114,6 +116,7 @@ macro_rules! scenarios {
             queue_serves_clients_in_arrival_order => crate::capacity::queue_serves_clients_in_arrival_order,
             queue_overflow_and_timeout_close_promptly => crate::capacity::queue_overflow_and_timeout_close_promptly,
             admission_rate_paces_a_flash_crowd => crate::capacity::admission_rate_paces_a_flash_crowd,
+            affinity_survives_scale_out_and_expires => crate::affinity::affinity_survives_scale_out_and_expires,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {
