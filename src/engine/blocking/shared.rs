@@ -177,10 +177,13 @@ impl Shared {
         locked.drive(now);
     }
 
-    /// Free a connection whose threads have all left.
+    /// Free a connection whose threads have all left, and carry out what follows: a slot it
+    /// gives back may let a waiting client out of the queue.
     pub fn release(&self, key: SlotKey) {
-        if self.lock().shard.release(key).is_some() {
+        let mut locked = self.lock();
+        if locked.shard.release(key).is_some() {
             self.admission.release();
+            locked.drive(Instant::now());
         }
     }
 
