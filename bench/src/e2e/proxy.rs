@@ -66,8 +66,8 @@ const fn ringlb_with(
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
 /// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
-/// sendmsg, active health checks on).
-pub const EXTRA_ROWS: [Row; 8] = [
+/// sendmsg, active health checks on, sticky sessions on).
+pub const EXTRA_ROWS: [Row; 9] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -100,6 +100,12 @@ pub const EXTRA_ROWS: [Row; 8] = [
         "uring",
         "auto",
         &["--health-check", "tcp", "--health-interval", "1s"],
+    ),
+    ringlb_with(
+        "uring-auto-affinity",
+        "uring",
+        "auto",
+        &["--affinity-ttl", "30m"],
     ),
 ];
 
