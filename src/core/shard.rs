@@ -256,6 +256,19 @@ impl<Io> Shard<Io> {
         let pick = self.pick_for(now, listener, &policy, client);
         let candidates = pick.as_ref().map_or(&[][..], |p| p.candidates());
         let conn = Conn::new(now, policy.params, candidates);
+        Ok(self.insert(now, listener, &policy, client, io, conn))
+    }
+
+    /// Put a new connection in the table, ready for its first action.
+    pub(super) fn insert(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        policy: &ListenerPolicy,
+        client: SocketAddr,
+        io: Io,
+        conn: Conn,
+    ) -> SlotKey {
         let key = self.conns.insert(Entry {
             conn,
             listener,
@@ -271,7 +284,7 @@ impl<Io> Shard<Io> {
         self.ready.push(key);
         self.stats.accepted += 1;
         self.counters.accepted(listener);
-        Ok(key)
+        key
     }
 
     /// Feed one result for connection `key`. Returns false (and counts it) when the key is

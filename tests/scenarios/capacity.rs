@@ -104,6 +104,20 @@ fn serve(
     open.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// A client that takes `backend`'s only slot and keeps it until [`Counting::release`].
+fn hold_the_slot(proxy: &Proxy, backend: &Counting) -> TcpStream {
+    let holder = client(proxy, HOLD);
+    let started = Instant::now();
+    while backend.seen().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the holder never arrived"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    holder
+}
+
 /// A client that sent `index` at once (ringlb may not read it yet).
 fn client(proxy: &Proxy, index: u32) -> TcpStream {
     let mut stream = connect(proxy.addr);
@@ -249,15 +263,7 @@ pub fn queue_serves_clients_in_arrival_order(ctx: &Ctx) -> Outcome {
         &[(backend.addr, 1)],
     );
     let proxy = Proxy::start(ctx, &Launch::file(&text))?;
-    let mut holder = client(&proxy, HOLD);
-    let started = Instant::now();
-    while backend.seen().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the holder never arrived"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    let mut holder = hold_the_slot(&proxy, &backend);
     let mut streams = Vec::new();
     for i in 0..CLIENTS {
         streams.push(client(&proxy, i));
@@ -316,15 +322,7 @@ pub fn queue_overflow_and_timeout_close_promptly(ctx: &Ctx) -> Outcome {
         &[(backend.addr, 1)],
     );
     let proxy = Proxy::start(ctx, &Launch::file(&text))?;
-    let mut holder = client(&proxy, HOLD);
-    let started = Instant::now();
-    while backend.seen().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the holder never arrived"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    let mut holder = hold_the_slot(&proxy, &backend);
     let queued_at = Instant::now();
     let mut queued = vec![client(&proxy, 1), client(&proxy, 2)];
     until_waiting(ctx, 2);

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Entry, ListenerPolicy, Shard, Trail};
+use super::{ListenerPolicy, Shard};
 use crate::core::affinity::Stick;
 use crate::core::backend::BackendId;
 use crate::core::balance::{Algorithm, Pick, PoolSnapshot};
@@ -110,29 +110,19 @@ impl<Io> Shard<Io> {
         io: Io,
     ) -> SlotKey {
         let pool = policy.pool;
-        let (Some(balancer), Some(room)) = (self.balancers.get_mut(pool), self.rooms.get(pool))
-        else {
-            return self.insert(
-                now,
-                listener,
-                policy,
-                client,
-                io,
-                Conn::new(now, policy.params, &[]),
-            );
+        let setup = self
+            .rooms
+            .get(pool)
+            .cloned()
+            .zip(self.balancers.get(pool).map(|b| Arc::clone(b.snapshot())));
+        let pick = match setup {
+            Some(_) => self.pick_for(now, listener, policy, client),
+            None => None,
         };
-        let room = Arc::clone(room);
-        let snapshot = Arc::clone(balancer.snapshot());
-        let Some(pick) = self.pick_for(now, listener, policy, client) else {
-            // No backend is up: closed as before, whoever waits.
-            return self.insert(
-                now,
-                listener,
-                policy,
-                client,
-                io,
-                Conn::new(now, policy.params, &[]),
-            );
+        let (Some((room, snapshot)), Some(pick)) = (setup, pick) else {
+            // No such pool, or no backend is up: closed as before, whoever waits.
+            let conn = Conn::new(now, policy.params, &[]);
+            return self.insert(now, listener, policy, client, io, conn);
         };
         let bucket = self.buckets.get(listener).cloned().flatten();
         if room.is_empty() && bucket.as_ref().is_none_or(|b| b.try_take(now)) {
@@ -184,34 +174,6 @@ impl<Io> Shard<Io> {
             }
         }
         self.apply_grants(now);
-        key
-    }
-
-    /// Put a new connection in the table, ready for its first action.
-    fn insert(
-        &mut self,
-        now: Instant,
-        listener: usize,
-        policy: &ListenerPolicy,
-        client: SocketAddr,
-        io: Io,
-        conn: Conn,
-    ) -> SlotKey {
-        let key = self.conns.insert(Entry {
-            conn,
-            listener,
-            pool: policy.pool,
-            counted: None,
-            slot: None,
-            ticket: None,
-            timer: None,
-            in_ready: true,
-            trail: Trail::new(client, now),
-            io,
-        });
-        self.ready.push(key);
-        self.stats.accepted += 1;
-        self.counters.accepted(listener);
         key
     }
 
