@@ -216,40 +216,52 @@ fn health_port(healthy: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-/// http checks on their own port (`port`): a backend whose health endpoint answers 503 goes
-/// down while its traffic port still accepts, and comes back when it answers 200 again.
-pub fn http_checks_on_their_own_port(ctx: &Ctx) -> Outcome {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let check = health_port(Arc::clone(&healthy));
-    // Both backends on the same IP; the check port is the responder's.
+/// Two backends checked with `check` (the lines of `[pool.health]` naming a check port) while
+/// `healthy` says how the port answers: when it answers badly both go down, while their
+/// traffic ports still accept, and `/health` says so; when it answers well they come back.
+fn checks_follow_the_check_port(
+    ctx: &Ctx,
+    kind: &str,
+    check: &str,
+    healthy: &AtomicBool,
+) -> Outcome {
     let alpha = Greeter::start("alpha", "127.0.0.1:0".parse().expect("addr"));
     let bravo = Greeter::start("bravo", "127.0.0.1:0".parse().expect("addr"));
     let text = file(
         ctx,
         &[("alpha", alpha.addr), ("bravo", bravo.addr)],
-        &health(&format!(
-            "check = \"http\"\npath = \"/healthz\"\nexpect = \"2xx\"\nport = {}",
-            check.port()
-        )),
+        &health(check),
     );
     let proxy = Proxy::start(ctx, &Launch::file(&text))?;
     let endpoint = Endpoint::Unix(admin_socket(ctx));
-    assert_eq!(state(&endpoint, "alpha"), "ready");
+    let back = INTERVAL * RISE + TIMEOUT + SLACK;
+    until_state(&endpoint, "alpha", "ready", back);
     healthy.store(false, Ordering::Relaxed);
     let out = INTERVAL * FALL + TIMEOUT + SLACK;
     let took = until_state(&endpoint, "alpha", "down", out);
-    eprintln!("http check: answering 503, down after {took:?}");
+    eprintln!("{kind} check: answering badly, down after {took:?}");
     until_state(&endpoint, "bravo", "down", out);
     let answer = request(&endpoint, None, "GET", "/health", None).expect("health");
     assert_eq!(answer.status, 503, "no backend up: {}", answer.text());
     healthy.store(true, Ordering::Relaxed);
-    let back = INTERVAL * RISE + TIMEOUT + SLACK;
-    until_state(&endpoint, "alpha", "ready", back);
+    let took = until_state(&endpoint, "alpha", "ready", back);
+    eprintln!("{kind} check: answering well again, up after {took:?}");
     until_state(&endpoint, "bravo", "ready", back);
     let name = greeted(&proxy);
     assert!(name == "alpha" || name == "bravo", "{name}");
     proxy.finish();
     Ok(())
+}
+
+/// http checks on their own port (`port`): 503 takes the backends down, 200 brings them back.
+pub fn http_checks_on_their_own_port(ctx: &Ctx) -> Outcome {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let check = health_port(Arc::clone(&healthy));
+    let lines = format!(
+        "check = \"http\"\npath = \"/healthz\"\nexpect = \"2xx\"\nport = {}",
+        check.port()
+    );
+    checks_follow_the_check_port(ctx, "http", &lines, &healthy)
 }
 
 /// A responder on the check port speaking a line protocol: `+PONG` to `PING` while `healthy`,
@@ -273,38 +285,16 @@ fn pong_port(healthy: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-/// send-expect checks: a backend whose check port stops answering the expected prefix goes
-/// down (its traffic port still accepts), and comes back when it answers it again.
+/// send-expect checks: `-LOADING` instead of the expected `+PONG` takes the backends down,
+/// `+PONG` brings them back.
 pub fn send_expect_checks_follow_the_answer(ctx: &Ctx) -> Outcome {
     let healthy = Arc::new(AtomicBool::new(true));
     let check = pong_port(Arc::clone(&healthy));
-    let alpha = Greeter::start("alpha", "127.0.0.1:0".parse().expect("addr"));
-    let bravo = Greeter::start("bravo", "127.0.0.1:0".parse().expect("addr"));
-    let text = file(
-        ctx,
-        &[("alpha", alpha.addr), ("bravo", bravo.addr)],
-        &health(&format!(
-            "check = \"send-expect\"\nsend = \"PING\\r\\n\"\nexpect = \"+PONG\"\nport = {}",
-            check.port()
-        )),
+    let lines = format!(
+        "check = \"send-expect\"\nsend = \"PING\\r\\n\"\nexpect = \"+PONG\"\nport = {}",
+        check.port()
     );
-    let proxy = Proxy::start(ctx, &Launch::file(&text))?;
-    let endpoint = Endpoint::Unix(admin_socket(ctx));
-    let back = INTERVAL * RISE + TIMEOUT + SLACK;
-    until_state(&endpoint, "alpha", "ready", back);
-    healthy.store(false, Ordering::Relaxed);
-    let out = INTERVAL * FALL + TIMEOUT + SLACK;
-    let took = until_state(&endpoint, "alpha", "down", out);
-    eprintln!("send-expect check: answering -LOADING, down after {took:?}");
-    until_state(&endpoint, "bravo", "down", out);
-    healthy.store(true, Ordering::Relaxed);
-    let took = until_state(&endpoint, "alpha", "ready", back);
-    eprintln!("send-expect check: answering +PONG again, up after {took:?}");
-    until_state(&endpoint, "bravo", "ready", back);
-    let name = greeted(&proxy);
-    assert!(name == "alpha" || name == "bravo", "{name}");
-    proxy.finish();
-    Ok(())
+    checks_follow_the_check_port(ctx, "send-expect", &lines, &healthy)
 }
 
 /// `name`'s effective weight in `ctl show`.
