@@ -15,6 +15,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Runs ringlb with `args`, which must fail with `expected` on stderr; the whole stderr.
+fn refused(args: &[&str], expected: &str) -> String {
+    let out = ringlb(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains(expected), "{stderr}");
+    stderr
+}
+
 fn example() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml").to_owned()
 }
@@ -146,26 +155,19 @@ fn check_applies_queue_and_admission_flags() {
         stdout.contains("    queue: 5 waiting, timeout 3s, close"),
         "{stdout}"
     );
-    let out = ringlb(&["check", "--config", &example(), "--queue-timeout", "2h"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr
-            .contains("command line: pool[0].queue_timeout (--queue-timeout): must be at most 1h"),
-        "{stderr}"
+    refused(
+        &["check", "--config", &example(), "--queue-timeout", "2h"],
+        "command line: pool[0].queue_timeout (--queue-timeout): must be at most 1h",
     );
-    let out = ringlb(&[
-        "run",
-        "--listen",
-        "127.0.0.1:1",
-        "--backend",
-        "127.0.0.1:2,max_connections=0",
-    ]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("command line: pool[0].backend[0].max_connections (--backend)"),
-        "{stderr}"
+    refused(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2,max_connections=0",
+        ],
+        "command line: pool[0].backend[0].max_connections (--backend)",
     );
 }
 
@@ -184,48 +186,37 @@ fn check_applies_the_affinity_ttl_flag() {
         2,
         "both pools of the example: {stdout}"
     );
-    let out = ringlb(&["check", "--config", &example(), "--affinity-ttl", "2d"]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("command line: pool[0].affinity_ttl (--affinity-ttl): "),
-        "{stderr}"
+    refused(
+        &["check", "--config", &example(), "--affinity-ttl", "2d"],
+        "command line: pool[0].affinity_ttl (--affinity-ttl): ",
     );
-    let out = ringlb(&[
-        "run",
-        "--listen",
-        "127.0.0.1:1",
-        "--backend",
-        "127.0.0.1:2",
-        "--affinity-ttl",
-        "25h",
-    ]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(
-            "command line: pool[0].affinity_ttl (--affinity-ttl): must be at most 24h, got \"25h\""
-        ),
-        "{stderr}"
+    refused(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2",
+            "--affinity-ttl",
+            "25h",
+        ],
+        "command line: pool[0].affinity_ttl (--affinity-ttl): must be at most 24h, got \"25h\"",
     );
 }
 
 #[test]
 fn unknown_engine_is_a_clear_error() {
-    let out = ringlb(&[
-        "run",
-        "--engine",
-        "nope",
-        "--listen",
-        "127.0.0.1:1",
-        "--backend",
-        "127.0.0.1:2",
-    ]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("invalid value 'nope' for '--engine"),
-        "{stderr}"
+    let stderr = refused(
+        &[
+            "run",
+            "--engine",
+            "nope",
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2",
+        ],
+        "invalid value 'nope' for '--engine",
     );
     assert!(stderr.contains("uring, epoll, blocking"), "{stderr}");
 }

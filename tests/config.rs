@@ -61,8 +61,12 @@ fn at(text: &str, needle: &str, nth: usize) -> String {
 /// Asserts the error starts with the location of `needle` and names `field`, and mentions
 /// each of `words`.
 fn assert_error(text: &str, needle: &str, nth: usize, field: &str, words: &[&str]) {
-    let message = error(text);
-    let expected = format!("{}: {field}: ", at(text, needle, nth));
+    assert_located(&error(text), &at(text, needle, nth), field, words);
+}
+
+/// Asserts `message` starts with `location` and `field`, and mentions each of `words`.
+fn assert_located(message: &str, location: &str, field: &str, words: &[&str]) {
+    let expected = format!("{location}: {field}: ");
     assert!(
         message.starts_with(&expected),
         "{message:?} should start with {expected:?}"
@@ -691,18 +695,7 @@ fn assert_value_error(text: &str, line: &str, field: &str, words: &[&str]) {
         before.matches('\n').count() + 1,
         value - before.rfind('\n').map_or(0, |i| i + 1) + 1
     );
-    let message = error(text);
-    let expected = format!("{location}: {field}: ");
-    assert!(
-        message.starts_with(&expected),
-        "{message:?} should start with {expected:?}"
-    );
-    for word in words {
-        assert!(
-            message.contains(word),
-            "{message:?} should mention {word:?}"
-        );
-    }
+    assert_located(&error(text), &location, field, words);
 }
 
 #[test]
