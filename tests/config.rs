@@ -1094,20 +1094,14 @@ fn the_example_documents_the_queue_keys() {
     ] {
         assert!(text.contains(&format!("\n{line}")), "{line:?} not shown");
     }
-    let mut uncommented = text.clone();
-    for line in [
-        "admission_rate = 1000\n",
-        "admission_burst = 100\n",
-        "max_connections = 100\n",
-    ] {
-        let commented = format!("\n# {line}");
-        assert_eq!(
-            text.matches(&commented).count(),
-            1,
-            "{line:?} once, commented"
-        );
-        uncommented = uncommented.replace(&commented, &format!("\n{line}"));
-    }
+    let uncommented = uncomment(
+        &text,
+        &[
+            "admission_rate = 1000\n",
+            "admission_burst = 100\n",
+            "max_connections = 100\n",
+        ],
+    );
     let config = load(&uncommented).expect("valid once uncommented");
     assert_eq!(
         config.listeners[0].admission,
@@ -1369,18 +1363,11 @@ fn affinity_ttl_flag_errors_name_the_flag() {
 
 /// The example's commented-out affinity keys validate once uncommented, to the defaults the
 /// comments promise; left commented, no pool is sticky.
-#[test]
-fn the_example_documents_the_affinity_keys() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
-    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
-    let config = load(&text).expect("examples/ringlb.toml is valid");
-    assert!(config.pools.iter().all(|p| p.affinity.is_none()));
-    let mut uncommented = text.clone();
-    for line in [
-        "affinity = \"source\"\n",
-        "affinity_ttl = \"30m\"\n",
-        "affinity_max_entries = 100000\n",
-    ] {
+/// `text` with each of `lines`, which it must hold exactly once commented out (`# line`),
+/// uncommented.
+fn uncomment(text: &str, lines: &[&str]) -> String {
+    let mut uncommented = text.to_owned();
+    for line in lines {
         let commented = format!("\n# {line}");
         assert_eq!(
             text.matches(&commented).count(),
@@ -1389,6 +1376,23 @@ fn the_example_documents_the_affinity_keys() {
         );
         uncommented = uncommented.replace(&commented, &format!("\n{line}"));
     }
+    uncommented
+}
+
+#[test]
+fn the_example_documents_the_affinity_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load(&text).expect("examples/ringlb.toml is valid");
+    assert!(config.pools.iter().all(|p| p.affinity.is_none()));
+    let uncommented = uncomment(
+        &text,
+        &[
+            "affinity = \"source\"\n",
+            "affinity_ttl = \"30m\"\n",
+            "affinity_max_entries = 100000\n",
+        ],
+    );
     let config = load(&uncommented).expect("valid once uncommented");
     let defaults = Some(Affinity {
         ttl: DEFAULT_AFFINITY_TTL,
