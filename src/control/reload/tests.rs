@@ -325,3 +325,41 @@ fn a_file_that_does_not_validate_changes_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reload_sets_and_lifts_backend_limits_in_the_snapshots() {
+    let (mut control, inboxes) = setup();
+    let limited = BEFORE.replace("name = \"b\"\n", "name = \"b\"\nmax_connections = 5\n");
+    let outcome = control.apply(&config(&limited)).expect("applied");
+    assert!(
+        outcome
+            .applied
+            .iter()
+            .any(|a| a == "web/b: max_connections 5"),
+        "{outcome:?}"
+    );
+    let (pools, _) = messages(&inboxes[0]);
+    let (_, snapshot) = pools.last().expect("a snapshot of web");
+    assert!(snapshot.limited());
+    let id = |name| snapshot.id_of(name).expect("backend");
+    assert_eq!(
+        (snapshot.limit(id("a")), snapshot.limit(id("b"))),
+        (None, Some(5))
+    );
+    // The limit survives a state change's snapshot, and a reload without it lifts it.
+    control
+        .set_state("web", "a", AdminState::Drain)
+        .expect("drain");
+    let (pools, _) = messages(&inboxes[0]);
+    assert_eq!(pools.last().expect("snapshot").1.limit(id("b")), Some(5));
+    let outcome = control.apply(&config(BEFORE)).expect("applied");
+    assert!(
+        outcome
+            .applied
+            .iter()
+            .any(|a| a == "web/b: max_connections none"),
+        "{outcome:?}"
+    );
+    let (pools, _) = messages(&inboxes[0]);
+    assert!(!pools.last().expect("snapshot").1.limited());
+}
