@@ -265,6 +265,10 @@ pub struct OverrideArgs {
     /// quick form has no other way to turn them on [default: the file's, or off].
     #[arg(long, value_name = "DURATION")]
     pub affinity_ttl: Option<String>,
+    /// Send every backend a PROXY protocol header (v1: text, v2: binary) before the client's
+    /// bytes, so that it sees the client's address [default: the file's, or none].
+    #[arg(long, value_name = "VERSION")]
+    pub send_proxy: Option<ringlb::config::raw::ProxyName>,
     /// Clients that may wait, for every pool, when every backend is at its max_connections or
     /// a listener's admission rate holds them back: 0 to 1048576; 0 turns them away at once
     /// [default: 1024].
@@ -387,6 +391,7 @@ impl OverrideArgs {
             rise: self.rise,
             fall: self.fall,
             affinity_ttl: self.affinity_ttl.clone(),
+            send_proxy: self.send_proxy,
             queue_size: self.queue_size,
             queue_timeout: self.queue_timeout.clone(),
             admission_rate: self.admission_rate,

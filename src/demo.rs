@@ -159,6 +159,7 @@ pub fn run(options: DemoOptions) -> Result<(), DemoError> {
             addr: handle.local_addr(),
             weight: 1,
             max_connections: None,
+            send_proxy: None,
         })
         .collect();
     let config = demo_config(&options, listen, infos)?;

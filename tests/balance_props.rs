@@ -23,6 +23,7 @@ fn backend(i: usize, weight: u32) -> BackendInfo {
             .into(),
         weight,
         max_connections: None,
+        send_proxy: None,
     }
 }
 

@@ -196,6 +196,7 @@ address = "10.0.0.2:443"
                     addr: addr("10.0.0.1:80"),
                     weight: 1,
                     max_connections: None,
+                    send_proxy: None,
                 }],
                 retries: DEFAULT_RETRIES,
                 health: None,
@@ -214,12 +215,14 @@ address = "10.0.0.2:443"
                         addr: addr("[2001:db8::1]:443"),
                         weight: 5,
                         max_connections: Some(500),
+                        send_proxy: None,
                     },
                     ringlb::core::backend::BackendInfo {
                         name: "10.0.0.2:443".into(),
                         addr: addr("10.0.0.2:443"),
                         weight: 1,
                         max_connections: None,
+                        send_proxy: None,
                     },
                 ],
                 retries: 7,
@@ -1405,4 +1408,40 @@ fn the_example_documents_the_affinity_keys() {
         .replace("\naffinity_ttl = \"30m\"\n", "\n")
         .replace("\naffinity_max_entries = 100000\n", "\n");
     assert_eq!(load(&text).expect("valid").pools[0].affinity, defaults);
+}
+
+#[test]
+fn send_proxy_on_a_backend_wins_over_its_pools_and_the_flag_sets_every_pool() {
+    use ringlb::core::proxy_header::ProxyVersion;
+    let text = with_keys("", "send_proxy = \"v2\"", "send_proxy = \"v1\"");
+    let config = load(&text).expect("valid");
+    let web = &config.pools[0];
+    let versions: Vec<_> = web.backends.iter().map(|b| b.send_proxy).collect();
+    assert_eq!(
+        versions,
+        [Some(ProxyVersion::V1), Some(ProxyVersion::V2)],
+        "a: its own; b: the pool's"
+    );
+    assert!(
+        config.pools[1]
+            .backends
+            .iter()
+            .all(|b| b.send_proxy.is_none())
+    );
+    let overrides = Overrides {
+        send_proxy: Some(ringlb::config::raw::ProxyName::V1),
+        ..Overrides::default()
+    };
+    let config = load_with(BASE, &overrides).expect("valid");
+    assert!(
+        config
+            .pools
+            .iter()
+            .flat_map(|p| &p.backends)
+            .all(|b| b.send_proxy == Some(ProxyVersion::V1))
+    );
+    let text = with_keys("", "send_proxy = \"v3\"", "");
+    let message = error(&text);
+    assert!(message.contains("send_proxy"), "{message}");
+    assert!(message.starts_with("t.toml:"), "{message}");
 }

@@ -87,6 +87,7 @@ fn the_top_level_key_is_process_wide() {
 fn the_flags_set_the_process_limit_and_the_worker_table() {
     let overrides = Overrides {
         max_connections: Some(7),
+        send_proxy: None,
         worker_max_connections: Some(5),
         ..Overrides::default()
     };
@@ -95,6 +96,7 @@ fn the_flags_set_the_process_limit_and_the_worker_table() {
     assert_eq!(config.tuning.max_connections, 5);
     let bad = Overrides {
         max_connections: Some(0),
+        send_proxy: None,
         ..Overrides::default()
     };
     let message = load(BASE, 1024, &bad).expect_err("0").to_string();

@@ -40,6 +40,7 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
+    proxy_header_goes_first_and_holds_everything_back_until_sent,
     copy_round_trip_with_partial_sends_and_half_close_ends_done,
     refused_candidates_are_tried_in_order_then_no_backend,
     no_candidates_closes_at_once,

@@ -140,6 +140,7 @@ fn no_backend_up_closes_every_client_at_once() {
         addr: (Ipv4Addr::LOCALHOST, 9).into(),
         weight: 1,
         max_connections: None,
+        send_proxy: None,
     }];
     let pool = Arc::new(PoolSnapshot::new(
         Algorithm::RoundRobin,
@@ -206,6 +207,7 @@ fn all_blackholed_gives_up_after_every_timeout() {
                 addr: (Ipv4Addr::LOCALHOST, 9000 + i).into(),
                 weight: 1,
                 max_connections: None,
+                send_proxy: None,
             })
             .collect();
         let pool = Arc::new(PoolSnapshot::new(

@@ -53,6 +53,8 @@ mod load;
 mod observe;
 #[path = "scenarios/pipes.rs"]
 mod pipes;
+#[path = "scenarios/proxy.rs"]
+mod proxy;
 #[path = "scenarios/starvation.rs"]
 mod starvation;
 #[path = "scenarios/timeouts.rs"]
@@ -117,6 +119,7 @@ macro_rules! scenarios {
             queue_overflow_and_timeout_close_promptly => crate::capacity::queue_overflow_and_timeout_close_promptly,
             admission_rate_paces_a_flash_crowd => crate::capacity::admission_rate_paces_a_flash_crowd,
             affinity_survives_scale_out_and_expires => crate::affinity::affinity_survives_scale_out_and_expires,
+            send_proxy_tells_backends_the_client => crate::proxy::send_proxy_tells_backends_the_client,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

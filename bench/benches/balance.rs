@@ -20,6 +20,7 @@ fn pool(n: usize) -> Vec<BackendInfo> {
             addr: (Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8), 8080).into(),
             weight: 1,
             max_connections: None,
+            send_proxy: None,
         })
         .collect()
 }

@@ -183,6 +183,8 @@ pub struct Overrides {
     pub fall: Option<i64>,
     /// `--affinity-ttl`, as written, for every pool: also turns on `affinity = "source"`.
     pub affinity_ttl: Option<String>,
+    /// `--send-proxy`, for every pool (a backend's own `send_proxy` still wins).
+    pub send_proxy: Option<ProxyName>,
     /// `--queue-size`, for every pool.
     pub queue_size: Option<i64>,
     /// `--queue-timeout`, as written, for every pool.
@@ -294,6 +296,9 @@ impl Overrides {
             }
             if let Some(size) = self.queue_size {
                 pool.queue_size = Some(from_cli(size));
+            }
+            if let Some(version) = self.send_proxy {
+                pool.send_proxy = Some(from_cli(version));
             }
             set_text(&mut pool.queue_timeout, &self.queue_timeout);
             self.apply_health(&mut pool.health);
@@ -418,6 +423,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
                 weight: b.weight.map(from_cli),
                 name: b.name.clone().map(from_cli),
                 max_connections: b.max_connections.map(from_cli),
+                send_proxy: None,
             })
         })
         .collect();
@@ -445,6 +451,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             queue_close: None,
             affinity: None,
             affinity_ttl: None,
+            send_proxy: None,
             affinity_max_entries: None,
         })],
         ..RawConfig::default()

@@ -224,6 +224,8 @@ pub struct RawPool {
     /// `affinity_max_entries`, documented in `examples/ringlb.toml`; only with
     /// `affinity = "source"`.
     pub affinity_max_entries: Option<Spanned<i64>>,
+    /// `send_proxy` for every backend of the pool that does not say otherwise.
+    pub send_proxy: Option<Spanned<ProxyName>>,
 }
 
 /// `[pool.health]`: which keys belong to which check is decided during validation, so that
@@ -295,6 +297,18 @@ pub struct RawBackend {
     pub name: Option<Spanned<String>>,
     /// `max_connections`, documented in `examples/ringlb.toml`.
     pub max_connections: Option<Spanned<i64>>,
+    /// `send_proxy`, documented in `examples/ringlb.toml`; the pool's when left out.
+    pub send_proxy: Option<Spanned<ProxyName>>,
+}
+
+/// PROXY protocol versions (`send_proxy`), as written in TOML and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyName {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// Engine names as written in TOML and on the command line.

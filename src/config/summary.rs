@@ -183,9 +183,15 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         let _ = writeln!(out, "    queue: {}", queue(&p.queue));
         let _ = writeln!(out, "    affinity: {}", affinity(p.affinity.as_ref()));
         for b in &p.backends {
-            let limit = b
+            let mut limit = b
                 .max_connections
                 .map_or(String::new(), |max| format!(", max_connections {max}"));
+            if let Some(version) = b.send_proxy {
+                limit.push_str(match version {
+                    crate::core::proxy_header::ProxyVersion::V1 => ", send_proxy v1",
+                    crate::core::proxy_header::ProxyVersion::V2 => ", send_proxy v2",
+                });
+            }
             if b.name == b.addr.to_string() {
                 let _ = writeln!(out, "    {} weight {}{limit}", b.addr, b.weight);
             } else {

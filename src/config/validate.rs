@@ -219,11 +219,13 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
                 ),
             ));
         }
+        let pool_proxy = p.send_proxy.as_ref().map(|v| proxy_version(*v.get_ref()));
         let mut backend_names = Seen::new(src);
         let mut backends = Vec::with_capacity(p.backends.len());
         for (j, b) in p.backends.iter().enumerate() {
             let at = |leaf: &str| format!("pool[{i}].backend[{j}].{leaf}");
-            let (backend, name_span) = backend(b.get_ref(), &at, src)?;
+            let (mut backend, name_span) = backend(b.get_ref(), &at, src)?;
+            backend.send_proxy = backend.send_proxy.or(pool_proxy);
             backend_names.insert(backend.name.clone(), name_span, &at("name"), "backend name")?;
             backends.push(backend);
         }
@@ -294,6 +296,7 @@ fn backend(
             addr,
             weight,
             max_connections,
+            send_proxy: b.send_proxy.as_ref().map(|v| proxy_version(*v.get_ref())),
         },
         name_span,
     ))
@@ -313,6 +316,7 @@ pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo,
         weight: spec.weight.map(at_spec),
         name: spec.name.clone().map(at_spec),
         max_connections: spec.max_connections.map(at_spec),
+        send_proxy: None,
     };
     let src = Source {
         origin: "backend spec",
@@ -499,4 +503,12 @@ fn workers_and_cpus(
         }
     }
     Ok((workers, Some(resolved)))
+}
+
+/// The model's PROXY protocol version for a written name.
+fn proxy_version(name: ProxyName) -> crate::core::proxy_header::ProxyVersion {
+    match name {
+        ProxyName::V1 => crate::core::proxy_header::ProxyVersion::V1,
+        ProxyName::V2 => crate::core::proxy_header::ProxyVersion::V2,
+    }
 }

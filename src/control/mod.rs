@@ -110,6 +110,7 @@ impl Pool {
                 addr: b.addr,
                 weight: b.balancing_weight(),
                 max_connections: b.max_connections,
+                send_proxy: b.send_proxy,
             })
             .collect();
         let states = self.backends.iter().map(Backend::core_state).collect();

@@ -418,6 +418,7 @@ impl Backend {
             addr: info.addr,
             weight: info.weight,
             max_connections: info.max_connections,
+            send_proxy: info.send_proxy,
             life: Life::Serving(AdminState::Ready),
             changed: Change::now(reason),
             hashed_as: info.name.clone(),

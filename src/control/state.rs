@@ -109,6 +109,8 @@ pub struct Backend {
     pub weight: u32,
     /// Most connections at once, process-wide (`None`: no limit).
     pub max_connections: Option<u32>,
+    /// The PROXY protocol header it is sent first, if any.
+    pub send_proxy: Option<crate::core::proxy_header::ProxyVersion>,
     pub life: Life,
     pub changed: Change,
     /// The name the snapshot gives it: its own, except for a tombstone whose name was taken

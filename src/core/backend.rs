@@ -48,4 +48,7 @@ pub struct BackendInfo {
     /// Most connections open to it at once, across every worker (`None`: no limit). Clients
     /// beyond it wait in the pool's queue.
     pub max_connections: Option<u32>,
+    /// Send it a PROXY protocol header of this version before the client's bytes
+    /// (`send_proxy`).
+    pub send_proxy: Option<crate::core::proxy_header::ProxyVersion>,
 }

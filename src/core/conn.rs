@@ -147,6 +147,18 @@ pub struct Conn {
     phase: Phase,
     flows: [Flow; 2],
     last_activity: Instant,
+    header: Header,
+}
+
+/// Where the PROXY protocol header to the backend (`send_proxy`) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Header {
+    /// None is sent, or it is out already.
+    Done,
+    /// To send once connected.
+    Due(ProxyVersion),
+    /// Asked for: nothing else goes to the backend until it is written.
+    Sending,
 }
 
 impl Conn {
@@ -179,6 +191,7 @@ impl Conn {
             phase,
             flows: [Flow::new(via); 2],
             last_activity: now,
+            header: Header::Done,
         }
     }
 
@@ -235,6 +248,15 @@ impl Conn {
         }
         self.next_candidate();
         true
+    }
+
+    /// Send the backend of the connect in progress a PROXY protocol header of `version` as
+    /// soon as it is connected, before anything else (its `send_proxy`). Call it before
+    /// reporting `Connected`; ignored in any other phase.
+    pub fn send_proxy_header(&mut self, version: ProxyVersion) {
+        if matches!(self.phase, Phase::Connecting { issued: true, .. }) {
+            self.header = Header::Due(version);
+        }
     }
 
     /// Whether the connection waits in the queue.
@@ -341,6 +363,12 @@ impl Conn {
                 // so that a bug there cannot wrap the count.
                 flow.queued = flow.queued.saturating_sub(bytes);
                 flow.sending = false;
+            }
+            Event::ProxyHeaderSent => {
+                if self.header == Header::Sending {
+                    self.header = Header::Done;
+                    self.last_activity = now;
+                }
             }
             Event::Failed { side, failure } => {
                 let reason = match side {
@@ -458,7 +486,14 @@ impl Conn {
                 self.phase = Phase::Closed(reason);
                 Some(Action::Close { reset, reason })
             }
-            Phase::Established => self.poll_established(),
+            Phase::Established => match self.header {
+                Header::Due(version) => {
+                    self.header = Header::Sending;
+                    Some(Action::SendProxyHeader { version })
+                }
+                Header::Sending => None,
+                Header::Done => self.poll_established(),
+            },
         }
     }
 

@@ -281,6 +281,21 @@ fn walk_tlvs(header: &[u8], start: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Which header a backend is sent (`send_proxy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// The header of `version` for a connection from `source` to `destination`.
+pub fn encode(version: ProxyVersion, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    match version {
+        ProxyVersion::V1 => encode_v1(source, destination).into_bytes(),
+        ProxyVersion::V2 => encode_v2(source, destination),
+    }
+}
+
 /// The v1 header for a TCP connection from `source` to `destination` (`UNKNOWN` when their
 /// families differ).
 pub fn encode_v1(source: SocketAddr, destination: SocketAddr) -> String {

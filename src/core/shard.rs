@@ -202,7 +202,9 @@ impl<Io> Shard<Io> {
             || policy.admission.is_some()
             || policy.affinity.is_some()
             || pool.is_some_and(|p| {
-                p.algorithm() == crate::core::balance::Algorithm::SourceHash || p.limited()
+                p.algorithm() == crate::core::balance::Algorithm::SourceHash
+                    || p.limited()
+                    || p.sends_proxy()
             })
     }
 
@@ -300,6 +302,12 @@ impl<Io> Shard<Io> {
         match event {
             Event::Connected => {
                 entry.trail.connected = Some(now);
+                let backend = entry.conn.backend();
+                if let Some(version) =
+                    backend.and_then(|b| self.balancers.get(entry.pool)?.snapshot().send_proxy(b))
+                {
+                    entry.conn.send_proxy_header(version);
+                }
                 if let Some((backend, started)) = entry.trail.attempt {
                     let took = now.saturating_duration_since(started);
                     self.counters.connected(entry.pool, backend, took);

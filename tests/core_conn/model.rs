@@ -158,7 +158,8 @@ impl Model {
                 | Event::ConnectFailed { .. }
                 | Event::Received { .. }
                 | Event::Eof { .. }
-                | Event::Sent { .. } => self.last_activity = self.now,
+                | Event::Sent { .. }
+                | Event::ProxyHeaderSent => self.last_activity = self.now,
                 Event::RecvEnded { .. }
                 | Event::SpliceUnavailable { .. }
                 | Event::Failed { .. } => {}
@@ -336,6 +337,7 @@ impl Model {
             self.closed
         );
         match action {
+            Action::SendProxyHeader { .. } => panic!("the model sends no PROXY header"),
             Action::Connect { backend, attempt } => {
                 self.check_connect_expired();
                 assert!(!self.established, "{action:?}");

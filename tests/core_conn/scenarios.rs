@@ -535,3 +535,61 @@ pub(crate) fn auto_streak_is_broken_by_a_short_receipt() {
     );
     assert_eq!(drain(&mut conn), [recv(Dir::Downstream, Via::Splice)]);
 }
+
+pub(crate) fn proxy_header_goes_first_and_holds_everything_back_until_sent() {
+    use ringlb::core::conn::ProxyVersion;
+    let t0 = Instant::now();
+    let params = params(Mode::Copy);
+    let mut conn = Conn::new(t0, params, &ids(&[0]));
+    assert_eq!(
+        drain(&mut conn),
+        [Action::Connect {
+            backend: BackendId(0),
+            attempt: 0
+        }]
+    );
+    // Asked for before the connect is reported (the shard does, for a backend that wants it).
+    conn.send_proxy_header(ProxyVersion::V2);
+    conn.handle_event(t0 + ms(1), Event::Connected);
+    assert_eq!(
+        drain(&mut conn),
+        [Action::SendProxyHeader {
+            version: ProxyVersion::V2
+        }]
+    );
+    // Nothing else until it is out: not even a receive from the client.
+    assert_eq!(drain(&mut conn), []);
+    conn.handle_event(t0 + ms(2), Event::ProxyHeaderSent);
+    assert_eq!(
+        drain(&mut conn),
+        [
+            recv(Dir::Upstream, Via::Copy),
+            recv(Dir::Downstream, Via::Copy)
+        ]
+    );
+    // A header that cannot be written fails the backend side.
+    let mut conn = Conn::new(t0, params, &ids(&[0]));
+    drain(&mut conn);
+    conn.send_proxy_header(ProxyVersion::V1);
+    conn.handle_event(t0 + ms(1), Event::Connected);
+    assert_eq!(
+        drain(&mut conn),
+        [Action::SendProxyHeader {
+            version: ProxyVersion::V1
+        }]
+    );
+    conn.handle_event(
+        t0 + ms(2),
+        Event::Failed {
+            side: Side::Backend,
+            failure: PEER_RESET,
+        },
+    );
+    assert_eq!(
+        drain(&mut conn),
+        [Action::Close {
+            reset: true,
+            reason: CloseReason::BackendFailed(PEER_RESET)
+        }]
+    );
+}

@@ -89,6 +89,7 @@ impl Sim {
                 addr: (Ipv4Addr::new(10, 0, 0, i as u8 + 1), 80).into(),
                 weight: rng.range(1, 3) as u32,
                 max_connections: None,
+                send_proxy: None,
             })
             .collect();
         let pool = Arc::new(PoolSnapshot::new(

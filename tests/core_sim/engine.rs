@@ -28,6 +28,7 @@ impl Sim {
             );
             match action {
                 Action::Connect { backend, attempt } => self.on_connect(c, key, backend, attempt),
+                Action::SendProxyHeader { .. } => panic!("the simulation sends no PROXY header"),
                 Action::Recv { dir, via } => self.on_recv(c, dir, via),
                 Action::CancelRecv { dir } => {
                     let limit = limit(&self.setup.params, self.conns[c].flows[dir.index()].via);

@@ -118,7 +118,8 @@ impl Sim {
                 | Event::ConnectFailed { .. }
                 | Event::Received { .. }
                 | Event::Eof { .. }
-                | Event::Sent { .. } => self.conns[c].last_activity = self.now,
+                | Event::Sent { .. }
+                | Event::ProxyHeaderSent => self.conns[c].last_activity = self.now,
                 Event::RecvEnded { .. }
                 | Event::SpliceUnavailable { .. }
                 | Event::Failed { .. } => {}

@@ -12,6 +12,7 @@ fn pool(n: usize) -> PoolSnapshot {
             addr: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
             weight: 1,
             max_connections: None,
+            send_proxy: None,
         })
         .collect();
     PoolSnapshot::new(Algorithm::RoundRobin, backends, Vec::new())

@@ -354,6 +354,7 @@ mod tests {
                 addr: ([127, 0, 0, 1], 9000 + i as u16).into(),
                 weight: 1,
                 max_connections: None,
+                send_proxy: None,
             })
             .collect()
     }
@@ -501,6 +502,7 @@ mod tests {
                 addr: ([127, 0, 0, 1], 9000).into(),
                 weight: 1,
                 max_connections: None,
+                send_proxy: None,
             })
             .collect();
         pool[0].weight = u32::from(u16::MAX);

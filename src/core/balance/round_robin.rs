@@ -79,6 +79,7 @@ mod tests {
                 addr: ([10, 0, 0, i as u8], 80).into(),
                 weight,
                 max_connections: None,
+                send_proxy: None,
             })
             .collect();
         PoolSnapshot::new(Algorithm::RoundRobin, backends, Vec::new())

@@ -208,6 +208,17 @@ impl PoolSnapshot {
         self.limited
     }
 
+    /// Whether any backend is sent a PROXY protocol header (engines then look clients'
+    /// addresses up).
+    pub fn sends_proxy(&self) -> bool {
+        self.backends.iter().any(|b| b.send_proxy.is_some())
+    }
+
+    /// The PROXY protocol header `id` is sent, if any.
+    pub fn send_proxy(&self, id: BackendId) -> Option<crate::core::proxy_header::ProxyVersion> {
+        self.backends.get(id.index()).and_then(|b| b.send_proxy)
+    }
+
     /// The connection limit of `id` (`None`: unlimited, or an unknown id).
     pub fn limit(&self, id: BackendId) -> Option<u32> {
         self.backends

@@ -16,6 +16,7 @@ fn pool(limits: &[Option<u32>]) -> PoolSnapshot {
             addr: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
             weight: 1,
             max_connections,
+            send_proxy: None,
         })
         .collect();
     PoolSnapshot::new(Algorithm::RoundRobin, backends, Vec::new())

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::core::backend::BackendId;
+pub use crate::core::proxy_header::ProxyVersion;
 
 /// One end of a proxied connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,6 +97,8 @@ pub enum Event {
     Sent { dir: Dir, bytes: u64 },
     /// A socket on `side` failed (reset, broken pipe, any other error), for `failure`.
     Failed { side: Side, failure: Failure },
+    /// The whole PROXY protocol header asked for by `SendProxyHeader` was written.
+    ProxyHeaderSent,
 }
 
 /// Why a socket failed, as the engine saw it: the cause a reset is logged and counted with.
@@ -174,6 +177,9 @@ pub enum Action {
     /// The source of the opposite direction ended and everything was flushed: shut down
     /// writing toward `side`.
     ShutdownWrite { side: Side },
+    /// Write the PROXY protocol header of `version` to the backend, before any byte of the
+    /// client's (the connection's `send_proxy`); report `ProxyHeaderSent` or `Failed`.
+    SendProxyHeader { version: ProxyVersion },
     /// Close both sockets; with `reset`, abortively (SO_LINGER 0, so the peer sees RST).
     Close { reset: bool, reason: CloseReason },
 }

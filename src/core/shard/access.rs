@@ -28,6 +28,15 @@ impl<Io> Shard<Io> {
         self.conns.get_mut(key).map(|e| &mut e.io)
     }
 
+    /// The client address of connection `key`, when the engine looked it up (see
+    /// [`Shard::needs_peer`]).
+    pub fn client_addr(&self, key: SlotKey) -> Option<SocketAddr> {
+        self.conns
+            .get(key)
+            .map(|e| e.trail.client)
+            .filter(|a| !a.ip().is_unspecified())
+    }
+
     /// Where backend `backend` of connection `key`'s pool listens.
     pub fn backend_addr(&self, key: SlotKey, backend: BackendId) -> Option<SocketAddr> {
         let entry = self.conns.get(key)?;

@@ -24,6 +24,7 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
             addr: "127.0.0.1:1".parse().expect("literal address"),
             weight: 1,
             max_connections: None,
+            send_proxy: None,
         }],
         vec![BackendState::Up],
     ));
@@ -269,6 +270,7 @@ fn counters_keep_their_ids_when_the_control_side_appends_a_backend() {
         addr: "127.0.0.1:2".parse().expect("literal"),
         weight: 1,
         max_connections: None,
+        send_proxy: None,
     });
     shard.update_pool(
         0,

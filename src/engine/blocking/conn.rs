@@ -124,6 +124,21 @@ impl ConnHandle {
         }
     }
 
+    /// `SendProxyHeader { version }` for a client at `peer`: the event to report.
+    pub fn send_proxy_header(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        version: crate::core::proxy_header::ProxyVersion,
+    ) -> Event {
+        let backend = lock(&self.backend).clone();
+        op::send_proxy_header(
+            self.client.as_fd(),
+            backend.as_deref().map(|s| s.as_fd()),
+            peer,
+            version,
+        )
+    }
+
     /// `Close { reset }`: wake every thread of the connection; they leave, and the last one
     /// releases the slot. The sockets are closed when the last reference goes.
     pub fn close(&self, reset: bool) {

@@ -284,6 +284,10 @@ fn drive(shard: &mut Shard<Arc<ConnHandle>>, resets_log: &mut RateLimit, now: In
                         results.push((key, Event::Failed { side, failure }));
                     }
                 }
+                Action::SendProxyHeader { version } => {
+                    let event = handle.send_proxy_header(shard.client_addr(key), version);
+                    results.push((key, event));
+                }
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");
                     if reset {

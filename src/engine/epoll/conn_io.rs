@@ -436,6 +436,21 @@ impl ConnIo {
         out.push(Event::RecvEnded { dir });
     }
 
+    /// Carry out `SendProxyHeader { version }` for a client at `peer`: the event to report.
+    pub fn send_proxy_header(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        version: crate::core::proxy_header::ProxyVersion,
+    ) -> Event {
+        use std::os::fd::AsFd;
+        op::send_proxy_header(
+            self.client.as_fd(),
+            self.backend.as_ref().map(|s| s.as_fd()),
+            peer,
+            version,
+        )
+    }
+
     /// Carry out `ShutdownWrite { side }`.
     pub fn shutdown_write(&mut self, side: Side, out: &mut Vec<Event>) {
         let Some(sock) = side_socket(&self.client, &self.backend, side) else {

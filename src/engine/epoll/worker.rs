@@ -419,6 +419,7 @@ impl Worker {
                 Action::Connect { backend, .. } => self.shard.backend_addr(key, backend),
                 _ => None,
             };
+            let peer = self.shard.client_addr(key);
             let Some(io) = self.shard.io_mut(key) else {
                 continue;
             };
@@ -429,6 +430,9 @@ impl Worker {
                 Action::Send { dir, via, queued } => io.begin_send(dir, via, queued, res, out),
                 Action::CancelRecv { dir } => io.cancel_recv(dir, out),
                 Action::ShutdownWrite { side } => io.shutdown_write(side, out),
+                Action::SendProxyHeader { version } => {
+                    out.push(io.send_proxy_header(peer, version));
+                }
                 Action::Close { .. } => {}
             }
             self.feed(now, key);

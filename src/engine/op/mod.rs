@@ -14,6 +14,7 @@
 mod accept;
 mod close;
 mod connect;
+mod proxy;
 mod recv;
 mod send;
 mod shutdown;
@@ -22,6 +23,7 @@ mod splice;
 pub use accept::Accept;
 pub use close::Close;
 pub use connect::Connect;
+pub use proxy::{SendProxyHeader, send_proxy_header};
 pub use recv::{Recv, RecvMulti, RecvSelect};
 pub use send::{Send, SendBundle, SendMsg};
 pub use shutdown::Shutdown;

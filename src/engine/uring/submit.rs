@@ -91,6 +91,21 @@ impl Worker {
                     }
                 },
                 Action::ShutdownWrite { side } => self.shutdown_write(key, side),
+                Action::SendProxyHeader { version } => {
+                    let peer = self.shard.client_addr(key);
+                    let Some(io) = self.shard.io(key) else {
+                        continue;
+                    };
+                    // A direct system call (see `op::proxy`): nothing is in flight on the
+                    // backend socket yet, and the header fits its empty send buffer.
+                    let event = crate::engine::op::send_proxy_header(
+                        io.client.as_fd(),
+                        io.backend.as_ref().map(|s| s.as_fd()),
+                        peer,
+                        version,
+                    );
+                    self.shard.handle_event(now, key, event);
+                }
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");
                     if reset {

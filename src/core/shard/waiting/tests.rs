@@ -56,6 +56,7 @@ fn pool(limit: Option<u32>) -> Arc<PoolSnapshot> {
             addr: "127.0.0.1:1".parse().expect("literal"),
             weight: 1,
             max_connections: limit,
+            send_proxy: None,
         }],
         vec![BackendState::Up],
     ))
