@@ -120,6 +120,7 @@ macro_rules! scenarios {
             admission_rate_paces_a_flash_crowd => crate::capacity::admission_rate_paces_a_flash_crowd,
             affinity_survives_scale_out_and_expires => crate::affinity::affinity_survives_scale_out_and_expires,
             send_proxy_tells_backends_the_client => crate::proxy::send_proxy_tells_backends_the_client,
+            nginx_reads_the_proxy_header => crate::proxy::nginx_reads_the_proxy_header,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -123,3 +123,105 @@ pub fn send_proxy_tells_backends_the_client(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// nginx serving a stream on `listen ... proxy_protocol` that answers each connection with the
+/// addresses it read from the PROXY header; stopped when dropped.
+struct Nginx {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(ctx: &Ctx) -> Result<Nginx, crate::harness::Skip> {
+        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let (Some(binary), true) = (binary, std::path::Path::new(module).exists()) else {
+            return Err(crate::harness::Skip(
+                "nginx with its stream module is not installed (nginx-light, libnginx-mod-stream)"
+                    .to_owned(),
+            ));
+        };
+        let addr = crate::harness::free_addr();
+        let dir = std::env::temp_dir().join(format!(
+            "ringlb-nginx-{}-{}-{}",
+            std::process::id(),
+            ctx.config,
+            ctx.scenario
+        ));
+        std::fs::create_dir_all(&dir).expect("nginx directory");
+        let conf = format!(
+            "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nstream {{\n\
+             server {{\nlisten {addr} proxy_protocol;\n\
+             return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr \
+             $proxy_protocol_server_port\\n\";\n}}\n}}\n",
+            dir = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("nginx.conf");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let started = std::time::Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "nginx did not listen on {addr}: {}",
+                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Nginx { child, addr, dir })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// nginx with `listen ... proxy_protocol`, a receiver nobody here wrote, reads the client's
+/// address and the listener's from ringlb's v1 and v2 headers.
+pub fn nginx_reads_the_proxy_header(ctx: &Ctx) -> Outcome {
+    let nginx = Nginx::start(ctx)?;
+    for version in ["v1", "v2"] {
+        let text = format!(
+            "[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\n[[pool]]\nname = \"web\"\n\
+             [[pool.backend]]\naddress = \"{}\"\nsend_proxy = \"{version}\"\n",
+            nginx.addr
+        );
+        let proxy = Proxy::start(ctx, &Launch::file(&text))?;
+        let mut stream = connect(proxy.addr);
+        let local = stream.local_addr().expect("local address");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("nginx's answer");
+        assert_eq!(
+            answer,
+            format!(
+                "{} {} {} {}\n",
+                local.ip(),
+                local.port(),
+                proxy.addr.ip(),
+                proxy.addr.port()
+            ),
+            "{version}"
+        );
+        proxy.finish();
+    }
+    drop(nginx);
+    Ok(())
+}
