@@ -419,7 +419,11 @@ impl Worker {
                 Action::Connect { backend, .. } => self.shard.backend_addr(key, backend),
                 _ => None,
             };
-            let peer = self.shard.client_addr(key);
+            // Looked up only for the one action that needs it, not on every action.
+            let peer = match action {
+                Action::SendProxyHeader { .. } => self.shard.client_addr(key),
+                _ => None,
+            };
             let Some(io) = self.shard.io_mut(key) else {
                 continue;
             };
