@@ -375,9 +375,9 @@ impl Room {
         }
     }
 
-    /// Put a client at the tail of the queue unless `size` wait already, and dispatch at
-    /// `now` (the client may be granted at once: room may have appeared meanwhile). Returns
-    /// its ticket.
+    /// Put a client at the tail of the queue and dispatch at `now` (the client may be granted
+    /// at once: room may have appeared meanwhile). Returns its ticket; `QueueFull` when `size`
+    /// wait already and the walk did not let this one through.
     pub fn enqueue(
         &self,
         arrival: Arrival,
@@ -387,12 +387,17 @@ impl Room {
         grants: &mut Vec<Grant>,
     ) -> Result<u64, QueueFull> {
         let mut queue = self.lock();
-        if queue.len() >= size {
-            return Err(QueueFull);
-        }
+        let full = queue.len() >= size;
         let ticket = queue.push(arrival);
         self.waiting.store(queue.len(), Ordering::SeqCst);
         self.dispatch_locked(&mut queue, snapshot, now, grants);
+        // A full queue may hold only clients that wait for something this one does not need
+        // (another listener's token, a sticky backend): it is turned away only when the walk
+        // did not let it through.
+        if full && queue.remove(ticket) {
+            self.waiting.store(queue.len(), Ordering::SeqCst);
+            return Err(QueueFull);
+        }
         Ok(ticket)
     }
 

@@ -234,3 +234,38 @@ fn rooms_and_buckets_are_shared_by_index() {
     let b = capacity.bucket(1, 100, 10);
     assert!(Arc::ptr_eq(&b, &capacity.bucket(1, 100, 10)));
 }
+
+#[test]
+fn a_queue_full_of_held_clients_still_lets_through_a_client_that_can_go() {
+    let t0 = Instant::now();
+    let snapshot = pool(&[None]);
+    let room = Room::new(0);
+    let bucket = Arc::new(Bucket::new(1, 1));
+    assert!(bucket.try_take(t0));
+    let keys = keys(3);
+    let mut grants = Vec::new();
+    for &key in &keys[..2] {
+        let mut rated = arrival(0, key, t0);
+        rated.bucket = Some(Arc::clone(&bucket));
+        room.enqueue(rated, 2, &snapshot, t0, &mut grants)
+            .expect("room");
+    }
+    assert!(grants.is_empty(), "both wait for a token");
+    let mut other = arrival(0, keys[2], t0);
+    other.listener = 1;
+    assert!(
+        room.enqueue(other, 2, &snapshot, t0, &mut grants).is_ok(),
+        "a full queue refused a client whose listener has no rate"
+    );
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].key, keys[2]);
+    assert_eq!(room.len(), 2);
+    let mut late = arrival(0, keys[0], t0);
+    late.bucket = Some(bucket);
+    assert_eq!(
+        room.enqueue(late, 2, &snapshot, t0, &mut grants),
+        Err(QueueFull),
+        "one that cannot go is still turned away"
+    );
+    assert_eq!(room.len(), 2);
+}
