@@ -71,6 +71,10 @@ fn demo_config(
         mode: options.mode,
         backlog: defaults::DEFAULT_BACKLOG,
         admission: None,
+        accept_proxy: false,
+        inspect_timeout: defaults::DEFAULT_INSPECT_TIMEOUT,
+        routes: Vec::new(),
+        sni_fallback: Default::default(),
     }];
     let tuning = Tuning {
         ring_entries: defaults::DEFAULT_RING_ENTRIES,

@@ -186,6 +186,10 @@ address = "10.0.0.2:443"
                 rate: 200,
                 burst: 40,
             }),
+            accept_proxy: false,
+            inspect_timeout: ringlb::config::defaults::DEFAULT_INSPECT_TIMEOUT,
+            routes: Vec::new(),
+            sni_fallback: SniFallback::Default,
         }],
         pools: vec![
             Pool {

@@ -96,6 +96,9 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = DEFAULT_CONNECT_TIMEOUT;
 /// `admission_burst` defaults to `admission_rate / DEFAULT_ADMISSION_BURST_DIVISOR` (at
 /// least 1): a tenth of a second's worth of clients at once.
 pub const DEFAULT_ADMISSION_BURST_DIVISOR: u32 = 10;
+/// `inspect_timeout`: HAProxy's usual `tcp-request inspect-delay`. A client has this long to
+/// send its PROXY header or ClientHello; a slow or silent one holds a connection no longer.
+pub const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `affinity_ttl`: half an hour, a common stick-table `expire`.
 pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(30 * 60);
 /// `affinity_max_entries`: about 10 MB of table per pool.

@@ -49,6 +49,42 @@ pub struct Listener {
     /// `admission_rate` / `admission_burst`: new clients let through per second, process-wide;
     /// the rest wait in the pool's queue. `None`: as fast as they come.
     pub admission: Option<AdmissionRate>,
+    /// `accept_proxy`: every client starts with a PROXY protocol v1 or v2 header, read and
+    /// strictly validated before anything is forwarded; its source address is then the
+    /// client's address. A client without a valid header is closed.
+    pub accept_proxy: bool,
+    /// `inspect_timeout`: how long a client may take to send what is read before a backend is
+    /// picked (its PROXY header, its TLS ClientHello).
+    pub inspect_timeout: Duration,
+    /// `[[listener.route]]`: TLS server names sent to other pools than [`Listener::pool`],
+    /// which stays the default. Empty: the ClientHello is not looked at.
+    pub routes: Vec<Route>,
+    /// `sni_fallback`: what happens to a client of a listener with routes that sends no
+    /// usable ClientHello (not TLS, no server name, too big, or not within
+    /// `inspect_timeout`).
+    pub sni_fallback: SniFallback,
+}
+
+/// One `[[listener.route]]`: clients asking for `sni` go to `pool`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// `sni`: a server name in lower case (`api.example.com`), or a wildcard for every name
+    /// under a domain (`*.example.com`: `a.example.com`, `a.b.example.com`, not
+    /// `example.com`). An exact name wins over a wildcard, and a longer wildcard over a
+    /// shorter one.
+    pub sni: String,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// What `sni_fallback` does with a client whose server name cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SniFallback {
+    /// `"default"`: send it to the listener's own pool, with what it sent (the default).
+    #[default]
+    Default,
+    /// `"close"`: close the connection.
+    Close,
 }
 
 /// A listener's admission rate: a token bucket of `burst` tokens refilled at `rate` a second.

@@ -410,6 +410,10 @@ fn listeners(
                 src,
             )?,
             admission: queue::admission(l, &at, src)?,
+            accept_proxy: false,
+            inspect_timeout: DEFAULT_INSPECT_TIMEOUT,
+            routes: Vec::new(),
+            sni_fallback: super::model::SniFallback::default(),
         });
     }
     Ok(listeners)
