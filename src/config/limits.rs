@@ -76,6 +76,9 @@ pub const MAX_HEALTH_PATH: usize = 1024;
 pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
 /// Longest `queue_timeout`: a client waiting longer has long given up.
 pub const MAX_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Longest `inspect_timeout`: a client that has not sent its PROXY header or its ClientHello
+/// within an hour is not going to.
+pub const MAX_INSPECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Largest `admission_rate` and `admission_burst`, per second: far above what one machine
 /// accepts.
 pub const MAX_ADMISSION_RATE: u32 = 10_000_000;

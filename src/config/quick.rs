@@ -436,6 +436,10 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             backlog: None,
             admission_rate: None,
             admission_burst: None,
+            accept_proxy: None,
+            inspect_timeout: None,
+            sni_fallback: None,
+            routes: Vec::new(),
         })],
         pools: vec![from_cli(RawPool {
             name: from_cli(QUICK_POOL_NAME.to_owned()),

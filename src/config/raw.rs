@@ -188,6 +188,36 @@ pub struct RawListener {
     pub admission_rate: Option<Spanned<i64>>,
     /// `admission_burst`, documented in `examples/ringlb.toml`; only with `admission_rate`.
     pub admission_burst: Option<Spanned<i64>>,
+    /// `accept_proxy`, documented in `examples/ringlb.toml`.
+    pub accept_proxy: Option<bool>,
+    /// `inspect_timeout`, documented in `examples/ringlb.toml`.
+    pub inspect_timeout: Option<Spanned<String>>,
+    /// `sni_fallback`, documented in `examples/ringlb.toml`; only with `[[listener.route]]`.
+    pub sni_fallback: Option<Spanned<SniFallbackName>>,
+    /// `[[listener.route]]` tables, in order.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// One `[[listener.route]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// `sni`, documented in `examples/ringlb.toml`: a server name or `*.` and a domain.
+    pub sni: Spanned<String>,
+    /// `pool`: the name of a `[[pool]]`.
+    pub pool: Spanned<String>,
+}
+
+/// What `sni_fallback` does with a client whose server name cannot be read, as written in
+/// TOML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SniFallbackName {
+    /// To the listener's own pool.
+    Default,
+    /// Closed.
+    Close,
 }
 
 /// One `[[pool]]` table.

@@ -20,6 +20,7 @@ use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
 mod health;
+mod inspect;
 mod operator;
 mod queue;
 mod sticky;
@@ -376,23 +377,17 @@ fn listeners(
         };
         names.insert(name.clone(), name_span, &at("name"), "listener name")?;
         binds.insert(bind.to_string(), l.bind.span(), &at("bind"), "bind address")?;
-        let pool_name = l.pool.get_ref().trim();
-        let pool = pools
-            .iter()
-            .position(|p| p.name == pool_name)
-            .ok_or_else(|| {
-                let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
-                let defined = if defined.is_empty() {
-                    "none".to_owned()
-                } else {
-                    defined.join(", ")
-                };
-                src.invalid(
-                    l.pool.span(),
-                    at("pool"),
-                    format!("unknown pool {pool_name:?} (defined pools: {defined})"),
-                )
-            })?;
+        let pool = pool_index(&l.pool, pools, &at("pool"), src)?;
+        let backlog = int(
+            l.backlog.as_ref(),
+            DEFAULT_BACKLOG,
+            1,
+            MAX_BACKLOG.into(),
+            &at("backlog"),
+            src,
+        )?;
+        let admission = queue::admission(l, &at, src)?;
+        let inspect = inspect::inspect(l, pools, &at, src)?;
         listeners.push(Listener {
             name,
             bind,
@@ -401,22 +396,42 @@ fn listeners(
                 .mode
                 .as_ref()
                 .map_or(Mode::default(), |m| mode(*m.get_ref())),
-            backlog: int(
-                l.backlog.as_ref(),
-                DEFAULT_BACKLOG,
-                1,
-                MAX_BACKLOG.into(),
-                &at("backlog"),
-                src,
-            )?,
-            admission: queue::admission(l, &at, src)?,
-            accept_proxy: false,
-            inspect_timeout: DEFAULT_INSPECT_TIMEOUT,
-            routes: Vec::new(),
-            sni_fallback: super::model::SniFallback::default(),
+            backlog,
+            admission,
+            accept_proxy: inspect.accept_proxy,
+            inspect_timeout: inspect.inspect_timeout,
+            routes: inspect.routes,
+            sni_fallback: inspect.sni_fallback,
         });
     }
     Ok(listeners)
+}
+
+/// The index of the pool `name` names (a listener's `pool`, a route's `pool`); an error at
+/// `name` listing the defined pools when none has that name.
+fn pool_index(
+    name: &Spanned<String>,
+    pools: &[Pool],
+    field: &str,
+    src: &Source<'_>,
+) -> Result<usize> {
+    let pool_name = name.get_ref().trim();
+    pools
+        .iter()
+        .position(|p| p.name == pool_name)
+        .ok_or_else(|| {
+            let defined: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+            let defined = if defined.is_empty() {
+                "none".to_owned()
+            } else {
+                defined.join(", ")
+            };
+            src.invalid(
+                name.span(),
+                field,
+                format!("unknown pool {pool_name:?} (defined pools: {defined})"),
+            )
+        })
 }
 
 /// The process-wide `max_connections`, as written or derived from the open file limit; an
