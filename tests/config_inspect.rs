@@ -357,3 +357,55 @@ fn sni_fallback_needs_routes() {
         &["applies only to a listener with [[listener.route]] tables"],
     );
 }
+
+#[test]
+fn summary_shows_what_a_listener_inspects() {
+    // Nothing inspected: the listener's line is as it was, with no inspect_timeout.
+    let summary = load(BASE).expect("valid").summary_in(MASK);
+    assert!(
+        summary.contains("  web on 0.0.0.0:8080 -> pool web (mode auto, backlog 4096)\n"),
+        "{summary}"
+    );
+    assert!(!summary.contains("inspect_timeout"), "{summary}");
+    assert!(!summary.contains("sni_fallback"), "{summary}");
+    // accept_proxy alone: its timeout, no routes or fallback.
+    let text = with_listener("accept_proxy = true\ninspect_timeout = \"3s\"");
+    let summary = load(&text).expect("valid").summary_in(MASK);
+    assert!(
+        summary.contains(
+            "  web on 0.0.0.0:8080 -> pool web (mode auto, backlog 4096, accept_proxy on, \
+             inspect_timeout 3s)\n"
+        ),
+        "{summary}"
+    );
+    assert!(!summary.contains("sni_fallback"), "{summary}");
+    // Routes alone: the timeout, each route, and the fallback.
+    let text = with_listener(&format!(
+        "{}{}",
+        route("API.example.com", "api"),
+        route("*.example.com", "web"),
+    ));
+    let summary = load(&text).expect("valid").summary_in(MASK);
+    for line in [
+        "  web on 0.0.0.0:8080 -> pool web (mode auto, backlog 4096, inspect_timeout 5s)\n",
+        "    route api.example.com -> api\n",
+        "    route *.example.com -> web\n",
+        "    sni_fallback: default (to pool web)\n",
+    ] {
+        assert!(summary.contains(line), "{line:?} missing from\n{summary}");
+    }
+    assert!(!summary.contains("accept_proxy"), "{summary}");
+    // A pool only a route leads to is in use.
+    assert!(!summary.contains("(used by no listener)"), "{summary}");
+    let summary = load(BASE).expect("valid").summary_in(MASK);
+    assert!(
+        summary.contains("  api: round-robin, retries 2, 1 backend(s) (used by no listener)\n"),
+        "{summary}"
+    );
+    let text = with_listener(&format!(
+        "sni_fallback = \"close\"\n{}",
+        route("a.example", "api")
+    ));
+    let summary = load(&text).expect("valid").summary_in(MASK);
+    assert!(summary.contains("    sni_fallback: close\n"), "{summary}");
+}

@@ -7,8 +7,8 @@ use super::duration::format_duration;
 use super::size::format_size;
 use super::{
     AccessLog, Admin, AdminSocket, Affinity, Check, Config, EngineKind, Health, Keepalive,
-    LimitOrigin, LogFormat, LogTarget, Mode, Queue, QueueClose, SocketOptions, StatusMatch,
-    Workers,
+    LimitOrigin, LogFormat, LogTarget, Mode, Queue, QueueClose, SniFallback, SocketOptions,
+    StatusMatch, Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -151,25 +151,50 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let _ = writeln!(out, "listeners ({}):", config.listeners.len());
     for l in &config.listeners {
         let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
-        let admission = l.admission.map_or(String::new(), |a| {
+        let mut extra = l.admission.map_or(String::new(), |a| {
             format!(", admission {}/s burst {}", a.rate, a.burst)
         });
+        if l.accept_proxy {
+            extra.push_str(", accept_proxy on");
+        }
+        if l.accept_proxy || !l.routes.is_empty() {
+            let _ = write!(
+                extra,
+                ", inspect_timeout {}",
+                format_duration(l.inspect_timeout)
+            );
+        }
         let _ = writeln!(
             out,
-            "  {} on {} -> pool {pool} (mode {}, backlog {}{admission})",
+            "  {} on {} -> pool {pool} (mode {}, backlog {}{extra})",
             l.name,
             l.bind,
             mode_name(l.mode),
             l.backlog
         );
+        for route in &l.routes {
+            let to = config
+                .pools
+                .get(route.pool)
+                .map_or("?", |p| p.name.as_str());
+            let _ = writeln!(out, "    route {} -> {to}", route.sni);
+        }
+        if !l.routes.is_empty() {
+            let fallback = match l.sni_fallback {
+                SniFallback::Default => format!("default (to pool {pool})"),
+                SniFallback::Close => "close".to_owned(),
+            };
+            let _ = writeln!(out, "    sni_fallback: {fallback}");
+        }
     }
     let _ = writeln!(out, "pools ({}):", config.pools.len());
     for (i, p) in config.pools.iter().enumerate() {
-        let unused = if config.listeners.iter().any(|l| l.pool == i) {
-            ""
-        } else {
-            " (used by no listener)"
-        };
+        // A pool only a route leads to is in use too.
+        let used = config
+            .listeners
+            .iter()
+            .any(|l| l.pool == i || l.routes.iter().any(|r| r.pool == i));
+        let unused = if used { "" } else { " (used by no listener)" };
         let _ = writeln!(
             out,
             "  {}: {}, retries {}, {} backend(s){unused}",
