@@ -287,6 +287,17 @@ pub struct OverrideArgs {
     /// rate, at least 1].
     #[arg(long, value_name = "N")]
     pub admission_burst: Option<i64>,
+    /// Every listener reads a PROXY protocol header (v1 or v2) from each client before
+    /// anything else, and takes the client's address from it; a client without a valid one is
+    /// closed. Only for listeners that nothing but trusted proxies reach [default: the file's,
+    /// or off].
+    #[arg(long)]
+    pub accept_proxy: bool,
+    /// How long a client may take to send what a listener reads before it picks a backend
+    /// (its PROXY header, its TLS ClientHello), for every listener: above zero, at most 1h
+    /// [default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub inspect_timeout: Option<String>,
     /// Limit for one connect attempt, such as 500ms or 2s [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub connect_timeout: Option<String>,
@@ -396,6 +407,8 @@ impl OverrideArgs {
             queue_timeout: self.queue_timeout.clone(),
             admission_rate: self.admission_rate,
             admission_burst: self.admission_burst,
+            accept_proxy: self.accept_proxy,
+            inspect_timeout: self.inspect_timeout.clone(),
             connect_timeout: self.connect_timeout.clone(),
             idle_timeout: self.idle_timeout.clone(),
             shutdown_grace: self.shutdown_grace.clone(),

@@ -205,6 +205,31 @@ fn check_applies_the_affinity_ttl_flag() {
 }
 
 #[test]
+fn check_applies_the_accept_proxy_and_inspect_timeout_flags() {
+    let out = ringlb(&[
+        "check",
+        "--config",
+        &example(),
+        "--accept-proxy",
+        "--inspect-timeout",
+        "2s",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        stdout
+            .matches(", accept_proxy on, inspect_timeout 2s)\n")
+            .count(),
+        2,
+        "both listeners of the example: {stdout}"
+    );
+    refused(
+        &["check", "--config", &example(), "--inspect-timeout", "0s"],
+        "command line: listener[0].inspect_timeout (--inspect-timeout): must be longer than zero",
+    );
+}
+
+#[test]
 fn unknown_engine_is_a_clear_error() {
     let stderr = refused(
         &[
@@ -331,6 +356,8 @@ fn help_lists_subcommands_and_flags() {
         "--queue-timeout",
         "--admission-rate",
         "--admission-burst",
+        "--accept-proxy",
+        "--inspect-timeout",
     ] {
         assert!(stdout.contains(flag), "{flag} missing from\n{stdout}");
     }

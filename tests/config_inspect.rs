@@ -409,3 +409,89 @@ fn summary_shows_what_a_listener_inspects() {
     let summary = load(&text).expect("valid").summary_in(MASK);
     assert!(summary.contains("    sni_fallback: close\n"), "{summary}");
 }
+
+#[test]
+fn accept_proxy_and_inspect_timeout_flags_set_every_listener() {
+    let text = format!(
+        "{}\n[[listener]]\nbind = \"0.0.0.0:8443\"\npool = \"api\"\ninspect_timeout = \"1s\"\n",
+        with_listener("accept_proxy = true"),
+    );
+    // No flag: the file's.
+    let config = load(&text).expect("valid");
+    let set: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.accept_proxy, l.inspect_timeout))
+        .collect();
+    assert_eq!(
+        set,
+        [
+            (true, DEFAULT_INSPECT_TIMEOUT),
+            (false, Duration::from_secs(1))
+        ]
+    );
+    // The flags: every listener.
+    let flags = Overrides {
+        accept_proxy: true,
+        inspect_timeout: Some("250ms".into()),
+        ..Overrides::default()
+    };
+    let config = load_with(&text, &flags).expect("valid");
+    assert!(config.listeners.iter().all(|l| l.accept_proxy));
+    assert!(
+        config
+            .listeners
+            .iter()
+            .all(|l| l.inspect_timeout == Duration::from_millis(250))
+    );
+    // In the quick form too.
+    let backends = ["127.0.0.1:9001".parse().expect("spec")];
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &flags, MASK).expect("valid");
+    let l = &config.listeners[0];
+    assert!(l.accept_proxy);
+    assert_eq!(l.inspect_timeout, Duration::from_millis(250));
+    assert!(l.routes.is_empty());
+    let summary = config.summary_in(MASK);
+    assert!(
+        summary.contains("accept_proxy on, inspect_timeout 250ms)\n"),
+        "{summary}"
+    );
+    // Without the flags, the quick form inspects nothing.
+    let config = Config::from_quick_with("127.0.0.1:8080", &backends, &Overrides::default(), MASK)
+        .expect("valid");
+    let l = &config.listeners[0];
+    assert!(!l.accept_proxy);
+    assert_eq!(l.inspect_timeout, DEFAULT_INSPECT_TIMEOUT);
+}
+
+#[test]
+fn inspect_timeout_flag_errors_name_the_flag() {
+    let backends = ["127.0.0.1:9001".parse().expect("spec")];
+    for (timeout, expected) in [
+        (
+            "0s",
+            "command line: listener[0].inspect_timeout (--inspect-timeout): must be longer than \
+             zero",
+        ),
+        (
+            "2h",
+            "command line: listener[0].inspect_timeout (--inspect-timeout): must be at most 1h, \
+             got \"2h\"",
+        ),
+        (
+            "5",
+            "command line: listener[0].inspect_timeout (--inspect-timeout): \"5\" has no unit",
+        ),
+    ] {
+        let flags = Overrides {
+            inspect_timeout: Some(timeout.into()),
+            ..Overrides::default()
+        };
+        let message = load_with(BASE, &flags).expect_err(expected).to_string();
+        assert!(message.starts_with(expected), "{message}");
+        let message = Config::from_quick_with("127.0.0.1:8080", &backends, &flags, MASK)
+            .expect_err(expected)
+            .to_string();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}

@@ -189,6 +189,7 @@ fn flag_for(field: &str) -> Option<&'static str> {
         (_, "queue_timeout") => "--queue-timeout",
         (_, "admission_rate") => "--admission-rate",
         (_, "admission_burst") => "--admission-burst",
+        (_, "inspect_timeout") => "--inspect-timeout",
         (_, "address" | "weight" | "name" | "max_connections") if field.contains("backend") => {
             "--backend"
         }

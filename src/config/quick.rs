@@ -193,6 +193,10 @@ pub struct Overrides {
     pub admission_rate: Option<i64>,
     /// `--admission-burst`, for every listener.
     pub admission_burst: Option<i64>,
+    /// `--accept-proxy`: `accept_proxy = true` on every listener (`false` leaves the file's).
+    pub accept_proxy: bool,
+    /// `--inspect-timeout`, as written, for every listener.
+    pub inspect_timeout: Option<String>,
     /// `--connect-timeout`, as written.
     pub connect_timeout: Option<String>,
     /// `--idle-timeout`, as written.
@@ -281,6 +285,10 @@ impl Overrides {
             if let Some(burst) = self.admission_burst {
                 listener.admission_burst = Some(from_cli(burst));
             }
+            if self.accept_proxy {
+                listener.accept_proxy = Some(true);
+            }
+            set_text(&mut listener.inspect_timeout, &self.inspect_timeout);
         }
         for pool in &mut raw.pools {
             let pool = pool.get_mut();
