@@ -390,13 +390,23 @@ impl Control {
             .enumerate()
             .map(|(index, known)| {
                 let open = known.accepting != Accepting::Closed;
-                let mut listener = new
-                    .listeners
-                    .iter()
-                    .find(|l| open && l.bind == known.bind)
-                    .or_else(|| self.config.listeners.get(index))
-                    .cloned()
-                    .unwrap_or_else(|| self.config.listeners[0].clone());
+                let mut listener = match new.listeners.iter().find(|l| open && l.bind == known.bind)
+                {
+                    Some(l) => {
+                        let mut l = l.clone();
+                        // Route pools, like the listener's own, as indices here.
+                        for route in &mut l.routes {
+                            route.pool = order[route.pool];
+                        }
+                        l
+                    }
+                    None => self
+                        .config
+                        .listeners
+                        .get(index)
+                        .cloned()
+                        .unwrap_or_else(|| self.config.listeners[0].clone()),
+                };
                 listener.pool = known.pool;
                 listener
             })

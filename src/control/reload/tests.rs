@@ -177,6 +177,39 @@ fn a_reload_appends_drains_and_reweighs_keeping_ids() {
 }
 
 #[test]
+fn route_pools_are_indices_of_the_running_pools() {
+    let (mut control, inboxes) = setup();
+    // The file lists api before web; the running side has web first and appends api.
+    let after = AFTER.replace(
+        "mode = \"splice\"\n",
+        "mode = \"splice\"\n[[listener.route]]\nsni = \"web.example\"\npool = \"web\"\n\
+         [[listener.route]]\nsni = \"api.example\"\npool = \"api\"\n",
+    );
+    let new = config(&after);
+    assert_eq!(new.pools[0].name, "api", "the file's order");
+    control.apply(&new).expect("applied");
+    for inbox in &inboxes {
+        let (_, reconfigured) = messages(inbox);
+        let reconfigured = reconfigured.expect("a configuration for the workers");
+        let routes: Vec<_> = reconfigured.listeners[0]
+            .routes
+            .iter()
+            .map(|r| (r.sni.as_str(), reconfigured.pools[r.pool].name.as_str()))
+            .collect();
+        assert_eq!(routes, [("web.example", "web"), ("api.example", "api")]);
+    }
+    // AFTER's engine needs a restart; its listener's routes do not.
+    let outcome = control.apply(&new).expect("again");
+    assert!(
+        outcome
+            .restart_needed
+            .iter()
+            .all(|s| !s.contains("listener")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
 fn the_same_file_again_changes_nothing_and_a_pool_left_out_retires() {
     let (mut control, inboxes) = setup();
     let outcome = control.apply(&config(BEFORE)).expect("applied");
