@@ -495,3 +495,90 @@ fn inspect_timeout_flag_errors_name_the_flag() {
         assert!(message.starts_with(expected), "{message}");
     }
 }
+
+/// `text` with each of `blocks` uncommented: a block is lines written one after the other,
+/// each commented out (`# line`), which the text must hold exactly once.
+fn uncomment(text: &str, blocks: &[&[&str]]) -> String {
+    let mut uncommented = text.to_owned();
+    for block in blocks {
+        let commented: String = block.iter().map(|line| format!("\n# {line}")).collect();
+        let plain: String = block.iter().map(|line| format!("\n{line}")).collect();
+        let (commented, plain) = (format!("{commented}\n"), format!("{plain}\n"));
+        assert_eq!(
+            text.matches(&commented).count(),
+            1,
+            "{block:?} once, commented"
+        );
+        uncommented = uncommented.replace(&commented, &plain);
+    }
+    uncommented
+}
+
+/// The example's commented-out inspect keys validate once uncommented, to the values its
+/// comments promise; left commented, no listener inspects anything.
+#[test]
+fn the_example_documents_the_inspect_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ringlb.toml");
+    let text = std::fs::read_to_string(path).expect("the example ships with the crate");
+    let config = load(&text).expect("examples/ringlb.toml is valid");
+    for l in &config.listeners {
+        assert!(!l.accept_proxy && l.routes.is_empty(), "{l:?}");
+        assert_eq!(l.inspect_timeout, DEFAULT_INSPECT_TIMEOUT);
+    }
+    let accept_proxy: &[&str] = &["accept_proxy = true"];
+    let inspect_timeout: &[&str] = &["inspect_timeout = \"5s\""];
+    let sni_fallback: &[&str] = &["sni_fallback = \"default\""];
+    let routes: &[&str] = &[
+        "[[listener.route]]",
+        "sni = \"api.example.com\"",
+        "pool = \"api\"",
+        "[[listener.route]]",
+        "sni = \"*.api.example.com\"",
+        "pool = \"api\"",
+    ];
+    let uncommented = uncomment(
+        &text,
+        &[accept_proxy, inspect_timeout, sni_fallback, routes],
+    );
+    let config = load(&uncommented).expect("valid once uncommented");
+    let api = config
+        .pools
+        .iter()
+        .position(|p| p.name == "api")
+        .expect("the example has an api pool");
+    let l = &config.listeners[0];
+    assert!(l.accept_proxy);
+    assert_eq!(
+        l.inspect_timeout, DEFAULT_INSPECT_TIMEOUT,
+        "the default shown"
+    );
+    assert_eq!(l.sni_fallback, SniFallback::Default, "the default shown");
+    assert_eq!(
+        l.routes,
+        [
+            Route {
+                sni: "api.example.com".into(),
+                pool: api,
+            },
+            Route {
+                sni: "*.api.example.com".into(),
+                pool: api,
+            },
+        ]
+    );
+    let other = &config.listeners[1];
+    assert!(!other.accept_proxy && other.routes.is_empty());
+    // The routes alone, accept_proxy alone; sni_fallback without the routes is an error.
+    let config = load(&uncomment(&text, &[routes])).expect("routes alone");
+    assert_eq!(config.listeners[0].routes.len(), 2);
+    let config = load(&uncomment(&text, &[accept_proxy])).expect("accept_proxy alone");
+    assert!(config.listeners[0].accept_proxy);
+    let stray = uncomment(&text, &[sni_fallback]);
+    assert_error(
+        &stray,
+        "\"default\"\n",
+        0,
+        "listener[0].sni_fallback",
+        &["applies only to a listener with [[listener.route]] tables"],
+    );
+}
