@@ -12,6 +12,7 @@ pub mod balance;
 pub mod capacity;
 pub mod conn;
 pub mod health;
+pub mod inspect;
 pub mod proxy_header;
 pub mod shard;
 pub mod slot;
