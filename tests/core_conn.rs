@@ -40,7 +40,9 @@ macro_rules! scenario_tests {
 }
 
 scenario_tests! {
-    proxy_header_goes_first_and_holds_everything_back_until_sent,
+    preamble_goes_first_and_holds_everything_back_until_sent,
+    inspecting_reads_the_client_until_placed_then_forwards,
+    a_client_that_ends_while_inspected_is_not_read_again,
     copy_round_trip_with_partial_sends_and_half_close_ends_done,
     refused_candidates_are_tried_in_order_then_no_backend,
     no_candidates_closes_at_once,

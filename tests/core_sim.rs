@@ -164,6 +164,7 @@ fn no_backend_up_closes_every_client_at_once() {
         queue: Default::default(),
         admission: None,
         affinity: None,
+        inspect: None,
     };
     let mut shard: Shard<u32> = Shard::new(t0, vec![listener], vec![pool], 16, 1);
     let keys: Vec<SlotKey> = (0..5)
@@ -233,6 +234,7 @@ fn all_blackholed_gives_up_after_every_timeout() {
             queue: Default::default(),
             admission: None,
             affinity: None,
+            inspect: None,
         };
         let mut shard: Shard<()> = Shard::new(t0, vec![listener], vec![pool], 16, 7);
         let accepted = t0 + Duration::from_micros(offset_us);

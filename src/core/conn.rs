@@ -119,6 +119,12 @@ impl Flow {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Reading the client's first bytes (a PROXY header, a ClientHello) before a backend is
+    /// picked; the shard decides from them (see [`crate::core::inspect`]) and moves the
+    /// connection on with [`Conn::place`] or [`Conn::refuse`], at the latest at `deadline`.
+    Inspecting {
+        deadline: Instant,
+    },
     /// In the waiting queue (every eligible backend was full): nothing is read from the client
     /// until [`Conn::admit`]; at `deadline` the connection closes, with a reset if `reset`.
     Waiting {
@@ -147,18 +153,31 @@ pub struct Conn {
     phase: Phase,
     flows: [Flow; 2],
     last_activity: Instant,
-    header: Header,
+    preamble: Preamble,
+    intake: Intake,
 }
 
-/// Where the PROXY protocol header to the backend (`send_proxy`) stands.
+/// Where the preamble to the backend stands: what goes before the forwarded bytes (the PROXY
+/// header of `send_proxy`, the bytes the inspect phase read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Header {
+enum Preamble {
     /// None is sent, or it is out already.
     Done,
     /// To send once connected.
-    Due(ProxyVersion),
+    Due,
     /// Asked for: nothing else goes to the backend until it is written.
     Sending,
+}
+
+/// How the client's bytes are read: by the inspect phase's reads or by the upstream flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intake {
+    /// By the upstream flow (no inspect read is outstanding).
+    Flows,
+    /// An inspect read is to be asked for.
+    Wanted,
+    /// An inspect read is outstanding: the upstream flow waits for its report.
+    Reading,
 }
 
 impl Conn {
@@ -191,7 +210,62 @@ impl Conn {
             phase,
             flows: [Flow::new(via); 2],
             last_activity: now,
-            header: Header::Done,
+            preamble: Preamble::Done,
+            intake: Intake::Flows,
+        }
+    }
+
+    /// A connection accepted at `now` whose first bytes are inspected before a backend is
+    /// picked: it asks for [`Action::Inspect`] reads until the shard places or refuses it,
+    /// and the shard decides at `deadline` if it has not by then.
+    pub fn inspecting(now: Instant, params: ConnParams, deadline: Instant) -> Self {
+        let mut conn = Conn::new(now, params, &[]);
+        conn.phase = Phase::Inspecting { deadline };
+        conn.intake = Intake::Wanted;
+        conn
+    }
+
+    /// When the inspect phase must decide, while it runs.
+    pub fn inspecting_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Inspecting { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// An inspect read reported (its bytes went to the shard); with `more`, ask for another.
+    pub fn inspect_read(&mut self, now: Instant, more: bool) {
+        if self.intake == Intake::Reading {
+            self.last_activity = now;
+            self.intake = if more && self.inspecting_until().is_some() {
+                Intake::Wanted
+            } else {
+                Intake::Flows
+            };
+        }
+    }
+
+    /// End the inspect phase by taking `next`'s phase and backends (a connection the shard
+    /// built for the client as if it were new: connecting, waiting or refused), keeping what
+    /// this one knows of the client's side (a read still outstanding, its end of stream).
+    /// Ignored unless inspecting.
+    pub fn place(&mut self, next: Conn) {
+        if self.inspecting_until().is_none() {
+            return;
+        }
+        let (intake, upstream) = (self.intake, self.flows[Dir::Upstream.index()]);
+        *self = next;
+        self.intake = match intake {
+            Intake::Wanted => Intake::Flows,
+            other => other,
+        };
+        self.flows[Dir::Upstream.index()].eof = upstream.eof;
+    }
+
+    /// End the inspect phase by closing for `reason`, with a reset if `reset`.
+    pub fn refuse(&mut self, reason: CloseReason, reset: bool) {
+        if self.inspecting_until().is_some() {
+            self.phase = Phase::Closing { reset, reason };
         }
     }
 
@@ -250,12 +324,12 @@ impl Conn {
         true
     }
 
-    /// Send the backend of the connect in progress a PROXY protocol header of `version` as
-    /// soon as it is connected, before anything else (its `send_proxy`). Call it before
-    /// reporting `Connected`; ignored in any other phase.
-    pub fn send_proxy_header(&mut self, version: ProxyVersion) {
+    /// Send the backend of the connect in progress a preamble as soon as it is connected,
+    /// before anything else (its `send_proxy` header, the bytes the inspect phase read). Call
+    /// it before reporting `Connected`; ignored in any other phase.
+    pub fn send_preamble(&mut self) {
         if matches!(self.phase, Phase::Connecting { issued: true, .. }) {
-            self.header = Header::Due(version);
+            self.preamble = Preamble::Due;
         }
     }
 
@@ -294,11 +368,12 @@ impl Conn {
 
     /// Feed one result from the engine.
     pub fn handle_event(&mut self, now: Instant, event: Event) {
-        // A waiting connection has nothing outstanding: no event can be about it.
-        if matches!(
-            self.phase,
-            Phase::Waiting { .. } | Phase::Closing { .. } | Phase::Closed(_)
-        ) {
+        // A waiting connection has nothing outstanding but, after an inspect phase, the read
+        // it may have left in flight.
+        let reading = self.intake == Intake::Reading;
+        if matches!(self.phase, Phase::Closing { .. } | Phase::Closed(_))
+            || (matches!(self.phase, Phase::Waiting { .. }) && !reading)
+        {
             return;
         }
         match event {
@@ -352,6 +427,10 @@ impl Conn {
             Event::RecvEnded { dir } => self.flows[dir.index()].recv = RecvState::Idle,
             Event::Eof { dir } => {
                 self.last_activity = now;
+                if dir == Dir::Upstream && reading {
+                    // The end of the inspect read: the client's side is over.
+                    self.intake = Intake::Flows;
+                }
                 let flow = &mut self.flows[dir.index()];
                 flow.recv = RecvState::Idle;
                 flow.eof = true;
@@ -364,9 +443,9 @@ impl Conn {
                 flow.queued = flow.queued.saturating_sub(bytes);
                 flow.sending = false;
             }
-            Event::ProxyHeaderSent => {
-                if self.header == Header::Sending {
-                    self.header = Header::Done;
+            Event::PreambleSent => {
+                if self.preamble == Preamble::Sending {
+                    self.preamble = Preamble::Done;
                     self.last_activity = now;
                 }
             }
@@ -479,20 +558,26 @@ impl Conn {
                     attempt: u32::from(self.attempt),
                 })
             }
-            Phase::Waiting { .. } | Phase::Connecting { issued: true, .. } | Phase::Closed(_) => {
-                None
+            Phase::Inspecting { .. } if self.intake == Intake::Wanted => {
+                self.intake = Intake::Reading;
+                Some(Action::Inspect)
             }
+            Phase::Inspecting { .. }
+            | Phase::Waiting { .. }
+            | Phase::Connecting { issued: true, .. }
+            | Phase::Closed(_) => None,
             Phase::Closing { reset, reason } => {
                 self.phase = Phase::Closed(reason);
                 Some(Action::Close { reset, reason })
             }
-            Phase::Established => match self.header {
-                Header::Due(version) => {
-                    self.header = Header::Sending;
-                    Some(Action::SendProxyHeader { version })
+            // The preamble waits for an inspect read still out: it may bring more of it.
+            Phase::Established => match (self.preamble, self.intake) {
+                (Preamble::Due, Intake::Flows) => {
+                    self.preamble = Preamble::Sending;
+                    Some(Action::SendPreamble)
                 }
-                Header::Sending => None,
-                Header::Done => self.poll_established(),
+                (Preamble::Due | Preamble::Sending, _) => None,
+                (Preamble::Done, _) => self.poll_established(),
             },
         }
     }
@@ -515,6 +600,8 @@ impl Conn {
 
     fn poll_flow(&mut self, dir: Dir) -> Option<Action> {
         let params = self.params;
+        // The client is read by the inspect read still out, not by the flow, until it reports.
+        let intake_busy = dir == Dir::Upstream && self.intake != Intake::Flows;
         let flow = &mut self.flows[dir.index()];
         if flow.queued > 0 && !flow.sending {
             flow.sending = true;
@@ -540,7 +627,12 @@ impl Conn {
             Via::Splice => params.splice_capacity,
         };
         let switching = flow.switch != Switch::Stay;
-        if !flow.eof && flow.recv == RecvState::Idle && flow.queued < limit && !switching {
+        if !flow.eof
+            && flow.recv == RecvState::Idle
+            && flow.queued < limit
+            && !switching
+            && !intake_busy
+        {
             flow.recv = RecvState::Armed;
             return Some(Action::Recv { dir, via: flow.via });
         }
@@ -559,7 +651,7 @@ impl Conn {
     /// When [`Conn::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.phase {
-            Phase::Waiting { deadline, .. } => Some(deadline),
+            Phase::Waiting { deadline, .. } | Phase::Inspecting { deadline } => Some(deadline),
             Phase::Connecting { deadline, .. } => deadline,
             Phase::Established => Some(self.last_activity + self.inactivity().0),
             Phase::Closing { .. } | Phase::Closed(_) => None,

@@ -342,5 +342,18 @@ pub fn encode_v2(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// A header of `version` that names no addresses (v1 `UNKNOWN`, v2 `LOCAL`): the receiver
+/// keeps the connection's own.
+pub fn encode_unknown(version: ProxyVersion) -> Vec<u8> {
+    match version {
+        ProxyVersion::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        ProxyVersion::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

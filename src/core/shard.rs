@@ -16,16 +16,18 @@
 //! After an `Action::Close`, the engine finishes the connection's outstanding operations and then
 //! calls [`Shard::release`], which frees the slot and hands back the `Io` payload.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::affinity::{Affinity, AffinityPolicy};
 use super::balance::{Balancer, PoolSnapshot};
 use super::capacity::{Bucket, Capacity, Grant, QueuePolicy, RatePolicy, Room, Slot};
-use super::conn::{Action, CloseReason, Conn, ConnParams, Event};
+use super::conn::{Action, CloseReason, Conn, ConnParams, Dir, Event};
+use super::inspect::Inspection;
 use super::slot::{Slab, SlotKey};
-pub use super::stats::{BackendCounters, ListenerCounters, ResetCounts, ShardStats};
+pub use super::stats::{
+    BackendCounters, InspectRefusals, ListenerCounters, ResetCounts, ShardStats,
+};
 use super::timer::TimerWheel;
 use crate::core::backend::BackendId;
 use counters::Counters;
@@ -34,8 +36,11 @@ use record::Trail;
 
 mod access;
 mod counters;
+mod intake;
 mod record;
 mod waiting;
+
+pub use intake::{Inspect, RouteTarget};
 
 /// Engines check timers at least every 100 ms. A longer gap between two checks means the
 /// worker did not run (stopped by SIGSTOP, descheduled on an overloaded machine, a VM paused).
@@ -50,7 +55,7 @@ pub const RESUME_GRACE: Duration = Duration::from_millis(200);
 pub const TIMER_SWEEP_SLACK: usize = 4096;
 
 /// How a listener's connections are handled.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ListenerPolicy {
     /// Index of the pool (and of its balancer) this listener sends to.
     pub pool: usize,
@@ -64,6 +69,8 @@ pub struct ListenerPolicy {
     pub admission: Option<RatePolicy>,
     /// Its pool's sticky sessions, if it has them.
     pub affinity: Option<AffinityPolicy>,
+    /// What it reads before picking a backend, if anything (see [`crate::core::inspect`]).
+    pub inspect: Option<Arc<Inspect>>,
 }
 
 /// Why [`Shard::accept`] turned a client away.
@@ -86,6 +93,8 @@ struct Entry<Io> {
     slot: Option<BackendId>,
     /// Its ticket while it waits in the pool's queue.
     ticket: Option<u64>,
+    /// Its inspect phase's buffer, on a listener that inspects.
+    inspect: Option<Box<Inspection>>,
     /// The deadline registered in the wheel, if any.
     timer: Option<Instant>,
     in_ready: bool,
@@ -127,7 +136,7 @@ pub struct Shard<Io> {
     rooms: Vec<Arc<Room>>,
     /// Each listener's bucket, for those with an admission rate.
     buckets: Vec<Option<Arc<Bucket>>>,
-    /// Each listener's pool's affinity table, for pools with sticky sessions.
+    /// Each pool's affinity table, for pools with sticky sessions, by pool index.
     affinities: Vec<Option<Arc<Affinity>>>,
     /// By pool: this shard's clients waiting in its queue.
     waiting: Vec<usize>,
@@ -200,6 +209,7 @@ impl<Io> Shard<Io> {
         let pool = self.balancers.get(policy.pool).map(|b| b.snapshot());
         self.records.is_some()
             || policy.admission.is_some()
+            || policy.inspect.is_some()
             || policy.affinity.is_some()
             || pool.is_some_and(|p| {
                 p.algorithm() == crate::core::balance::Algorithm::SourceHash
@@ -232,63 +242,6 @@ impl<Io> Shard<Io> {
         self
     }
 
-    /// Take a new client from listener `listener`. On success the connection's first action
-    /// (a connect, or a close when no backend is up) is ready in [`Shard::poll_action`]. On
-    /// refusal the payload comes back so the engine can close the client.
-    pub fn accept(
-        &mut self,
-        now: Instant,
-        listener: usize,
-        client: SocketAddr,
-        io: Io,
-    ) -> Result<SlotKey, (Refused, Io)> {
-        self.clock = now;
-        let Some(policy) = self.listeners.get(listener).copied() else {
-            return Err((Refused::UnknownListener, io));
-        };
-        if self.conns.len() >= self.max_connections {
-            self.stats.refused += 1;
-            self.counters.refused(listener);
-            return Err((Refused::Full, io));
-        }
-        if self.gated(listener, &policy) {
-            return Ok(self.accept_gated(now, listener, &policy, client, io));
-        }
-        // A missing pool is a configuration bug caught by validation; treat it as "no backend".
-        let pick = self.pick_for(now, listener, &policy, client);
-        let candidates = pick.as_ref().map_or(&[][..], |p| p.candidates());
-        let conn = Conn::new(now, policy.params, candidates);
-        Ok(self.insert(now, listener, &policy, client, io, conn))
-    }
-
-    /// Put a new connection in the table, ready for its first action.
-    pub(super) fn insert(
-        &mut self,
-        now: Instant,
-        listener: usize,
-        policy: &ListenerPolicy,
-        client: SocketAddr,
-        io: Io,
-        conn: Conn,
-    ) -> SlotKey {
-        let key = self.conns.insert(Entry {
-            conn,
-            listener,
-            pool: policy.pool,
-            counted: None,
-            slot: None,
-            ticket: None,
-            timer: None,
-            in_ready: true,
-            trail: Trail::new(client, now),
-            io,
-        });
-        self.ready.push(key);
-        self.stats.accepted += 1;
-        self.counters.accepted(listener);
-        key
-    }
-
     /// Feed one result for connection `key`. Returns false (and counts it) when the key is
     /// stale: the connection it named is gone, and the event must not touch its successor.
     pub fn handle_event(&mut self, now: Instant, key: SlotKey, event: Event) -> bool {
@@ -303,10 +256,11 @@ impl<Io> Shard<Io> {
             Event::Connected => {
                 entry.trail.connected = Some(now);
                 let backend = entry.conn.backend();
-                if let Some(version) =
-                    backend.and_then(|b| self.balancers.get(entry.pool)?.snapshot().send_proxy(b))
-                {
-                    entry.conn.send_proxy_header(version);
+                let header = backend
+                    .and_then(|b| self.balancers.get(entry.pool)?.snapshot().send_proxy(b))
+                    .is_some();
+                if header || entry.inspect.is_some() {
+                    entry.conn.send_preamble();
                 }
                 if let Some((backend, started)) = entry.trail.attempt {
                     let took = now.saturating_duration_since(started);
@@ -339,6 +293,7 @@ impl<Io> Shard<Io> {
             }
             _ => {}
         }
+        let inspecting = entry.conn.inspecting_until().is_some();
         entry.conn.handle_event(now, event);
         if !entry.in_ready {
             entry.in_ready = true;
@@ -346,6 +301,9 @@ impl<Io> Shard<Io> {
         }
         if let Some((pool, backend)) = freed {
             self.give_back(pool, backend);
+        }
+        if inspecting && event == (Event::Eof { dir: Dir::Upstream }) {
+            self.cut_short(now, key, false);
         }
         true
     }
@@ -367,6 +325,7 @@ impl<Io> Shard<Io> {
         self.clock = now;
         self.dispatch_due(now);
         self.wheel.expire(now, &mut self.fired);
+        let mut cut = Vec::new();
         for key in self.fired.drain(..) {
             // A timer of a connection that is gone is simply dropped.
             let Some(entry) = self.conns.get_mut(key) else {
@@ -374,11 +333,18 @@ impl<Io> Shard<Io> {
             };
             entry.timer = None;
             entry.trail.touched = now;
+            if entry.conn.inspecting_until().is_some_and(|at| now >= at) {
+                cut.push(key);
+                continue;
+            }
             entry.conn.handle_timeout(now);
             if !entry.in_ready {
                 entry.in_ready = true;
                 self.ready.push(key);
             }
+        }
+        for key in cut {
+            self.cut_short(now, key, true);
         }
     }
 
@@ -398,6 +364,14 @@ impl<Io> Shard<Io> {
             if let Some(action) = entry.conn.poll_action() {
                 let mut freed = None;
                 match action {
+                    Action::SendPreamble if !intake::has_preamble(entry, &self.balancers) => {
+                        // Nothing to send after all (an inspect phase that read nothing to
+                        // forward, and no PROXY header): done at once.
+                        if let Some(entry) = self.conns.get_mut(key) {
+                            entry.conn.handle_event(self.clock, Event::PreambleSent);
+                        }
+                        continue;
+                    }
                     Action::Connect { backend, .. } => {
                         let pool = entry.pool;
                         let snapshot = self.balancers[pool].snapshot();
@@ -451,6 +425,10 @@ impl<Io> Shard<Io> {
                             CloseReason::QueueTimeout => {
                                 self.stats.closed_queue_timeout += 1;
                                 self.counters.turned_away(entry.listener, true);
+                            }
+                            CloseReason::Inspect(refusal) => {
+                                self.stats.closed_inspect += 1;
+                                self.counters.inspect_refused(entry.listener, refusal);
                             }
                             CloseReason::Done | CloseReason::Aborted => {}
                         }

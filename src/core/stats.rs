@@ -30,6 +30,8 @@ pub struct ShardStats {
     pub closed_queue_full: u64,
     /// Clients that waited in the queue for its whole `queue_timeout`.
     pub closed_queue_timeout: u64,
+    /// Clients the inspect phase refused.
+    pub closed_inspect: u64,
     /// Connections closed with a reset (RST to the peers), by cause.
     pub resets: ResetCounts,
 }
@@ -78,6 +80,11 @@ impl ListenerCounters {
         self.admitted += other.admitted;
         self.queue_full += other.queue_full;
         self.queue_timeout += other.queue_timeout;
+        self.inspect_refused.proxy_header += other.inspect_refused.proxy_header;
+        self.inspect_refused.timeout += other.inspect_refused.timeout;
+        self.inspect_refused.no_server_name += other.inspect_refused.no_server_name;
+        self.routed += other.routed;
+        self.unrouted += other.unrouted;
         self.queue_wait.add(&other.queue_wait);
     }
 }
@@ -139,8 +146,25 @@ pub struct ListenerCounters {
     pub queue_full: u64,
     /// Clients turned away after waiting `queue_timeout`.
     pub queue_timeout: u64,
+    /// Clients the inspect phase refused, by why (see [`crate::core::inspect::Refusal`]).
+    pub inspect_refused: InspectRefusals,
+    /// Clients the inspect phase sent to a pool by their TLS server name (an SNI route
+    /// matched), and clients it sent to the listener's own pool.
+    pub routed: u64,
+    pub unrouted: u64,
     /// How long clients let out of the queue had waited (buckets of [`CONNECT_TIME_BOUNDS_US`]).
     pub queue_wait: ConnectTimes,
+}
+
+/// Clients an inspect phase refused, by why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InspectRefusals {
+    /// No valid PROXY header (`accept_proxy`).
+    pub proxy_header: u64,
+    /// Nothing usable within `inspect_timeout`.
+    pub timeout: u64,
+    /// No server name, with `sni_fallback = "close"`.
+    pub no_server_name: u64,
 }
 
 /// Connections a worker closed abortively, by cause.
@@ -161,6 +185,8 @@ pub struct ResetCounts {
     /// Turned away by the waiting queue (full, or waited too long) with `queue_close =
     /// "reset"`.
     pub queue: u64,
+    /// Refused by the inspect phase for an invalid PROXY header.
+    pub inspect: u64,
 }
 
 impl ResetCounts {
@@ -175,6 +201,7 @@ impl ResetCounts {
             CloseReason::BackendFailed(_) => &mut self.backend_error,
             CloseReason::Aborted => &mut self.shutdown,
             CloseReason::QueueFull | CloseReason::QueueTimeout => &mut self.queue,
+            CloseReason::Inspect(_) => &mut self.inspect,
             // Never closed with a reset.
             CloseReason::Done
             | CloseReason::NoBackend
@@ -193,5 +220,6 @@ impl ResetCounts {
             + self.local
             + self.shutdown
             + self.queue
+            + self.inspect
     }
 }

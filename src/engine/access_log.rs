@@ -24,7 +24,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use crate::core::conn::{CloseReason, Side};
+use crate::core::conn::{CloseReason, Refusal, Side};
 
 /// Batches that may wait for the writer, per process, before workers drop lines.
 pub const QUEUED_BATCHES: usize = 256;
@@ -41,7 +41,8 @@ pub struct Termination {
     /// connected); `c` / `s` a timeout on the client / backend side; `K` killed by a stop;
     /// `R` a resource of ringlb's ran out.
     pub by: char,
-    /// `Q` while waiting in the queue; `C` while connecting to a backend; `D` once data could
+    /// `R` while its first bytes were inspected (a PROXY header, a ClientHello: HAProxy's
+    /// "waiting for the request"); `Q` while waiting in the queue; `C` while connecting to a backend; `D` once data could
     /// flow; `-` after a normal end.
     pub at: char,
 }
@@ -61,6 +62,8 @@ impl Termination {
             CloseReason::Local => ('R', stage),
             CloseReason::QueueTimeout => ('s', 'Q'),
             CloseReason::QueueFull => ('R', 'Q'),
+            CloseReason::Inspect(Refusal::Timeout) => ('c', 'R'),
+            CloseReason::Inspect(_) => ('C', 'R'),
         };
         Termination { by, at }
     }
@@ -154,6 +157,9 @@ pub fn reason_name(reason: CloseReason) -> &'static str {
         CloseReason::Local => "local",
         CloseReason::QueueFull => "queue_full",
         CloseReason::QueueTimeout => "queue_timeout",
+        CloseReason::Inspect(Refusal::ProxyHeader) => "bad_proxy_header",
+        CloseReason::Inspect(Refusal::Timeout) => "inspect_timeout",
+        CloseReason::Inspect(Refusal::NoServerName) => "no_server_name",
     }
 }
 

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, Mode, QueueClose};
+use crate::config::{self, Config, Listener, Mode, Pool, QueueClose};
 use crate::core::affinity::AffinityPolicy;
 use crate::core::backend::BackendState;
 use crate::core::balance::PoolSnapshot;
 use crate::core::capacity::{QueuePolicy, RatePolicy};
 use crate::core::conn::ConnParams;
-use crate::core::shard::ListenerPolicy;
+use crate::core::inspect::{InspectPolicy, Routes, SniFallback, SniPolicy};
+use crate::core::shard::{Inspect, ListenerPolicy, RouteTarget};
 
 /// What differs between engines in how the core should drive them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,22 +49,72 @@ pub fn listener_policies(config: &Config, traits: &EngineTraits) -> Vec<Listener
                 pool: listener.pool,
                 candidates: pool.retries as usize + 1,
                 params: conn_params(config, listener.mode, traits),
-                queue: QueuePolicy {
-                    size: pool.queue.size as usize,
-                    timeout: pool.queue.timeout,
-                    reset: pool.queue.close == QueueClose::Reset,
-                },
+                queue: queue(pool),
                 admission: listener.admission.map(|a| RatePolicy {
                     rate: a.rate,
                     burst: a.burst,
                 }),
-                affinity: pool.affinity.map(|a| AffinityPolicy {
-                    ttl: a.ttl,
-                    max_entries: a.max_entries as usize,
-                }),
+                affinity: affinity(pool),
+                inspect: inspect(config, listener),
             }
         })
         .collect()
+}
+
+fn affinity(pool: &Pool) -> Option<AffinityPolicy> {
+    pool.affinity.map(|a| AffinityPolicy {
+        ttl: a.ttl,
+        max_entries: a.max_entries as usize,
+    })
+}
+
+fn queue(pool: &Pool) -> QueuePolicy {
+    QueuePolicy {
+        size: pool.queue.size as usize,
+        timeout: pool.queue.timeout,
+        reset: pool.queue.close == QueueClose::Reset,
+    }
+}
+
+/// What `listener` reads before picking a backend (`None`: nothing, it connects at once).
+fn inspect(config: &Config, listener: &Listener) -> Option<Arc<Inspect>> {
+    if !listener.accept_proxy && listener.routes.is_empty() {
+        return None;
+    }
+    let sni = (!listener.routes.is_empty()).then(|| SniPolicy {
+        routes: Routes::new(
+            listener
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.sni.as_str(), i)),
+        ),
+        fallback: match listener.sni_fallback {
+            config::SniFallback::Default => SniFallback::Default,
+            config::SniFallback::Close => SniFallback::Close,
+        },
+    });
+    let routes = listener
+        .routes
+        .iter()
+        .map(|r| {
+            let pool = &config.pools[r.pool];
+            RouteTarget {
+                pool: r.pool,
+                candidates: pool.retries as usize + 1,
+                queue: queue(pool),
+                affinity: affinity(pool),
+            }
+        })
+        .collect();
+    Some(Arc::new(Inspect {
+        policy: InspectPolicy {
+            accept_proxy: listener.accept_proxy,
+            timeout: listener.inspect_timeout,
+            sni,
+        },
+        routes,
+    }))
 }
 
 /// The per-connection limits for a listener in `mode`.

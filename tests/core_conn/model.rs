@@ -159,7 +159,7 @@ impl Model {
                 | Event::Received { .. }
                 | Event::Eof { .. }
                 | Event::Sent { .. }
-                | Event::ProxyHeaderSent => self.last_activity = self.now,
+                | Event::PreambleSent => self.last_activity = self.now,
                 Event::RecvEnded { .. }
                 | Event::SpliceUnavailable { .. }
                 | Event::Failed { .. } => {}
@@ -337,7 +337,9 @@ impl Model {
             self.closed
         );
         match action {
-            Action::SendProxyHeader { .. } => panic!("the model sends no PROXY header"),
+            Action::Inspect | Action::SendPreamble => {
+                panic!("the model inspects and prepends nothing")
+            }
             Action::Connect { backend, attempt } => {
                 self.check_connect_expired();
                 assert!(!self.established, "{action:?}");
@@ -437,6 +439,7 @@ impl Model {
                     }
                     CloseReason::Aborted => assert!(reset && self.aborted),
                     CloseReason::Local => panic!("closed as Local; the model never fails locally"),
+                    CloseReason::Inspect(_) => panic!("refused by an inspect phase; none runs"),
                     CloseReason::QueueFull | CloseReason::QueueTimeout => {
                         panic!("closed by a queue; the model never queues")
                     }

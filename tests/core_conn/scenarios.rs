@@ -536,8 +536,7 @@ pub(crate) fn auto_streak_is_broken_by_a_short_receipt() {
     assert_eq!(drain(&mut conn), [recv(Dir::Downstream, Via::Splice)]);
 }
 
-pub(crate) fn proxy_header_goes_first_and_holds_everything_back_until_sent() {
-    use ringlb::core::conn::ProxyVersion;
+pub(crate) fn preamble_goes_first_and_holds_everything_back_until_sent() {
     let t0 = Instant::now();
     let params = params(Mode::Copy);
     let mut conn = Conn::new(t0, params, &ids(&[0]));
@@ -549,17 +548,12 @@ pub(crate) fn proxy_header_goes_first_and_holds_everything_back_until_sent() {
         }]
     );
     // Asked for before the connect is reported (the shard does, for a backend that wants it).
-    conn.send_proxy_header(ProxyVersion::V2);
+    conn.send_preamble();
     conn.handle_event(t0 + ms(1), Event::Connected);
-    assert_eq!(
-        drain(&mut conn),
-        [Action::SendProxyHeader {
-            version: ProxyVersion::V2
-        }]
-    );
+    assert_eq!(drain(&mut conn), [Action::SendPreamble]);
     // Nothing else until it is out: not even a receive from the client.
     assert_eq!(drain(&mut conn), []);
-    conn.handle_event(t0 + ms(2), Event::ProxyHeaderSent);
+    conn.handle_event(t0 + ms(2), Event::PreambleSent);
     assert_eq!(
         drain(&mut conn),
         [
@@ -567,17 +561,12 @@ pub(crate) fn proxy_header_goes_first_and_holds_everything_back_until_sent() {
             recv(Dir::Downstream, Via::Copy)
         ]
     );
-    // A header that cannot be written fails the backend side.
+    // A preamble that cannot be written fails the backend side.
     let mut conn = Conn::new(t0, params, &ids(&[0]));
     drain(&mut conn);
-    conn.send_proxy_header(ProxyVersion::V1);
+    conn.send_preamble();
     conn.handle_event(t0 + ms(1), Event::Connected);
-    assert_eq!(
-        drain(&mut conn),
-        [Action::SendProxyHeader {
-            version: ProxyVersion::V1
-        }]
-    );
+    assert_eq!(drain(&mut conn), [Action::SendPreamble]);
     conn.handle_event(
         t0 + ms(2),
         Event::Failed {
@@ -590,6 +579,80 @@ pub(crate) fn proxy_header_goes_first_and_holds_everything_back_until_sent() {
         [Action::Close {
             reset: true,
             reason: CloseReason::BackendFailed(PEER_RESET)
+        }]
+    );
+}
+
+pub(crate) fn inspecting_reads_the_client_until_placed_then_forwards() {
+    let t0 = Instant::now();
+    let params = params(Mode::Copy);
+    let mut conn = Conn::inspecting(t0, params, t0 + ms(500));
+    assert_eq!(drain(&mut conn), [Action::Inspect]);
+    assert_eq!(drain(&mut conn), [], "one read at a time");
+    assert_eq!(conn.poll_timeout(), Some(t0 + ms(500)));
+    conn.inspect_read(t0 + ms(1), true);
+    assert_eq!(drain(&mut conn), [Action::Inspect]);
+    // The shard decides while that read is out (its timeout): the connect goes, but the
+    // client is not read by the flow until the inspect read has reported.
+    conn.place(Conn::new(t0 + ms(2), params, &ids(&[0])));
+    assert_eq!(conn.inspecting_until(), None);
+    assert_eq!(
+        drain(&mut conn),
+        [Action::Connect {
+            backend: BackendId(0),
+            attempt: 0
+        }]
+    );
+    conn.send_preamble();
+    conn.handle_event(t0 + ms(3), Event::Connected);
+    assert_eq!(drain(&mut conn), [], "the preamble waits for the read");
+    conn.inspect_read(t0 + ms(4), true);
+    assert_eq!(
+        drain(&mut conn),
+        [Action::SendPreamble],
+        "no more reads once placed"
+    );
+    conn.handle_event(t0 + ms(5), Event::PreambleSent);
+    assert_eq!(
+        drain(&mut conn),
+        [
+            recv(Dir::Upstream, Via::Copy),
+            recv(Dir::Downstream, Via::Copy)
+        ]
+    );
+}
+
+pub(crate) fn a_client_that_ends_while_inspected_is_not_read_again() {
+    let t0 = Instant::now();
+    let params = params(Mode::Copy);
+    let mut conn = Conn::inspecting(t0, params, t0 + ms(500));
+    assert_eq!(drain(&mut conn), [Action::Inspect]);
+    conn.handle_event(t0 + ms(1), Event::Eof { dir: Dir::Upstream });
+    conn.place(Conn::new(t0 + ms(1), params, &ids(&[0])));
+    drain(&mut conn);
+    conn.handle_event(t0 + ms(2), Event::Connected);
+    // The client's end goes on to the backend once connected; only the backend is read.
+    assert_eq!(
+        drain(&mut conn),
+        [
+            Action::ShutdownWrite {
+                side: Side::Backend
+            },
+            recv(Dir::Downstream, Via::Copy)
+        ]
+    );
+    // A refusal closes.
+    let mut conn = Conn::inspecting(t0, params, t0 + ms(500));
+    drain(&mut conn);
+    conn.refuse(
+        CloseReason::Inspect(ringlb::core::conn::Refusal::ProxyHeader),
+        true,
+    );
+    assert_eq!(
+        drain(&mut conn),
+        [Action::Close {
+            reset: true,
+            reason: CloseReason::Inspect(ringlb::core::conn::Refusal::ProxyHeader)
         }]
     );
 }

@@ -105,6 +105,7 @@ impl Sim {
             queue: Default::default(),
             admission: None,
             affinity: None,
+            inspect: None,
         };
         let shard = Shard::new(
             t0,

@@ -28,7 +28,9 @@ impl Sim {
             );
             match action {
                 Action::Connect { backend, attempt } => self.on_connect(c, key, backend, attempt),
-                Action::SendProxyHeader { .. } => panic!("the simulation sends no PROXY header"),
+                Action::Inspect | Action::SendPreamble => {
+                    panic!("the simulation inspects nothing and sends no preamble")
+                }
                 Action::Recv { dir, via } => self.on_recv(c, dir, via),
                 Action::CancelRecv { dir } => {
                     let limit = limit(&self.setup.params, self.conns[c].flows[dir.index()].via);
@@ -285,6 +287,7 @@ impl Sim {
             CloseReason::QueueFull | CloseReason::QueueTimeout => {
                 panic!("closed by a queue; the simulation sets no limits")
             }
+            CloseReason::Inspect(_) => panic!("closed by an inspect phase; none is set"),
             CloseReason::IdleTimeout | CloseReason::FinTimeout(_) => {
                 let conn = &self.conns[c];
                 assert!(!reset);

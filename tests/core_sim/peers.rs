@@ -119,7 +119,7 @@ impl Sim {
                 | Event::Received { .. }
                 | Event::Eof { .. }
                 | Event::Sent { .. }
-                | Event::ProxyHeaderSent => self.conns[c].last_activity = self.now,
+                | Event::PreambleSent => self.conns[c].last_activity = self.now,
                 Event::RecvEnded { .. }
                 | Event::SpliceUnavailable { .. }
                 | Event::Failed { .. } => {}

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::core::backend::BackendId;
+pub use crate::core::inspect::Refusal;
 pub use crate::core::proxy_header::ProxyVersion;
 
 /// One end of a proxied connection.
@@ -97,8 +98,8 @@ pub enum Event {
     Sent { dir: Dir, bytes: u64 },
     /// A socket on `side` failed (reset, broken pipe, any other error), for `failure`.
     Failed { side: Side, failure: Failure },
-    /// The whole PROXY protocol header asked for by `SendProxyHeader` was written.
-    ProxyHeaderSent,
+    /// The whole preamble asked for by `SendPreamble` was written.
+    PreambleSent,
 }
 
 /// Why a socket failed, as the engine saw it: the cause a reset is logged and counted with.
@@ -149,6 +150,8 @@ pub enum CloseReason {
     QueueFull,
     /// The connection waited in the queue for its pool's `queue_timeout`.
     QueueTimeout,
+    /// The inspect phase refused the client (see [`crate::core::inspect`]).
+    Inspect(Refusal),
 }
 
 impl CloseReason {
@@ -177,9 +180,14 @@ pub enum Action {
     /// The source of the opposite direction ended and everything was flushed: shut down
     /// writing toward `side`.
     ShutdownWrite { side: Side },
-    /// Write the PROXY protocol header of `version` to the backend, before any byte of the
-    /// client's (the connection's `send_proxy`); report `ProxyHeaderSent` or `Failed`.
-    SendProxyHeader { version: ProxyVersion },
+    /// Read what the client has sent (waiting until it has sent something), at most
+    /// `Shard::inspect_room` bytes, and hand it to `Shard::inspected`; or report `Eof` or
+    /// `Failed` for the upstream direction. Asked for only before a backend is picked.
+    Inspect,
+    /// Write the bytes `Shard::take_preamble` gives (a PROXY protocol header, the bytes the
+    /// inspect phase read) to the backend, all of them and before anything else; report
+    /// `PreambleSent` or `Failed`.
+    SendPreamble,
     /// Close both sockets; with `reset`, abortively (SO_LINGER 0, so the peer sees RST).
     Close { reset: bool, reason: CloseReason },
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::core::backend::BackendId;
 use crate::core::balance::PoolSnapshot;
 use crate::core::conn::Dir;
+use crate::core::inspect::Refusal;
 use crate::core::stats::{BackendCounters, ListenerCounters};
 
 /// One shard's counters.
@@ -78,6 +79,27 @@ impl Counters {
                 l.queue_timeout += 1;
             } else {
                 l.queue_full += 1;
+            }
+        }
+    }
+
+    pub(super) fn inspect_refused(&mut self, listener: usize, refusal: Refusal) {
+        if let Some(l) = self.listener(listener) {
+            let counter = match refusal {
+                Refusal::ProxyHeader => &mut l.inspect_refused.proxy_header,
+                Refusal::Timeout => &mut l.inspect_refused.timeout,
+                Refusal::NoServerName => &mut l.inspect_refused.no_server_name,
+            };
+            *counter += 1;
+        }
+    }
+
+    pub(super) fn routed(&mut self, listener: usize, matched: bool) {
+        if let Some(l) = self.listener(listener) {
+            if matched {
+                l.routed += 1;
+            } else {
+                l.unrouted += 1;
             }
         }
     }

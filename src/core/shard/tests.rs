@@ -34,6 +34,7 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
         queue: Default::default(),
         admission: None,
         affinity: None,
+        inspect: None,
         params: ConnParams {
             connect_timeout: None,
             idle_timeout,
@@ -303,7 +304,7 @@ fn records_say_who_went_where_how_long_and_how_much() {
     let t0 = Instant::now();
     let mut shard = shard(t0).keep_records();
     assert!(shard.needs_peer(0), "records want every client's address");
-    let client: SocketAddr = "127.0.0.9:4242".parse().expect("literal");
+    let client: std::net::SocketAddr = "127.0.0.9:4242".parse().expect("literal");
     let key = shard.accept(t0, 0, client, ()).expect("room");
     while shard.poll_action().is_some() {}
     let connected = t0 + Duration::from_millis(3);

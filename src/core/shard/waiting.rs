@@ -46,15 +46,19 @@ impl<Io> Shard<Io> {
                     .map(|rate| self.capacity.bucket(i, rate.rate, rate.burst))
             })
             .collect();
-        self.affinities = self
-            .listeners
-            .iter()
-            .map(|policy| {
-                policy
-                    .affinity
-                    .map(|affinity| self.capacity.affinity(policy.pool, affinity))
-            })
-            .collect();
+        // By pool: a pool's table is the same whichever listener or route reaches it.
+        let mut affinities = vec![None; self.balancers.len()];
+        let targets = self.listeners.iter().flat_map(|policy| {
+            let routes = policy.inspect.iter().flat_map(|i| i.routes.iter());
+            let own = (policy.pool, policy.affinity);
+            std::iter::once(own).chain(routes.map(|r| (r.pool, r.affinity)))
+        });
+        for (pool, affinity) in targets {
+            if let (Some(slot), Some(affinity)) = (affinities.get_mut(pool), affinity) {
+                *slot = Some(self.capacity.affinity(pool, affinity));
+            }
+        }
+        self.affinities = affinities;
     }
 
     /// The backends to try for `client` of `listener`, best first: the balancer's pick, or,
@@ -63,13 +67,12 @@ impl<Io> Shard<Io> {
     pub(super) fn pick_for(
         &mut self,
         now: Instant,
-        listener: usize,
         policy: &ListenerPolicy,
         client: SocketAddr,
     ) -> Option<Pick> {
         let balancer = self.balancers.get_mut(policy.pool)?;
         let pick = balancer.pick(client.ip(), policy.candidates);
-        let Some(table) = self.affinities.get(listener).and_then(Option::as_ref) else {
+        let Some(table) = self.affinities.get(policy.pool).and_then(Option::as_ref) else {
             return pick;
         };
         let chosen = pick.map(|p| p.chosen());
@@ -99,16 +102,17 @@ impl<Io> Shard<Io> {
             || self.rooms.get(policy.pool).is_some_and(|r| !r.is_empty())
     }
 
-    /// [`Shard::accept`] for a gated listener: a slot and a token now if nobody waits and
-    /// there is room, else a place in the queue, else a close for [`CloseReason::QueueFull`].
-    pub(super) fn accept_gated(
+    /// Place connection `key` of a gated listener (see [`Shard::place`]): a slot and a token
+    /// now if nobody waits and there is room, else a place in the queue, else a close for
+    /// [`CloseReason::QueueFull`].
+    pub(super) fn place_gated(
         &mut self,
         now: Instant,
+        key: SlotKey,
         listener: usize,
         policy: &ListenerPolicy,
         client: SocketAddr,
-        io: Io,
-    ) -> SlotKey {
+    ) {
         let pool = policy.pool;
         let setup = self
             .rooms
@@ -116,24 +120,23 @@ impl<Io> Shard<Io> {
             .cloned()
             .zip(self.balancers.get(pool).map(|b| Arc::clone(b.snapshot())));
         let pick = match setup {
-            Some(_) => self.pick_for(now, listener, policy, client),
+            Some(_) => self.pick_for(now, policy, client),
             None => None,
         };
         let (Some((room, snapshot)), Some(pick)) = (setup, pick) else {
             // No such pool, or no backend is up: closed as before, whoever waits.
-            let conn = Conn::new(now, policy.params, &[]);
-            return self.insert(now, listener, policy, client, io, conn);
+            self.set_conn(key, Conn::new(now, policy.params, &[]));
+            return;
         };
         let bucket = self.buckets.get(listener).cloned().flatten();
         if room.is_empty() && bucket.as_ref().is_none_or(|b| b.try_take(now)) {
             if let Some((candidates, slot)) = take_slot(&room, &snapshot, &pick, policy.candidates)
             {
-                let conn = Conn::new(now, policy.params, &candidates);
-                let key = self.insert(now, listener, policy, client, io, conn);
+                self.set_conn(key, Conn::new(now, policy.params, &candidates));
                 if let Some(entry) = self.conns.get_mut(key) {
                     entry.slot = slot;
                 }
-                return key;
+                return;
             }
             if let Some(bucket) = &bucket {
                 bucket.refund(now);
@@ -141,8 +144,8 @@ impl<Io> Shard<Io> {
         }
         let deadline = now + policy.queue.timeout;
         let conn = Conn::waiting(now, policy.params, deadline, policy.queue.reset);
-        let key = self.insert(now, listener, policy, client, io, conn);
-        let sticky = self.affinities.get(listener).is_some_and(Option::is_some);
+        self.set_conn(key, conn);
+        let sticky = self.affinities.get(pool).is_some_and(Option::is_some);
         let eligible = if sticky || snapshot.algorithm() == Algorithm::SourceHash {
             Eligible::listed(pick.candidates())
         } else {
@@ -167,14 +170,14 @@ impl<Io> Shard<Io> {
                 self.counters.queued(listener);
             }
             Err(_) => {
-                if let Some(entry) = self.conns.get_mut(key) {
-                    let reason = CloseReason::QueueFull;
-                    entry.conn = Conn::refused(now, policy.params, reason, policy.queue.reset);
-                }
+                let reason = CloseReason::QueueFull;
+                self.set_conn(
+                    key,
+                    Conn::refused(now, policy.params, reason, policy.queue.reset),
+                );
             }
         }
         self.apply_grants(now);
-        key
     }
 
     /// Let a waiting client out of the queue with `grant` (made by this worker or posted by

@@ -40,13 +40,24 @@ pub const STACK_SIZE: usize = 256 * 1024;
 struct Mail {
     /// `Some(addr)`: connect to `addr` (`None`: the backend has no address; fail at once).
     connect: Option<Option<SocketAddr>>,
+    /// An inspect read (before the connect).
+    inspect: bool,
+    /// The preamble to write to the backend before any send upstream.
+    preamble: Option<Vec<u8>>,
     recv: [Option<Via>; 2],
     send: [Option<(Via, u64)>; 2],
     closed: bool,
 }
 
+/// What the connection thread does before it forwards.
+enum Setup {
+    Inspect,
+    Connect(Option<SocketAddr>),
+}
+
 /// What a direction thread does next.
 enum Order {
+    Preamble(Vec<u8>),
     Send(Via, u64),
     Recv(Via),
     Closed,
@@ -91,6 +102,21 @@ impl ConnHandle {
         self.post(|m| m.connect = Some(addr));
     }
 
+    /// `Inspect`: the connection thread will read the client's first bytes.
+    pub fn post_inspect(&self) {
+        self.post(|m| m.inspect = true);
+    }
+
+    /// `SendPreamble` with its bytes: the upstream thread writes them first.
+    pub fn post_preamble(&self, bytes: Vec<u8>) {
+        self.post(|m| m.preamble = Some(bytes));
+    }
+
+    /// The address the client connected to (for a PROXY header's destination).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        op::preamble::local_addr(self.client.as_fd())
+    }
+
     /// `Recv { dir, via }`.
     pub fn post_recv(&self, dir: Dir, via: Via) {
         self.post(|m| m.recv[dir.index()] = Some(via));
@@ -124,21 +150,6 @@ impl ConnHandle {
         }
     }
 
-    /// `SendProxyHeader { version }` for a client at `peer`: the event to report.
-    pub fn send_proxy_header(
-        &self,
-        peer: Option<std::net::SocketAddr>,
-        version: crate::core::proxy_header::ProxyVersion,
-    ) -> Event {
-        let backend = lock(&self.backend).clone();
-        op::send_proxy_header(
-            self.client.as_fd(),
-            backend.as_deref().map(|s| s.as_fd()),
-            peer,
-            version,
-        )
-    }
-
     /// `Close { reset }`: wake every thread of the connection; they leave, and the last one
     /// releases the slot. The sockets are closed when the last reference goes.
     pub fn close(&self, reset: bool) {
@@ -160,15 +171,23 @@ impl ConnHandle {
         lock(&self.mail).closed
     }
 
-    /// Wait for the next `Connect` order; `None` once the connection is closed.
-    fn next_connect(&self) -> Option<Option<SocketAddr>> {
+    /// Whether a `Connect` order waits (the inspect phase ended while a read was out).
+    fn connect_posted(&self) -> bool {
+        lock(&self.mail).connect.is_some()
+    }
+
+    /// Wait for the next `Connect` or `Inspect` order; `None` once the connection is closed.
+    fn next_setup(&self) -> Option<Setup> {
         let mut mail = lock(&self.mail);
         loop {
             if mail.closed {
                 return None;
             }
             if let Some(addr) = mail.connect.take() {
-                return Some(addr);
+                return Some(Setup::Connect(addr));
+            }
+            if std::mem::take(&mut mail.inspect) {
+                return Some(Setup::Inspect);
             }
             mail = self.wake.wait(mail).unwrap_or_else(|p| p.into_inner());
         }
@@ -180,6 +199,11 @@ impl ConnHandle {
         loop {
             if mail.closed {
                 return Order::Closed;
+            }
+            if dir == Dir::Upstream
+                && let Some(bytes) = mail.preamble.take()
+            {
+                return Order::Preamble(bytes);
             }
             if let Some((via, queued)) = mail.send[dir.index()].take() {
                 return Order::Send(via, queued);
@@ -234,7 +258,13 @@ fn leave(shared: &Shared, handle: &ConnHandle, key: SlotKey) {
 /// Carry out `Connect` orders until one succeeds (`Some(socket)`) or the connection closes.
 fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<Arc<Socket>> {
     loop {
-        let addr = handle.next_connect()?;
+        let addr = match handle.next_setup()? {
+            Setup::Inspect => {
+                inspect(shared, handle, key);
+                continue;
+            }
+            Setup::Connect(addr) => addr,
+        };
         // A socket of an earlier attempt is closed first.
         lock(&handle.backend).take();
         match addr
@@ -252,6 +282,44 @@ fn connect_phase(shared: &Shared, handle: &ConnHandle, key: SlotKey) -> Option<A
                 let timed_out = err.kind() == io::ErrorKind::TimedOut;
                 shared.report(key, Event::ConnectFailed { timed_out });
             }
+        }
+    }
+}
+
+/// Carry out `Inspect`: wait for the client's bytes and hand them to the shard. The wait
+/// looks at the mailbox every [`SEND_WAKE`]: a connect posted meanwhile (the inspect phase
+/// ended at its timeout) ends the read with nothing.
+fn inspect(shared: &Shared, handle: &ConnHandle, key: SlotKey) {
+    let mut buf = op::inspect::buffer(shared.inspect_room(key));
+    let client = handle.client.as_fd();
+    loop {
+        if handle.closed() {
+            return;
+        }
+        if handle.connect_posted() {
+            shared.inspected(key, &[]);
+            return;
+        }
+        if let Err(err) = wait_for(client, PollFlags::IN | PollFlags::RDHUP, Some(SEND_WAKE)) {
+            let failure = os_failure(&err);
+            shared.report(
+                key,
+                Event::Failed {
+                    side: Side::Client,
+                    failure,
+                },
+            );
+            return;
+        }
+        let result = op::Recv {
+            socket: client,
+            buf: &mut buf,
+        }
+        .run_nonblocking();
+        match op::inspect::classify(result) {
+            op::inspect::Inspected::Bytes(n) => return shared.inspected(key, &buf[..n]),
+            op::inspect::Inspected::Wait => {}
+            op::inspect::Inspected::Event(event) => return shared.report(key, event),
         }
     }
 }
@@ -291,6 +359,18 @@ fn forward_queue(
     loop {
         let event = match handle.next_order(dir) {
             Order::Closed => return,
+            Order::Preamble(bytes) => {
+                let mut preamble = op::Preamble::new(bytes);
+                loop {
+                    // A full socket returns at its send timeout: look at the mailbox.
+                    if let Some(event) = op::preamble::finished(preamble.write(sink)) {
+                        break event;
+                    }
+                    if handle.closed() {
+                        return;
+                    }
+                }
+            }
             Order::Recv(Via::Splice) if queue.pipe.is_none() => match shared.take_pipe() {
                 Some(pipe) => {
                     queue.pipe = Some(pipe);

@@ -177,6 +177,19 @@ impl Shared {
         locked.drive(now);
     }
 
+    /// How many bytes connection `key`'s next inspect read may bring.
+    pub fn inspect_room(&self, key: SlotKey) -> usize {
+        self.lock().shard.inspect_room(key)
+    }
+
+    /// The bytes an inspect read of connection `key` brought (see `Shard::inspected`).
+    pub fn inspected(&self, key: SlotKey, bytes: &[u8]) {
+        let now = Instant::now();
+        let mut locked = self.lock();
+        locked.shard.inspected(now, key, bytes);
+        locked.drive(now);
+    }
+
     /// Free a connection whose threads have all left, and carry out what follows: a slot it
     /// gives back may let a waiting client out of the queue.
     pub fn release(&self, key: SlotKey) {
@@ -284,9 +297,10 @@ fn drive(shard: &mut Shard<Arc<ConnHandle>>, resets_log: &mut RateLimit, now: In
                         results.push((key, Event::Failed { side, failure }));
                     }
                 }
-                Action::SendProxyHeader { version } => {
-                    let event = handle.send_proxy_header(shard.client_addr(key), version);
-                    results.push((key, event));
+                Action::Inspect => handle.post_inspect(),
+                Action::SendPreamble => {
+                    let bytes = shard.take_preamble(key, |h| h.local_addr());
+                    handle.post_preamble(bytes);
                 }
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");

@@ -20,7 +20,7 @@ use super::resources::Resources;
 use super::{TAG_BACKEND, TAG_CLIENT};
 use crate::core::conn::{Dir, Event, Failure, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::os_failure;
+use crate::engine::op::{Preamble, os_failure};
 use crate::engine::staged::{Received, Staged};
 use crate::engine::{op, socket};
 
@@ -110,6 +110,11 @@ pub struct ConnIo {
     backend_tag: u8,
     connecting: bool,
     flows: [FlowIo; 2],
+    /// An inspect read waits for the client to be readable.
+    inspect_waits: bool,
+    /// The preamble being written to the backend (it waits for writability when the socket
+    /// is full).
+    preamble: Option<Box<Preamble>>,
 }
 
 fn side_socket<'a>(
@@ -137,6 +142,8 @@ impl ConnIo {
             backend_tag: TAG_BACKEND,
             connecting: false,
             flows: Default::default(),
+            inspect_waits: false,
+            preamble: None,
         }
     }
 
@@ -253,6 +260,9 @@ impl ConnIo {
             Side::Client => (Dir::Upstream, Dir::Downstream),
             Side::Backend => (Dir::Downstream, Dir::Upstream),
         };
+        if side == Side::Backend && self.preamble.is_some() {
+            self.try_preamble(out);
+        }
         if flags.intersects(F::OUT | F::ERR | F::HUP)
             && self.flows[write_dir.index()].send.is_some()
         {
@@ -436,19 +446,54 @@ impl ConnIo {
         out.push(Event::RecvEnded { dir });
     }
 
-    /// Carry out `SendProxyHeader { version }` for a client at `peer`: the event to report.
-    pub fn send_proxy_header(
-        &self,
-        peer: Option<std::net::SocketAddr>,
-        version: crate::core::proxy_header::ProxyVersion,
-    ) -> Event {
-        use std::os::fd::AsFd;
-        op::send_proxy_header(
-            self.client.as_fd(),
-            self.backend.as_ref().map(|s| s.as_fd()),
-            peer,
-            version,
-        )
+    /// The address the client connected to (for a PROXY header's destination).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        op::preamble::local_addr(self.client.as_fd())
+    }
+
+    /// Whether an inspect read waits for the client to be readable.
+    pub fn inspect_waits(&self) -> bool {
+        self.inspect_waits
+    }
+
+    /// Attempt an inspect read into `buf`: the bytes read, or `None` when it waits for the
+    /// client (or pushed the event that ends it).
+    pub fn try_inspect(&mut self, buf: &mut [u8], out: &mut Vec<Event>) -> Option<usize> {
+        self.inspect_waits = false;
+        let result = op::Recv {
+            socket: self.client.as_fd(),
+            buf,
+        }
+        .run();
+        match op::inspect::classify(result) {
+            op::inspect::Inspected::Bytes(n) => Some(n),
+            op::inspect::Inspected::Wait => {
+                self.inspect_waits = true;
+                None
+            }
+            op::inspect::Inspected::Event(event) => {
+                out.push(event);
+                None
+            }
+        }
+    }
+
+    /// Carry out `SendPreamble` with `bytes`.
+    pub fn begin_preamble(&mut self, bytes: Vec<u8>, out: &mut Vec<Event>) {
+        self.preamble = Some(Box::new(Preamble::new(bytes)));
+        self.try_preamble(out);
+    }
+
+    /// Write what the backend takes of the preamble; report its end.
+    fn try_preamble(&mut self, out: &mut Vec<Event>) {
+        let (Some(preamble), Some(backend)) = (self.preamble.as_mut(), self.backend.as_ref())
+        else {
+            return;
+        };
+        if let Some(event) = op::preamble::finished(preamble.write(backend.as_fd())) {
+            self.preamble = None;
+            out.push(event);
+        }
     }
 
     /// Carry out `ShutdownWrite { side }`.

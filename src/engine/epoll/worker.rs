@@ -71,6 +71,8 @@ pub struct Worker {
     pub(super) logging: Logging,
     events: Vec<epoll::Event>,
     out: Vec<Event>,
+    /// Where inspect reads land before the shard takes them (allocated on the first).
+    scratch: Vec<u8>,
     pub(super) shutdown: Shutdown,
     grace: Duration,
     /// Debug lines about resets.
@@ -117,6 +119,7 @@ impl Worker {
             logging: Logging::off(),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             out: Vec::new(),
+            scratch: Vec::new(),
             resets_log: RateLimit::new(rate_limit::RESET_LINES_PER_SECOND),
             shutdown,
             grace,
@@ -304,6 +307,26 @@ impl Worker {
             return;
         }
         io.on_ready(side, flags, &mut self.res, &mut self.out);
+        let inspect = side == Side::Client && io.inspect_waits();
+        self.feed(now, key);
+        if inspect {
+            self.inspect(now, key);
+        }
+    }
+
+    /// Carry out `Inspect` (or retry one that waited for the client): read into the scratch
+    /// buffer and hand the bytes to the shard.
+    fn inspect(&mut self, now: Instant, key: SlotKey) {
+        let room = self.shard.inspect_room(key);
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        if self.scratch.len() < room {
+            self.scratch.resize(room, 0);
+        }
+        if let Some(n) = io.try_inspect(&mut self.scratch[..room], &mut self.out) {
+            self.shard.inspected(now, key, &self.scratch[..n]);
+        }
         self.feed(now, key);
     }
 
@@ -419,9 +442,12 @@ impl Worker {
                 Action::Connect { backend, .. } => self.shard.backend_addr(key, backend),
                 _ => None,
             };
-            // Looked up only for the one action that needs it, not on every action.
-            let peer = match action {
-                Action::SendProxyHeader { .. } => self.shard.client_addr(key),
+            if action == Action::Inspect {
+                self.inspect(now, key);
+                continue;
+            }
+            let preamble = match action {
+                Action::SendPreamble => Some(self.shard.take_preamble(key, |io| io.local_addr())),
                 _ => None,
             };
             let Some(io) = self.shard.io_mut(key) else {
@@ -434,10 +460,8 @@ impl Worker {
                 Action::Send { dir, via, queued } => io.begin_send(dir, via, queued, res, out),
                 Action::CancelRecv { dir } => io.cancel_recv(dir, out),
                 Action::ShutdownWrite { side } => io.shutdown_write(side, out),
-                Action::SendProxyHeader { version } => {
-                    out.push(io.send_proxy_header(peer, version));
-                }
-                Action::Close { .. } => {}
+                Action::SendPreamble => io.begin_preamble(preamble.unwrap_or_default(), out),
+                Action::Inspect | Action::Close { .. } => {}
             }
             self.feed(now, key);
         }

@@ -14,7 +14,8 @@
 mod accept;
 mod close;
 mod connect;
-mod proxy;
+pub mod inspect;
+pub mod preamble;
 mod recv;
 mod send;
 mod shutdown;
@@ -23,7 +24,7 @@ mod splice;
 pub use accept::Accept;
 pub use close::Close;
 pub use connect::Connect;
-pub use proxy::{SendProxyHeader, send_proxy_header};
+pub use preamble::Preamble;
 pub use recv::{Recv, RecvMulti, RecvSelect};
 pub use send::{Send, SendBundle, SendMsg};
 pub use shutdown::Shutdown;

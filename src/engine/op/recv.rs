@@ -27,6 +27,17 @@ impl Recv<'_> {
             rustix::net::recv(self.socket, &mut *self.buf, rustix::net::RecvFlags::empty())?;
         Ok(n)
     }
+
+    /// `recv(2)` with `MSG_DONTWAIT`: on a blocking socket too, `WouldBlock` rather than a
+    /// wait when nothing is there.
+    pub fn run_nonblocking(&mut self) -> io::Result<usize> {
+        let (n, _) = rustix::net::recv(
+            self.socket,
+            &mut *self.buf,
+            rustix::net::RecvFlags::DONTWAIT,
+        )?;
+        Ok(n)
+    }
 }
 
 /// Receive once into a buffer the kernel picks from provided-buffer group `group` (5.19 rings;

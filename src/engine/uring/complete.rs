@@ -33,6 +33,25 @@ fn receive_into_pipe(io: &ConnIo, dir: Dir) -> i32 {
 }
 
 impl Worker {
+    /// The inspect receive of connection `key` completed with `result`.
+    fn inspect_received(&mut self, now: Instant, key: SlotKey, result: i32) {
+        let Some(buf) = self.shard.io_mut(key).and_then(|io| io.inspect_buf.take()) else {
+            return;
+        };
+        match op::inspect::classify_cqe(result) {
+            op::inspect::Inspected::Bytes(n) => {
+                self.shard.inspected(now, key, &buf[..n.min(buf.len())]);
+            }
+            // io_uring waits for readability itself; a spurious empty result reads again.
+            op::inspect::Inspected::Wait => {
+                self.shard.inspected(now, key, &[]);
+            }
+            op::inspect::Inspected::Event(event) => {
+                self.shard.handle_event(now, key, event);
+            }
+        }
+    }
+
     /// The socket on `side` of connection `key` failed.
     pub(super) fn fail(&mut self, now: Instant, key: SlotKey, side: Side, failure: Failure) {
         self.shard
@@ -131,6 +150,21 @@ impl Worker {
                 self.shard.handle_event(now, key, event);
             }
             Op::Recv(dir) => self.copy_received(now, key, dir, result, more, selected),
+            Op::Inspect => self.inspect_received(now, key, result),
+            Op::Preamble => {
+                let progress = match io.preamble.as_mut() {
+                    Some(preamble) => preamble.wrote(op::preamble::result(result)),
+                    None => return,
+                };
+                match op::preamble::finished(progress) {
+                    Some(event) => {
+                        io.preamble = None;
+                        self.shard.handle_event(now, key, event);
+                    }
+                    // A short send: the rest goes in another.
+                    None => self.submit_preamble(key),
+                }
+            }
             Op::Send(dir) => {
                 if result == -libc::EAGAIN {
                     io.flow(dir).send_waits_writable = true;

@@ -8,6 +8,7 @@ use socket2::{SockAddr, Socket};
 
 use super::send_ring::SendRingId;
 use crate::core::conn::{Dir, Side};
+use crate::engine::op::Preamble;
 use crate::sys::pipe::Pipe;
 
 /// Received bytes `from..to` of buffer `bid`, waiting to be sent.
@@ -178,6 +179,10 @@ pub struct ConnIo {
     /// The cancel-everything for closing has been submitted.
     pub cancel_sent: bool,
     pub flows: [FlowIo; 2],
+    /// The buffer of the inspect receive in flight.
+    pub inspect_buf: Option<Box<[u8]>>,
+    /// The preamble being sent to the backend.
+    pub preamble: Option<Box<Preamble>>,
 }
 
 impl ConnIo {
@@ -191,6 +196,8 @@ impl ConnIo {
             closing: None,
             cancel_sent: false,
             flows: [FlowIo::default(), FlowIo::default()],
+            inspect_buf: None,
+            preamble: None,
         }
     }
 

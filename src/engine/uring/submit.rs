@@ -22,7 +22,7 @@ use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{
-    Connect, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
+    self, Connect, Preamble, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
 };
 use crate::engine::{rate_limit, socket};
 
@@ -91,20 +91,15 @@ impl Worker {
                     }
                 },
                 Action::ShutdownWrite { side } => self.shutdown_write(key, side),
-                Action::SendProxyHeader { version } => {
-                    let peer = self.shard.client_addr(key);
-                    let Some(io) = self.shard.io(key) else {
-                        continue;
-                    };
-                    // A direct system call (see `op::proxy`): nothing is in flight on the
-                    // backend socket yet, and the header fits its empty send buffer.
-                    let event = crate::engine::op::send_proxy_header(
-                        io.client.as_fd(),
-                        io.backend.as_ref().map(|s| s.as_fd()),
-                        peer,
-                        version,
-                    );
-                    self.shard.handle_event(now, key, event);
+                Action::Inspect => self.submit_inspect(key),
+                Action::SendPreamble => {
+                    let bytes = self
+                        .shard
+                        .take_preamble(key, |io| op::preamble::local_addr(io.client.as_fd()));
+                    if let Some(io) = self.shard.io_mut(key) {
+                        io.preamble = Some(Box::new(Preamble::new(bytes)));
+                    }
+                    self.submit_preamble(key);
                 }
                 Action::Close { reset, reason } => {
                     tracing::trace!(?key, ?reason, reset, "close");
@@ -115,6 +110,45 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The inspect phase's next read: a receive from the client into a buffer the slot owns,
+    /// as large as the shard has room for.
+    fn submit_inspect(&mut self, key: SlotKey) {
+        let room = self.shard.inspect_room(key);
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        let buf = io.inspect_buf.insert(op::inspect::buffer(room));
+        let entry = Recv {
+            socket: io.client.as_fd(),
+            buf,
+        }
+        .sqe()
+        .user_data(tag(Op::Inspect, key));
+        io.in_flight += 1;
+        // SAFETY: the socket and the buffer live in the slot until the final completion.
+        unsafe { self.queue(key, &[&entry]) }
+    }
+
+    /// Send what is left of the preamble to the backend.
+    pub(super) fn submit_preamble(&mut self, key: SlotKey) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        let (Some(backend), Some(preamble)) = (io.backend.as_ref(), io.preamble.as_ref()) else {
+            return;
+        };
+        let entry = Send {
+            socket: backend.as_fd(),
+            buf: preamble.rest(),
+        }
+        .sqe()
+        .user_data(tag(Op::Preamble, key));
+        io.in_flight += 1;
+        // SAFETY: the socket and the preamble (boxed) live in the slot until the final
+        // completion, and nothing changes the preamble while its send is in flight.
+        unsafe { self.queue(key, &[&entry]) }
     }
 
     fn connect(&mut self, now: Instant, key: SlotKey, backend: BackendId) {

@@ -31,6 +31,10 @@ pub enum Op {
     Close,
     /// Readability of the worker's inbox eventfd: a message arrived.
     Wake,
+    /// An inspect-phase receive from the client, into the connection's inspect buffer.
+    Inspect,
+    /// A send of (the rest of) the preamble to the backend.
+    Preamble,
 }
 
 impl Op {
@@ -45,6 +49,8 @@ impl Op {
             Op::Cancel => 5,
             Op::Close => 6,
             Op::Wake => 7,
+            Op::Inspect => 8,
+            Op::Preamble => 9,
             Op::Recv(d) => with_dir(10, d),
             Op::Send(d) => with_dir(12, d),
             Op::PollIn(d) => with_dir(14, d),
@@ -72,6 +78,8 @@ impl Op {
             5 => Op::Cancel,
             6 => Op::Close,
             7 => Op::Wake,
+            8 => Op::Inspect,
+            9 => Op::Preamble,
             10 | 11 => Op::Recv(dir(code)),
             12 | 13 => Op::Send(dir(code)),
             14 | 15 => Op::PollIn(dir(code)),
@@ -98,6 +106,8 @@ mod tests {
             Op::Cancel,
             Op::Close,
             Op::Wake,
+            Op::Inspect,
+            Op::Preamble,
         ];
         for d in Dir::BOTH {
             ops.extend([
@@ -115,7 +125,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 8, 9, 24, 255] {
+        for code in [0u8, 24, 100, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

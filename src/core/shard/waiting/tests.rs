@@ -35,6 +35,7 @@ fn policy(queue_size: usize, admission: Option<RatePolicy>) -> ListenerPolicy {
         },
         admission,
         affinity: None,
+        inspect: None,
         params: ConnParams {
             connect_timeout: None,
             idle_timeout: Duration::from_secs(60),
@@ -72,7 +73,7 @@ impl Pair {
         let mailbox = Arc::new(Mailbox::default());
         let capacity = Arc::new(Capacity::new(Box::new(Arc::clone(&mailbox)), 1));
         let shard = |worker| {
-            Shard::new(now, vec![policy], vec![pool(limit)], 1000, worker)
+            Shard::new(now, vec![policy.clone()], vec![pool(limit)], 1000, worker)
                 .with_capacity(Arc::clone(&capacity))
         };
         Pair {
