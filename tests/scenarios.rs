@@ -41,6 +41,8 @@ mod halfclose;
 mod harness;
 #[path = "scenarios/health.rs"]
 mod health;
+#[path = "scenarios/inspect.rs"]
+mod inspect;
 #[path = "scenarios/keepalive.rs"]
 mod keepalive;
 #[path = "scenarios/lifecycle.rs"]
@@ -121,6 +123,9 @@ macro_rules! scenarios {
             affinity_survives_scale_out_and_expires => crate::affinity::affinity_survives_scale_out_and_expires,
             send_proxy_tells_backends_the_client => crate::proxy::send_proxy_tells_backends_the_client,
             nginx_reads_the_proxy_header => crate::proxy::nginx_reads_the_proxy_header,
+            accept_proxy_takes_the_client_from_the_header => crate::inspect::accept_proxy_takes_the_client_from_the_header,
+            sni_routes_pick_the_pool => crate::inspect::sni_routes_pick_the_pool,
+            inspect_timeout_falls_back_or_closes => crate::inspect::inspect_timeout_falls_back_or_closes,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

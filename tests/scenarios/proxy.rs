@@ -13,11 +13,11 @@ use ringlb::core::proxy_header::{Parsed, ProxyHeader, parse};
 use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, payload};
 
 /// Headers a backend saw, in arrival order.
-type Seen = Arc<Mutex<Vec<ProxyHeader>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<ProxyHeader>>>;
 
 /// A backend that expects a PROXY header on every connection, records it, and echoes what
 /// follows it until the client's end.
-fn proxied_echo() -> (SocketAddr, Seen) {
+pub(crate) fn proxied_echo() -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("address");
     let seen: Seen = Arc::default();
