@@ -171,9 +171,14 @@ pub fn render(show: &Show) -> String {
     let queue_length = GaugeFamily::default();
     let queued = CounterFamily::default();
     let admitted = CounterFamily::default();
+    let routed = CounterFamily::default();
     let mut queue_wait = BucketFamily::default();
     for l in &show.listeners {
         let labels = vec![("listener", l.bind.clone())];
+        for (matched, count) in [("true", l.inspect.routed), ("false", l.inspect.unrouted)] {
+            let labels = vec![("listener", l.bind.clone()), ("matched", matched.into())];
+            routed.get_or_create(&labels).inc_by(count);
+        }
         current.get_or_create(&labels).set(l.active);
         accepted.get_or_create(&labels).inc_by(l.accepted);
         queue_length.get_or_create(&labels).set(l.queue.waiting);
@@ -186,11 +191,19 @@ pub fn render(show: &Show) -> String {
             ("worker_full", l.refused),
             ("queue_full", l.queue.full),
             ("queue_timeout", l.queue.timeout),
+            ("bad_proxy_header", l.inspect.bad_proxy_header),
+            ("inspect_timeout", l.inspect.timeout),
+            ("no_server_name", l.inspect.no_server_name),
         ] {
             let labels = vec![("listener", l.bind.clone()), ("reason", reason.into())];
             refused.get_or_create(&labels).inc_by(count);
         }
     }
+    registry.register(
+        "ringlb_listener_sni_routed",
+        "The listener's clients sent to a pool by their TLS server name (matched=\"true\") or to its own pool",
+        routed,
+    );
     registry.register(
         "ringlb_listener_queue_length",
         "The listener's clients waiting in a queue now",

@@ -42,6 +42,24 @@ pub struct ListenerView {
     /// Its clients in its pool's waiting queue, now and since the start.
     #[serde(default)]
     pub queue: ListenerQueueView,
+    /// What its inspect phase did (`accept_proxy`, SNI routes).
+    #[serde(default)]
+    pub inspect: ListenerInspectView,
+}
+
+/// A listener's inspect phase, since the start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerInspectView {
+    /// Closed for a missing or invalid PROXY header.
+    pub bad_proxy_header: u64,
+    /// Closed at `inspect_timeout`.
+    pub timeout: u64,
+    /// Closed for want of a server name (`sni_fallback = "close"`).
+    pub no_server_name: u64,
+    /// Sent to a pool by an SNI route.
+    pub routed: u64,
+    /// Sent to the listener's own pool (no route matched, or no name).
+    pub unrouted: u64,
 }
 
 /// A listener's clients in the waiting queue.
@@ -345,6 +363,13 @@ impl Show {
                         full: c.queue_full,
                         timeout: c.queue_timeout,
                         wait: ConnectTimeView::from(&c.queue_wait),
+                    },
+                    inspect: ListenerInspectView {
+                        bad_proxy_header: c.inspect_refused.proxy_header,
+                        timeout: c.inspect_refused.timeout,
+                        no_server_name: c.inspect_refused.no_server_name,
+                        routed: c.routed,
+                        unrouted: c.unrouted,
                     },
                 }
             })
