@@ -23,7 +23,6 @@ use super::affinity::{Affinity, AffinityPolicy};
 use super::balance::{Balancer, PoolSnapshot};
 use super::capacity::{Bucket, Capacity, Grant, QueuePolicy, RatePolicy, Room, Slot};
 use super::conn::{Action, CloseReason, Conn, ConnParams, Dir, Event};
-use super::inspect::Inspection;
 use super::slot::{Slab, SlotKey};
 pub use super::stats::{
     BackendCounters, InspectRefusals, ListenerCounters, ResetCounts, ShardStats,
@@ -94,7 +93,7 @@ struct Entry<Io> {
     /// Its ticket while it waits in the pool's queue.
     ticket: Option<u64>,
     /// Its inspect phase's buffer, on a listener that inspects.
-    inspect: Option<Box<Inspection>>,
+    inspect: Option<Box<intake::Inspecting>>,
     /// The deadline registered in the wheel, if any.
     timer: Option<Instant>,
     in_ready: bool,

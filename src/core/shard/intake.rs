@@ -3,6 +3,7 @@
 //! a close.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::record::Trail;
@@ -21,6 +22,16 @@ pub struct Inspect {
     pub policy: InspectPolicy,
     /// By route target index (see [`crate::core::inspect::Routes`]).
     pub routes: Vec<RouteTarget>,
+}
+
+/// A connection in (or just out of) its inspect phase: what it read so far, and the inspect
+/// policy its listener had when it was accepted. The connection keeps that policy to the end
+/// of the phase, so a reload that changes or removes the listener's inspect keys mid-read
+/// neither strands it nor feeds its bytes to a parser they were not meant for.
+#[derive(Debug)]
+pub(super) struct Inspecting {
+    pub(super) inspection: Inspection,
+    pub(super) policy: Arc<Inspect>,
 }
 
 /// The pool an SNI route leads to, with what a listener's policy says of its own pool.
@@ -59,7 +70,10 @@ impl<Io> Shard<Io> {
             let conn = Conn::inspecting(now, policy.params, deadline);
             let key = self.insert(now, listener, &policy, client, io, conn);
             if let Some(entry) = self.conns.get_mut(key) {
-                entry.inspect = Some(Box::new(Inspection::new(&inspect.policy)));
+                entry.inspect = Some(Box::new(Inspecting {
+                    inspection: Inspection::new(&inspect.policy),
+                    policy: Arc::clone(inspect),
+                }));
             }
             return Ok(key);
         }
@@ -134,7 +148,7 @@ impl<Io> Shard<Io> {
         self.conns
             .get(key)
             .and_then(|e| e.inspect.as_ref())
-            .map_or(0, |i| i.room())
+            .map_or(0, |i| i.inspection.room())
     }
 
     /// The bytes one inspect read of connection `key` brought (at most
@@ -147,14 +161,10 @@ impl<Io> Shard<Io> {
             return false;
         };
         entry.trail.touched = now;
-        let policy = self
-            .listeners
-            .get(entry.listener)
-            .and_then(|p| p.inspect.clone());
-        let (Some(inspection), Some(inspect)) = (entry.inspect.as_mut(), policy) else {
+        let Some(inspecting) = entry.inspect.as_mut() else {
             return true;
         };
-        let verdict = inspection.feed(&inspect.policy, bytes);
+        let verdict = inspecting.inspection.feed(&inspecting.policy.policy, bytes);
         let deciding = entry.conn.inspecting_until().is_some();
         entry.conn.inspect_read(now, verdict == Verdict::More);
         if !entry.in_ready {
@@ -174,17 +184,15 @@ impl<Io> Shard<Io> {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
-        let policy = self
-            .listeners
-            .get(entry.listener)
-            .and_then(|p| p.inspect.clone());
-        let (Some(inspection), Some(inspect)) = (entry.inspect.as_mut(), policy) else {
+        let Some(inspecting) = entry.inspect.as_mut() else {
             return;
         };
         if entry.conn.inspecting_until().is_none() {
             return;
         }
-        let verdict = inspection.cut_short(&inspect.policy, timed_out);
+        let verdict = inspecting
+            .inspection
+            .cut_short(&inspecting.policy.policy, timed_out);
         self.decide(now, key, verdict);
     }
 
@@ -194,6 +202,11 @@ impl<Io> Shard<Io> {
         };
         let listener = entry.listener;
         let Some(mut policy) = self.listeners.get(listener).cloned() else {
+            // Its listener went away in a reload while it was read: nothing to place it by.
+            if verdict != Verdict::More {
+                entry.conn.refuse(CloseReason::Local, false);
+                self.ready_again(key);
+            }
             return;
         };
         match verdict {
@@ -206,15 +219,16 @@ impl<Io> Shard<Io> {
                 self.ready_again(key);
             }
             Verdict::Proceed { route } => {
-                if let Some((client, _)) = entry.inspect.as_ref().and_then(|i| i.addresses()) {
+                let Some(inspecting) = entry.inspect.as_ref() else {
+                    return;
+                };
+                if let Some((client, _)) = inspecting.inspection.addresses() {
                     entry.trail.client = client;
                 }
-                let target = route.and_then(|r| policy.inspect.as_ref()?.routes.get(r).copied());
-                if policy
-                    .inspect
-                    .as_ref()
-                    .is_some_and(|i| i.policy.sni.is_some())
-                {
+                // Routes by the policy the connection was read with, as the parser was.
+                let inspect = &inspecting.policy;
+                let target = route.and_then(|r| inspect.routes.get(r).copied());
+                if inspect.policy.sni.is_some() {
                     self.counters.routed(listener, target.is_some());
                 }
                 if let Some(target) = target {
@@ -268,7 +282,7 @@ impl<Io> Shard<Io> {
         let Some(entry) = self.conns.get_mut(key) else {
             return Vec::new();
         };
-        let inspection = entry.inspect.take();
+        let inspection = entry.inspect.take().map(|i| i.inspection);
         let version = entry
             .conn
             .backend()
@@ -301,5 +315,12 @@ pub(super) fn has_preamble<Io>(entry: &Entry<Io>, balancers: &[Balancer]) -> boo
         .backend()
         .and_then(|b| balancers.get(entry.pool)?.snapshot().send_proxy(b))
         .is_some();
-    header || entry.inspect.as_ref().is_some_and(|i| !i.data().is_empty())
+    header
+        || entry
+            .inspect
+            .as_ref()
+            .is_some_and(|i| !i.inspection.data().is_empty())
 }
+
+#[cfg(test)]
+mod tests;
