@@ -43,6 +43,8 @@ mod harness;
 mod health;
 #[path = "scenarios/inspect.rs"]
 mod inspect;
+#[path = "scenarios/interop.rs"]
+mod interop;
 #[path = "scenarios/keepalive.rs"]
 mod keepalive;
 #[path = "scenarios/lifecycle.rs"]
@@ -53,6 +55,8 @@ mod limits;
 mod load;
 #[path = "scenarios/observe.rs"]
 mod observe;
+#[path = "scenarios/peer.rs"]
+mod peer;
 #[path = "scenarios/pipes.rs"]
 mod pipes;
 #[path = "scenarios/proxy.rs"]
@@ -126,6 +130,8 @@ macro_rules! scenarios {
             accept_proxy_takes_the_client_from_the_header => crate::inspect::accept_proxy_takes_the_client_from_the_header,
             sni_routes_pick_the_pool => crate::inspect::sni_routes_pick_the_pool,
             inspect_timeout_falls_back_or_closes => crate::inspect::inspect_timeout_falls_back_or_closes,
+            haproxy_and_ringlb_pass_the_client_along => crate::interop::haproxy_and_ringlb_pass_the_client_along,
+            openssl_clients_reach_the_backend_of_their_name => crate::interop::openssl_clients_reach_the_backend_of_their_name,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ringlb::core::proxy_header::{Parsed, ProxyHeader, parse};
 
 use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, payload};
+use crate::peer::{self, Daemon};
 
 /// Headers a backend saw, in arrival order.
 pub(crate) type Seen = Arc<Mutex<Vec<ProxyHeader>>>;
@@ -127,31 +128,18 @@ pub fn send_proxy_tells_backends_the_client(ctx: &Ctx) -> Outcome {
 /// nginx serving a stream on `listen ... proxy_protocol` that answers each connection with the
 /// addresses it read from the PROXY header; stopped when dropped.
 struct Nginx {
-    child: std::process::Child,
     addr: SocketAddr,
-    dir: std::path::PathBuf,
+    _daemon: Daemon,
 }
 
 impl Nginx {
     fn start(ctx: &Ctx) -> Result<Nginx, crate::harness::Skip> {
         let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
-        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists());
-        let (Some(binary), true) = (binary, std::path::Path::new(module).exists()) else {
-            return Err(crate::harness::Skip(
-                "nginx with its stream module is not installed (nginx-light, libnginx-mod-stream)"
-                    .to_owned(),
-            ));
-        };
+        let packages = "nginx-light, libnginx-mod-stream";
+        let binary = peer::find(&["/usr/sbin/nginx", "/usr/bin/nginx"], packages)?;
+        peer::find(&[module], packages)?;
         let addr = crate::harness::free_addr();
-        let dir = std::env::temp_dir().join(format!(
-            "ringlb-nginx-{}-{}-{}",
-            std::process::id(),
-            ctx.config,
-            ctx.scenario
-        ));
-        std::fs::create_dir_all(&dir).expect("nginx directory");
+        let dir = peer::scratch(ctx, "nginx");
         let conf = format!(
             "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nstream {{\n\
@@ -162,35 +150,19 @@ impl Nginx {
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).expect("nginx.conf");
-        let child = std::process::Command::new(binary)
+        let mut command = std::process::Command::new(binary);
+        command
             .arg("-c")
             .arg(&path)
             .arg("-p")
             .arg(&dir)
             .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let started = std::time::Instant::now();
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "nginx did not listen on {addr}: {}",
-                std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(Nginx { child, addr, dir })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+            .arg(dir.join("error.log"));
+        let daemon = Daemon::start(command, dir, &[addr]);
+        Ok(Nginx {
+            addr,
+            _daemon: daemon,
+        })
     }
 }
 

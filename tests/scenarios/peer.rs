@@ -1,0 +1,82 @@
+//! Real peers nobody here wrote (nginx, HAProxy, openssl), run by a scenario as child
+//! processes on loopback: found or skipped, started in a scratch directory, waited for, and
+//! killed with their directory removed when dropped.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Ctx, Skip};
+
+/// The first of `paths` that exists, or a skip naming the Debian `packages` to install.
+pub fn find(paths: &[&'static str], packages: &str) -> Result<&'static str, Skip> {
+    paths
+        .iter()
+        .copied()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| Skip(format!("{} is not installed ({packages})", paths[0])))
+}
+
+/// A scratch directory for one peer of one scenario run.
+pub fn scratch(ctx: &Ctx, peer: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ringlb-{peer}-{}-{}-{}",
+        std::process::id(),
+        ctx.config,
+        ctx.scenario
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// A peer process, killed and its directory removed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Run `command` (its output to `dir/output.log`) and wait until every address of
+    /// `listening` takes connections.
+    pub fn start(mut command: Command, dir: PathBuf, listening: &[SocketAddr]) -> Daemon {
+        let log = dir.join("output.log");
+        let out = std::fs::File::create(&log).expect("peer log");
+        let err = out.try_clone().expect("peer log");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start the peer");
+        let daemon = Daemon { child, dir, log };
+        let started = Instant::now();
+        for &addr in listening {
+            while TcpStream::connect(addr).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "the peer did not listen on {addr}: {}",
+                    daemon.output()
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        daemon
+    }
+
+    /// What the peer wrote so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
