@@ -18,3 +18,4 @@ pub mod shard;
 pub mod slot;
 pub mod stats;
 pub mod timer;
+pub mod udp;
