@@ -96,6 +96,7 @@ fn demo_config(
         workers: Workers::Auto,
         cpus: None,
         listeners,
+        udp_listeners: Vec::new(),
         pools: vec![Pool {
             name: "demo".into(),
             algorithm: Algorithm::RoundRobin,
@@ -107,6 +108,7 @@ fn demo_config(
             fail_timeout: defaults::DEFAULT_FAIL_TIMEOUT,
             queue: Default::default(),
             affinity: None,
+            udp: Default::default(),
         }],
         timeouts: Timeouts {
             connect: defaults::DEFAULT_CONNECT_TIMEOUT,

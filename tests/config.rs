@@ -191,6 +191,7 @@ address = "10.0.0.2:443"
             routes: Vec::new(),
             sni_fallback: SniFallback::Default,
         }],
+        udp_listeners: Vec::new(),
         pools: vec![
             Pool {
                 name: "web".into(),
@@ -209,6 +210,7 @@ address = "10.0.0.2:443"
                 fail_timeout: DEFAULT_FAIL_TIMEOUT,
                 queue: Default::default(),
                 affinity: None,
+                udp: UdpFlows::default(),
             },
             Pool {
                 name: "api".into(),
@@ -243,6 +245,7 @@ address = "10.0.0.2:443"
                     ttl: Duration::from_secs(90),
                     max_entries: 5000,
                 }),
+                udp: UdpFlows::default(),
             },
         ],
         timeouts: Timeouts {

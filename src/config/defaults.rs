@@ -103,3 +103,12 @@ pub const DEFAULT_INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(30 * 60);
 /// `affinity_max_entries`: about 10 MB of table per pool.
 pub const DEFAULT_AFFINITY_MAX_ENTRIES: u32 = 100_000;
+/// `udp_idle_timeout`: a UDP flow (one client address and port) with no datagram either way
+/// for this long ends, and its socket to the backend is closed. 30 s, as common NAT and
+/// conntrack UDP timeouts, outlasts a request and its answers without holding sockets of
+/// clients long gone.
+pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `udp_max_flows`: flows per worker per UDP listener, each holding one connected UDP socket
+/// (a file descriptor, counted in the budget of `config::fd_budget`); when the table is full
+/// the least recently used flow is evicted.
+pub const DEFAULT_UDP_MAX_FLOWS: u32 = 16_384;

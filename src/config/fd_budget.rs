@@ -4,6 +4,8 @@
 //! A configuration spends descriptors in three ways:
 //! - a fixed reserve: [`FD_RESERVE_PROCESS`] for the process, and per worker
 //!   [`FD_RESERVE_PER_WORKER`] plus one listening socket per listener;
+//! - UDP flows, reserved too: each worker holds, per UDP listener, its socket and up to the
+//!   pool's `udp_max_flows` flows of one connected UDP socket each (see [`udp_sockets`]);
 //! - pipes, when a listener splices (splice or auto mode): each worker's pool keeps up to
 //!   `tuning.pipe_pool` idle pipes of [`FDS_PER_PIPE`] descriptors, and those are reserved.
 //!   Pipes in use beyond that number are not budgeted (nothing bounds them but the
@@ -16,7 +18,7 @@
 //! that cannot fit is an error.
 
 use super::limits::*;
-use super::{EngineKind, Listener, Mode, Tuning};
+use super::{EngineKind, Listener, Mode, Pool, Tuning, UdpListener};
 
 /// `RLIMIT_NOFILE`; `u64::MAX` stands for unlimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub struct Shape {
     pub pipe_pool: u64,
     /// `tuning.max_connections`: the size of each worker's slot table.
     pub worker_max_connections: u64,
+    /// Descriptors the UDP listeners may hold, their flows included (see [`udp_sockets`]).
+    pub udp_sockets: u64,
 }
 
 impl Shape {
@@ -82,8 +86,32 @@ impl Shape {
             splices: listeners.iter().any(|l| l.mode != Mode::Copy),
             pipe_pool: tuning.pipe_pool.into(),
             worker_max_connections: tuning.max_connections.into(),
+            udp_sockets: 0,
         }
     }
+
+    /// This shape with the UDP listeners `udp` (their pools in `pools`) run by `workers`
+    /// workers (resolved) counted in.
+    pub fn with_udp(self, workers: usize, udp: &[UdpListener], pools: &[Pool]) -> Shape {
+        Shape {
+            udp_sockets: udp_sockets(workers as u64, udp, pools),
+            ..self
+        }
+    }
+}
+
+/// Descriptors UDP listeners may hold with `workers` workers: per listener and worker, its
+/// socket and its pool's `udp_max_flows` flows, each a UDP socket connected to the flow's
+/// backend. Every engine is counted with one flow table per worker (the blocking engine
+/// too, as the bound that holds whichever way it runs them); a flow evicted to make room
+/// closes its socket, so the tables never hold more.
+pub fn udp_sockets(workers: u64, udp: &[UdpListener], pools: &[Pool]) -> u64 {
+    udp.iter()
+        .map(|l| {
+            let flows = pools.get(l.pool).map_or(0, |p| u64::from(p.udp.max_flows));
+            workers.saturating_mul(flows.saturating_add(1))
+        })
+        .fold(0, u64::saturating_add)
 }
 
 /// How a configuration spends descriptors.
@@ -109,7 +137,8 @@ impl FdBudget {
         FdBudget {
             reserve: FD_RESERVE_PROCESS
                 .saturating_add(shape.workers.saturating_mul(per_worker))
-                .saturating_add(pipes.saturating_mul(FDS_PER_PIPE)),
+                .saturating_add(pipes.saturating_mul(FDS_PER_PIPE))
+                .saturating_add(shape.udp_sockets),
             per_connection: FDS_PER_CONNECTION,
             overshoot: overshoot(shape.engine, shape.workers, shape.listeners),
         }
@@ -209,6 +238,15 @@ pub fn connection_limit(
     if value == 0 || need > fd_limit.soft {
         let shown = value.max(1);
         let most = budget.most_connections(fd_limit.soft);
+        let udp = if shape.udp_sockets == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({} of them for UDP listeners and their flows: lower udp_max_flows to \
+                 need fewer)",
+                shape.udp_sockets
+            )
+        };
         let what = if most == 0 {
             format!("too low for a single connection; {RAISE_HINT}")
         } else {
@@ -220,7 +258,8 @@ pub fn connection_limit(
         };
         return Err(FdShortage(format!(
             "{shown} connections{race} need {} file descriptors: {} per connection and {} for \
-             the process, its listeners, rings and pipes; RLIMIT_NOFILE is {fd_limit}: {what}",
+             the process, its listeners, rings and pipes{udp}; RLIMIT_NOFILE is {fd_limit}: \
+             {what}",
             budget.need(shown),
             budget.per_connection,
             budget.reserve,
@@ -247,6 +286,7 @@ mod tests {
             splices,
             pipe_pool: 256,
             worker_max_connections: 65_536,
+            udp_sockets: 0,
         }
     }
 
@@ -340,6 +380,45 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part:?} missing from {text}");
         }
+    }
+
+    #[test]
+    fn udp_flows_are_reserved_per_worker_and_listener() {
+        use crate::config::{Pool, UdpFlows, UdpListener};
+        let pool = |max_flows| Pool {
+            name: "dns".into(),
+            algorithm: Default::default(),
+            backends: Vec::new(),
+            retries: 0,
+            health: None,
+            slow_start: Default::default(),
+            max_fails: 0,
+            fail_timeout: Default::default(),
+            queue: Default::default(),
+            affinity: None,
+            udp: UdpFlows {
+                max_flows,
+                ..UdpFlows::default()
+            },
+        };
+        let pools = [pool(100), pool(1000)];
+        let udp = |pool| UdpListener {
+            name: format!("u{pool}"),
+            bind: "127.0.0.1:53".parse().expect("literal"),
+            pool,
+        };
+        // 3 workers × (100 flows + its socket), then × (1000 + 1).
+        assert_eq!(udp_sockets(3, &[udp(0)], &pools), 303);
+        assert_eq!(udp_sockets(3, &[udp(0), udp(1)], &pools), 303 + 3003);
+        let s = shape(EngineKind::Epoll, 3, false);
+        let with = s.with_udp(3, &[udp(1)], &pools);
+        assert_eq!(
+            FdBudget::new(&with).reserve,
+            FdBudget::new(&s).reserve + 3003
+        );
+        let err = connection_limit(None, &with, limit(2048)).expect_err("no room");
+        assert!(err.to_string().contains("3003 of them for UDP"), "{err}");
+        assert!(err.to_string().contains("udp_max_flows"), "{err}");
     }
 
     #[test]

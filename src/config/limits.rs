@@ -86,3 +86,10 @@ pub const MAX_ADMISSION_RATE: u32 = 10_000_000;
 pub const MAX_AFFINITY_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// Most `affinity_max_entries`: about 1.6 GB of table, far beyond a sensible pool.
 pub const MAX_AFFINITY_MAX_ENTRIES: u32 = 1 << 24;
+/// Longest `udp_idle_timeout`: an hour; a flow silent for longer is gone.
+pub const MAX_UDP_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most `udp_responses`: a limit that high is no limit; leave the key out instead.
+pub const MAX_UDP_RESPONSES: u32 = 1 << 20;
+/// Most `udp_max_flows`: one descriptor each, per worker and UDP listener, so already far
+/// beyond a usual `RLIMIT_NOFILE`.
+pub const MAX_UDP_MAX_FLOWS: u32 = 1 << 20;

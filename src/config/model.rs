@@ -36,7 +36,7 @@ pub enum Workers {
     Count(usize),
 }
 
-/// A listening address and where its connections go.
+/// A TCP listening address (`protocol = "tcp"`, the default) and where its connections go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
     pub name: String,
@@ -63,6 +63,37 @@ pub struct Listener {
     /// usable ClientHello (not TLS, no server name, too big, or not within
     /// `inspect_timeout`).
     pub sni_fallback: SniFallback,
+}
+
+/// A UDP listener (`protocol = "udp"`): datagrams to `pool`, one flow per client address and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UdpListener {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Index into [`Config::pools`].
+    pub pool: usize,
+}
+
+/// How a pool's UDP flows live (pool keys, used by UDP listeners only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpFlows {
+    /// `udp_idle_timeout`: a flow with no datagram either way for this long ends.
+    pub idle_timeout: Duration,
+    /// `udp_responses`: a flow ends after this many datagrams from its backend (DNS: 1). None: no limit.
+    pub responses: Option<u32>,
+    /// `udp_max_flows`: flows per worker per listener; when full the least recently used is evicted.
+    pub max_flows: u32,
+}
+
+impl Default for UdpFlows {
+    /// What validation gives when a pool has no `udp_*` key.
+    fn default() -> Self {
+        UdpFlows {
+            idle_timeout: super::defaults::DEFAULT_UDP_IDLE_TIMEOUT,
+            responses: None,
+            max_flows: super::defaults::DEFAULT_UDP_MAX_FLOWS,
+        }
+    }
 }
 
 /// One `[[listener.route]]`: clients asking for `sni` go to `pool`.
@@ -155,6 +186,8 @@ pub struct Pool {
     /// `affinity = "source"` with `affinity_ttl` and `affinity_max_entries`; `None` for
     /// `affinity = "none"` (the default).
     pub affinity: Option<Affinity>,
+    /// `udp_idle_timeout`, `udp_responses`, `udp_max_flows`: read by UDP listeners only.
+    pub udp: UdpFlows,
 }
 
 /// Sticky sessions by client address (`affinity = "source"`).
@@ -420,7 +453,11 @@ pub struct Config {
     pub workers: Workers,
     /// CPUs to pin workers to, in order; `None` means the affinity mask in order.
     pub cpus: Option<Vec<usize>>,
+    /// TCP listeners only, in the order written among them.
     pub listeners: Vec<Listener>,
+    /// `[[listener]]` tables with `protocol = "udp"`, in the order written among them. Kept
+    /// apart from [`Config::listeners`] so that TCP listener indices do not depend on them.
+    pub udp_listeners: Vec<UdpListener>,
     pub pools: Vec<Pool>,
     pub timeouts: Timeouts,
     pub tcp: Tcp,

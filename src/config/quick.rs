@@ -286,7 +286,7 @@ impl Overrides {
                 listener.admission_burst = Some(from_cli(burst));
             }
             if self.accept_proxy {
-                listener.accept_proxy = Some(true);
+                listener.accept_proxy = Some(from_cli(true));
             }
             set_text(&mut listener.inspect_timeout, &self.inspect_timeout);
         }
@@ -440,6 +440,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             name: Some(from_cli(QUICK_LISTENER_NAME.to_owned())),
             bind: from_cli(listen.to_owned()),
             pool: from_cli(QUICK_POOL_NAME.to_owned()),
+            protocol: None,
             mode: None,
             backlog: None,
             admission_rate: None,
@@ -465,6 +466,9 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             affinity_ttl: None,
             send_proxy: None,
             affinity_max_entries: None,
+            udp_idle_timeout: None,
+            udp_responses: None,
+            udp_max_flows: None,
         })],
         ..RawConfig::default()
     }

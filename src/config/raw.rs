@@ -180,6 +180,9 @@ pub struct RawListener {
     pub bind: Spanned<String>,
     /// Name of a `[[pool]]`.
     pub pool: Spanned<String>,
+    /// `protocol`, documented in `examples/ringlb.toml`; left out, `"tcp"`. The keys below
+    /// are TCP's: validation refuses them on a UDP listener.
+    pub protocol: Option<Spanned<ProtocolName>>,
     /// `mode`, documented in `examples/ringlb.toml`.
     pub mode: Option<Spanned<ModeName>>,
     /// `backlog`, documented in `examples/ringlb.toml`.
@@ -189,7 +192,7 @@ pub struct RawListener {
     /// `admission_burst`, documented in `examples/ringlb.toml`; only with `admission_rate`.
     pub admission_burst: Option<Spanned<i64>>,
     /// `accept_proxy`, documented in `examples/ringlb.toml`.
-    pub accept_proxy: Option<bool>,
+    pub accept_proxy: Option<Spanned<bool>>,
     /// `inspect_timeout`, documented in `examples/ringlb.toml`.
     pub inspect_timeout: Option<Spanned<String>>,
     /// `sni_fallback`, documented in `examples/ringlb.toml`; only with `[[listener.route]]`.
@@ -197,6 +200,16 @@ pub struct RawListener {
     /// `[[listener.route]]` tables, in order.
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
+}
+
+/// A listener's transport protocol (`protocol`), as written in TOML and on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProtocolName {
+    /// Connections, accepted and forwarded.
+    Tcp,
+    /// Datagrams, forwarded by flow (client address and port).
+    Udp,
 }
 
 /// One `[[listener.route]]` table.
@@ -256,6 +269,12 @@ pub struct RawPool {
     pub affinity_max_entries: Option<Spanned<i64>>,
     /// `send_proxy` for every backend of the pool that does not say otherwise.
     pub send_proxy: Option<Spanned<ProxyName>>,
+    /// `udp_idle_timeout`, documented in `examples/ringlb.toml`; read by UDP listeners.
+    pub udp_idle_timeout: Option<Spanned<String>>,
+    /// `udp_responses`, documented in `examples/ringlb.toml`; left out, no limit.
+    pub udp_responses: Option<Spanned<i64>>,
+    /// `udp_max_flows`, documented in `examples/ringlb.toml`.
+    pub udp_max_flows: Option<Spanned<i64>>,
 }
 
 /// `[pool.health]`: which keys belong to which check is decided during validation, so that

@@ -15,7 +15,7 @@ use super::fd_budget::{ConnectionLimit, FdLimit, Shape, connection_limit};
 use super::limits::*;
 use super::quick::BackendSpec;
 use super::raw::*;
-use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, Workers};
+use super::{Config, EngineKind, Features, Host, Listener, Mode, Pool, UdpListener, Workers};
 use crate::core::backend::BackendInfo;
 use crate::core::balance::Algorithm;
 
@@ -25,6 +25,7 @@ mod operator;
 mod queue;
 mod sticky;
 mod tuning;
+mod udp;
 
 use operator::{access_log, admin};
 use tuning::tuning;
@@ -34,7 +35,7 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// Validates `raw`, read from `src`, for `host` (its CPUs and its open file limit).
 pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Config> {
     let pools = pools(&raw.pools, src)?;
-    let listeners = listeners(&raw.listeners, &pools, src)?;
+    let (listeners, udp_listeners) = listeners(&raw.listeners, &raw.pools, &pools, src)?;
     let timeouts = connection::timeouts(&raw.timeouts, src)?;
     let tcp = connection::tcp(&raw.tcp, src)?;
     let tuning = tuning(&raw.tuning, src)?;
@@ -46,7 +47,8 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
         .engine
         .map_or(EngineKind::default(), |e| engine_kind(*e.get_ref()));
     let count = super::worker_cpus(workers, cpus.as_deref(), host.cpus).len();
-    let shape = Shape::of(engine, count, &listeners, &tuning);
+    let shape =
+        Shape::of(engine, count, &listeners, &tuning).with_udp(count, &udp_listeners, &pools);
     let f = &raw.features;
     Ok(Config {
         connections: connections(raw.max_connections.as_ref(), &shape, host.fd_limit, src)?,
@@ -54,6 +56,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
         workers,
         cpus,
         listeners,
+        udp_listeners,
         pools,
         timeouts,
         tcp,
@@ -238,6 +241,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
         let recovery = health::recovery(p, &|leaf| at(leaf), src)?;
         let queue = queue::queue(p, &|leaf| at(leaf), src)?;
         let affinity = sticky::affinity(p, &|leaf| at(leaf), src)?;
+        let udp = udp::flows(p, &|leaf| at(leaf), src)?;
         pools.push(Pool {
             name,
             algorithm: p
@@ -252,6 +256,7 @@ fn pools(raw: &[Spanned<RawPool>], src: &Source<'_>) -> Result<Vec<Pool>> {
             fail_timeout: recovery.fail_timeout,
             queue,
             affinity,
+            udp,
         });
     }
     Ok(pools)
@@ -331,7 +336,7 @@ pub fn backend_from_spec(spec: &BackendSpec) -> std::result::Result<BackendInfo,
         })
 }
 
-fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
+pub(super) fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
     match error {
         ConfigError::Invalid {
             location,
@@ -346,11 +351,16 @@ fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
     }
 }
 
+/// The `[[listener]]` tables, split by `protocol`: TCP listeners (in [`Config::listeners`])
+/// and UDP listeners (in [`Config::udp_listeners`]), each in the order written. Names are
+/// unique across both; bind addresses within each protocol (a TCP and a UDP listener may
+/// share an address and port).
 fn listeners(
     raw: &[Spanned<RawListener>],
+    raw_pools: &[Spanned<RawPool>],
     pools: &[Pool],
     src: &Source<'_>,
-) -> Result<Vec<Listener>> {
+) -> Result<(Vec<Listener>, Vec<UdpListener>)> {
     if raw.is_empty() {
         return Err(src.invalid_here(
             "listener",
@@ -359,7 +369,9 @@ fn listeners(
     }
     let mut names = Seen::new(src);
     let mut binds = Seen::new(src);
+    let mut udp_binds = Seen::new(src);
     let mut listeners = Vec::with_capacity(raw.len());
+    let mut udp_listeners = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let l = l.get_ref();
         let at = |leaf: &str| format!("listener[{i}].{leaf}");
@@ -376,8 +388,20 @@ fn listeners(
             None => (bind.to_string(), l.bind.span()),
         };
         names.insert(name.clone(), name_span, &at("name"), "listener name")?;
-        binds.insert(bind.to_string(), l.bind.span(), &at("bind"), "bind address")?;
         let pool = pool_index(&l.pool, pools, &at("pool"), src)?;
+        if udp::is_udp(l) {
+            udp_binds.insert(
+                bind.to_string(),
+                l.bind.span(),
+                &at("bind"),
+                "UDP bind address",
+            )?;
+            let listener = udp::listener(l, name, bind, pool, &at, src)?;
+            udp::no_send_proxy(raw_pools[pool].get_ref(), pool, &listener.name, src)?;
+            udp_listeners.push(listener);
+            continue;
+        }
+        binds.insert(bind.to_string(), l.bind.span(), &at("bind"), "bind address")?;
         let backlog = int(
             l.backlog.as_ref(),
             DEFAULT_BACKLOG,
@@ -404,7 +428,7 @@ fn listeners(
             sni_fallback: inspect.sni_fallback,
         });
     }
-    Ok(listeners)
+    Ok((listeners, udp_listeners))
 }
 
 /// The index of the pool `name` names (a listener's `pool`, a route's `pool`); an error at

@@ -73,7 +73,7 @@ pub(super) fn inspect(
         Some(written) => sni_fallback(*written.get_ref()),
     };
     Ok(Inspect {
-        accept_proxy: l.accept_proxy.unwrap_or(false),
+        accept_proxy: l.accept_proxy.as_ref().is_some_and(|v| *v.get_ref()),
         inspect_timeout,
         routes,
         sni_fallback,
