@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use ringlb::config::quick::parse_workers;
 use ringlb::config::raw::LogFormatName;
-use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, RawWorkers};
+use ringlb::config::raw::{AlgorithmName, EngineName, ModeName, ProtocolName, RawWorkers};
 use ringlb::config::{BackendSpec, HealthCheckSpec, Overrides};
 use ringlb::control::AdminState;
 use ringlb::control::ctl::CtlCommand;
@@ -228,7 +228,13 @@ pub struct OverrideArgs {
     /// I/O engine [default: uring].
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<EngineName>,
-    /// Forwarding mode, for every listener [default: auto].
+    /// Transport protocol, for every listener: tcp (connections) or udp (datagrams, one flow
+    /// per client address and port, each with a connected socket to its backend). A UDP
+    /// listener takes none of the TCP flags (--mode, --accept-proxy, --inspect-timeout,
+    /// --admission-rate, --admission-burst, --send-proxy) [default: tcp].
+    #[arg(long, value_enum, value_name = "PROTOCOL")]
+    pub protocol: Option<ProtocolName>,
+    /// Forwarding mode, for every TCP listener [default: auto].
     #[arg(long, value_enum, value_name = "MODE")]
     pub mode: Option<ModeName>,
     /// Balancing algorithm, for every pool [default: round-robin].
@@ -266,9 +272,23 @@ pub struct OverrideArgs {
     #[arg(long, value_name = "DURATION")]
     pub affinity_ttl: Option<String>,
     /// Send every backend a PROXY protocol header (v1: text, v2: binary) before the client's
-    /// bytes, so that it sees the client's address [default: the file's, or none].
+    /// bytes, so that it sees the client's address; with UDP listeners, for the pools none of
+    /// them uses (not supported for UDP yet) [default: the file's, or none].
     #[arg(long, value_name = "VERSION")]
     pub send_proxy: Option<ringlb::config::raw::ProxyName>,
+    /// UDP: a flow with no datagram either way for this long ends, for every pool: above
+    /// zero, at most 1h [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub udp_idle_timeout: Option<String>,
+    /// UDP: a flow ends after this many datagrams from its backend, for every pool, 1 to
+    /// 1048576 (1 for DNS) [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub udp_responses: Option<i64>,
+    /// UDP: flows per worker and listener, for every pool, 1 to 1048576; when the table is
+    /// full the least recently used flow is evicted. Each flow holds a file descriptor
+    /// [default: 16384].
+    #[arg(long, value_name = "N")]
+    pub udp_max_flows: Option<i64>,
     /// Clients that may wait, for every pool, when every backend is at its max_connections or
     /// a listener's admission rate holds them back: 0 to 1048576; 0 turns them away at once
     /// [default: 1024].
@@ -278,23 +298,23 @@ pub struct OverrideArgs {
     /// above zero, at most 1h [default: 2s].
     #[arg(long, value_name = "DURATION")]
     pub queue_timeout: Option<String>,
-    /// New connections let through per second, for every listener, 1 to 10000000; the rest
+    /// New connections let through per second, for every TCP listener, 1 to 10000000; the rest
     /// wait in their pool's queue [default: no limit].
     #[arg(long, value_name = "N")]
     pub admission_rate: Option<i64>,
-    /// Clients let through at once after a quiet spell, for every listener, 1 to 10000000;
+    /// Clients let through at once after a quiet spell, for every TCP listener, 1 to 10000000;
     /// needs an admission rate (--admission-rate or the file's) [default: a tenth of the
     /// rate, at least 1].
     #[arg(long, value_name = "N")]
     pub admission_burst: Option<i64>,
-    /// Every listener reads a PROXY protocol header (v1 or v2) from each client before
+    /// Every TCP listener reads a PROXY protocol header (v1 or v2) from each client before
     /// anything else, and takes the client's address from it; a client without a valid one is
     /// closed. Only for listeners that nothing but trusted proxies reach [default: the file's,
     /// or off].
     #[arg(long)]
     pub accept_proxy: bool,
     /// How long a client may take to send what a listener reads before it picks a backend
-    /// (its PROXY header, its TLS ClientHello), for every listener: above zero, at most 1h
+    /// (its PROXY header, its TLS ClientHello), for every TCP listener: above zero, at most 1h
     /// [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub inspect_timeout: Option<String>,
@@ -394,6 +414,7 @@ impl OverrideArgs {
             engine: self.engine,
             workers: self.workers,
             cpus: self.cpus.clone(),
+            protocol: self.protocol,
             mode: self.mode,
             algorithm: self.algorithm,
             retries: self.retries,
@@ -403,6 +424,9 @@ impl OverrideArgs {
             fall: self.fall,
             affinity_ttl: self.affinity_ttl.clone(),
             send_proxy: self.send_proxy,
+            udp_idle_timeout: self.udp_idle_timeout.clone(),
+            udp_responses: self.udp_responses,
+            udp_max_flows: self.udp_max_flows,
             queue_size: self.queue_size,
             queue_timeout: self.queue_timeout.clone(),
             admission_rate: self.admission_rate,

@@ -445,3 +445,59 @@ fn check_fails_when_max_connections_cannot_fit_rlimit_nofile() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_udp_flags_are_validated_as_the_file_keys() {
+    fn quick<'a>(more: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "run",
+            "--listen",
+            "127.0.0.1:1",
+            "--backend",
+            "127.0.0.1:2",
+            "--protocol",
+            "udp",
+        ];
+        args.extend_from_slice(more);
+        args
+    }
+    refused(
+        &quick(&["--mode", "splice"]),
+        "command line: listener[0].mode (--mode): `mode` is for TCP listeners",
+    );
+    refused(
+        &quick(&["--send-proxy", "v2"]),
+        "command line: pool[0].send_proxy (--send-proxy): send_proxy is not supported for UDP yet",
+    );
+    refused(
+        &quick(&["--udp-responses", "0"]),
+        "command line: pool[0].udp_responses (--udp-responses): must be between 1 and",
+    );
+    refused(
+        &quick(&["--udp-idle-timeout", "0s"]),
+        "command line: pool[0].udp_idle_timeout (--udp-idle-timeout): must be longer than zero",
+    );
+    refused(
+        &["run", "--listen", "127.0.0.1:1", "--protocol", "sctp"],
+        "sctp",
+    );
+    // Over a file: every listener becomes UDP, and the example's TCP keys are refused there.
+    refused(
+        &["check", "--config", &example(), "--protocol", "udp"],
+        "listener[0].mode: `mode` is for TCP listeners",
+    );
+    let out = ringlb(&[
+        "check",
+        "--config",
+        &example(),
+        "--udp-max-flows",
+        "64",
+        "--udp-responses",
+        "1",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    refused(
+        &["check", "--config", &example(), "--udp-max-flows", "0"],
+        "command line: pool[0].udp_max_flows (--udp-max-flows): must be between 1 and",
+    );
+}

@@ -190,6 +190,12 @@ fn flag_for(field: &str) -> Option<&'static str> {
         (_, "admission_rate") => "--admission-rate",
         (_, "admission_burst") => "--admission-burst",
         (_, "inspect_timeout") => "--inspect-timeout",
+        (_, "accept_proxy") => "--accept-proxy",
+        (_, "protocol") => "--protocol",
+        (_, "send_proxy") => "--send-proxy",
+        (_, "udp_idle_timeout") => "--udp-idle-timeout",
+        (_, "udp_responses") => "--udp-responses",
+        (_, "udp_max_flows") => "--udp-max-flows",
         (_, "address" | "weight" | "name" | "max_connections") if field.contains("backend") => {
             "--backend"
         }

@@ -167,7 +167,9 @@ pub struct Overrides {
     pub workers: Option<RawWorkers>,
     /// `--cpus`.
     pub cpus: Option<Vec<usize>>,
-    /// `--mode`, for every listener.
+    /// `--protocol`, for every listener.
+    pub protocol: Option<ProtocolName>,
+    /// `--mode`, for every TCP listener.
     pub mode: Option<ModeName>,
     /// `--algorithm`, for every pool.
     pub algorithm: Option<AlgorithmName>,
@@ -183,19 +185,27 @@ pub struct Overrides {
     pub fall: Option<i64>,
     /// `--affinity-ttl`, as written, for every pool: also turns on `affinity = "source"`.
     pub affinity_ttl: Option<String>,
-    /// `--send-proxy`, for every pool (a backend's own `send_proxy` still wins).
+    /// `--send-proxy`, for every pool no UDP listener uses (a backend's own `send_proxy`
+    /// still wins).
     pub send_proxy: Option<ProxyName>,
+    /// `--udp-idle-timeout`, as written, for every pool.
+    pub udp_idle_timeout: Option<String>,
+    /// `--udp-responses`, for every pool.
+    pub udp_responses: Option<i64>,
+    /// `--udp-max-flows`, for every pool.
+    pub udp_max_flows: Option<i64>,
     /// `--queue-size`, for every pool.
     pub queue_size: Option<i64>,
     /// `--queue-timeout`, as written, for every pool.
     pub queue_timeout: Option<String>,
-    /// `--admission-rate`, for every listener.
+    /// `--admission-rate`, for every TCP listener.
     pub admission_rate: Option<i64>,
-    /// `--admission-burst`, for every listener.
+    /// `--admission-burst`, for every TCP listener.
     pub admission_burst: Option<i64>,
-    /// `--accept-proxy`: `accept_proxy = true` on every listener (`false` leaves the file's).
+    /// `--accept-proxy`: `accept_proxy = true` on every TCP listener (`false` leaves the
+    /// file's).
     pub accept_proxy: bool,
-    /// `--inspect-timeout`, as written, for every listener.
+    /// `--inspect-timeout`, as written, for every TCP listener.
     pub inspect_timeout: Option<String>,
     /// `--connect-timeout`, as written.
     pub connect_timeout: Option<String>,
@@ -260,6 +270,13 @@ impl Overrides {
     /// same kind (so `--health-check http:/x` over a file's http check keeps its `expect`).
     /// `--affinity-ttl` turns on `affinity = "source"` in every pool as well as setting its
     /// TTL; a file's `affinity_max_entries` stays.
+    ///
+    /// `--protocol` sets every listener's protocol first. The flags of TCP listeners
+    /// (`--mode`, `--admission-rate`, `--admission-burst`, `--accept-proxy`,
+    /// `--inspect-timeout`) then set every TCP listener, and `--send-proxy` every pool no UDP
+    /// listener uses; where there is no such listener or pool (the quick form with `--protocol
+    /// udp`), they set every one, so that validation refuses them rather than let them go
+    /// unread.
     pub fn apply(&self, raw: &mut RawConfig) {
         if let Some(engine) = self.engine {
             raw.engine = Some(from_cli(engine));
@@ -274,8 +291,31 @@ impl Overrides {
                 .collect();
             raw.cpus = Some(from_cli(list));
         }
+        if let Some(protocol) = self.protocol {
+            for listener in &mut raw.listeners {
+                listener.get_mut().protocol = Some(from_cli(protocol));
+            }
+        }
+        let is_udp = |l: &RawListener| {
+            l.protocol
+                .as_ref()
+                .is_some_and(|p| *p.get_ref() == ProtocolName::Udp)
+        };
+        let any_tcp = raw.listeners.iter().any(|l| !is_udp(l.get_ref()));
+        let udp_pools: Vec<String> = raw
+            .listeners
+            .iter()
+            .map(Spanned::get_ref)
+            .filter(|l| is_udp(l))
+            .map(|l| l.pool.get_ref().trim().to_owned())
+            .collect();
+        let tcp_only_pool = |p: &RawPool| !udp_pools.iter().any(|u| u == p.name.get_ref().trim());
+        let any_tcp_pool = raw.pools.iter().any(|p| tcp_only_pool(p.get_ref()));
         for listener in &mut raw.listeners {
             let listener = listener.get_mut();
+            if any_tcp && is_udp(listener) {
+                continue;
+            }
             if let Some(mode) = self.mode {
                 listener.mode = Some(from_cli(mode));
             }
@@ -306,9 +346,18 @@ impl Overrides {
                 pool.queue_size = Some(from_cli(size));
             }
             if let Some(version) = self.send_proxy {
-                pool.send_proxy = Some(from_cli(version));
+                if !any_tcp_pool || tcp_only_pool(pool) {
+                    pool.send_proxy = Some(from_cli(version));
+                }
             }
             set_text(&mut pool.queue_timeout, &self.queue_timeout);
+            set_text(&mut pool.udp_idle_timeout, &self.udp_idle_timeout);
+            if let Some(responses) = self.udp_responses {
+                pool.udp_responses = Some(from_cli(responses));
+            }
+            if let Some(max) = self.udp_max_flows {
+                pool.udp_max_flows = Some(from_cli(max));
+            }
             self.apply_health(&mut pool.health);
         }
         if let Some(max) = self.max_connections {

@@ -8,7 +8,7 @@ use super::size::format_size;
 use super::{
     AccessLog, Admin, AdminSocket, Affinity, Check, Config, EngineKind, Health, Keepalive,
     LimitOrigin, LogFormat, LogTarget, Mode, Queue, QueueClose, SniFallback, SocketOptions,
-    StatusMatch, Workers,
+    StatusMatch, UdpFlows, Workers,
 };
 use crate::core::balance::Algorithm;
 
@@ -187,13 +187,22 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
             let _ = writeln!(out, "    sni_fallback: {fallback}");
         }
     }
+    if !config.udp_listeners.is_empty() {
+        let _ = writeln!(out, "udp listeners ({}):", config.udp_listeners.len());
+        for l in &config.udp_listeners {
+            let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
+            let _ = writeln!(out, "  udp listener {} {} -> pool {pool}", l.name, l.bind);
+        }
+    }
     let _ = writeln!(out, "pools ({}):", config.pools.len());
     for (i, p) in config.pools.iter().enumerate() {
+        let udp = config.udp_listeners.iter().any(|l| l.pool == i);
         // A pool only a route leads to is in use too.
-        let used = config
-            .listeners
-            .iter()
-            .any(|l| l.pool == i || l.routes.iter().any(|r| r.pool == i));
+        let used = udp
+            || config
+                .listeners
+                .iter()
+                .any(|l| l.pool == i || l.routes.iter().any(|r| r.pool == i));
         let unused = if used { "" } else { " (used by no listener)" };
         let _ = writeln!(
             out,
@@ -207,6 +216,9 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         let _ = writeln!(out, "    recovery: {}", recovery(p));
         let _ = writeln!(out, "    queue: {}", queue(&p.queue));
         let _ = writeln!(out, "    affinity: {}", affinity(p.affinity.as_ref()));
+        if udp {
+            let _ = writeln!(out, "    udp: {}", udp_flows(&p.udp));
+        }
         for b in &p.backends {
             let mut limit = b
                 .max_connections
@@ -259,6 +271,20 @@ fn queue(queue: &Queue) -> String {
         "{} waiting, timeout {}, close {close}",
         queue.size,
         format_duration(queue.timeout)
+    )
+}
+
+/// `udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 16384 (per worker and
+/// listener)`.
+fn udp_flows(flows: &UdpFlows) -> String {
+    let responses = flows
+        .responses
+        .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    format!(
+        "udp_idle_timeout {}, udp_responses {responses}, udp_max_flows {} (per worker and \
+         listener)",
+        format_duration(flows.idle_timeout),
+        flows.max_flows
     )
 }
 

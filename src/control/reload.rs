@@ -17,6 +17,10 @@
 //!   is closed on every worker, its accepted connections going on. Listener indices, like
 //!   backend ids, are never reused.
 //!
+//! - **UDP listeners** cannot change yet: a file whose UDP listeners differ from the running
+//!   ones (by name, bind address or pool name) is refused as a whole, with a message saying
+//!   to restart. Their pools' keys (backends, `udp_*`) change as any pool's do.
+//!
 //! Settings that cannot change in a running process (engine, workers, CPUs, tuning, features,
 //! `max_connections`, TCP options, `[admin]`, `[access_log]`, a listener's backlog) are listed
 //! as needing a restart; everything else is applied anyway.
@@ -80,6 +84,7 @@ impl Control {
     /// Apply `new`, a validated configuration, to the running process. Sockets for new
     /// listeners are bound first: one that cannot be bound refuses the whole file.
     pub fn apply(&mut self, new: &Config) -> Result<Outcome, ControlError> {
+        check_udp_listeners(&self.config, new)?;
         self.check_room(new)?;
         let added = self.bind_added(new)?;
         let mut outcome = Outcome {
@@ -437,6 +442,42 @@ impl Backend {
             ramp: None,
         }
     }
+}
+
+/// Refuse, before changing anything, a file whose UDP listeners differ from the running
+/// ones: the workers cannot open or close them, nor move one to another pool, while running.
+/// The running side keeps its own [`Config::udp_listeners`] (their pool indices stay valid,
+/// since pools are matched by name and only appended).
+fn check_udp_listeners(old: &Config, new: &Config) -> Result<(), ControlError> {
+    fn described(config: &Config) -> Vec<String> {
+        let mut listeners: Vec<String> = config
+            .udp_listeners
+            .iter()
+            .map(|l| {
+                let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
+                format!("{:?} on {} to pool {pool:?}", l.name, l.bind)
+            })
+            .collect();
+        listeners.sort();
+        listeners
+    }
+    let (running, file) = (described(old), described(new));
+    if running == file {
+        return Ok(());
+    }
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "none".to_owned()
+        } else {
+            l.join(", ")
+        }
+    };
+    Err(ControlError::Conflict(format!(
+        "UDP listeners cannot change in a reload yet: restart ringlb (running: {}; in the \
+         file: {}); nothing was changed",
+        list(&running),
+        list(&file)
+    )))
 }
 
 /// The settings of `new` that differ from `old` and apply only at a restart.

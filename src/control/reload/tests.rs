@@ -396,3 +396,71 @@ fn a_reload_sets_and_lifts_backend_limits_in_the_snapshots() {
     let (pools, _) = messages(&inboxes[0]);
     assert!(!pools.last().expect("snapshot").1.limited());
 }
+
+/// `BEFORE` with a UDP listener `dns` on `bind` to the pool `pool` (with few flows, so that
+/// the file fits any open file limit), and `pool_keys` in that pool.
+fn with_udp(bind: &str, pool: &str, pool_keys: &str) -> String {
+    format!(
+        "{BEFORE}\n[[listener]]\nname = \"dns\"\nbind = \"{bind}\"\npool = \"{pool}\"\n\
+         protocol = \"udp\"\n[[pool]]\nname = \"{pool}\"\nudp_max_flows = 16\n{pool_keys}\n\
+         [[pool.backend]]\naddress = \"127.0.0.1:5301\"\n"
+    )
+}
+
+#[test]
+fn udp_listeners_cannot_change_but_their_pools_can() {
+    let running = with_udp("127.0.0.1:5353", "dns", "");
+    let (links, inboxes) = inbox::pairs(2).expect("inboxes");
+    let mut control = Control::new(&config(&running), links);
+    for inbox in &inboxes {
+        inbox.drain().for_each(drop);
+    }
+    // A listener moved, renamed, sent to another pool, left out, or added: refused whole.
+    let moved = with_udp("127.0.0.1:5354", "dns", "");
+    let renamed = with_udp("127.0.0.1:5353", "dns", "").replace("name = \"dns\"\nbind", "bind");
+    let repooled = with_udp("127.0.0.1:5353", "dns2", "");
+    let added = format!(
+        "{running}\n[[listener]]\nname = \"dns-b\"\nbind = \"127.0.0.1:5355\"\npool = \"dns\"\n\
+         protocol = \"udp\"\n"
+    );
+    for refused in [moved.as_str(), &renamed, &repooled, BEFORE, &added] {
+        // Even with other changes in the file.
+        let refused = refused.replace("name = \"b\"", "name = \"b2\"");
+        let e = control.apply(&config(&refused)).expect_err("refused");
+        assert!(matches!(e, ControlError::Conflict(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("UDP listeners cannot change in a reload yet: restart ringlb"),
+            "{e}"
+        );
+        for inbox in &inboxes {
+            assert_eq!(inbox.drain().count(), 0, "nothing sent");
+        }
+    }
+    // The pool's backends and udp_* keys change as any pool's do; the listener stays.
+    let changed = with_udp("127.0.0.1:5353", "dns", "udp_responses = 1")
+        .replace("127.0.0.1:5301", "127.0.0.1:5302");
+    let outcome = control.apply(&config(&changed)).expect("applied");
+    assert!(
+        outcome
+            .applied
+            .iter()
+            .any(|a| a.contains("dns/127.0.0.1:5302: added")),
+        "{outcome:?}"
+    );
+    for inbox in &inboxes {
+        let (_, reconfigured) = messages(inbox);
+        let reconfigured = reconfigured.expect("a configuration for the workers");
+        let l = &reconfigured.udp_listeners[0];
+        assert_eq!((l.name.as_str(), l.bind.port()), ("dns", 5353));
+        let pool = &reconfigured.pools[l.pool];
+        assert_eq!(pool.name, "dns");
+        assert_eq!(pool.udp.responses, Some(1));
+    }
+    // A TCP listener added alongside is a TCP change like any other.
+    let tcp_too = format!(
+        "{changed}\n[[listener]]\nname = \"dns-tcp\"\nbind = \"127.0.0.1:{}\"\npool = \"dns\"\n",
+        free_port()
+    );
+    control.apply(&config(&tcp_too)).expect("applied");
+}
