@@ -121,6 +121,9 @@ pub struct Flows<Io> {
     oldest: Option<SlotKey>,
     newest: Option<SlotKey>,
     counters: FlowCounters,
+    /// Refusals by backend (index of its id in the current snapshot), for passive health
+    /// checks (`max_fails`).
+    refusals: Vec<u64>,
 }
 
 impl<Io> Flows<Io> {
@@ -137,6 +140,7 @@ impl<Io> Flows<Io> {
             oldest: None,
             newest: None,
             counters: FlowCounters::default(),
+            refusals: Vec::new(),
         }
     }
 
@@ -153,6 +157,12 @@ impl<Io> Flows<Io> {
     /// What the table did so far.
     pub fn counters(&self) -> FlowCounters {
         self.counters
+    }
+
+    /// Refusals so far by backend (the index of its [`BackendId`] in the current snapshot;
+    /// shorter than the backend list when the last ones never refused).
+    pub fn refusals(&self) -> &[u64] {
+        &self.refusals
     }
 
     /// The pool's snapshot this table balances with.
@@ -286,6 +296,10 @@ impl<Io> Flows<Io> {
         let stage = std::mem::replace(&mut entry.stage, Stage::Refused);
         let backend = entry.backend;
         self.counters.refused += 1;
+        if self.refusals.len() <= backend.index() {
+            self.refusals.resize(backend.index() + 1, 0);
+        }
+        self.refusals[backend.index()] += 1;
         self.balancer.connection_closed(backend);
         self.touch(flow, now);
         match stage {
@@ -339,6 +353,18 @@ impl<Io> Flows<Io> {
                 close(io);
             }
         }
+        // Refusal counts follow their backends by name (a backend removed takes its own).
+        let mut refusals = vec![0; snapshot.len()];
+        for (index, &count) in self.refusals.iter().enumerate() {
+            let id = old
+                .backends()
+                .get(index)
+                .and_then(|b| snapshot.id_of(&b.name));
+            if let Some(id) = id {
+                refusals[id.index()] += count;
+            }
+        }
+        self.refusals = refusals;
         // Surviving flows keep their backend; follow it to its id in the new list.
         let keys: Vec<SlotKey> = self.slab.keys().collect();
         for key in keys {

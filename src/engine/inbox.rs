@@ -84,6 +84,8 @@ pub struct WorkerReport {
     pub pipes_in_use: u64,
     /// Access-log lines dropped so far because the writer was behind.
     pub access_log_dropped: u64,
+    /// By UDP listener (config order).
+    pub udp: Vec<crate::engine::udp::UdpReport>,
 }
 
 /// The control side's end of one worker's inbox. Cloneable; sending never blocks.

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod signal;
 pub mod socket;
 pub mod staged;
+pub mod udp;
 pub mod uring;
 pub mod worker;
 

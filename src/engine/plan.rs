@@ -131,3 +131,23 @@ pub fn conn_params(config: &Config, mode: Mode, traits: &EngineTraits) -> ConnPa
         full_receipt: buffer,
     }
 }
+
+/// The UDP listeners every worker runs, in config order (see [`crate::engine::udp`]).
+pub fn udp_plans(config: &Config) -> Vec<crate::engine::udp::UdpPlan> {
+    config
+        .udp_listeners
+        .iter()
+        .map(|listener| {
+            let udp = config.pools[listener.pool].udp;
+            crate::engine::udp::UdpPlan {
+                bind: listener.bind,
+                pool: listener.pool,
+                policy: crate::core::udp::FlowPolicy {
+                    idle_timeout: udp.idle_timeout,
+                    responses: udp.responses,
+                    max_flows: udp.max_flows as usize,
+                },
+            }
+        })
+        .collect()
+}

@@ -112,8 +112,13 @@ pub fn apply_inbox(inbox: &Inbox, worker: &mut impl Controlled) -> usize {
     applied
 }
 
-/// Worker `worker`'s report from its shard and `usage`.
-pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerReport {
+/// Worker `worker`'s report from its shard, its UDP relay and `usage`.
+pub fn report<Io>(
+    worker: usize,
+    shard: &Shard<Io>,
+    usage: Usage,
+    udp: &super::udp::UdpRelay,
+) -> WorkerReport {
     WorkerReport {
         worker,
         stats: shard.stats(),
@@ -126,6 +131,7 @@ pub fn report<Io>(worker: usize, shard: &Shard<Io>, usage: Usage) -> WorkerRepor
         buffers_in_use: usage.buffers_in_use,
         pipes_in_use: usage.pipes_in_use,
         access_log_dropped: usage.access_log_dropped,
+        udp: udp.report(),
     }
 }
 

@@ -114,6 +114,36 @@ pub fn accept_failure(errno: i32) -> AcceptFailure {
     }
 }
 
+/// One worker's socket of a UDP listener on `addr`: `SO_REUSEPORT`, so that every worker binds
+/// its own and the kernel hashes each client address and port to one of them; non-blocking.
+pub fn udp_listener(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
+/// A UDP flow's socket, connected to its backend `addr` (which picks an ephemeral port):
+/// only that backend's datagrams arrive on it, and its refusals come back as
+/// `ECONNREFUSED`. Non-blocking.
+pub fn udp_flow(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
+    socket.connect(&SockAddr::from(addr))?;
+    Ok(socket)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

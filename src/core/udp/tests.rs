@@ -75,7 +75,10 @@ fn flows_expire_after_the_idle_timeout_and_use_restarts_it() {
     let (b, _) = open(&mut flows, t0 + Duration::from_secs(10), client(2), 2);
     // A reply keeps `a` alive too.
     let _ = flows.reply(t0 + Duration::from_secs(20), a);
-    assert_eq!(flows.next_expiry(), Some(t0 + Duration::from_secs(10) + IDLE));
+    assert_eq!(
+        flows.next_expiry(),
+        Some(t0 + Duration::from_secs(10) + IDLE)
+    );
     let mut closed = Vec::new();
     flows.expire(t0 + IDLE + Duration::from_secs(5), |io| closed.push(io));
     assert!(closed.is_empty(), "nothing idle for 30 s yet");
@@ -120,7 +123,12 @@ fn a_full_table_evicts_the_least_recently_used_flow() {
     let t0 = Instant::now();
     let mut flows = flows(3, None, 1);
     for n in 0..3 {
-        open(&mut flows, t0 + Duration::from_secs(u64::from(n)), client(n), u32::from(n));
+        open(
+            &mut flows,
+            t0 + Duration::from_secs(u64::from(n)),
+            client(n),
+            u32::from(n),
+        );
     }
     // Client 0 speaks again: client 1 is now the least recently used.
     assert!(matches!(
@@ -180,6 +188,7 @@ fn a_refused_flow_picks_another_backend_next_time() {
         other => panic!("{other:?}"),
     }
     assert_eq!(flows.counters().refused, 1);
+    assert_eq!(flows.refusals().get(first.index()), Some(&1));
 }
 
 #[test]

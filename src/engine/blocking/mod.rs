@@ -13,6 +13,11 @@
 //! supervising thread (the caller of [`run_until`]) calling `handle_timeouts` every [`TICK`]; a close
 //! shuts the connection's sockets down, which wakes its blocked threads.
 //!
+//! UDP listeners are served by the same relay as in the other engines
+//! ([`crate::engine::udp`]), run on the supervising thread: it waits on the relay's descriptor
+//! beside the inbox's. (A blocking reader thread per flow would not stay bounded at tens of
+//! thousands of flows.)
+//!
 //! `max_connections` bounds connections in total (and so threads, two per connection), and so
 //! does `tuning.max_connections` and what the machine allows threads (`thread_budget`): while
 //! they are all taken, acceptors do not call `accept`, and clients wait in the listen backlog.
@@ -96,7 +101,10 @@ pub fn run_until(
         admission,
         config.listeners.len(),
     ));
+    let udp =
+        super::udp::UdpRelay::new(0, &plan::udp_plans(&config), &plan::pool_snapshots(&config))?;
     let mut supervisor = Supervisor {
+        udp,
         shared: &shared,
         turns: 0,
         logging: kit.logging,
@@ -129,6 +137,8 @@ pub fn run_until(
 
 /// The supervisor as the control side sees it: the engine's one worker.
 struct Supervisor<'a> {
+    /// The UDP listeners and flows, run on this thread.
+    udp: super::udp::UdpRelay,
     shared: &'a Arc<Shared>,
     turns: u64,
     /// The access log's lines, written at every tick.
@@ -167,6 +177,7 @@ impl Supervisor<'_> {
 
 impl Controlled for Supervisor<'_> {
     fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.udp.update_pool(pool, &snapshot);
         self.shared.update_pool(pool, snapshot);
     }
 
@@ -223,22 +234,34 @@ impl Controlled for Supervisor<'_> {
     }
 
     fn report(&self) -> WorkerReport {
-        self.shared.worker_report(Usage {
-            loop_turns: self.turns,
-            access_log_dropped: self.logging.dropped(),
-            ..Usage::default()
-        })
+        self.shared.worker_report(
+            Usage {
+                loop_turns: self.turns,
+                access_log_dropped: self.logging.dropped(),
+                ..Usage::default()
+            },
+            &self.udp,
+        )
     }
 }
 
-/// Wait up to `timeout` for the inbox's eventfd; re-arm it when it woke us.
-fn wait_inbox(inbox: &Inbox, timeout: Duration) {
+/// Wait up to `timeout` for the inbox's eventfd or the UDP relay; re-arm the inbox when it
+/// woke us. Returns whether the relay is readable.
+fn wait_inbox(inbox: &Inbox, udp: &super::udp::UdpRelay, timeout: Duration) -> bool {
     let spec = Timespec::try_from(timeout).unwrap_or_default();
-    let mut fds = [PollFd::from_borrowed_fd(inbox.wake_fd(), PollFlags::IN)];
+    let mut fds = [
+        PollFd::from_borrowed_fd(inbox.wake_fd(), PollFlags::IN),
+        PollFd::from_borrowed_fd(udp.fd(), PollFlags::IN),
+    ];
+    let count = if udp.is_empty() { 1 } else { 2 };
     // EINTR or any other failure: the tick is only shorter.
-    if let Ok(1..) = poll(&mut fds, Some(&spec)) {
-        inbox.rearm();
+    if let Ok(1..) = poll(&mut fds[..count], Some(&spec)) {
+        if !fds[0].revents().is_empty() {
+            inbox.rearm();
+        }
+        return count == 2 && !fds[1].revents().is_empty();
     }
+    false
 }
 
 impl Supervisor<'_> {
@@ -254,10 +277,19 @@ impl Supervisor<'_> {
             let due = shared
                 .next_timeout()
                 .map_or(next_tick, |at| at.min(next_tick));
-            wait_inbox(inbox, due.saturating_duration_since(Instant::now()));
+            let udp_due = self.udp.next_timeout();
+            let wait = udp_due.map_or(due, |at| at.min(due));
+            let readable = wait_inbox(
+                inbox,
+                &self.udp,
+                wait.saturating_duration_since(Instant::now()),
+            );
             self.turns += 1;
             runtime::apply_inbox(inbox, self);
             let now = Instant::now();
+            if readable || udp_due.is_some_and(|at| at <= now) {
+                self.udp.run(now);
+            }
             if now < next_tick {
                 if now >= due {
                     shared.tick(now);
@@ -271,6 +303,8 @@ impl Supervisor<'_> {
             if step == Step::StartDraining {
                 // The acceptors see the same request and stop; the sockets close with them.
                 self.listening.clear();
+                // UDP has no connections to drain: its sockets close now.
+                self.udp.close();
                 tracing::info!(connections = shared.len(), "draining");
                 step = drain.step(shutdown, now, shared.len() == 0);
             }

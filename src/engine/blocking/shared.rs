@@ -110,10 +110,14 @@ impl Shared {
     }
 
     /// Worker 0's report: the shard's counters, with `usage`.
-    pub fn worker_report(&self, mut usage: Usage) -> WorkerReport {
+    pub fn worker_report(
+        &self,
+        mut usage: Usage,
+        udp: &crate::engine::udp::UdpRelay,
+    ) -> WorkerReport {
         usage.buffers_in_use = self.buffers_in_use.load(Ordering::Relaxed);
         usage.pipes_in_use = self.pipe_stats().in_use as u64;
-        runtime::report(0, &self.lock().shard, usage)
+        runtime::report(0, &self.lock().shard, usage, udp)
     }
 
     /// A pipe for a direction that splices; `None` (warned about, within a rate limit) when

@@ -48,6 +48,7 @@ impl Worker {
 
 impl Controlled for Worker {
     fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.udp.update_pool(pool, &snapshot);
         self.shard.update_pool(pool, snapshot);
     }
 
@@ -121,6 +122,6 @@ impl Controlled for Worker {
             pipes_in_use: self.res.pipes.stats().in_use as u64,
             access_log_dropped: self.logging.dropped(),
         };
-        runtime::report(self.index, &self.shard, usage)
+        runtime::report(self.index, &self.shard, usage, &self.udp)
     }
 }

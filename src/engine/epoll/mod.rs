@@ -42,6 +42,8 @@ const TAG_CLIENT: u8 = 1;
 const TAG_BACKEND: u8 = 2;
 /// epoll data tag of the worker's inbox eventfd (above any backend attempt's tag).
 const TAG_INBOX: u8 = 255;
+/// epoll data tag of the worker's UDP relay (see [`crate::engine::udp`]).
+const TAG_UDP: u8 = 254;
 
 /// How the core drives this engine: it enforces the connect timeout on its wheel.
 const TRAITS: plan::EngineTraits = plan::EngineTraits {
@@ -83,11 +85,12 @@ pub fn run_until(
                 logging,
             } = kits.take(info.index)?;
             let shard = shard(&config, &snapshots, info.index).with_capacity(inbox.capacity());
+            let udp = super::udp::UdpRelay::new(info.index, &plan::udp_plans(&config), &snapshots)?;
             let shard = logging.fit(shard);
             let worker = setup(
                 &config,
                 shard,
-                listeners,
+                (listeners, udp),
                 info.index,
                 admission,
                 shutdown.clone(),
@@ -141,7 +144,7 @@ fn shard(
 fn setup(
     config: &Config,
     shard: Shard<ConnIo>,
-    listeners: Vec<socket2::Socket>,
+    (listeners, udp): (Vec<socket2::Socket>, super::udp::UdpRelay),
     index: usize,
     admission: Arc<Admission>,
     shutdown: Shutdown,
@@ -174,7 +177,7 @@ fn setup(
         index,
         (shard, tuning.max_connections as usize),
         res,
-        listeners,
+        (listeners, udp),
         admission,
         (shutdown, config.timeouts.shutdown_grace),
     )

@@ -15,7 +15,7 @@ use socket2::Socket;
 
 use super::conn_io::ConnIo;
 use super::resources::{IoStats, Resources};
-use super::{TAG_CLIENT, TAG_INBOX, TAG_LISTENER};
+use super::{TAG_CLIENT, TAG_INBOX, TAG_LISTENER, TAG_UDP};
 use crate::core::conn::{Action, Event, Failure, Side};
 use crate::core::shard::Shard;
 use crate::core::slot::{SlotKey, UserData};
@@ -25,6 +25,7 @@ use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::runtime::{self, Drain, Logging, Step};
 use crate::engine::signal::Shutdown;
 use crate::engine::socket::{AcceptFailure, accept_failure};
+use crate::engine::udp::UdpRelay;
 use crate::engine::{EngineError, op};
 
 /// Longest sleep in `epoll_wait`, so that a shutdown request is noticed promptly.
@@ -67,6 +68,9 @@ pub struct Worker {
     pub(super) listeners: Vec<ListenerSlot>,
     /// What the control side sends; its eventfd is registered with `TAG_INBOX`.
     pub(super) inbox: Option<std::rc::Rc<Inbox>>,
+    /// The worker's UDP listeners and flows; its epoll fd is registered (level-triggered)
+    /// with `TAG_UDP`.
+    pub(super) udp: UdpRelay,
     /// The access log's lines, written once per loop turn.
     pub(super) logging: Logging,
     events: Vec<epoll::Event>,
@@ -99,7 +103,7 @@ impl Worker {
         index: usize,
         (shard, worker_max): (Shard<ConnIo>, usize),
         res: Resources,
-        listeners: Vec<Socket>,
+        (listeners, udp): (Vec<Socket>, UdpRelay),
         admission: Arc<Admission>,
         (shutdown, grace): (Shutdown, Duration),
     ) -> Result<Self, EngineError> {
@@ -110,12 +114,18 @@ impl Worker {
                     .map_err(|e| EngineError::io("registering a listener with epoll", e))?,
             );
         }
+        if !udp.is_empty() {
+            let data = epoll::EventData::new_u64(UserData::internal(TAG_UDP).0);
+            epoll::add(&res.epoll, udp.fd(), data, epoll::EventFlags::IN)
+                .map_err(|e| EngineError::io("registering the UDP relay with epoll", e.into()))?;
+        }
         Ok(Worker {
             index,
             shard,
             res,
             listeners: slots,
             inbox: None,
+            udp,
             logging: Logging::off(),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             out: Vec::new(),
@@ -137,6 +147,8 @@ impl Worker {
             let mut step = drain.step(&self.shutdown, now, self.shard.is_empty());
             if step == Step::StartDraining {
                 self.close_listeners();
+                // UDP has no connections to drain: its sockets close now.
+                self.udp.close();
                 tracing::info!(
                     worker = self.index,
                     connections = self.shard.len(),
@@ -192,6 +204,7 @@ impl Worker {
             .shard
             .next_timeout()
             .into_iter()
+            .chain(self.udp.next_timeout())
             .chain(drain_until)
             .chain(self.listeners.iter().filter_map(|l| match l.accepting {
                 Accepting::BackingOff(until) => Some(until),
@@ -232,6 +245,9 @@ impl Worker {
             }
         }
         self.handle_readiness(now);
+        if self.udp.next_timeout().is_some_and(|at| at <= now) {
+            self.udp.run(now);
+        }
         self.resume_accepts(now);
         // Timers fire only after everything that was ready has been seen: after a stop and
         // SIGCONT, epoll_wait returns EINTR with no events, and an idle timer checked then
@@ -285,6 +301,7 @@ impl Worker {
                 TAG_LISTENER => self.accept_all(data.key().index() as usize, now),
                 // Drained at the start of the next turn (`serve_inbox`).
                 TAG_INBOX => {}
+                TAG_UDP => self.udp.run(now),
                 TAG_CLIENT => self.ready(data.key(), Side::Client, TAG_CLIENT, flags, now),
                 tag => self.ready(data.key(), Side::Backend, tag, flags, now),
             }

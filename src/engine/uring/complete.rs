@@ -86,6 +86,10 @@ impl Worker {
                 self.woken();
                 return;
             }
+            Op::Udp => {
+                self.udp_ready(now);
+                return;
+            }
             Op::Cancel if key.index() == u32::MAX => {
                 // The cancel of a listener's accept (shutdown).
                 self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
@@ -245,7 +249,8 @@ impl Worker {
             | Op::Cancel
             | Op::Close
             | Op::Accept
-            | Op::Wake => {}
+            | Op::Wake
+            | Op::Udp => {}
         }
     }
 

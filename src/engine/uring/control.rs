@@ -4,6 +4,7 @@
 use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use io_uring::{opcode, types};
 
@@ -51,6 +52,38 @@ impl Worker {
         }
     }
 
+    /// Once per loop turn: run the UDP relay if a flow is due to expire, and make sure the
+    /// next wait ends when one of its sockets becomes readable. Like the wake poll, the poll
+    /// is single-shot and armed after the run: the relay's epoll is level-triggered, so
+    /// what the run left unread completes the next poll at once.
+    pub(super) fn serve_udp(&mut self, now: Instant) {
+        if self.udp.is_empty() {
+            return;
+        }
+        if self.udp.next_timeout().is_some_and(|at| at <= now) {
+            self.udp.run(now);
+        }
+        if self.udp_poll == Wake::Idle {
+            let poll = opcode::PollAdd::new(fixed(self.udp.fd()), libc::POLLIN as u32)
+                .build()
+                .user_data(UserData::internal_indexed(Op::Udp.code(), 0).0);
+            // SAFETY: a poll names its fd by number and points to no memory; the relay's
+            // epoll fd lives in `self.udp` for the worker's whole life (its sockets close
+            // at shutdown, the epoll fd only when the worker is dropped, after the ring).
+            match unsafe { self.ring.push(&poll) } {
+                Ok(()) => self.udp_poll = Wake::Armed,
+                Err(_) => self.counters.queue_failures += 1,
+            }
+        }
+    }
+
+    /// The UDP relay's poll completed: something is readable (or the poll failed; re-armed
+    /// all the same).
+    pub(super) fn udp_ready(&mut self, now: Instant) {
+        self.udp_poll = Wake::Idle;
+        self.udp.run(now);
+    }
+
     /// The wake poll completed: a message arrived (drained at the next turn's start), or the
     /// poll failed (re-armed all the same).
     pub(super) fn woken(&mut self) {
@@ -61,6 +94,7 @@ impl Worker {
 
 impl Controlled for Worker {
     fn update_pool(&mut self, pool: usize, snapshot: Arc<PoolSnapshot>) {
+        self.udp.update_pool(pool, &snapshot);
         self.shard.update_pool(pool, snapshot);
     }
 
@@ -127,6 +161,6 @@ impl Controlled for Worker {
             pipes_in_use: self.pipes.stats().in_use as u64,
             access_log_dropped: self.logging.dropped(),
         };
-        runtime::report(self.index, &self.shard, usage)
+        runtime::report(self.index, &self.shard, usage, &self.udp)
     }
 }

@@ -35,6 +35,8 @@ pub enum Op {
     Inspect,
     /// A send of (the rest of) the preamble to the backend.
     Preamble,
+    /// Readability of the worker's UDP relay (see [`crate::engine::udp`]).
+    Udp,
 }
 
 impl Op {
@@ -51,6 +53,7 @@ impl Op {
             Op::Wake => 7,
             Op::Inspect => 8,
             Op::Preamble => 9,
+            Op::Udp => 24,
             Op::Recv(d) => with_dir(10, d),
             Op::Send(d) => with_dir(12, d),
             Op::PollIn(d) => with_dir(14, d),
@@ -80,6 +83,7 @@ impl Op {
             7 => Op::Wake,
             8 => Op::Inspect,
             9 => Op::Preamble,
+            24 => Op::Udp,
             10 | 11 => Op::Recv(dir(code)),
             12 | 13 => Op::Send(dir(code)),
             14 | 15 => Op::PollIn(dir(code)),
@@ -108,6 +112,7 @@ mod tests {
             Op::Wake,
             Op::Inspect,
             Op::Preamble,
+            Op::Udp,
         ];
         for d in Dir::BOTH {
             ops.extend([
@@ -125,7 +130,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 24, 100, 255] {
+        for code in [0u8, 25, 100, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

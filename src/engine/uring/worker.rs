@@ -24,6 +24,7 @@ use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::runtime::{Drain, Logging, Step, WorkerKit};
 use crate::engine::signal::Shutdown;
+use crate::engine::udp::UdpRelay;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan};
 use crate::sys::pipe::PipePool;
@@ -112,6 +113,9 @@ pub(super) struct Worker {
     /// The access log's lines, written once per loop turn.
     pub logging: Logging,
     pub wake: Wake,
+    /// The worker's UDP listeners and flows, polled in the ring (`udp_poll`).
+    pub udp: UdpRelay,
+    pub udp_poll: Wake,
     /// Loop turns so far.
     pub turns: u64,
 }
@@ -147,6 +151,7 @@ impl Worker {
             listeners.push(Listening::new(socket));
         }
         let now = Instant::now();
+        let pools_for_udp = pools.clone();
         let shard = Shard::new(
             now,
             plan::listener_policies(config, &TRAITS),
@@ -157,6 +162,7 @@ impl Worker {
         .guard_stalls()
         .with_capacity(kit.inbox.capacity());
         let shard = kit.logging.fit(shard);
+        let udp = UdpRelay::new(info.index, &plan::udp_plans(config), &pools_for_udp)?;
         Ok(Worker {
             ring,
             buffers,
@@ -185,6 +191,8 @@ impl Worker {
             inbox: Rc::new(kit.inbox),
             logging: kit.logging,
             wake: Wake::Idle,
+            udp,
+            udp_poll: Wake::Idle,
             turns: 0,
         })
     }
@@ -221,8 +229,13 @@ impl Worker {
             self.serve_inbox();
             self.logging.write(&mut self.shard, now);
             let mut step = drain.step(shutdown, now, self.idle());
+            if !self.stopping {
+                self.serve_udp(now);
+            }
             if step == Step::StartDraining {
                 self.stopping = true;
+                // UDP has no connections to drain: its sockets close now.
+                self.udp.close();
                 self.stop_accepting();
                 tracing::info!(worker = self.index, open = self.shard.len(), "draining");
                 step = drain.step(shutdown, now, self.idle());
@@ -261,6 +274,7 @@ impl Worker {
                 .shard
                 .next_timeout()
                 .map_or(MAX_WAIT, |t| t.saturating_duration_since(now).min(MAX_WAIT));
+            let wait = self.udp.wait_cap(now, wait);
             self.ring
                 .submit_and_wait(wait)
                 .map_err(|e| EngineError::io("io_uring_enter", e))?;

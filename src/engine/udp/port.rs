@@ -1,0 +1,332 @@
+//! One UDP listener of one worker: its socket, its flows, its counters, and what happens to
+//! each datagram.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use socket2::Socket;
+
+use super::{DATAGRAMS_PER_EVENT, UdpPlan, register};
+use crate::core::balance::{Balancer, PoolSnapshot};
+use crate::core::slot::{SlotKey, UserData};
+use crate::core::udp::{Arrival, FlowCounters, Flows, Reply};
+use crate::engine::rate_limit::RateLimit;
+use crate::engine::socket;
+
+/// What a UDP listener's datagrams did on one worker. Drops are by reason; every datagram
+/// received is either sent on or counted in exactly one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// From clients, received.
+    pub client_datagrams: u64,
+    pub client_bytes: u64,
+    /// From clients, sent on to backends.
+    pub forwarded_datagrams: u64,
+    pub forwarded_bytes: u64,
+    /// From backends, received.
+    pub backend_datagrams: u64,
+    pub backend_bytes: u64,
+    /// From backends, sent on to clients.
+    pub replied_datagrams: u64,
+    pub replied_bytes: u64,
+    /// Dropped: larger than the receive buffer (never cut).
+    pub dropped_too_big: u64,
+    /// Dropped: no backend Up, or no socket could be opened for a new flow.
+    pub dropped_no_backend: u64,
+    /// Dropped: the send failed (a full socket buffer, a refusing backend, an error).
+    pub dropped_send: u64,
+    /// Dropped: a backend's datagram for a flow that had ended.
+    pub dropped_stale: u64,
+}
+
+impl UdpCounters {
+    /// Add `other` (another worker's) to these.
+    pub fn add(&mut self, other: &UdpCounters) {
+        self.client_datagrams += other.client_datagrams;
+        self.client_bytes += other.client_bytes;
+        self.forwarded_datagrams += other.forwarded_datagrams;
+        self.forwarded_bytes += other.forwarded_bytes;
+        self.backend_datagrams += other.backend_datagrams;
+        self.backend_bytes += other.backend_bytes;
+        self.replied_datagrams += other.replied_datagrams;
+        self.replied_bytes += other.replied_bytes;
+        self.dropped_too_big += other.dropped_too_big;
+        self.dropped_no_backend += other.dropped_no_backend;
+        self.dropped_send += other.dropped_send;
+        self.dropped_stale += other.dropped_stale;
+    }
+}
+
+/// One UDP listener's report from one worker.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpReport {
+    /// Its pool (index into the configuration's pools).
+    pub pool: usize,
+    /// Flows open now.
+    pub flows: u64,
+    pub flow: FlowCounters,
+    pub datagrams: UdpCounters,
+    /// Refusals (ICMP port unreachable) by backend index in the pool's current snapshot:
+    /// failures for the pool's passive checks (`max_fails`), as failed connects are.
+    pub refusals: Vec<u64>,
+}
+
+impl UdpReport {
+    /// Add `other` (another worker's) to this one.
+    pub fn add(&mut self, other: &UdpReport) {
+        self.pool = other.pool;
+        self.flows += other.flows;
+        self.datagrams.add(&other.datagrams);
+        if self.refusals.len() < other.refusals.len() {
+            self.refusals.resize(other.refusals.len(), 0);
+        }
+        for (sum, n) in self.refusals.iter_mut().zip(&other.refusals) {
+            *sum += n;
+        }
+        let (a, b) = (&mut self.flow, &other.flow);
+        a.opened += b.opened;
+        a.expired += b.expired;
+        a.answered += b.answered;
+        a.evicted += b.evicted;
+        a.refused += b.refused;
+        a.rebalanced += b.rebalanced;
+        a.no_backend += b.no_backend;
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Port {
+    worker: usize,
+    index: usize,
+    bind: SocketAddr,
+    pub(super) pool: usize,
+    pub(super) socket: Socket,
+    flows: Flows<Socket>,
+    counters: UdpCounters,
+    log: RateLimit,
+}
+
+impl Port {
+    pub(super) fn bind(
+        worker: usize,
+        index: usize,
+        plan: &UdpPlan,
+        snapshot: Arc<PoolSnapshot>,
+    ) -> std::io::Result<Self> {
+        let socket = socket::udp_listener(plan.bind)?;
+        Ok(Port {
+            worker,
+            index,
+            bind: plan.bind,
+            pool: plan.pool,
+            socket,
+            flows: Flows::new(
+                plan.policy,
+                Balancer::for_worker(snapshot, worker, plan.pool),
+            ),
+            counters: UdpCounters::default(),
+            log: RateLimit::new(crate::engine::rate_limit::RESET_LINES_PER_SECOND),
+        })
+    }
+
+    /// The epoll tag of this listener's flow `key`.
+    fn tag(&self, key: SlotKey) -> UserData {
+        // `index < MAX_UDP_LISTENERS`, checked when the relay was built.
+        UserData::new(self.index as u8 + 1, key)
+    }
+
+    /// Datagrams from clients: each to its flow's backend, up to a batch.
+    pub(super) fn serve_clients(&mut self, now: Instant, poller: &OwnedFd, buffer: &mut [u8]) {
+        for _ in 0..DATAGRAMS_PER_EVENT {
+            let received = rustix::net::recvfrom(
+                &self.socket,
+                &mut *buffer,
+                RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+            );
+            let (len, client) = match received {
+                Ok((_, full, Some(from))) => match SocketAddr::try_from(from) {
+                    Ok(client) => (full, client),
+                    Err(_) => continue,
+                },
+                Ok((_, _, None)) => continue,
+                Err(Errno::AGAIN) => return,
+                Err(Errno::INTR) => continue,
+                // A pending ICMP error for an earlier reply: nothing to do with this socket.
+                Err(Errno::CONNREFUSED) => continue,
+                Err(err) => {
+                    self.warn(now, "receiving from UDP clients", err.into());
+                    return;
+                }
+            };
+            self.counters.client_datagrams += 1;
+            self.counters.client_bytes += len as u64;
+            if len > buffer.len() {
+                self.counters.dropped_too_big += 1;
+                continue;
+            }
+            self.forward(now, poller, client, &buffer[..len]);
+        }
+    }
+
+    /// One client datagram: to its flow, opening the flow's socket first if it is new.
+    fn forward(&mut self, now: Instant, poller: &OwnedFd, client: SocketAddr, datagram: &[u8]) {
+        let flow = match self.flows.arrival(now, client) {
+            Arrival::Drop => {
+                self.counters.dropped_no_backend += 1;
+                return;
+            }
+            Arrival::Forward { flow } => flow,
+            Arrival::Open {
+                flow,
+                backend,
+                evicted,
+            } => {
+                // Dropping a socket closes it, which takes it out of the poller too.
+                drop(evicted);
+                let Some(addr) = self.flows.snapshot().addr(backend) else {
+                    self.flows.open_failed(flow);
+                    self.counters.dropped_no_backend += 1;
+                    return;
+                };
+                let opened = socket::udp_flow(addr).and_then(|s| {
+                    register(poller, s.as_fd(), self.tag(flow))?;
+                    Ok(s)
+                });
+                match opened {
+                    Ok(s) => {
+                        if let Err(s) = self.flows.opened(flow, s) {
+                            drop(s);
+                        }
+                    }
+                    Err(err) => {
+                        // Out of descriptors or ephemeral ports: this datagram is lost, the
+                        // next one tries again.
+                        self.flows.open_failed(flow);
+                        self.counters.dropped_no_backend += 1;
+                        self.warn(now, "opening a UDP flow", err);
+                        return;
+                    }
+                }
+                flow
+            }
+        };
+        let Some(io) = self.flows.io(flow) else {
+            self.counters.dropped_no_backend += 1;
+            return;
+        };
+        match rustix::net::send(io, datagram, SendFlags::DONTWAIT) {
+            Ok(_) => {
+                self.counters.forwarded_datagrams += 1;
+                self.counters.forwarded_bytes += datagram.len() as u64;
+            }
+            Err(Errno::CONNREFUSED) => {
+                // An earlier datagram was refused: this flow's backend is not there.
+                self.counters.dropped_send += 1;
+                drop(self.flows.refused(now, flow));
+            }
+            Err(err) => {
+                self.counters.dropped_send += 1;
+                if err != Errno::AGAIN && err != Errno::NOBUFS {
+                    self.warn(now, "sending to a UDP backend", err.into());
+                }
+            }
+        }
+    }
+
+    /// Datagrams from flow `key`'s backend, each to the flow's client, up to a batch.
+    pub(super) fn serve_backend(&mut self, now: Instant, key: SlotKey, buffer: &mut [u8]) {
+        for _ in 0..DATAGRAMS_PER_EVENT {
+            let Some(io) = self.flows.io(key) else {
+                return;
+            };
+            let len =
+                match rustix::net::recv(io, &mut *buffer, RecvFlags::TRUNC | RecvFlags::DONTWAIT) {
+                    Ok((_, full)) => full,
+                    Err(Errno::AGAIN) => return,
+                    Err(Errno::INTR) => continue,
+                    Err(Errno::CONNREFUSED) => {
+                        drop(self.flows.refused(now, key));
+                        return;
+                    }
+                    Err(err) => {
+                        self.warn(now, "receiving from a UDP backend", err.into());
+                        return;
+                    }
+                };
+            self.counters.backend_datagrams += 1;
+            self.counters.backend_bytes += len as u64;
+            if len > buffer.len() {
+                self.counters.dropped_too_big += 1;
+                continue;
+            }
+            let (client, ended) = match self.flows.reply(now, key) {
+                Reply::Send { client, ended } => (client, ended),
+                Reply::Stale => {
+                    self.counters.dropped_stale += 1;
+                    return;
+                }
+            };
+            let sent =
+                rustix::net::sendto(&self.socket, &buffer[..len], SendFlags::DONTWAIT, &client);
+            match sent {
+                Ok(_) => {
+                    self.counters.replied_datagrams += 1;
+                    self.counters.replied_bytes += len as u64;
+                }
+                Err(err) => {
+                    self.counters.dropped_send += 1;
+                    if err != Errno::AGAIN && err != Errno::NOBUFS {
+                        self.warn(now, "sending to a UDP client", err.into());
+                    }
+                }
+            }
+            if ended.is_some() {
+                // The flow's last expected response: its socket closes here.
+                return;
+            }
+        }
+    }
+
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.flows.next_expiry()
+    }
+
+    pub(super) fn expire(&mut self, now: Instant) {
+        self.flows.expire(now, drop);
+    }
+
+    pub(super) fn update(&mut self, snapshot: Arc<PoolSnapshot>) {
+        self.flows.update(snapshot, drop);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.flows.clear(drop);
+    }
+
+    pub(super) fn report(&self) -> UdpReport {
+        let flow = self.flows.counters();
+        UdpReport {
+            pool: self.pool,
+            flows: self.flows.len() as u64,
+            flow,
+            datagrams: self.counters,
+            refusals: self.flows.refusals().to_vec(),
+        }
+    }
+
+    fn warn(&mut self, now: Instant, what: &str, err: std::io::Error) {
+        if let Some(suppressed) = self.log.allow(now) {
+            tracing::warn!(
+                worker = self.worker,
+                listener = %self.bind,
+                %err,
+                suppressed,
+                "{what}"
+            );
+        }
+    }
+}
