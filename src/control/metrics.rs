@@ -165,6 +165,8 @@ pub fn render(show: &Show) -> String {
         evictions,
     );
 
+    udp(&mut registry, show);
+
     let current = GaugeFamily::default();
     let accepted = CounterFamily::default();
     let refused = CounterFamily::default();
@@ -334,4 +336,75 @@ impl EncodeMetric for BucketFamily {
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
     }
+}
+
+/// The UDP listeners' flows and datagrams.
+fn udp(registry: &mut Registry, show: &Show) {
+    let flows = GaugeFamily::default();
+    let opened = CounterFamily::default();
+    let ended = CounterFamily::default();
+    let datagrams = CounterFamily::default();
+    let bytes = CounterFamily::default();
+    let dropped = CounterFamily::default();
+    for l in &show.udp_listeners {
+        let labels = vec![("listener", l.bind.clone())];
+        let with = |name: &'static str, value: &str| {
+            vec![("listener", l.bind.clone()), (name, value.to_owned())]
+        };
+        flows.get_or_create(&labels).set(l.flows);
+        opened.get_or_create(&labels).inc_by(l.flows_opened);
+        for (reason, count) in [
+            ("idle", l.flows_expired),
+            ("responses", l.flows_answered),
+            ("evicted", l.flows_evicted),
+            ("refused", l.flows_refused),
+            ("backend_down", l.flows_rebalanced),
+        ] {
+            ended.get_or_create(&with("reason", reason)).inc_by(count);
+        }
+        for (direction, count, size) in [
+            ("from_client", l.client_datagrams, l.client_bytes),
+            ("to_backend", l.forwarded_datagrams, l.forwarded_bytes),
+            ("from_backend", l.backend_datagrams, l.backend_bytes),
+            ("to_client", l.replied_datagrams, l.replied_bytes),
+        ] {
+            datagrams
+                .get_or_create(&with("direction", direction))
+                .inc_by(count);
+            bytes
+                .get_or_create(&with("direction", direction))
+                .inc_by(size);
+        }
+        for (reason, count) in [
+            ("too_big", l.dropped_too_big),
+            ("no_backend", l.dropped_no_backend),
+            ("send_failed", l.dropped_send),
+            ("flow_ended", l.dropped_stale),
+        ] {
+            dropped.get_or_create(&with("reason", reason)).inc_by(count);
+        }
+    }
+    registry.register("ringlb_udp_flows", "UDP flows open now", flows);
+    registry.register("ringlb_udp_flows_opened", "UDP flows opened", opened);
+    registry.register(
+        "ringlb_udp_flows_ended",
+        "UDP flows ended, by reason",
+        ended,
+    );
+    registry.register(
+        "ringlb_udp_datagrams",
+        "UDP datagrams by direction: from clients, on to backends, from backends, on to clients",
+        datagrams,
+    );
+    registry.register_with_unit(
+        "ringlb_udp",
+        "UDP payload bytes by direction",
+        Unit::Bytes,
+        bytes,
+    );
+    registry.register(
+        "ringlb_udp_dropped",
+        "UDP datagrams dropped, by reason (never cut or merged)",
+        dropped,
+    );
 }

@@ -85,6 +85,26 @@ impl Reports {
         sum
     }
 
+    /// Refusals of backend `backend` of pool `pool` seen by UDP flows, summed over the
+    /// workers that answered and the UDP listeners of that pool.
+    pub fn udp_refusals(&self, pool: usize, backend: usize) -> u64 {
+        self.answers
+            .iter()
+            .flat_map(|r| r.udp.iter())
+            .filter(|u| u.pool == pool)
+            .filter_map(|u| u.refusals.get(backend))
+            .sum()
+    }
+
+    /// UDP listener `listener`, summed over the workers that answered.
+    pub fn udp(&self, listener: usize) -> crate::engine::udp::UdpReport {
+        let mut sum = crate::engine::udp::UdpReport::default();
+        for r in self.answers.iter().filter_map(|r| r.udp.get(listener)) {
+            sum.add(r);
+        }
+        sum
+    }
+
     /// Listener `listener`, summed over the workers that answered.
     pub fn listener(&self, listener: usize) -> ListenerCounters {
         let mut sum = ListenerCounters::default();

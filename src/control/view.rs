@@ -20,6 +20,9 @@ pub struct Show {
     /// Workers that did not answer in time: their counters are missing from every sum.
     pub workers_missing: Vec<usize>,
     pub listeners: Vec<ListenerView>,
+    /// UDP listeners (`protocol = "udp"`).
+    #[serde(default)]
+    pub udp_listeners: Vec<UdpListenerView>,
     pub pools: Vec<PoolView>,
     /// The workers that answered.
     pub workers: Vec<WorkerView>,
@@ -204,6 +207,82 @@ impl QueueView {
             }
         }
         QueueView { waiting }
+    }
+}
+
+/// One UDP listener: its flows and datagrams, summed over the workers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpListenerView {
+    pub name: String,
+    /// The bind address.
+    pub bind: String,
+    /// Its pool's name.
+    pub pool: String,
+    /// Flows open now.
+    pub flows: u64,
+    pub flows_opened: u64,
+    /// Flows ended, by why: idle for `udp_idle_timeout`, `udp_responses` replies,
+    /// evicted from a full table, refused by their backend, or their backend left Up.
+    pub flows_expired: u64,
+    pub flows_answered: u64,
+    pub flows_evicted: u64,
+    pub flows_refused: u64,
+    pub flows_rebalanced: u64,
+    /// Datagrams and bytes: from clients, on to backends, from backends, on to clients.
+    pub client_datagrams: u64,
+    pub client_bytes: u64,
+    pub forwarded_datagrams: u64,
+    pub forwarded_bytes: u64,
+    pub backend_datagrams: u64,
+    pub backend_bytes: u64,
+    pub replied_datagrams: u64,
+    pub replied_bytes: u64,
+    /// Datagrams dropped, by reason.
+    pub dropped_too_big: u64,
+    pub dropped_no_backend: u64,
+    pub dropped_send: u64,
+    pub dropped_stale: u64,
+}
+
+impl UdpListenerView {
+    fn build(control: &Control, reports: &Reports) -> Vec<UdpListenerView> {
+        control
+            .config()
+            .udp_listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let r = reports.udp(i);
+                let (f, d) = (r.flow, r.datagrams);
+                UdpListenerView {
+                    name: l.name.clone(),
+                    bind: l.bind.to_string(),
+                    pool: control
+                        .pools()
+                        .get(l.pool)
+                        .map_or_else(String::new, |p| p.name.clone()),
+                    flows: r.flows,
+                    flows_opened: f.opened,
+                    flows_expired: f.expired,
+                    flows_answered: f.answered,
+                    flows_evicted: f.evicted,
+                    flows_refused: f.refused,
+                    flows_rebalanced: f.rebalanced,
+                    client_datagrams: d.client_datagrams,
+                    client_bytes: d.client_bytes,
+                    forwarded_datagrams: d.forwarded_datagrams,
+                    forwarded_bytes: d.forwarded_bytes,
+                    backend_datagrams: d.backend_datagrams,
+                    backend_bytes: d.backend_bytes,
+                    replied_datagrams: d.replied_datagrams,
+                    replied_bytes: d.replied_bytes,
+                    dropped_too_big: d.dropped_too_big,
+                    dropped_no_backend: d.dropped_no_backend,
+                    dropped_send: d.dropped_send,
+                    dropped_stale: d.dropped_stale,
+                }
+            })
+            .collect()
     }
 }
 
@@ -453,6 +532,7 @@ impl Show {
             workers_asked: reports.asked,
             workers_missing: reports.missing(),
             listeners,
+            udp_listeners: UdpListenerView::build(control, reports),
             pools,
             workers,
         }

@@ -1,5 +1,6 @@
 //! Passive checks, as nginx's `max_fails` and `fail_timeout`: `max_fails` failures of a
-//! backend within `fail_timeout` (failed connects, and connections it reset), counted by the
+//! backend within `fail_timeout` (failed connects, connections it reset, and UDP datagrams it
+//! refused), counted by the
 //! workers and read from their reports about once a second, take it down. Active checks bring it back (with `rise`); a pool without them
 //! tries the backend again after `fail_timeout`.
 
@@ -36,7 +37,8 @@ impl Control {
                     continue;
                 }
                 let counted = reports.backend(p, b);
-                let total = counted.connect_failures + counted.resets;
+                // A UDP flow's refusal (ICMP port unreachable) is its failed connect.
+                let total = counted.connect_failures + counted.resets + reports.udp_refusals(p, b);
                 let checked = &mut entry.checked;
                 checked.failed_connects.push_back((now, total));
                 // Keep one sample at or before the window's start as the baseline.
