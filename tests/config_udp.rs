@@ -170,7 +170,7 @@ fn the_flow_keys_default_and_parse() {
         );
     }
     assert_eq!(DEFAULT_UDP_IDLE_TIMEOUT, Duration::from_secs(30));
-    assert_eq!(DEFAULT_UDP_MAX_FLOWS, 16_384);
+    assert_eq!(DEFAULT_UDP_MAX_FLOWS, 4096);
     let text = with_dns_pool("udp_idle_timeout = \"5s\"\nudp_responses = 1\nudp_max_flows = 100");
     let config = load(&text).expect("valid");
     assert_eq!(
@@ -515,7 +515,7 @@ fn check_summary_shows_udp_listeners_and_their_pools_flow_keys() {
         "listeners (1):\n",
         "udp listeners (1):\n",
         "  udp listener dns 127.0.0.1:5353 -> pool dns\n",
-        "    udp: udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 16384",
+        "    udp: udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 4096",
     ] {
         assert!(summary.contains(line), "{line:?} missing from\n{summary}");
     }
@@ -591,7 +591,7 @@ fn the_example_documents_the_udp_keys() {
     for line in [
         "protocol = \"tcp\"\n",
         "udp_idle_timeout = \"30s\"\n",
-        "udp_max_flows = 16384\n",
+        "udp_max_flows = 4096\n",
     ] {
         assert!(text.contains(&format!("\n{line}")), "{line:?} not shown");
     }

@@ -65,6 +65,8 @@ mod proxy;
 mod starvation;
 #[path = "scenarios/timeouts.rs"]
 mod timeouts;
+#[path = "scenarios/udp.rs"]
+mod udp;
 #[path = "scenarios/upgrade.rs"]
 mod upgrade;
 
@@ -132,6 +134,10 @@ macro_rules! scenarios {
             inspect_timeout_falls_back_or_closes => crate::inspect::inspect_timeout_falls_back_or_closes,
             haproxy_and_ringlb_pass_the_client_along => crate::interop::haproxy_and_ringlb_pass_the_client_along,
             openssl_clients_reach_the_backend_of_their_name => crate::interop::openssl_clients_reach_the_backend_of_their_name,
+            udp_flows_carry_exact_datagrams => crate::udp::udp_flows_carry_exact_datagrams,
+            udp_flows_expire_and_end_after_responses => crate::udp::udp_flows_expire_and_end_after_responses,
+            udp_refused_flows_move_to_another_backend => crate::udp::udp_refused_flows_move_to_another_backend,
+            udp_flood_keeps_the_flow_table_bounded => crate::udp::udp_flood_keeps_the_flow_table_bounded,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

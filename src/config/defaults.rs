@@ -111,4 +111,4 @@ pub const DEFAULT_UDP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `udp_max_flows`: flows per worker per UDP listener, each holding one connected UDP socket
 /// (a file descriptor, counted in the budget of `config::fd_budget`); when the table is full
 /// the least recently used flow is evicted.
-pub const DEFAULT_UDP_MAX_FLOWS: u32 = 16_384;
+pub const DEFAULT_UDP_MAX_FLOWS: u32 = 4096;

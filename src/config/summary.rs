@@ -274,7 +274,7 @@ fn queue(queue: &Queue) -> String {
     )
 }
 
-/// `udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 16384 (per worker and
+/// `udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 4096 (per worker and
 /// listener)`.
 fn udp_flows(flows: &UdpFlows) -> String {
     let responses = flows
