@@ -357,3 +357,6 @@ pub fn encode_unknown(version: ProxyVersion) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod ppp_tests;
