@@ -134,6 +134,7 @@ macro_rules! scenarios {
             inspect_timeout_falls_back_or_closes => crate::inspect::inspect_timeout_falls_back_or_closes,
             haproxy_and_ringlb_pass_the_client_along => crate::interop::haproxy_and_ringlb_pass_the_client_along,
             openssl_clients_reach_the_backend_of_their_name => crate::interop::openssl_clients_reach_the_backend_of_their_name,
+            dig_resolves_through_ringlb => crate::interop::dig_resolves_through_ringlb,
             udp_flows_carry_exact_datagrams => crate::udp::udp_flows_carry_exact_datagrams,
             udp_flows_expire_and_end_after_responses => crate::udp::udp_flows_expire_and_end_after_responses,
             udp_refused_flows_move_to_another_backend => crate::udp::udp_refused_flows_move_to_another_backend,

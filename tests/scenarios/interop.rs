@@ -164,3 +164,90 @@ pub fn openssl_clients_reach_the_backend_of_their_name(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// dnsmasq answering for a local name on `addr` (UDP and TCP).
+fn dnsmasq(ctx: &Ctx, addr: SocketAddr) -> Result<Daemon, Skip> {
+    let binary = peer::find(&["/usr/sbin/dnsmasq"], "dnsmasq-base")?;
+    let dir = peer::scratch(ctx, "dnsmasq");
+    let mut command = Command::new(binary);
+    command
+        .args(["-k", "--conf-file=/dev/null", "--no-resolv", "--no-hosts"])
+        .arg(format!("--listen-address={}", addr.ip()))
+        .arg("--bind-interfaces")
+        .arg(format!("--port={}", addr.port()))
+        .args(["--host-record=a.ringlb.test,192.0.2.11"])
+        .args(["--host-record=b.ringlb.test,192.0.2.12"])
+        .args([
+            "--pid-file=",
+            "--user=root",
+            "--group=root",
+            "--log-facility=-",
+        ]);
+    Ok(Daemon::start(command, dir, &[addr]))
+}
+
+/// `dig` asks a real DNS server through ringlb, over UDP (a UDP listener with
+/// `udp_responses = 1`, 200 questions in one batch) and over TCP (a TCP listener on the same
+/// port): every answer is the server's.
+pub fn dig_resolves_through_ringlb(ctx: &Ctx) -> Outcome {
+    let dig = peer::find(&["/usr/bin/dig"], "bind9-dnsutils")?;
+    let server = free_addr();
+    let dns = dnsmasq(ctx, server)?;
+    let text = format!(
+        "[[listener]]\nbind = \"{{listen}}\"\npool = \"dns\"\n\
+         [[listener]]\nname = \"dns-udp\"\nbind = \"{{listen}}\"\nprotocol = \"udp\"\n\
+         pool = \"dns\"\n\
+         [[pool]]\nname = \"dns\"\nudp_responses = 1\n\
+         [[pool.backend]]\naddress = \"{server}\"\n"
+    );
+    let proxy = Proxy::start(ctx, &Launch::file(&text))?;
+    let ask = |extra: &[&str], names: &[&str]| -> Vec<String> {
+        let output = Command::new(dig)
+            .arg(format!("@{}", proxy.addr.ip()))
+            .args(["-p", &proxy.addr.port().to_string()])
+            .args(["+short", "+tries=5", "+time=1"])
+            .args(extra)
+            .args(names)
+            .output()
+            .expect("run dig");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // The UDP sockets may be bound a moment after the TCP ones: dig retries.
+    assert_eq!(
+        ask(&[], &["a.ringlb.test"]),
+        ["192.0.2.11"],
+        "{}",
+        dns.output()
+    );
+    let names: Vec<&str> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                "a.ringlb.test"
+            } else {
+                "b.ringlb.test"
+            }
+        })
+        .collect();
+    let answers = ask(&[], &names);
+    let expected: Vec<&str> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                "192.0.2.11"
+            } else {
+                "192.0.2.12"
+            }
+        })
+        .collect();
+    assert_eq!(answers, expected, "200 questions over UDP");
+    assert_eq!(
+        ask(&["+tcp"], &["b.ringlb.test"]),
+        ["192.0.2.12"],
+        "over TCP"
+    );
+    proxy.finish();
+    drop(dns);
+    Ok(())
+}
