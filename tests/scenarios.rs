@@ -138,6 +138,7 @@ macro_rules! scenarios {
             udp_flows_carry_exact_datagrams => crate::udp::udp_flows_carry_exact_datagrams,
             udp_flows_expire_and_end_after_responses => crate::udp::udp_flows_expire_and_end_after_responses,
             udp_refused_flows_move_to_another_backend => crate::udp::udp_refused_flows_move_to_another_backend,
+            udp_reload_and_counters => crate::udp::udp_reload_and_counters,
             udp_flood_keeps_the_flow_table_bounded => crate::udp::udp_flood_keeps_the_flow_table_bounded,
         );
     };

@@ -379,6 +379,24 @@ impl<Io> Flows<Io> {
         self.balancer.update(snapshot);
     }
 
+    /// Live by `policy` from now on (a reload). Open flows keep their backends; when the
+    /// table is now too big, the least recently used flows end (`close` gets their sockets).
+    pub fn set_policy(&mut self, policy: FlowPolicy, mut close: impl FnMut(Io)) {
+        self.policy = FlowPolicy {
+            max_flows: policy.max_flows.max(1),
+            ..policy
+        };
+        while self.slab.len() > self.policy.max_flows {
+            let Some(key) = self.oldest else {
+                break;
+            };
+            self.counters.evicted += 1;
+            if let Some(io) = self.remove(key) {
+                close(io);
+            }
+        }
+    }
+
     /// End every flow (the worker stops); `close` gets their sockets.
     pub fn clear(&mut self, mut close: impl FnMut(Io)) {
         while let Some(key) = self.oldest {

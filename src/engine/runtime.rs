@@ -148,14 +148,15 @@ fn duplicates(listening: &[(usize, std::os::fd::BorrowedFd<'_>)]) -> Vec<(usize,
 }
 
 /// What every engine does with a reload's `config`: `shard`'s listener policies for an engine
-/// of `traits`, and the names `logging` writes.
+/// of `traits`, the UDP flows' policies, and the names `logging` writes.
 pub fn reconfigure<Io>(
-    shard: &mut Shard<Io>,
+    (shard, udp): (&mut Shard<Io>, &mut super::udp::UdpRelay),
     logging: &mut Logging,
     config: &Config,
     traits: &EngineTraits,
 ) {
     shard.set_listeners(listener_policies(config, traits));
+    udp.reconfigure(&super::plan::udp_plans(config));
     logging.rename(Arc::new(Names::of(config)));
 }
 

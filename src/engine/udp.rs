@@ -173,6 +173,14 @@ impl UdpRelay {
         }
     }
 
+    /// A reload's plans: each listener's flows live by its new policy. (The listeners
+    /// themselves cannot change in a reload: the control side refuses a file that would.)
+    pub fn reconfigure(&mut self, plans: &[UdpPlan]) {
+        for (port, plan) in self.ports.iter_mut().zip(plans) {
+            port.set_policy(plan.policy);
+        }
+    }
+
     /// What each listener did, by UDP listener index.
     pub fn report(&self) -> Vec<UdpReport> {
         self.ports.iter().map(Port::report).collect()

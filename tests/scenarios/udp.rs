@@ -256,3 +256,72 @@ pub fn udp_flood_keeps_the_flow_table_bounded(ctx: &Ctx) -> Outcome {
     proxy.finish();
     Ok(())
 }
+
+/// A reload that sets `udp_responses = 1` applies to the flows at once (each request becomes
+/// a flow of its own), `/api/show` counts what the UDP listener did, and a reload that would
+/// change the UDP listeners is refused with the running ones kept.
+pub fn udp_reload_and_counters(ctx: &Ctx) -> Outcome {
+    use ringlb::control::client::{Endpoint, request};
+    let (backend, ports) = udp_echo();
+    let socket_path = crate::control::admin_socket(ctx);
+    let head = format!("[admin]\nsocket = \"{}\"\n", socket_path.display());
+    let before = format!("{head}{}", config(&[backend], ""));
+    let proxy = start(ctx, &before)?;
+    let endpoint = Endpoint::Unix(socket_path.clone());
+    warm_up(&proxy);
+    let client = client("127.0.0.1:0");
+    let last_port = || *ports.lock().expect("ports").last().expect("a datagram");
+    ask(&client, proxy.addr, b"a", 3).expect("a");
+    let first = last_port();
+    ask(&client, proxy.addr, b"b", 3).expect("b");
+    assert_eq!(last_port(), first, "one flow before the reload");
+
+    crate::control::reload_file(
+        &proxy,
+        &endpoint,
+        &format!("{head}{}", config(&[backend], "udp_responses = 1\n")),
+    );
+    let mut seen = BTreeSet::new();
+    for i in 0..3u8 {
+        ask(&client, proxy.addr, &[i; 3], 3).expect("after the reload");
+        seen.insert(last_port());
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "a flow per request after the reload: {seen:?}"
+    );
+
+    let show = request(&endpoint, None, "GET", "/api/show", None).expect("show");
+    let show: serde_json::Value = serde_json::from_slice(&show.body).expect("JSON");
+    let udp = &show["udp_listeners"][0];
+    assert_eq!(udp["name"], "udp", "{show}");
+    // The warm-up, a, b, and three after the reload (retries would only add).
+    assert!(udp["client_datagrams"].as_u64() >= Some(6), "{udp}");
+    assert_eq!(udp["client_datagrams"], udp["forwarded_datagrams"], "{udp}");
+    assert_eq!(udp["backend_datagrams"], udp["replied_datagrams"], "{udp}");
+    assert!(udp["flows_answered"].as_u64() >= Some(3), "{udp}");
+
+    let moved = format!(
+        "{head}{}",
+        config(&[backend], "").replace("name = \"udp\"", "name = \"dns\"")
+    );
+    crate::control::write_file(
+        proxy.config_path(),
+        &moved.replace("{listen}", &proxy.addr.to_string()),
+    );
+    let answer = request(
+        &endpoint,
+        None,
+        "POST",
+        "/api/reload",
+        Some(&serde_json::json!({})),
+    )
+    .expect("the admin API answers");
+    assert_ne!(answer.status, 200, "a changed UDP listener is refused");
+    assert!(answer.text().contains("UDP listeners"), "{}", answer.text());
+    ask(&client, proxy.addr, b"still", 3).expect("the running listener still answers");
+    proxy.finish();
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}

@@ -264,3 +264,33 @@ fn a_socket_that_could_not_be_opened_ends_the_flow() {
     assert_eq!(flows.opened(flow, 3), Err(3), "a late socket comes back");
     assert!(matches!(flows.arrival(t0, client(1)), Arrival::Open { .. }));
 }
+
+#[test]
+fn a_smaller_table_after_a_reload_evicts_the_least_recently_used() {
+    let t0 = Instant::now();
+    let mut flows = flows(8, None, 1);
+    for n in 0..6 {
+        open(
+            &mut flows,
+            t0 + Duration::from_secs(u64::from(n)),
+            client(n),
+            u32::from(n),
+        );
+    }
+    let mut closed = Vec::new();
+    let policy = FlowPolicy {
+        idle_timeout: Duration::from_secs(1),
+        responses: Some(1),
+        max_flows: 4,
+    };
+    flows.set_policy(policy, |io| closed.push(io));
+    assert_eq!(closed, vec![0, 1], "the two least recently used");
+    assert_eq!(flows.len(), 4);
+    // The new idle timeout and responses apply at once.
+    assert_eq!(flows.next_expiry(), Some(t0 + Duration::from_secs(3)));
+    let key = flows.by_client[&client(5)];
+    assert!(matches!(
+        flows.reply(t0, key),
+        Reply::Send { ended: Some(5), .. }
+    ));
+}

@@ -226,7 +226,8 @@ impl Controlled for Supervisor<'_> {
     }
 
     fn reconfigure(&mut self, config: &Config) {
-        self.shared.reconfigure(&mut self.logging, config, &TRAITS);
+        self.shared
+            .reconfigure((&mut self.logging, &mut self.udp), config, &TRAITS);
     }
 
     fn admit(&mut self, grant: crate::core::capacity::Grant) {

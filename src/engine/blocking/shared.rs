@@ -205,8 +205,13 @@ impl Shared {
     }
 
     /// A reload's configuration: see [`runtime::reconfigure`]; the connect timeout too.
-    pub fn reconfigure(&self, logging: &mut Logging, config: &Config, traits: &EngineTraits) {
-        runtime::reconfigure(&mut self.lock().shard, logging, config, traits);
+    pub fn reconfigure(
+        &self,
+        (logging, udp): (&mut Logging, &mut crate::engine::udp::UdpRelay),
+        config: &Config,
+        traits: &EngineTraits,
+    ) {
+        runtime::reconfigure((&mut self.lock().shard, udp), logging, config, traits);
         let nanos = u64::try_from(config.timeouts.connect.as_nanos()).unwrap_or(u64::MAX);
         self.connect_timeout.store(nanos, Ordering::Relaxed);
     }

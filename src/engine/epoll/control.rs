@@ -74,7 +74,12 @@ impl Controlled for Worker {
     }
 
     fn reconfigure(&mut self, config: &Config) {
-        runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
+        runtime::reconfigure(
+            (&mut self.shard, &mut self.udp),
+            &mut self.logging,
+            config,
+            &TRAITS,
+        );
     }
 
     fn add_listener(&mut self, listener: usize, socket: socket2::Socket) {

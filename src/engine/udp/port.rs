@@ -303,6 +303,10 @@ impl Port {
         self.flows.update(snapshot, drop);
     }
 
+    pub(super) fn set_policy(&mut self, policy: crate::core::udp::FlowPolicy) {
+        self.flows.set_policy(policy, drop);
+    }
+
     pub(super) fn clear(&mut self) {
         self.flows.clear(drop);
     }

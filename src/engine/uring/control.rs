@@ -119,7 +119,12 @@ impl Controlled for Worker {
     }
 
     fn reconfigure(&mut self, config: &Config) {
-        runtime::reconfigure(&mut self.shard, &mut self.logging, config, &TRAITS);
+        runtime::reconfigure(
+            (&mut self.shard, &mut self.udp),
+            &mut self.logging,
+            config,
+            &TRAITS,
+        );
         // Read by the kernel with each connect's linked timeout, from the next connect on.
         self.connect_timeout = types::Timespec::from(config.timeouts.connect);
     }
