@@ -43,6 +43,8 @@ impl Ringlb {
             format!(
                 "[admin]\nsocket = \"\"\nlisten = \"{admin}\"\n{token}\
                  [[listener]]\nbind = \"{listen}\"\npool = \"p\"\n\
+                 [[listener]]\nname = \"udp\"\nbind = \"{listen}\"\nprotocol = \"udp\"\n\
+                 pool = \"p\"\n\
                  [[pool]]\nname = \"p\"\nalgorithm = \"round-robin\"\n\
                  [[pool.backend]]\naddress = \"{}\"\nname = \"a\"\n\
                  [[pool.backend]]\naddress = \"{}\"\nname = \"b\"\n",
@@ -296,11 +298,16 @@ struct Row {
 }
 
 fn backend_rows(dom: &str) -> Vec<Row> {
+    rows_with(dom, "data-backend")
+}
+
+/// The rows of the dump that have the attribute `key`.
+fn rows_with(dom: &str, key: &str) -> Vec<Row> {
     dom.split("<tr ")
         .skip(1)
         .filter_map(|piece| {
             let own = attributes(piece);
-            own.get("data-backend")?;
+            own.get(key)?;
             let row = &piece[..piece.find("</tr>").unwrap_or(piece.len())];
             let fields = row
                 .split("<td ")
@@ -330,6 +337,12 @@ fn chromium_renders_every_backend_with_its_state_and_sessions() {
     let lb = Ringlb::start(&dir, None);
     let exchanged = load(lb.listen);
     assert!(exchanged > 0, "no exchange completed");
+    // Three datagrams to the UDP listener (its backends do not speak UDP: they are dropped,
+    // counted, which is what the page shows).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP client");
+    for _ in 0..3 {
+        udp.send_to(b"ping", lb.listen).expect("send");
+    }
     let body = serde_json::json!({"pool": "p", "backend": "b", "state": "drain"});
     let (status, answer) = lb.api(None, "POST", "/api/backends/state", Some(&body));
     assert_eq!(status, 200, "{answer}");
@@ -411,4 +424,9 @@ fn chromium_renders_every_backend_with_its_state_and_sessions() {
         "the listener's bind address"
     );
     assert_eq!(dom.matches("data-worker=").count(), 2, "one row per worker");
+    let udp_rows = rows_with(&dom, "data-udp-listener");
+    assert_eq!(udp_rows.len(), 1, "one row per UDP listener: {udp_rows:?}");
+    let from_clients: u64 = udp_rows[0].fields["from_clients"].parse().expect("a count");
+    assert!(from_clients >= 3, "{udp_rows:?}");
+    assert!(udp_rows[0].fields.contains_key("dropped"), "{udp_rows:?}");
 }
