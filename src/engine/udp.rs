@@ -17,8 +17,13 @@
 //! Every datagram is forwarded whole or dropped and counted; none is cut or merged. The
 //! receive buffer holds the largest datagram UDP can carry, and `MSG_TRUNC` is checked all
 //! the same.
+//!
+//! System calls: clients' datagrams arrive in batches (`recvmmsg`), replies to clients leave
+//! in batches (`sendmmsg`, at the end of each run); each flow's datagram to its backend is one
+//! `send` on the flow's own socket, and each backend datagram one `recv` per readiness event.
 
 mod port;
+mod replies;
 
 pub use port::{UdpCounters, UdpReport};
 
@@ -34,6 +39,7 @@ use super::EngineError;
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::core::udp::FlowPolicy;
+use crate::sys::mmsg::RecvBatch;
 
 /// One UDP listener as a worker runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,13 +59,19 @@ const EVENTS_PER_RUN: usize = 64;
 pub(crate) const DATAGRAMS_PER_EVENT: usize = 32;
 /// The largest UDP payload (IPv6 without jumbograms; IPv4's is 65,507), plus one byte.
 const BUFFER: usize = 65_536;
+/// Datagrams one `recvmmsg` may bring. Each gets a [`BUFFER`]: 1 MiB of address space per
+/// worker, of which pages are only touched as large datagrams arrive.
+const RECV_BATCH: usize = 16;
 
 /// A worker's UDP listeners and flows, behind one pollable descriptor.
 pub struct UdpRelay {
     worker: usize,
     poller: OwnedFd,
     ports: Vec<Port>,
+    /// For backends' datagrams, one at a time.
     buffer: Box<[u8]>,
+    /// For clients' datagrams, in batches.
+    batch: RecvBatch,
     events: Vec<epoll::Event>,
 }
 
@@ -111,6 +123,7 @@ impl UdpRelay {
             poller,
             ports,
             buffer: vec![0; BUFFER].into_boxed_slice(),
+            batch: RecvBatch::new(if plans.is_empty() { 1 } else { RECV_BATCH }, BUFFER),
             events: Vec::with_capacity(EVENTS_PER_RUN),
         })
     }
@@ -151,7 +164,7 @@ impl UdpRelay {
                 0 => {
                     let index = data.key().index() as usize;
                     if let Some(port) = self.ports.get_mut(index) {
-                        port.serve_clients(now, &self.poller, &mut self.buffer);
+                        port.serve_clients(now, &self.poller, &mut self.batch);
                     }
                 }
                 tag => {
@@ -162,6 +175,7 @@ impl UdpRelay {
             }
         }
         for port in &mut self.ports {
+            port.flush(now);
             port.expire(now);
         }
     }

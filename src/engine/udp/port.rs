@@ -10,12 +10,14 @@ use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use socket2::Socket;
 
+use super::replies::Replies;
 use super::{DATAGRAMS_PER_EVENT, UdpPlan, register};
 use crate::core::balance::{Balancer, PoolSnapshot};
 use crate::core::slot::{SlotKey, UserData};
 use crate::core::udp::{Arrival, FlowCounters, Flows, Reply};
 use crate::engine::rate_limit::RateLimit;
 use crate::engine::socket;
+use crate::sys::mmsg::RecvBatch;
 
 /// What a UDP listener's datagrams did on one worker. Drops are by reason; every datagram
 /// received is either sent on or counted in exactly one of them.
@@ -107,6 +109,8 @@ pub(super) struct Port {
     pub(super) socket: Socket,
     flows: Flows<Socket>,
     counters: UdpCounters,
+    /// Replies gathered during a run, sent at its end (or when the batch fills).
+    replies: Replies,
     log: RateLimit,
 }
 
@@ -129,6 +133,7 @@ impl Port {
                 Balancer::for_worker(snapshot, worker, plan.pool),
             ),
             counters: UdpCounters::default(),
+            replies: Replies::default(),
             log: RateLimit::new(crate::engine::rate_limit::RESET_LINES_PER_SECOND),
         })
     }
@@ -139,36 +144,45 @@ impl Port {
         UserData::new(self.index as u8 + 1, key)
     }
 
-    /// Datagrams from clients: each to its flow's backend, up to a batch.
-    pub(super) fn serve_clients(&mut self, now: Instant, poller: &OwnedFd, buffer: &mut [u8]) {
-        for _ in 0..DATAGRAMS_PER_EVENT {
-            let received = rustix::net::recvfrom(
-                &self.socket,
-                &mut *buffer,
-                RecvFlags::TRUNC | RecvFlags::DONTWAIT,
-            );
-            let (len, client) = match received {
-                Ok((_, full, Some(from))) => match SocketAddr::try_from(from) {
-                    Ok(client) => (full, client),
-                    Err(_) => continue,
+    /// Datagrams from clients, each to its flow's backend: batches of `recvmmsg`, up to
+    /// [`DATAGRAMS_PER_EVENT`]. A batch that comes back short emptied the queue: no further
+    /// call just to hear `EAGAIN`.
+    pub(super) fn serve_clients(&mut self, now: Instant, poller: &OwnedFd, batch: &mut RecvBatch) {
+        let mut taken = 0;
+        while taken < DATAGRAMS_PER_EVENT {
+            let count = match batch.recv(self.socket.as_fd()) {
+                Ok(count) => count,
+                Err(err) => match err.raw_os_error() {
+                    Some(libc::EAGAIN) => return,
+                    Some(libc::EINTR) => continue,
+                    // A pending ICMP error for an earlier reply: nothing to do with this
+                    // socket.
+                    Some(libc::ECONNREFUSED) => continue,
+                    _ => {
+                        self.warn(now, "receiving from UDP clients", err);
+                        return;
+                    }
                 },
-                Ok((_, _, None)) => continue,
-                Err(Errno::AGAIN) => return,
-                Err(Errno::INTR) => continue,
-                // A pending ICMP error for an earlier reply: nothing to do with this socket.
-                Err(Errno::CONNREFUSED) => continue,
-                Err(err) => {
-                    self.warn(now, "receiving from UDP clients", err.into());
-                    return;
-                }
             };
-            self.counters.client_datagrams += 1;
-            self.counters.client_bytes += len as u64;
-            if len > buffer.len() {
-                self.counters.dropped_too_big += 1;
-                continue;
+            for i in 0..count {
+                let Some(datagram) = batch.get(i) else {
+                    break;
+                };
+                let Some(client) = datagram.from else {
+                    continue;
+                };
+                self.counters.client_datagrams += 1;
+                self.counters.client_bytes += datagram.bytes.len() as u64;
+                if datagram.truncated {
+                    self.counters.dropped_too_big += 1;
+                    continue;
+                }
+                self.forward(now, poller, client, datagram.bytes);
             }
-            self.forward(now, poller, client, &buffer[..len]);
+            taken += count;
+            if count < batch.capacity() {
+                return;
+            }
         }
     }
 
@@ -237,57 +251,53 @@ impl Port {
         }
     }
 
-    /// Datagrams from flow `key`'s backend, each to the flow's client, up to a batch.
+    /// A datagram from flow `key`'s backend, gathered for its client. One per readiness
+    /// event: the relay's epoll is level-triggered and reports the socket again if more
+    /// wait, and a second `recv` would mostly hear `EAGAIN`.
     pub(super) fn serve_backend(&mut self, now: Instant, key: SlotKey, buffer: &mut [u8]) {
-        for _ in 0..DATAGRAMS_PER_EVENT {
-            let Some(io) = self.flows.io(key) else {
-                return;
-            };
-            let len =
-                match rustix::net::recv(io, &mut *buffer, RecvFlags::TRUNC | RecvFlags::DONTWAIT) {
-                    Ok((_, full)) => full,
-                    Err(Errno::AGAIN) => return,
-                    Err(Errno::INTR) => continue,
-                    Err(Errno::CONNREFUSED) => {
-                        drop(self.flows.refused(now, key));
-                        return;
-                    }
-                    Err(err) => {
-                        self.warn(now, "receiving from a UDP backend", err.into());
-                        return;
-                    }
-                };
-            self.counters.backend_datagrams += 1;
-            self.counters.backend_bytes += len as u64;
-            if len > buffer.len() {
-                self.counters.dropped_too_big += 1;
-                continue;
-            }
-            let (client, ended) = match self.flows.reply(now, key) {
-                Reply::Send { client, ended } => (client, ended),
-                Reply::Stale => {
-                    self.counters.dropped_stale += 1;
-                    return;
-                }
-            };
-            let sent =
-                rustix::net::sendto(&self.socket, &buffer[..len], SendFlags::DONTWAIT, &client);
-            match sent {
-                Ok(_) => {
-                    self.counters.replied_datagrams += 1;
-                    self.counters.replied_bytes += len as u64;
-                }
-                Err(err) => {
-                    self.counters.dropped_send += 1;
-                    if err != Errno::AGAIN && err != Errno::NOBUFS {
-                        self.warn(now, "sending to a UDP client", err.into());
-                    }
-                }
-            }
-            if ended.is_some() {
-                // The flow's last expected response: its socket closes here.
+        let Some(io) = self.flows.io(key) else {
+            return;
+        };
+        let len = match rustix::net::recv(io, &mut *buffer, RecvFlags::TRUNC | RecvFlags::DONTWAIT)
+        {
+            Ok((_, full)) => full,
+            Err(Errno::AGAIN | Errno::INTR) => return,
+            Err(Errno::CONNREFUSED) => {
+                drop(self.flows.refused(now, key));
                 return;
             }
+            Err(err) => {
+                self.warn(now, "receiving from a UDP backend", err.into());
+                return;
+            }
+        };
+        self.counters.backend_datagrams += 1;
+        self.counters.backend_bytes += len as u64;
+        if len > buffer.len() {
+            self.counters.dropped_too_big += 1;
+            return;
+        }
+        match self.flows.reply(now, key) {
+            // The flow's socket closes as `ended` drops, if this was its last response.
+            Reply::Send { client, ended: _ } => self.replies.push(client, &buffer[..len]),
+            Reply::Stale => {
+                self.counters.dropped_stale += 1;
+                return;
+            }
+        }
+        if self.replies.is_full() {
+            self.flush(now);
+        }
+    }
+
+    /// Send the replies gathered so far.
+    pub(super) fn flush(&mut self, now: Instant) {
+        let done = self.replies.flush(&self.socket);
+        self.counters.replied_datagrams += done.datagrams;
+        self.counters.replied_bytes += done.bytes;
+        self.counters.dropped_send += done.dropped;
+        if let Some(err) = done.error {
+            self.warn(now, "sending to UDP clients", err.into());
         }
     }
 
