@@ -180,3 +180,54 @@ fn rejects_non_loopback_addresses() {
     let addr: SocketAddr = "0.0.0.0:0".parse().expect("literal address");
     assert!(backend::spawn(BackendKind::Echo, addr).is_err());
 }
+
+#[test]
+fn udp_echo_returns_each_datagram_exactly() {
+    let mut cfg = BackendConfig::new(BackendKind::UdpEcho, any_port());
+    cfg.threads = 3;
+    let b = backend::spawn_with(cfg).expect("spawn udp echo");
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    c.connect(b.local_addr()).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("set timeout");
+    let sizes = [1usize, 64, 1_472, 65_507];
+    let mut buf = vec![0u8; 65_536];
+    for (i, n) in sizes.into_iter().enumerate() {
+        let payload = random_bytes(n, i as u64 + 11);
+        c.send(&payload).expect("send datagram");
+        let got = c.recv(&mut buf).expect("echoed datagram");
+        assert_eq!(got, n, "size of the echo of {n} B");
+        assert!(buf[..got] == payload[..], "echoed bytes differ for {n} B");
+    }
+    let total: usize = sizes.iter().sum();
+    let st = b.stats();
+    assert_eq!(st.datagrams_in, 4);
+    assert_eq!(st.datagrams_out, 4);
+    assert_eq!(st.bytes_in, total as u64);
+    assert_eq!(st.bytes_out, total as u64);
+    assert_eq!(st.connections, 1, "one sender");
+}
+
+#[test]
+fn udp_sink_counts_datagrams_and_stops_promptly() {
+    let mut b = backend::spawn(BackendKind::UdpSink, any_port()).expect("spawn udp sink");
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    for _ in 0..100 {
+        c.send_to(&[9u8; 500], b.local_addr())
+            .expect("send datagram");
+    }
+    assert!(eventually(|| b.stats().datagrams_in == 100));
+    let st = b.stats();
+    assert_eq!(st.bytes_in, 50_000);
+    assert_eq!((st.datagrams_out, st.bytes_out), (0, 0));
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("set timeout");
+    assert!(c.recv(&mut [0u8; 16]).is_err(), "a sink answers nothing");
+    let t = Instant::now();
+    b.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        t.elapsed()
+    );
+}

@@ -253,3 +253,198 @@ fn binaries_print_address_and_json() {
     let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
     assert_eq!(stats["connections"], 2);
 }
+
+#[test]
+fn udp_rr_against_udp_echo_checks_every_answer() {
+    let mut cfg = backend::BackendConfig::new(BackendKind::UdpEcho, any_port());
+    cfg.threads = 2;
+    let b = backend::spawn_with(cfg).expect("spawn udp echo");
+    let mode = Mode::UdpRr {
+        size: 100,
+        timeout: Duration::from_millis(500),
+    };
+    let mut c = LoadConfig::new(b.local_addr(), mode);
+    c.connections = 16;
+    c.threads = 2;
+    c.sources = Some("127.5.0.1-127.5.0.8".parse().expect("valid range"));
+    c.duration = Duration::from_millis(500);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("udp-rr run");
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.mode, "udp-rr");
+    assert_eq!(r.connections_opened, 16);
+    assert!(r.requests > 0 && r.requests_per_sec > 0.0);
+    assert_eq!(r.verify_errors + r.io_errors + r.connect_errors, 0);
+    // Loopback against a 4 MiB buffer loses nothing, and every answer was collected.
+    assert_eq!((r.lost, r.late, r.abandoned), (0, 0, 0));
+    assert_eq!(r.datagrams_sent, r.requests);
+    assert_eq!(r.datagrams_received, r.requests);
+    assert_eq!(r.bytes_received, r.requests * 100);
+    assert_eq!(r.latency_us.as_ref().expect("latency").samples, r.requests);
+    assert_eq!(r.per_source.len(), 8);
+    let st = b.stats();
+    assert_eq!(st.datagrams_in, r.datagrams_sent);
+    assert_eq!(st.bytes_in, r.bytes_sent);
+    assert_eq!(st.connections, 16, "one sender address and port per flow");
+    assert_eq!(b.peers().len(), 8);
+}
+
+#[test]
+fn udp_rr_counts_wrong_answers_and_lost_requests() {
+    // An echo that flips the last byte of every datagram: each answer fails the check.
+    let bad = std::net::UdpSocket::bind(any_port()).expect("bad echo socket");
+    bad.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("set timeout");
+    let addr = bad.local_addr().expect("bad echo address");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok((n, peer)) = bad.recv_from(&mut buf) {
+                buf[n - 1] ^= 0xff;
+                let _ = bad.send_to(&buf[..n], peer);
+            }
+        }
+    });
+    let mode = Mode::UdpRr {
+        size: 64,
+        timeout: Duration::from_millis(50),
+    };
+    let mut c = LoadConfig::new(addr, mode);
+    c.connections = 2;
+    c.duration = Duration::from_millis(300);
+    let r = loadgen::run(&c).expect("udp-rr run");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    echo.join().expect("bad echo thread");
+    assert_eq!(r.requests, 0);
+    assert!(r.verify_errors > 0);
+    // Unanswered (wrongly answered) requests time out and are sent again.
+    assert!(r.lost > 0 && r.datagrams_sent > 2);
+
+    // A sink answers nothing: everything is lost, and the run still ends on time.
+    let sink = backend::spawn(BackendKind::UdpSink, any_port()).expect("spawn udp sink");
+    let mut c = LoadConfig::new(sink.local_addr(), mode);
+    c.connections = 3;
+    c.duration = Duration::from_millis(300);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("udp-rr run");
+    assert!(
+        t.elapsed() < Duration::from_millis(800),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!((r.requests, r.verify_errors), (0, 0));
+    assert!(r.lost >= 3);
+    assert_eq!(r.datagrams_sent, r.lost + r.abandoned);
+    assert!(eventually(|| sink.stats().datagrams_in == r.datagrams_sent));
+}
+
+#[test]
+fn udp_stream_counts_match_the_sink() {
+    let sink = backend::spawn(BackendKind::UdpSink, any_port()).expect("spawn udp sink");
+    // Paced: well below what loopback carries, so nothing is dropped.
+    let mode = Mode::UdpStream {
+        size: 1_472,
+        rate: Some(20_000),
+    };
+    let mut c = LoadConfig::new(sink.local_addr(), mode);
+    c.connections = 3;
+    c.duration = Duration::from_millis(400);
+    let t = Instant::now();
+    let r = loadgen::run(&c).expect("udp-stream run");
+    assert!(
+        t.elapsed() < Duration::from_millis(800),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.mode, "udp-stream");
+    assert_eq!(r.io_errors, 0);
+    let want = 20_000.0 * 0.4;
+    let sent = r.datagrams_sent as f64;
+    assert!(
+        sent > want * 0.8 && sent < want * 1.1,
+        "sent {sent} at 20,000/s for 0.4 s"
+    );
+    assert_eq!(r.bytes_sent, r.datagrams_sent * 1_472);
+    assert!(eventually(|| sink.stats().datagrams_in == r.datagrams_sent));
+    assert_eq!(sink.stats().bytes_in, r.bytes_sent);
+    assert_eq!(sink.stats().connections, 3);
+
+    // Unpaced but bounded by a datagram budget.
+    let before = sink.stats().datagrams_in;
+    let mut c = LoadConfig::new(
+        sink.local_addr(),
+        Mode::UdpStream {
+            size: 100,
+            rate: None,
+        },
+    );
+    c.max_requests = Some(1_000);
+    c.duration = Duration::from_secs(3);
+    let r = loadgen::run(&c).expect("udp-stream run");
+    assert_eq!(r.datagrams_sent, 1_000);
+    assert!(r.elapsed_secs < 2.0);
+    assert!(eventually(|| sink.stats().datagrams_in - before == 1_000));
+}
+
+#[test]
+fn udp_modes_reject_bad_sizes() {
+    let t: SocketAddr = "127.0.0.1:9".parse().expect("literal address");
+    let rr = Mode::UdpRr {
+        size: 4,
+        timeout: Duration::from_millis(100),
+    };
+    assert!(matches!(
+        loadgen::run(&LoadConfig::new(t, rr)),
+        Err(LoadError::Config(_))
+    ));
+    let big = Mode::UdpStream {
+        size: 70_000,
+        rate: None,
+    };
+    assert!(matches!(
+        loadgen::run(&LoadConfig::new(t, big)),
+        Err(LoadError::Config(_))
+    ));
+}
+
+#[test]
+fn backend_binary_reports_counters_on_sigusr1() {
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_backend"))
+        .args(["--kind", "udp-sink", "--seconds", "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start backend binary");
+    let out = backend.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(out).lines();
+    let addr = lines.next().expect("first line").expect("readable line");
+    let lg = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["--mode", "udp-stream", "--target", &addr, "--rate", "1000"])
+        .args(["--seconds", "0.2", "--size", "200", "--json"])
+        .output()
+        .expect("run loadgen binary");
+    assert!(lg.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&lg.stdout).expect("one JSON object");
+    let sent = report["datagrams_sent"].as_u64().expect("datagrams_sent");
+    assert!(sent > 0);
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = backend.id().to_string();
+    Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .expect("send SIGUSR1");
+    let stats = lines.next().expect("stats line").expect("readable stats");
+    let stats: serde_json::Value = serde_json::from_str(&stats).expect("stats JSON");
+    assert_eq!(stats["datagrams_in"], sent);
+    assert_eq!(stats["bytes_in"], sent * 200);
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("send SIGTERM");
+    assert!(backend.wait().expect("backend exits").success());
+}

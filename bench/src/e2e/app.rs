@@ -13,7 +13,7 @@ use super::peers::{self, Peers};
 use super::proxy::{Ctx, EXTRA_ROWS, ROWS, Row, URING_SPLICE};
 use super::report::Results;
 use super::runner::Runner;
-use super::workload::{WORKLOADS, Workload, many_streams};
+use super::workload::{UDP_WORKLOADS, WORKLOADS, Workload, many_streams};
 
 /// The workspace root (the parent of the bench package).
 fn workspace_root() -> PathBuf {
@@ -131,8 +131,10 @@ pub fn run(opts: &Options) -> Result<usize> {
         let label = format!("[{}/{} {}]", i + 1, rows.len(), row.name);
         results.push(runner.run_row(*row, &workloads, &label)?);
     }
+    // A TCP check: not run when only UDP workloads were asked for.
+    let tcp = workloads.iter().any(|w| !w.is_udp());
     let iowq = match rows.iter().find(|r| r.name == URING_SPLICE) {
-        Some(row) if plan.iowq_connections > 0 => {
+        Some(row) if plan.iowq_connections > 0 && tcp => {
             let w = many_streams(plan.iowq_connections);
             let r = runner.run_workload(*row, w, 1, "[io-wq check]")?;
             if let Some(f) = &r.failure {
@@ -183,22 +185,25 @@ fn select_rows(opts: &Options) -> Result<Vec<Row>> {
         .collect())
 }
 
+/// The workloads named with `--workloads` (in table order), or the TCP ones; `udp` stands for
+/// every UDP workload.
 fn select_workloads(opts: &Options) -> Result<Vec<Workload>> {
     let Some(names) = &opts.workloads else {
         return Ok(WORKLOADS.to_vec());
     };
+    let known = || WORKLOADS.iter().chain(UDP_WORKLOADS.iter());
     for n in names {
-        if !WORKLOADS.iter().any(|w| w.name() == *n) {
-            let all: Vec<String> = WORKLOADS.iter().map(Workload::name).collect();
+        if n != "udp" && !known().any(|w| w.name() == *n) {
+            let all: Vec<String> = known().map(Workload::name).collect();
             return Err(BenchError::Setup(format!(
-                "unknown workload {n:?}; workloads: {}",
+                "unknown workload {n:?}; workloads: {} (udp: every UDP one)",
                 all.join(", ")
             )));
         }
     }
-    Ok(WORKLOADS
-        .iter()
-        .filter(|w| names.contains(&w.name()))
+    let all_udp = names.iter().any(|n| n == "udp");
+    Ok(known()
+        .filter(|w| names.contains(&w.name()) || (all_udp && w.is_udp()))
         .copied()
         .collect())
 }

@@ -39,10 +39,10 @@ pub struct Env<'a> {
     pub stop: &'a StopFlag,
 }
 
-/// The backend's counters, printed as JSON when it stops.
+/// The backend's counters, printed as JSON when it stops (and on SIGUSR1).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct BackendStats {
-    /// Connections accepted.
+    /// Connections accepted (UDP: distinct senders).
     pub connections: u64,
     /// Requests served (echo: reads echoed).
     pub requests: u64,
@@ -50,6 +50,31 @@ pub struct BackendStats {
     pub bytes_in: u64,
     /// Bytes sent.
     pub bytes_out: u64,
+    /// Datagrams received (UDP backends).
+    #[serde(default)]
+    pub datagrams_in: u64,
+    /// Datagrams sent (UDP echo).
+    #[serde(default)]
+    pub datagrams_out: u64,
+}
+
+impl BackendStats {
+    /// What was counted since `before`.
+    pub fn since(&self, before: &BackendStats) -> BackendStats {
+        BackendStats {
+            connections: self.connections.saturating_sub(before.connections),
+            requests: self.requests.saturating_sub(before.requests),
+            bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
+            bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
+            datagrams_in: self.datagrams_in.saturating_sub(before.datagrams_in),
+            datagrams_out: self.datagrams_out.saturating_sub(before.datagrams_out),
+        }
+    }
+}
+
+/// The JSON lines (counter reports) in the backend's stdout.
+fn stats_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter(|l| l.trim_start().starts_with('{'))
 }
 
 /// A backend process.
@@ -107,6 +132,45 @@ impl Backend {
         }
     }
 
+    /// Its counters now: asks with SIGUSR1 and waits (up to 2 s) for the new line.
+    pub fn snapshot(&self, stop: &StopFlag) -> Result<BackendStats> {
+        let count = || stats_lines(&fs::read_to_string(&self.stdout).unwrap_or_default()).count();
+        let before = count();
+        if let Some(pid) = rustix::process::Pid::from_raw(self.guard.pid()) {
+            let _ = rustix::process::kill_process(pid, Signal::USR1);
+        }
+        let end = Instant::now() + Duration::from_secs(2);
+        loop {
+            let text = fs::read_to_string(&self.stdout).unwrap_or_default();
+            if stats_lines(&text).count() > before {
+                let line = stats_lines(&text).last().unwrap_or_default();
+                return serde_json::from_str(line)
+                    .map_err(|e| BenchError::Setup(format!("bad backend stats {line:?}: {e}")));
+            }
+            if Instant::now() >= end {
+                return Err(BenchError::Setup(
+                    "the backend did not report its counters on SIGUSR1".into(),
+                ));
+            }
+            stop.sleep(Duration::from_millis(5))?;
+        }
+    }
+
+    /// Its counters once datagrams stop arriving: snapshots 50 ms apart until two agree (at
+    /// most 1 s), so that what the proxy still held when loadgen stopped is counted.
+    pub fn settled(&self, stop: &StopFlag) -> Result<BackendStats> {
+        let end = Instant::now() + Duration::from_secs(1);
+        let mut last = self.snapshot(stop)?;
+        loop {
+            stop.sleep(Duration::from_millis(50))?;
+            let now = self.snapshot(stop)?;
+            if now.datagrams_in == last.datagrams_in || Instant::now() >= end {
+                return Ok(now);
+            }
+            last = now;
+        }
+    }
+
     /// Stops it (SIGTERM) and returns its final counters.
     pub fn stop(mut self) -> Result<BackendStats> {
         self.guard.stop(Signal::TERM, Duration::from_secs(5));
@@ -158,6 +222,24 @@ pub struct LoadReport {
     pub open_peak: u64,
     /// Request latency.
     pub latency_us: Option<Latency>,
+    /// UDP: datagrams sent (udp-rr: resends included).
+    #[serde(default)]
+    pub datagrams_sent: u64,
+    /// UDP: datagrams received.
+    #[serde(default)]
+    pub datagrams_received: u64,
+    /// UDP: datagrams sent per second.
+    #[serde(default)]
+    pub datagrams_per_sec: f64,
+    /// udp-rr: requests unanswered within the timeout (resent).
+    #[serde(default)]
+    pub lost: u64,
+    /// udp-rr: answers to requests already counted lost.
+    #[serde(default)]
+    pub late: u64,
+    /// udp-rr: requests unanswered when the run ended.
+    #[serde(default)]
+    pub abandoned: u64,
 }
 
 /// What one run cost the proxy.
@@ -192,6 +274,12 @@ pub struct RunRecord {
     pub load: LoadReport,
     /// The proxy's costs (`None` for `direct`).
     pub proxy: Option<ProxyCost>,
+    /// UDP: what the backend counted during this run (from before loadgen started until
+    /// datagrams stopped arriving after it ended).
+    pub backend: Option<BackendStats>,
+    /// UDP: datagrams the kernel dropped at the target's socket(s) during the run (the
+    /// proxy's listener, or the backend's for `direct`): its receive buffer was full.
+    pub listener_drops: Option<u64>,
 }
 
 /// Peaks found by the sampler.
@@ -248,11 +336,17 @@ impl Sampler {
 pub fn run_once(
     env: &Env<'_>,
     workload: Workload,
-    target: SocketAddr,
+    (target, backend): (SocketAddr, &Backend),
     proxy: Option<&Proxy>,
     tag: &str,
 ) -> Result<RunRecord> {
     let plan = env.plan;
+    let backend_before = if workload.is_udp() {
+        Some(backend.snapshot(env.stop)?)
+    } else {
+        None
+    };
+    let drops_before = procfs::udp_drops_on_port(target.port());
     let out = env.logs.join(format!("loadgen-{tag}.json"));
     let pids = proxy.map(|p| p.pids.clone()).unwrap_or_default();
     let before = procfs::snapshot(&pids);
@@ -289,6 +383,12 @@ pub fn run_once(
             workload.time_limit(plan).as_secs_f64()
         )));
     };
+    let backend = match backend_before {
+        Some(b) => Some(backend.settled(env.stop)?.since(&b)),
+        None => None,
+    };
+    let listener_drops =
+        backend.map(|_| procfs::udp_drops_on_port(target.port()).saturating_sub(drops_before));
     let text = fs::read_to_string(&out).unwrap_or_default();
     let load: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
         BenchError::Setup(format!(
@@ -308,7 +408,12 @@ pub fn run_once(
         peak_iowq: peaks.iowq,
         peak_rss_kib: peaks.rss_kib,
     });
-    Ok(RunRecord { load, proxy })
+    Ok(RunRecord {
+        load,
+        proxy,
+        backend,
+        listener_drops,
+    })
 }
 
 /// Counts the system calls of `pids` (and threads they start) for `window`.

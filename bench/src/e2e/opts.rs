@@ -28,7 +28,8 @@ pub struct Options {
     /// Print the row names and exit.
     #[arg(long)]
     pub list_rows: bool,
-    /// Only these workloads, comma-separated (stream-1, stream-8, rr-64, rr-1024, connect, idle).
+    /// Only these workloads, comma-separated (stream-1, stream-8, rr-64, rr-1024, connect, idle;
+    /// and, only when named, udp-rr-64, udp-rr-1024, udp-stream, or udp for all three).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
     /// CPUs for the proxy; the worker count of every row is the number of CPUs listed.

@@ -196,12 +196,29 @@ pub fn haproxy_config(
     c
 }
 
+/// What nginx's `stream` server listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NginxListen {
+    /// TCP connections.
+    Tcp,
+    /// UDP datagrams (`listen ... udp`): a session per client address and port, ending after
+    /// `responses` datagrams from the backend (`proxy_responses`; `None`: not set, so the
+    /// session lasts until it is idle for `proxy_timeout`).
+    Udp {
+        /// `proxy_responses`.
+        responses: Option<u32>,
+        /// `proxy_timeout` (such as `10s`).
+        timeout: &'static str,
+    },
+}
+
 /// An nginx configuration: a `stream` server on `listen` proxying to `backend`, `workers`
 /// worker processes with `fd_limit` descriptors each, pid file and logs under `dir`.
 pub fn nginx_config(
     nginx: &Nginx,
     dir: &Path,
     (listen, backend): (SocketAddr, SocketAddr),
+    proto: NginxListen,
     workers: usize,
     fd_limit: u64,
 ) -> String {
@@ -224,10 +241,22 @@ pub fn nginx_config(
     let _ = writeln!(c, "stream {{");
     let _ = writeln!(c, "    upstream be {{ server {backend}; }}");
     let _ = writeln!(c, "    server {{");
-    let _ = writeln!(c, "        listen {listen} backlog=4096;");
-    let _ = writeln!(c, "        proxy_pass be;");
-    let _ = writeln!(c, "        proxy_timeout 5m;");
-    let _ = writeln!(c, "        proxy_connect_timeout 2s;");
+    match proto {
+        NginxListen::Tcp => {
+            let _ = writeln!(c, "        listen {listen} backlog=4096;");
+            let _ = writeln!(c, "        proxy_pass be;");
+            let _ = writeln!(c, "        proxy_timeout 5m;");
+            let _ = writeln!(c, "        proxy_connect_timeout 2s;");
+        }
+        NginxListen::Udp { responses, timeout } => {
+            let _ = writeln!(c, "        listen {listen} udp;");
+            let _ = writeln!(c, "        proxy_pass be;");
+            let _ = writeln!(c, "        proxy_timeout {timeout};");
+            if let Some(n) = responses {
+                let _ = writeln!(c, "        proxy_responses {n};");
+            }
+        }
+    }
     let _ = writeln!(c, "    }}");
     let _ = writeln!(c, "}}");
     c
@@ -259,9 +288,16 @@ mod tests {
             path: "/usr/sbin/nginx".into(),
             module: None,
         };
-        let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), 1, 20000);
+        let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), NginxListen::Tcp, 1, 20000);
         assert!(
             c.contains("listen 127.0.0.1:1000 backlog=4096;") && c.contains("worker_processes 1;")
         );
+        let udp = NginxListen::Udp {
+            responses: Some(1),
+            timeout: "10s",
+        };
+        let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), udp, 1, 20000);
+        assert!(c.contains("listen 127.0.0.1:1000 udp;") && c.contains("proxy_responses 1;"));
+        assert!(c.contains("proxy_timeout 10s;") && !c.contains("backlog"));
     }
 }

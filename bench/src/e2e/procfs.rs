@@ -154,6 +154,37 @@ pub fn established_on_port(port: u16) -> usize {
         .sum()
 }
 
+/// The `/proc/net/udp{,6}` lines of sockets bound to local port `port`, split in fields.
+fn udp_sockets_on_port(port: u16) -> Vec<Vec<String>> {
+    let want = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .flat_map(|p| {
+            let text = fs::read_to_string(p).unwrap_or_default();
+            text.lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+                .filter(|f| f.get(1).is_some_and(|a| a.ends_with(&want)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// UDP sockets (IPv4 and IPv6) bound to local port `port` (a UDP proxy is ready once its
+/// listener socket shows up here).
+pub fn udp_bound_on_port(port: u16) -> usize {
+    udp_sockets_on_port(port).len()
+}
+
+/// Datagrams the kernel dropped on the UDP sockets bound to local port `port` (the last field
+/// of `/proc/net/udp`: a full receive buffer, mostly), summed over them (SO_REUSEPORT).
+pub fn udp_drops_on_port(port: u16) -> u64 {
+    udp_sockets_on_port(port)
+        .iter()
+        .filter_map(|f| f.last()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn count_established(path: &Path, port: u16) -> usize {
     let Ok(s) = fs::read_to_string(path) else {
         return 0;
@@ -184,6 +215,10 @@ mod tests {
         assert_eq!(process_tree(me)[0], me);
         let s = snapshot(&[me]);
         assert!(s.voluntary_cs + s.involuntary_cs > 0);
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        let port = u.local_addr().expect("its address").port();
+        assert_eq!(udp_bound_on_port(port), 1);
+        assert_eq!(udp_drops_on_port(port), 0);
     }
 
     #[test]

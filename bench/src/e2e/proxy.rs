@@ -1,7 +1,7 @@
 //! The rows (proxy configurations) and starting, checking and stopping one proxy instance.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use rustix::process::Signal;
 use super::child::{self, Guard, Output, Spec, StopFlag};
 use super::error::{BenchError, Result};
 use super::opts::CpuList;
-use super::peers::{self, Peers};
+use super::peers::{self, NginxListen, Peers};
+use super::procfs;
+use super::workload::{self, Workload};
 
 /// What sits between the load generator and the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -181,13 +183,42 @@ impl Row {
         }
     }
 
-    /// Starts this row's proxy in front of `backend` (`None` for `direct`); `tag` names its
-    /// log files. Errors carry the proxy's own explanation when it exited at start.
-    pub fn start(&self, ctx: &Ctx<'_>, backend: SocketAddr, tag: &str) -> Result<Option<Proxy>> {
+    /// Why this row does not run `workload`, if it does not: HAProxy has no UDP proxying,
+    /// and for UDP the forwarding mode (and the extra rows' TCP settings) do not apply, so
+    /// ringlb runs UDP once per engine, on its `copy` row.
+    pub fn skip_reason(&self, workload: Workload) -> Option<String> {
+        if !workload.is_udp() {
+            return None;
+        }
+        match self.kind {
+            RowKind::Haproxy { .. } => Some("HAProxy has no UDP proxying".into()),
+            RowKind::Ringlb {
+                engine,
+                mode,
+                flags,
+            } if mode != "copy" || !flags.is_empty() => Some(format!(
+                "the forwarding mode and TCP settings do not apply to UDP; the {engine} engine's \
+                 UDP figures are on its copy row"
+            )),
+            _ => None,
+        }
+    }
+
+    /// Starts this row's proxy for `workload` in front of `backend` (`None` for `direct`);
+    /// `tag` names its log files. Errors carry the proxy's own explanation when it exited at
+    /// start.
+    pub fn start(
+        &self,
+        ctx: &Ctx<'_>,
+        backend: SocketAddr,
+        workload: Workload,
+        tag: &str,
+    ) -> Result<Option<Proxy>> {
         if self.kind == RowKind::Direct {
             return Ok(None);
         }
-        let listen = free_port()?;
+        let udp = workload.is_udp();
+        let listen = if udp { free_udp_port()? } else { free_port()? };
         let workers = ctx.cpus.0.len();
         let stderr = ctx.logs.join(format!("{}-{tag}.stderr", self.name));
         let (program, args, uring): (PathBuf, Vec<String>, bool) = match self.kind {
@@ -205,8 +236,6 @@ impl Row {
                     &backend.to_string(),
                     "--engine",
                     engine,
-                    "--mode",
-                    mode,
                     "--workers",
                     &workers.to_string(),
                     "--cpus",
@@ -214,7 +243,22 @@ impl Row {
                     "--shutdown-grace",
                     "1s",
                 ];
-                let args = args.iter().chain(flags).map(|s| s.to_string()).collect();
+                let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+                if udp {
+                    // `--mode` and the TCP flags are errors on a UDP listener.
+                    args.extend(
+                        ["--protocol", "udp", "--udp-idle-timeout"]
+                            .map(String::from)
+                            .into_iter()
+                            .chain([workload::UDP_IDLE_TIMEOUT.to_string()]),
+                    );
+                    if let Some(n) = workload.udp_responses() {
+                        args.extend(["--udp-responses".to_string(), n.to_string()]);
+                    }
+                } else {
+                    args.extend(["--mode".to_string(), mode.to_string()]);
+                    args.extend(flags.iter().map(|s| s.to_string()));
+                }
                 (ctx.ringlb.to_path_buf(), args, engine == "uring")
             }
             RowKind::Haproxy { splice } => {
@@ -230,8 +274,22 @@ impl Row {
             RowKind::Nginx => {
                 let nginx = ctx.peers.nginx.clone().map_err(BenchError::Setup)?;
                 let cfg = ctx.tmp.join("nginx.conf");
-                let conf =
-                    peers::nginx_config(&nginx, ctx.tmp, (listen, backend), workers, ctx.fd_limit);
+                let proto = if udp {
+                    NginxListen::Udp {
+                        responses: workload.udp_responses(),
+                        timeout: workload::UDP_IDLE_TIMEOUT,
+                    }
+                } else {
+                    NginxListen::Tcp
+                };
+                let conf = peers::nginx_config(
+                    &nginx,
+                    ctx.tmp,
+                    (listen, backend),
+                    proto,
+                    workers,
+                    ctx.fd_limit,
+                );
                 write(&cfg, &conf)?;
                 let errlog = ctx.tmp.join("nginx-error.log").display().to_string();
                 let args = [
@@ -257,7 +315,7 @@ impl Row {
             stderr: Output::File(stderr.clone()),
             env: vec![("RINGLB_LOG", "info"), ("NO_COLOR", "1")],
         })?;
-        wait_ready(&mut guard, listen, &stderr, ctx.stop)?;
+        wait_ready(&mut guard, listen, udp, &stderr, ctx.stop)?;
         // Let every worker (thread or process) come up and start accepting.
         ctx.stop.sleep(Duration::from_millis(100))?;
         let pids = guard.adopt_descendants();
@@ -296,8 +354,31 @@ pub fn free_port() -> Result<SocketAddr> {
         .map_err(super::error::io_err("finding a free port"))
 }
 
-/// Waits until `listen` accepts connections; fails if the child exits first or 10 s pass.
-fn wait_ready(guard: &mut Guard, listen: SocketAddr, stderr: &Path, stop: &StopFlag) -> Result<()> {
+/// A loopback address with a UDP port that was free a moment ago.
+pub fn free_udp_port() -> Result<SocketAddr> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(super::error::io_err("finding a free port"))?;
+    s.local_addr()
+        .map_err(super::error::io_err("finding a free port"))
+}
+
+/// Whether the proxy listens on `listen`: TCP accepts a connection; UDP has a socket bound to
+/// the port (a probe datagram would reach the backend and spoil its counts).
+fn listening(listen: SocketAddr, udp: bool) -> bool {
+    if udp {
+        procfs::udp_bound_on_port(listen.port()) > 0
+    } else {
+        TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+    }
+}
+
+/// Waits until the proxy listens on `listen`; fails if the child exits first or 10 s pass.
+fn wait_ready(
+    guard: &mut Guard,
+    listen: SocketAddr,
+    udp: bool,
+    stderr: &Path,
+    stop: &StopFlag,
+) -> Result<()> {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
         stop.check()?;
@@ -308,7 +389,7 @@ fn wait_ready(guard: &mut Guard, listen: SocketAddr, stderr: &Path, stop: &StopF
                 tail(stderr, 5)
             )));
         }
-        if TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+        if listening(listen, udp) {
             return Ok(());
         }
         if Instant::now() >= end {
@@ -384,5 +465,24 @@ mod tests {
             assert!(ROWS.iter().skip(i + 1).all(|b| b.name != a.name));
         }
         assert!(ROWS.iter().any(|r| r.name == URING_SPLICE));
+    }
+
+    #[test]
+    fn udp_runs_once_per_engine() {
+        let udp = Workload::UdpRr(64);
+        let ran: Vec<&str> = ROWS
+            .iter()
+            .chain(EXTRA_ROWS.iter())
+            .filter(|r| r.skip_reason(udp).is_none())
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            ran,
+            ["direct", "uring-copy", "epoll-copy", "blocking", "nginx"]
+        );
+        assert!(
+            ROWS.iter()
+                .all(|r| r.skip_reason(Workload::Rr(64)).is_none())
+        );
     }
 }

@@ -44,6 +44,8 @@ const HAPROXY_STREAM: &str = "haproxy-splice";
 const HAPROXY_RR: &str = "haproxy";
 /// The epoll row uring is compared with.
 const EPOLL: &str = "epoll-copy";
+/// The row UDP figures are compared with (HAProxy has no UDP).
+const NGINX: &str = "nginx";
 
 type Get = fn(&Figures) -> Option<f64>;
 
@@ -56,10 +58,14 @@ impl Results {
         get(self.row(row)?.figures(workload)?)
     }
 
-    /// A cell: the figure, "FAIL" if the workload failed, "n/a" if absent.
+    /// A cell: the figure, "FAIL" if the workload failed, "skip" if the row does not run it,
+    /// "n/a" if absent.
     fn cell(&self, row: &RowResult, workload: &str, get: Get) -> String {
         if row.failure(workload).is_some() {
             return "FAIL".into();
+        }
+        if row.skipped(workload).is_some() {
+            return "skip".into();
         }
         row.figures(workload)
             .and_then(get)
@@ -78,6 +84,31 @@ impl Results {
 
     fn ran(&self) -> impl Iterator<Item = &RowResult> {
         self.rows.iter().filter(|r| r.skipped.is_none())
+    }
+
+    /// Rows that ran (or tried to run) at least one UDP workload.
+    fn ran_udp(&self) -> impl Iterator<Item = &RowResult> {
+        self.ran().filter(|r| {
+            r.workloads
+                .iter()
+                .any(|w| w.workload.is_udp() && w.skipped.is_none())
+        })
+    }
+
+    /// Whether any row ran a workload that `pick` selects.
+    fn has(&self, pick: fn(&WorkloadResult) -> bool) -> bool {
+        self.rows
+            .iter()
+            .flat_map(|r| &r.workloads)
+            .any(|w| w.skipped.is_none() && pick(w))
+    }
+
+    /// Whether a workload named `name` ran on some row.
+    fn has_named(&self, name: &str) -> bool {
+        self.rows
+            .iter()
+            .flat_map(|r| &r.workloads)
+            .any(|w| w.skipped.is_none() && w.name == name)
     }
 
     /// The whole report as markdown.
@@ -102,12 +133,40 @@ impl Results {
             self.loadavg_after,
             self.elapsed_secs
         );
-        let _ = writeln!(
-            s,
-            "Idle workload: {} connections (open-files limit {}). Streams upload into a sink; rr \
-             and connect use 64-byte messages against an echo backend.\n",
-            p.idle_connections, p.fd_limit
-        );
+        let tcp = self.has(|w| !w.workload.is_udp());
+        let udp = self.has(|w| w.workload.is_udp());
+        if tcp {
+            let _ = writeln!(
+                s,
+                "Idle workload: {} connections (open-files limit {}). Streams upload into a sink; \
+                 rr and connect use 64-byte messages against an echo backend.\n",
+                p.idle_connections, p.fd_limit
+            );
+        }
+        if udp {
+            let _ = writeln!(
+                s,
+                "UDP: udp-rr flows (one socket and 127.4.x source address each) send a 64-byte \
+                 datagram and wait for its exact echo from a UDP echo backend (200 ms without it: \
+                 lost, sent again); the proxies end a flow after its one answer (ringlb \
+                 `--udp-responses 1`, nginx `proxy_responses 1`) and after {idle} idle \
+                 (`--udp-idle-timeout`, `proxy_timeout`). udp-stream: {socks} sockets send \
+                 {size}-byte datagrams as fast as loadgen can into a UDP sink; flows last until \
+                 idle; loss is what the sink never counted. ringlb runs UDP once per engine, on \
+                 its copy rows (the forwarding mode does not apply); HAProxy has no UDP. A run \
+                 FAILs if the backend's counts disagree with loadgen's (a datagram missing that \
+                 loadgen did not count lost, one too many, a wrong size, a corrupted echo), or \
+                 (udp-rr) more than {max}% of requests were lost. Lost %: requests unanswered \
+                 within 200 ms (rr), datagrams the sink never counted (stream); listener drops \
+                 %: datagrams the kernel dropped at the proxy's listener socket (the backend's \
+                 for direct) because its receive buffer was full (`/proc/net/udp`). The UDP \
+                 backend asks for 4 MiB receive buffers; the proxies keep their defaults.\n",
+                idle = super::workload::UDP_IDLE_TIMEOUT,
+                socks = super::workload::UDP_STREAM_SOCKETS,
+                size = super::workload::UDP_STREAM_SIZE,
+                max = super::figures::UDP_RR_MAX_LOSS * 100.0,
+            );
+        }
         let _ = writeln!(
             s,
             "CPU: the proxy's utime+stime (all threads and processes). Syscalls: `perf stat -e \
@@ -119,13 +178,118 @@ impl Results {
                 .as_ref()
                 .map_or(String::new(), |w| format!(" (n/a here: {w})"))
         );
-        self.stream_table(&mut s);
-        self.rr_table(&mut s);
-        self.conn_table(&mut s);
+        if tcp {
+            self.stream_table(&mut s);
+            self.rr_table(&mut s);
+            self.conn_table(&mut s);
+        }
+        if udp {
+            self.udp_rr_table(&mut s);
+            self.udp_stream_table(&mut s);
+        }
         self.iowq_section(&mut s);
-        self.targets(&mut s);
+        if tcp {
+            self.targets(&mut s);
+        }
+        self.skipped_section(&mut s);
         self.problems(&mut s);
         s
+    }
+
+    fn udp_rr_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## UDP request/response (64-byte datagrams against a UDP echo)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| row | 64 flows req/s | p50 µs | p99 µs | ×direct | ×nginx | lost % \
+             | listener drops % | CPU s/M req | syscalls/req | 1,024 flows req/s | p50 µs \
+             | p99 µs | ×direct | ×nginx | lost % | listener drops % | CPU s/M req \
+             | syscalls/req |"
+        );
+        let _ = writeln!(s, "|{}", "---|".repeat(19));
+        let rps: Get = |f| f.rps;
+        for r in self.ran_udp() {
+            let mut line = format!("| {} |", r.row.name);
+            for w in ["udp-rr-64", "udp-rr-1024"] {
+                let cells = [
+                    self.cell(r, w, rps),
+                    self.cell(r, w, |f| f.p50_us),
+                    self.cell(r, w, |f| f.p99_us),
+                    self.ratio(r, "direct", w, rps),
+                    self.ratio(r, NGINX, w, rps),
+                    self.cell(r, w, |f| f.loss_pct),
+                    self.cell(r, w, |f| f.listener_drop_pct),
+                    self.cell(r, w, |f| f.cpu_per_mreq),
+                    self.cell(r, w, |f| f.syscalls_per_req),
+                ];
+                for c in cells {
+                    let _ = write!(line, " {c} |");
+                }
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        s.push('\n');
+    }
+
+    fn udp_stream_table(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "## UDP stream ({}-byte datagrams, {} sockets, into a UDP sink)\n",
+            super::workload::UDP_STREAM_SIZE,
+            super::workload::UDP_STREAM_SOCKETS
+        );
+        let _ = writeln!(
+            s,
+            "| row | sent datagrams/s | received datagrams/s | received Gbit/s | loss % \
+             | listener drops % | ×direct | ×nginx | CPU s/M datagrams | syscalls/datagram \
+             | vol. cs/datagram | threads |"
+        );
+        let _ = writeln!(s, "|{}", "---|".repeat(12));
+        let w = "udp-stream";
+        let recv: Get = |f| f.pps_recv;
+        for r in self.ran_udp() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.row.name,
+                self.cell(r, w, |f| f.pps_sent),
+                self.cell(r, w, recv),
+                self.cell(r, w, |f| f.gbps_recv),
+                self.cell(r, w, |f| f.loss_pct),
+                self.cell(r, w, |f| f.listener_drop_pct),
+                self.ratio(r, "direct", w, recv),
+                self.ratio(r, NGINX, w, recv),
+                self.cell(r, w, |f| f.cpu_per_mpkt),
+                self.cell(r, w, |f| f.syscalls_per_pkt),
+                self.cell(r, w, |f| f.vol_cs_per_req),
+                self.cell(r, w, |f| f.threads),
+            );
+        }
+        s.push('\n');
+    }
+
+    /// Rows that did not run some workloads, and why (one line per row and reason).
+    fn skipped_section(&self, s: &mut String) {
+        let mut lines = Vec::new();
+        for r in &self.rows {
+            let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+            for w in &r.workloads {
+                if let Some(why) = &w.skipped {
+                    match by_reason.iter_mut().find(|(y, _)| y == why) {
+                        Some((_, names)) => names.push(&w.name),
+                        None => by_reason.push((why, vec![&w.name])),
+                    }
+                }
+            }
+            for (why, names) in by_reason {
+                lines.push(format!("- `{}` {}: {why}", r.row.name, names.join(", ")));
+            }
+        }
+        if !lines.is_empty() {
+            let _ = writeln!(s, "## Skipped\n\n{}\n", lines.join("\n"));
+        }
     }
 
     fn stream_table(&self, s: &mut String) {
@@ -440,11 +604,49 @@ impl Results {
                 |f| f.rss_per_idle_conn,
             ),
         ];
+        let udp: [(&str, &str, &str, &str, bool, Get); 4] = [
+            (
+                "udp-rr-64-rps",
+                "udp-rr-64",
+                "UDP rr, 64 flows",
+                "requests/s",
+                false,
+                |f| f.rps,
+            ),
+            (
+                "udp-rr-1024-rps",
+                "udp-rr-1024",
+                "UDP rr, 1,024 flows",
+                "requests/s",
+                false,
+                |f| f.rps,
+            ),
+            (
+                "udp-rr-64-cpu",
+                "udp-rr-64",
+                "Proxy CPU per million UDP requests, 64 flows",
+                "CPU s per million requests",
+                true,
+                |f| f.cpu_per_mreq,
+            ),
+            (
+                "udp-stream-received",
+                "udp-stream",
+                "UDP stream, received by the sink",
+                "Gbit/s",
+                false,
+                |f| f.gbps_recv,
+            ),
+        ];
+        // UDP charts only when UDP ran (they are opt-in); the TCP set as always.
+        let udp = udp.into_iter().filter(|spec| self.has_named(spec.1));
         specs
-            .iter()
+            .into_iter()
+            .chain(udp)
             .map(|(file, w, title, unit, lower, get)| {
                 let bars: Vec<Bar> = self
                     .ran()
+                    .filter(|r| r.skipped(w).is_none())
                     .map(|r| Bar {
                         label: r.row.name.to_string(),
                         value: r.figures(w).and_then(get),
@@ -453,7 +655,7 @@ impl Results {
                     .collect();
                 (
                     format!("{file}.svg"),
-                    svg::bar_chart(title, unit, *lower, &bars),
+                    svg::bar_chart(title, unit, lower, &bars),
                 )
             })
             .collect()

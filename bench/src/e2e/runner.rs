@@ -27,6 +27,8 @@ pub struct WorkloadResult {
     pub eagain: Option<(u64, u64)>,
     /// Why the workload failed (did not forward, crashed, hung), if it did.
     pub failure: Option<String>,
+    /// Why this row does not run the workload (HAProxy and UDP, say), if it does not.
+    pub skipped: Option<String>,
     /// The medians.
     pub figures: Figures,
 }
@@ -47,8 +49,16 @@ impl RowResult {
     pub fn figures(&self, name: &str) -> Option<&Figures> {
         self.workloads
             .iter()
-            .find(|w| w.name == name && w.failure.is_none())
+            .find(|w| w.name == name && w.failure.is_none() && w.skipped.is_none())
             .map(|w| &w.figures)
+    }
+
+    /// Why workload `name` was skipped on this row, if it was.
+    pub fn skipped(&self, name: &str) -> Option<&str> {
+        self.workloads
+            .iter()
+            .find(|w| w.name == name)
+            .and_then(|w| w.skipped.as_deref())
     }
 
     /// The failure of workload `name`, if it failed.
@@ -87,6 +97,14 @@ impl Runner<'_> {
         let mut results: Vec<WorkloadResult> = Vec::new();
         let mut start_failure: Option<String> = None;
         for &w in workloads {
+            if let Some(why) = row.skip_reason(w) {
+                eprintln!("{label} {} skipped: {why}", w.name());
+                let mut r = failed(w, String::new());
+                r.failure = None;
+                r.skipped = Some(why);
+                results.push(r);
+                continue;
+            }
             let t0 = Instant::now();
             let r = match &start_failure {
                 // The proxy would not start: do not retry it for every workload.
@@ -160,6 +178,9 @@ impl Runner<'_> {
         if let (None, Some(b)) = (&failure, &backend) {
             failure = figures::verify(workload, &records, b).err();
         }
+        if let (None, true) = (&failure, workload.is_udp()) {
+            failure = figures::verify_udp(workload, &records).err();
+        }
         if let (None, Some(b), Workload::Idle) = (&failure, &backend, workload) {
             warn_partial_idle(&records, self.env.plan.idle_connections, b, label);
         }
@@ -171,6 +192,7 @@ impl Runner<'_> {
             backend,
             eagain,
             failure,
+            skipped: None,
             figures,
         })
     }
@@ -191,18 +213,20 @@ impl Runner<'_> {
         let mut proxy: Option<Proxy> = None;
         let t = Instant::now();
         if !workload.fresh_proxy_per_run() {
-            proxy = row.start(&self.ctx, backend.addr, &name)?;
+            proxy = row.start(&self.ctx, backend.addr, workload, &name)?;
         }
         debug(label, "proxy started", t);
         for i in 0..runs {
             self.stop().check()?;
             let tag = format!("{}-{name}-{}", row.name, i + 1);
             if workload.fresh_proxy_per_run() {
-                proxy = row.start(&self.ctx, backend.addr, &format!("{name}-{}", i + 1))?;
+                let tag = format!("{name}-{}", i + 1);
+                proxy = row.start(&self.ctx, backend.addr, workload, &tag)?;
             }
             let target = proxy.as_ref().map_or(backend.addr, |p| p.listen);
             let t = Instant::now();
-            let rec = measure::run_once(&self.env, workload, target, proxy.as_ref(), &tag)?;
+            let rec =
+                measure::run_once(&self.env, workload, (target, backend), proxy.as_ref(), &tag)?;
             debug(label, "run done", t);
             eprintln!(
                 "{label} {name} run {}/{runs}: {}",
@@ -273,6 +297,7 @@ fn failed(workload: Workload, why: String) -> WorkloadResult {
         backend: None,
         eagain: None,
         failure: Some(why),
+        skipped: None,
         figures: Figures::default(),
     }
 }
@@ -310,6 +335,23 @@ fn describe(workload: Workload, r: &RunRecord) -> String {
         Workload::Stream(_) => format!("{:.2} Gbit/s{cpu}", l.gbit_per_sec),
         Workload::Rr(_) => format!("{:.0} req/s, p99 {p99:.0} us{cpu}", l.requests_per_sec),
         Workload::Connect => format!("{:.0} conn/s, p99 {p99:.0} us{cpu}", l.connections_per_sec),
+        Workload::UdpRr(_) => format!(
+            "{:.0} req/s, p99 {p99:.0} us, lost {} (listener drops {}){cpu}",
+            l.requests_per_sec,
+            l.lost,
+            r.listener_drops.unwrap_or(0)
+        ),
+        Workload::UdpStream(_) => {
+            let got = r.backend.map_or(0, |b| b.datagrams_in);
+            let loss = 100.0 * (1.0 - got as f64 / l.datagrams_sent.max(1) as f64);
+            format!(
+                "{:.0} datagrams/s sent, {:.0}/s received ({loss:.1}% lost, listener drops \
+                 {}){cpu}",
+                l.datagrams_per_sec,
+                got as f64 / l.elapsed_secs.max(1e-9),
+                r.listener_drops.unwrap_or(0)
+            )
+        }
         Workload::Idle => {
             let rss = r.proxy.as_ref().map_or(String::new(), |c| {
                 format!(", proxy RSS {} -> {} KiB", c.before.rss_kib, c.peak_rss_kib)

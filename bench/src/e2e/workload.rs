@@ -11,6 +11,17 @@ const CONNECT_SOURCES: &str = "127.1.0.0/16";
 const IDLE_SOURCES: &str = "127.2.0.0/16";
 /// Concurrent connect slots of the connection-rate workload.
 const CONNECT_SLOTS: u32 = 32;
+/// Source addresses of the UDP flows (one address per flow for up to 65,534 flows).
+const UDP_SOURCES: &str = "127.4.0.0/16";
+/// Sockets of the UDP stream workload.
+pub const UDP_STREAM_SOCKETS: u32 = 4;
+/// Datagram size of the UDP stream workload (fills a 1,500-byte MTU).
+pub const UDP_STREAM_SIZE: u64 = 1_472;
+/// Datagram size of the UDP request/response workloads.
+pub const UDP_RR_SIZE: u64 = 64;
+/// How long a UDP flow may stay silent in the proxies (ringlb `--udp-idle-timeout`, nginx
+/// `proxy_timeout`): longer than a run, so that no flow ends mid-run.
+pub const UDP_IDLE_TIMEOUT: &str = "10s";
 
 /// One kind of load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -23,6 +34,11 @@ pub enum Workload {
     Connect,
     /// Many idle connections (memory per connection).
     Idle,
+    /// 64-byte UDP request/response over `n` flows (sockets) against a UDP echo; the proxies
+    /// end a flow after its one answer (`udp_responses` / `proxy_responses` 1, as for DNS).
+    UdpRr(u32),
+    /// 1,472-byte UDP datagrams from `n` sockets, as fast as loadgen can send, into a UDP sink.
+    UdpStream(u32),
 }
 
 /// The backend a workload needs.
@@ -32,6 +48,10 @@ pub enum BackendKind {
     Sink,
     /// Echoes input.
     Echo,
+    /// Counts datagrams.
+    UdpSink,
+    /// Echoes datagrams.
+    UdpEcho,
 }
 
 impl BackendKind {
@@ -40,6 +60,8 @@ impl BackendKind {
         match self {
             BackendKind::Sink => "sink",
             BackendKind::Echo => "echo",
+            BackendKind::UdpSink => "udp-sink",
+            BackendKind::UdpEcho => "udp-echo",
         }
     }
 }
@@ -54,6 +76,14 @@ pub const WORKLOADS: [Workload; 6] = [
     Workload::Idle,
 ];
 
+/// The UDP workloads, in table order: run only when named with `--workloads` (they need a
+/// ringlb with UDP listeners, and add about 3 minutes to a full run).
+pub const UDP_WORKLOADS: [Workload; 3] = [
+    Workload::UdpRr(64),
+    Workload::UdpRr(1024),
+    Workload::UdpStream(UDP_STREAM_SOCKETS),
+];
+
 impl Workload {
     /// Its name in tables, JSON and `--workloads`.
     pub fn name(&self) -> String {
@@ -62,6 +92,22 @@ impl Workload {
             Workload::Rr(n) => format!("rr-{n}"),
             Workload::Connect => "connect".into(),
             Workload::Idle => "idle".into(),
+            Workload::UdpRr(n) => format!("udp-rr-{n}"),
+            Workload::UdpStream(_) => "udp-stream".into(),
+        }
+    }
+
+    /// Whether it runs over UDP.
+    pub fn is_udp(&self) -> bool {
+        matches!(self, Workload::UdpRr(_) | Workload::UdpStream(_))
+    }
+
+    /// How many datagrams the proxy's UDP flows may answer before they end (`None`: no
+    /// limit, the flow lasts until it is idle for [`UDP_IDLE_TIMEOUT`]); `None` for TCP too.
+    pub fn udp_responses(&self) -> Option<u32> {
+        match self {
+            Workload::UdpRr(_) => Some(1),
+            _ => None,
         }
     }
 
@@ -69,6 +115,8 @@ impl Workload {
     pub fn backend(&self) -> BackendKind {
         match self {
             Workload::Stream(_) => BackendKind::Sink,
+            Workload::UdpStream(_) => BackendKind::UdpSink,
+            Workload::UdpRr(_) => BackendKind::UdpEcho,
             _ => BackendKind::Echo,
         }
     }
@@ -127,6 +175,20 @@ impl Workload {
                 push("--seconds", secs(plan.idle_open_limit));
                 push("--hold", secs(plan.idle_hold));
             }
+            Workload::UdpRr(n) => {
+                push("--mode", "udp-rr".into());
+                push("--size", UDP_RR_SIZE.to_string());
+                push("--connections", n.to_string());
+                push("--sources", UDP_SOURCES.into());
+                push("--seconds", secs(plan.run));
+            }
+            Workload::UdpStream(n) => {
+                push("--mode", "udp-stream".into());
+                push("--size", UDP_STREAM_SIZE.to_string());
+                push("--connections", n.to_string());
+                push("--sources", UDP_SOURCES.into());
+                push("--seconds", secs(plan.run));
+            }
         }
         push("--threads", threads.max(1).to_string());
         a.push("--json".into());
@@ -150,12 +212,15 @@ mod tests {
         let o = Options::parse_from(["e2e", "--quick"]);
         let plan = Plan::from_options(&o).unwrap_or_else(|e| panic!("{e}"));
         let t: SocketAddr = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
-        for w in WORKLOADS {
+        for w in WORKLOADS.into_iter().chain(UDP_WORKLOADS) {
             let a = w.loadgen_args(t, &plan, 1);
             assert!(a.iter().any(|s| s == "--seconds"), "{}", w.name());
             assert!(a.iter().any(|s| s == "--json"));
         }
         assert_eq!(Workload::Rr(64).name(), "rr-64");
         assert_eq!(many_streams(1000).backend(), BackendKind::Sink);
+        assert_eq!(Workload::UdpRr(1024).name(), "udp-rr-1024");
+        assert!(UDP_WORKLOADS.iter().all(Workload::is_udp));
+        assert!(!WORKLOADS.iter().any(Workload::is_udp));
     }
 }

@@ -1,10 +1,13 @@
-//! Test backends: echo, sink, source, HTTP and hello servers on loopback.
+//! Test backends: echo, sink, source, HTTP and hello servers on loopback, and UDP echo and
+//! sink servers.
 //!
-//! Each backend runs an edge-triggered epoll loop (via mio) on a small number of threads so
-//! that it is not the bottleneck when benchmarking the balancer with ~1,000 connections.
+//! Each TCP backend runs an edge-triggered epoll loop (via mio) on a small number of threads so
+//! that it is not the bottleneck when benchmarking the balancer with ~1,000 connections. The UDP
+//! backends run one `SO_REUSEPORT` socket per thread (see `udp.rs`).
 
 mod conn;
 mod http;
+mod udp;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -45,6 +48,10 @@ pub enum BackendKind {
     /// Writes `name\n` on accept, then behaves like [`BackendKind::Echo`], so tests can tell
     /// which backend served a connection.
     Hello(String),
+    /// UDP: sends every datagram back to its sender, byte for byte.
+    UdpEcho,
+    /// UDP: counts datagrams and bytes, answers nothing.
+    UdpSink,
 }
 
 impl BackendKind {
@@ -53,6 +60,11 @@ impl BackendKind {
         Self::Http {
             body_size: DEFAULT_HTTP_BODY_SIZE,
         }
+    }
+
+    /// Whether it serves UDP (datagrams) rather than TCP (connections).
+    pub fn is_udp(&self) -> bool {
+        matches!(self, Self::UdpEcho | Self::UdpSink)
     }
 }
 
@@ -87,7 +99,7 @@ impl BackendConfig {
 /// A snapshot of a backend's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct BackendStats {
-    /// Connections accepted since start.
+    /// Connections accepted since start (UDP: distinct sender addresses and ports).
     pub connections: u64,
     /// HTTP requests answered (HTTP backend only; 0 for the others).
     pub requests: u64,
@@ -97,6 +109,10 @@ pub struct BackendStats {
     pub bytes_out: u64,
     /// Connections open right now.
     pub active: u64,
+    /// Datagrams received (UDP backends only; 0 for the others).
+    pub datagrams_in: u64,
+    /// Datagrams sent (UDP echo only).
+    pub datagrams_out: u64,
 }
 
 /// Counters shared between the handle and the event loops.
@@ -107,6 +123,8 @@ pub(crate) struct Shared {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     active: AtomicU64,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
     stop: AtomicBool,
     /// Connections per peer IP; touched once per accept, so a mutex is cheap enough.
     peers: Mutex<BTreeMap<IpAddr, u64>>,
@@ -124,6 +142,8 @@ impl Shared {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             active: self.active.load(Ordering::Relaxed),
+            datagrams_in: self.datagrams_in.load(Ordering::Relaxed),
+            datagrams_out: self.datagrams_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -196,6 +216,9 @@ pub fn spawn_with(config: BackendConfig) -> io::Result<BackendHandle> {
             format!("backend address {} is not loopback", config.addr),
         ));
     }
+    if config.kind.is_udp() {
+        return spawn_udp(config);
+    }
     let socket = Socket::new(
         Domain::for_address(config.addr),
         Type::STREAM,
@@ -226,6 +249,29 @@ pub fn spawn_with(config: BackendConfig) -> io::Result<BackendHandle> {
             .name(format!("backend-{}-{i}", local_addr.port()))
             .spawn(move || w.run())?;
         handle.wakers.push(waker);
+        handle.threads.push(t);
+    }
+    Ok(handle)
+}
+
+/// Starts a UDP backend: one thread per `SO_REUSEPORT` socket.
+fn spawn_udp(config: BackendConfig) -> io::Result<BackendHandle> {
+    let echo = config.kind == BackendKind::UdpEcho;
+    let socks = udp::bind(config.addr, config.threads)?;
+    let local_addr = socks[0].local_addr()?;
+    let shared = Arc::new(Shared::default());
+    let mut handle = BackendHandle {
+        local_addr,
+        kind: config.kind,
+        shared: Arc::clone(&shared),
+        wakers: Vec::new(),
+        threads: Vec::new(),
+    };
+    for (i, sock) in socks.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let t = std::thread::Builder::new()
+            .name(format!("backend-udp-{}-{i}", local_addr.port()))
+            .spawn(move || udp::run(sock, echo, shared))?;
         handle.threads.push(t);
     }
     Ok(handle)

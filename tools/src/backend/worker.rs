@@ -35,9 +35,10 @@ pub(super) enum Protocol {
 impl Protocol {
     pub(super) fn new(kind: &BackendKind, name: Option<&str>) -> Self {
         match kind {
-            BackendKind::Echo => Self::Echo,
+            // The UDP kinds never reach a TCP worker; map them to their TCP cousins.
+            BackendKind::Echo | BackendKind::UdpEcho => Self::Echo,
             BackendKind::Hello(n) => Self::Hello(format!("{n}\n").into_bytes()),
-            BackendKind::Sink => Self::Sink,
+            BackendKind::Sink | BackendKind::UdpSink => Self::Sink,
             BackendKind::Source { bytes } => Self::Source { bytes: *bytes },
             BackendKind::Http { body_size } => Self::Http(Responses::new(*body_size, name)),
         }

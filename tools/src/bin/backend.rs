@@ -3,6 +3,7 @@
 //! Prints the bound address on the first line (so scripts can listen on port 0), and the
 //! final counters as one JSON object when it stops.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,9 +20,14 @@ enum Kind {
     Source,
     Http,
     Hello,
+    UdpEcho,
+    UdpSink,
 }
 
-/// A test backend for ringlb: echo, sink, source, http or hello.
+/// A test backend for ringlb: echo, sink, source, http or hello (TCP); udp-echo or udp-sink.
+///
+/// SIGUSR1 prints the counters so far as one JSON line (the e2e harness reads them around
+/// each run).
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -58,6 +64,8 @@ fn main() -> ExitCode {
             body_size: args.body_size,
         },
         Kind::Hello => BackendKind::Hello(args.name.clone().unwrap_or_else(|| "hello".into())),
+        Kind::UdpEcho => BackendKind::UdpEcho,
+        Kind::UdpSink => BackendKind::UdpSink,
     };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -65,6 +73,11 @@ fn main() -> ExitCode {
             eprintln!("backend: cannot install signal handler: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    let report = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&report)) {
+        eprintln!("backend: cannot install signal handler: {e}");
+        return ExitCode::FAILURE;
     }
     let _ = ringlb_tools::raise_nofile_limit();
     let mut config = BackendConfig::new(kind, args.listen);
@@ -87,12 +100,24 @@ fn main() -> ExitCode {
         }
     };
     while !stop.load(Ordering::SeqCst) && deadline.is_none_or(|d| Instant::now() < d) {
-        std::thread::sleep(Duration::from_millis(50));
+        if report.swap(false, Ordering::SeqCst) {
+            print_stats(&handle);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     handle.stop();
+    print_stats(&handle);
+    ExitCode::SUCCESS
+}
+
+/// Prints the counters as one JSON line (flushed: stdout may be a file).
+fn print_stats(handle: &backend::BackendHandle) {
     match serde_json::to_string(&handle.stats()) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{s}");
+            let _ = out.flush();
+        }
         Err(e) => eprintln!("backend: cannot serialise stats: {e}"),
     }
-    ExitCode::SUCCESS
 }

@@ -1,4 +1,5 @@
-//! `loadgen`: drives stream, rr, connect or idle load at a loopback target.
+//! `loadgen`: drives stream, rr, connect, idle, udp-rr or udp-stream load at a loopback
+//! target.
 //!
 //! With `--json` it prints the report as one JSON object on stdout; otherwise a short summary.
 
@@ -16,6 +17,8 @@ enum ModeArg {
     Rr,
     Connect,
     Idle,
+    UdpRr,
+    UdpStream,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -34,22 +37,22 @@ struct Args {
     /// Loopback address to load.
     #[arg(long)]
     target: SocketAddr,
-    /// Connections (concurrent slots in connect mode).
+    /// Connections (concurrent slots in connect mode; UDP: flows, one socket each).
     #[arg(long, default_value_t = 1)]
     connections: u32,
     /// Time limit in seconds (idle mode: limit of the opening phase).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Request size in bytes (rr, connect).
-    #[arg(long, default_value_t = 64)]
-    size: usize,
+    /// Request or datagram size in bytes [default: 64; udp-stream: 1472].
+    #[arg(long)]
+    size: Option<usize>,
     /// Source addresses, e.g. 127.1.0.1-127.1.0.250 or 127.2.0.0/24.
     #[arg(long)]
     sources: Option<SourceRange>,
     /// Event-loop threads.
     #[arg(long, default_value_t = 1)]
     threads: u32,
-    /// Stop after this many requests (rr, connect).
+    /// Stop after this many requests (rr, connect, udp-rr) or datagrams (udp-stream).
     #[arg(long)]
     max_requests: Option<u64>,
     /// Stream direction.
@@ -64,6 +67,13 @@ struct Args {
     /// Most connects in flight per thread.
     #[arg(long, default_value_t = 256)]
     max_connecting: u32,
+    /// udp-stream: datagrams per second, all sockets together (default: as fast as possible).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// udp-rr: seconds to wait for an answer before counting the request lost and sending
+    /// another.
+    #[arg(long, default_value_t = loadgen::DEFAULT_UDP_TIMEOUT.as_secs_f64())]
+    udp_timeout: f64,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -74,6 +84,7 @@ fn secs(name: &str, v: f64) -> Result<Duration, String> {
 }
 
 fn config(a: &Args) -> Result<LoadConfig, String> {
+    let size = a.size.unwrap_or(64);
     let mode = match a.mode {
         ModeArg::Stream => Mode::Stream {
             direction: match a.direction {
@@ -82,8 +93,16 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
             },
             bytes_per_conn: a.bytes_per_conn,
         },
-        ModeArg::Rr => Mode::Rr { size: a.size },
-        ModeArg::Connect => Mode::Connect { size: a.size },
+        ModeArg::Rr => Mode::Rr { size },
+        ModeArg::Connect => Mode::Connect { size },
+        ModeArg::UdpRr => Mode::UdpRr {
+            size,
+            timeout: secs("udp-timeout", a.udp_timeout)?,
+        },
+        ModeArg::UdpStream => Mode::UdpStream {
+            size: a.size.unwrap_or(loadgen::DEFAULT_UDP_STREAM_SIZE),
+            rate: a.rate,
+        },
         ModeArg::Idle => Mode::Idle {
             hold: secs("hold", a.hold)?,
         },
@@ -123,6 +142,17 @@ fn summary(r: &Report) -> String {
         r.open_peak,
         r.open_at_end
     );
+    if r.mode.starts_with("udp") {
+        s += &format!(
+            "datagrams sent {} ({:.0}/s), received {}, lost {}, late {}, abandoned {}\n",
+            r.datagrams_sent,
+            r.datagrams_per_sec,
+            r.datagrams_received,
+            r.lost,
+            r.late,
+            r.abandoned
+        );
+    }
     if let Some(l) = &r.latency_us {
         s += &format!(
             "latency us: p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.1}\n",

@@ -168,7 +168,10 @@ impl Client {
                 direction: Direction::Download,
                 bytes_per_conn,
             } => self.pump_download(bytes_per_conn, tally, scratch),
-            Mode::Idle { .. } => self.pump_idle(tally, scratch),
+            // UDP modes run in `udp.rs` and never open TCP clients; idling is harmless.
+            Mode::Idle { .. } | Mode::UdpRr { .. } | Mode::UdpStream { .. } => {
+                self.pump_idle(tally, scratch)
+            }
         };
         match res {
             Ok(step) => step,

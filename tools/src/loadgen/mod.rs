@@ -1,11 +1,15 @@
-//! The load generator: N non-blocking connections per thread on an edge-triggered epoll loop.
+//! The load generator: N non-blocking connections per thread on an edge-triggered epoll loop,
+//! or N UDP flows (`udp-rr`, `udp-stream`).
 //!
 //! Every run is bounded: it stops at `duration` (idle mode: after the opening phase plus
-//! `hold`), after `max_requests`, or when every connection has finished, whichever is first.
+//! `hold`; udp-rr: plus at most its timeout to collect the answers still owed), after
+//! `max_requests` (udp-stream: datagrams), or when every connection has finished, whichever is
+//! first.
 
 mod client;
 mod report;
 mod thread;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub use report::{LatencyReport, Report};
+pub use udp::MAX_DATAGRAM;
 
 use crate::source::SourceRange;
 use report::{Header, Tally};
@@ -55,7 +60,30 @@ pub enum Mode {
         /// How long to keep them open once all are established (or the opening phase ends).
         hold: Duration,
     },
+    /// UDP request/response against a UDP echo: each flow (socket) sends a `size`-byte
+    /// datagram (8 bytes of sequence number, then the pattern) and waits for the exact same
+    /// bytes back; after `timeout` without them the request counts as lost and a new one goes.
+    UdpRr {
+        /// Datagram size (8..=65,507).
+        size: usize,
+        /// How long to wait for an answer before counting the request lost.
+        timeout: Duration,
+    },
+    /// UDP datagrams of `size` bytes from every socket, as fast as possible or at `rate`
+    /// datagrams per second in total, into a UDP sink (nothing comes back).
+    UdpStream {
+        /// Datagram size (1..=65,507).
+        size: usize,
+        /// Datagrams per second, all sockets together; `None`: as fast as possible.
+        rate: Option<u64>,
+    },
 }
+
+/// `udp-stream`'s datagram size unless told: the largest that fits a 1,500-byte Ethernet MTU.
+pub const DEFAULT_UDP_STREAM_SIZE: usize = 1_472;
+
+/// `udp-rr`'s answer timeout unless told.
+pub const DEFAULT_UDP_TIMEOUT: Duration = Duration::from_millis(200);
 
 impl Mode {
     fn name(&self) -> &'static str {
@@ -71,12 +99,17 @@ impl Mode {
             Mode::Rr { .. } => "rr",
             Mode::Connect { .. } => "connect",
             Mode::Idle { .. } => "idle",
+            Mode::UdpRr { .. } => "udp-rr",
+            Mode::UdpStream { .. } => "udp-stream",
         }
     }
 
     fn size(&self) -> Option<usize> {
         match self {
-            Mode::Rr { size } | Mode::Connect { size } => Some(*size),
+            Mode::Rr { size }
+            | Mode::Connect { size }
+            | Mode::UdpRr { size, .. }
+            | Mode::UdpStream { size, .. } => Some(*size),
             _ => None,
         }
     }
@@ -173,6 +206,30 @@ fn validate(c: &LoadConfig) -> Result<(), LoadError> {
     if let Mode::Rr { size: 0 } = c.mode {
         return Err(LoadError::Config("rr mode needs size >= 1".into()));
     }
+    match c.mode {
+        Mode::UdpRr { size, timeout } => {
+            if !(udp::SEQ_BYTES..=MAX_DATAGRAM).contains(&size) {
+                return Err(LoadError::Config(format!(
+                    "udp-rr needs size {}..={MAX_DATAGRAM}",
+                    udp::SEQ_BYTES
+                )));
+            }
+            if timeout.is_zero() {
+                return Err(LoadError::Config("udp-rr needs a positive timeout".into()));
+            }
+        }
+        Mode::UdpStream { size, rate } => {
+            if !(1..=MAX_DATAGRAM).contains(&size) {
+                return Err(LoadError::Config(format!(
+                    "udp-stream needs size 1..={MAX_DATAGRAM}"
+                )));
+            }
+            if rate == Some(0) {
+                return Err(LoadError::Config("udp-stream rate must be positive".into()));
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -195,7 +252,11 @@ pub fn run(config: &LoadConfig) -> Result<Report, LoadError> {
         let common = Arc::clone(&common);
         let h = std::thread::Builder::new()
             .name(format!("loadgen-{t}"))
-            .spawn(move || thread::run_thread(&common, t, threads));
+            .spawn(move || match common.config.mode {
+                Mode::UdpRr { .. } => udp::run_rr(&common, t, threads),
+                Mode::UdpStream { .. } => udp::run_stream(&common, t, threads),
+                _ => thread::run_thread(&common, t, threads),
+            });
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {

@@ -24,6 +24,11 @@ pub(crate) struct Tally {
     pub(crate) bytes_received: u64,
     pub(crate) open_peak: u64,
     pub(crate) open_at_end: u64,
+    pub(crate) datagrams_sent: u64,
+    pub(crate) datagrams_received: u64,
+    pub(crate) lost: u64,
+    pub(crate) late: u64,
+    pub(crate) abandoned: u64,
     pub(crate) per_source: BTreeMap<Ipv4Addr, u64>,
     pub(crate) latency: Histogram<u64>,
 }
@@ -42,6 +47,11 @@ impl Tally {
             bytes_received: 0,
             open_peak: 0,
             open_at_end: 0,
+            datagrams_sent: 0,
+            datagrams_received: 0,
+            lost: 0,
+            late: 0,
+            abandoned: 0,
             per_source: BTreeMap::new(),
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
                 .expect("constant histogram bounds are valid (1 < 60e9, 3 sigfigs)"),
@@ -67,6 +77,11 @@ impl Tally {
         self.bytes_received += o.bytes_received;
         self.open_peak += o.open_peak;
         self.open_at_end += o.open_at_end;
+        self.datagrams_sent += o.datagrams_sent;
+        self.datagrams_received += o.datagrams_received;
+        self.lost += o.lost;
+        self.late += o.late;
+        self.abandoned += o.abandoned;
         for (ip, n) in o.per_source {
             *self.per_source.entry(ip).or_default() += n;
         }
@@ -118,7 +133,7 @@ impl LatencyReport {
 /// The result of [`super::run`], serialised as one JSON object by the `loadgen` binary.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
-    /// `stream-upload`, `stream-download`, `rr`, `connect` or `idle`.
+    /// `stream-upload`, `stream-download`, `rr`, `connect`, `idle`, `udp-rr` or `udp-stream`.
     pub mode: &'static str,
     /// Address the load was sent to.
     pub target: SocketAddr,
@@ -161,6 +176,19 @@ pub struct Report {
     pub open_peak: u64,
     /// Connections still established when the run ended (idle mode: after the hold).
     pub open_at_end: u64,
+    /// UDP: datagrams sent (udp-rr: resends included).
+    pub datagrams_sent: u64,
+    /// UDP: datagrams received (udp-rr: late answers included).
+    pub datagrams_received: u64,
+    /// UDP: `datagrams_sent / elapsed_secs`.
+    pub datagrams_per_sec: f64,
+    /// udp-rr: requests with no answer within the timeout (each was sent again).
+    pub lost: u64,
+    /// udp-rr: answers that came after their request was counted lost.
+    pub late: u64,
+    /// udp-rr: requests still unanswered when the run ended (sent before the deadline, no
+    /// answer within the timeout after it, not counted as lost).
+    pub abandoned: u64,
     /// Request latency (rr: send to last echoed byte; connect: connect start to close).
     pub latency_us: Option<LatencyReport>,
     /// Connections opened per source address, when a source range was used.
@@ -204,6 +232,12 @@ impl Report {
             gbit_per_sec: (t.bytes_sent + t.bytes_received) as f64 * 8.0 / secs / 1e9,
             open_peak: t.open_peak,
             open_at_end: t.open_at_end,
+            datagrams_sent: t.datagrams_sent,
+            datagrams_received: t.datagrams_received,
+            datagrams_per_sec: t.datagrams_sent as f64 / secs,
+            lost: t.lost,
+            late: t.late,
+            abandoned: t.abandoned,
             latency_us: LatencyReport::from_histogram(&t.latency),
             per_source: t.per_source,
         }
