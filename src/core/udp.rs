@@ -60,6 +60,19 @@ pub struct FlowCounters {
     pub no_backend: u64,
 }
 
+impl FlowCounters {
+    /// Add `other` (another worker's) to these.
+    pub fn add(&mut self, other: &FlowCounters) {
+        self.opened += other.opened;
+        self.expired += other.expired;
+        self.answered += other.answered;
+        self.evicted += other.evicted;
+        self.refused += other.refused;
+        self.rebalanced += other.rebalanced;
+        self.no_backend += other.no_backend;
+    }
+}
+
 /// What to do with a client's datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Arrival<Io> {

@@ -89,14 +89,7 @@ impl UdpReport {
         for (sum, n) in self.refusals.iter_mut().zip(&other.refusals) {
             *sum += n;
         }
-        let (a, b) = (&mut self.flow, &other.flow);
-        a.opened += b.opened;
-        a.expired += b.expired;
-        a.answered += b.answered;
-        a.evicted += b.evicted;
-        a.refused += b.refused;
-        a.rebalanced += b.rebalanced;
-        a.no_backend += b.no_backend;
+        self.flow.add(&other.flow);
     }
 }
 
