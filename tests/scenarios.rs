@@ -140,6 +140,8 @@ macro_rules! scenarios {
             udp_refused_flows_move_to_another_backend => crate::udp::udp_refused_flows_move_to_another_backend,
             udp_reload_and_counters => crate::udp::udp_reload_and_counters,
             udp_flood_keeps_the_flow_table_bounded => crate::udp::udp_flood_keeps_the_flow_table_bounded,
+            udp_wildcard_listener_answers_from_the_address_written_to => crate::udp::udp_wildcard_listener_answers_from_the_address_written_to,
+            udp_coalesced_datagrams_stay_apart => crate::udp::udp_coalesced_datagrams_stay_apart,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

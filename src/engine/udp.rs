@@ -12,7 +12,15 @@
 //! driven through that one descriptor: an engine waits for it to be readable (io_uring: a
 //! poll request; epoll: registered in the worker's own epoll; blocking: a thread of its own)
 //! and then calls [`UdpRelay::run`], which handles a bounded batch and expires idle flows.
-//! Readiness left over is reported again at the next wait.
+//! Readiness left over is reported again at the next wait. An engine that can read the
+//! listeners' sockets better itself ([`ClientReads::Engine`]: io_uring's multishot
+//! `recvmsg` into a provided-buffer ring) leaves them out of that epoll and hands each
+//! datagram to [`UdpRelay::client_datagram`].
+//!
+//! A listener bound to a wildcard address learns the address each client wrote to
+//! (`IP_PKTINFO`) and answers from it. Listeners ask for `UDP_GRO`: a client's datagrams
+//! may arrive coalesced, and go on to the backend in one `UDP_SEGMENT` send that the kernel
+//! cuts at the same boundaries.
 //!
 //! Every datagram is forwarded whole or dropped and counted; none is cut or merged. The
 //! receive buffer holds the largest datagram UDP can carry, and `MSG_TRUNC` is checked all
@@ -39,7 +47,16 @@ use super::EngineError;
 use crate::core::balance::PoolSnapshot;
 use crate::core::slot::UserData;
 use crate::core::udp::FlowPolicy;
-use crate::sys::mmsg::RecvBatch;
+use crate::sys::mmsg::{Datagram, RecvBatch};
+
+/// Who reads clients' datagrams from the listeners' sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientReads {
+    /// The relay, in [`UdpRelay::run`], with `recvmmsg`.
+    Relay,
+    /// The engine, which hands them to [`UdpRelay::client_datagram`].
+    Engine,
+}
 
 /// One UDP listener as a worker runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +108,7 @@ impl UdpRelay {
         worker: usize,
         plans: &[UdpPlan],
         snapshots: &[Arc<PoolSnapshot>],
+        reads: ClientReads,
     ) -> Result<Self, EngineError> {
         if plans.len() > MAX_UDP_LISTENERS {
             return Err(EngineError::io(
@@ -110,12 +128,14 @@ impl UdpRelay {
             })?;
             let port = Port::bind(worker, index, plan, snapshot)
                 .map_err(|e| EngineError::io(format!("binding UDP {}", plan.bind), e))?;
-            register(
-                &poller,
-                port.socket.as_fd(),
-                UserData::internal_indexed(0, index as u32),
-            )
-            .map_err(|e| EngineError::io("registering a UDP listener", e))?;
+            if reads == ClientReads::Relay {
+                register(
+                    &poller,
+                    port.socket.as_fd(),
+                    UserData::internal_indexed(0, index as u32),
+                )
+                .map_err(|e| EngineError::io("registering a UDP listener", e))?;
+            }
             ports.push(port);
         }
         Ok(UdpRelay {
@@ -136,6 +156,20 @@ impl UdpRelay {
     /// The descriptor to wait on: readable when a socket of the relay is.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.poller.as_fd()
+    }
+
+    /// The listeners' sockets, by UDP listener index, for an engine that reads them
+    /// ([`ClientReads::Engine`]).
+    pub fn listener_fds(&self) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.ports.iter().map(|p| p.socket.as_fd())
+    }
+
+    /// A client's datagram the engine received on listener `listener`'s socket
+    /// ([`ClientReads::Engine`]).
+    pub fn client_datagram(&mut self, now: Instant, listener: usize, datagram: &Datagram<'_>) {
+        if let Some(port) = self.ports.get_mut(listener) {
+            port.receive(now, &self.poller, datagram);
+        }
     }
 
     /// When [`Self::run`] must be called even if nothing becomes readable (a flow expires).

@@ -5,6 +5,7 @@
 //! call, a `SAFETY:` line on every block); the rest of `sys` denies it.
 #![deny(unsafe_code)]
 
+pub mod cmsg;
 pub mod limits;
 #[allow(unsafe_code)]
 pub mod mmsg;

@@ -325,3 +325,90 @@ pub fn udp_reload_and_counters(ctx: &Ctx) -> Outcome {
     let _ = std::fs::remove_file(&socket_path);
     Ok(())
 }
+
+/// A UDP listener bound to the wildcard address answers each client from the address the
+/// client wrote to (`IP_PKTINFO`): a client whose socket is connected to 127.0.0.9, as
+/// `dig` and most resolvers' are, hears its answer, and so does one writing to 127.0.0.1.
+pub fn udp_wildcard_listener_answers_from_the_address_written_to(ctx: &Ctx) -> Outcome {
+    let (backend, _) = udp_echo();
+    let port = UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let text = format!(
+        "[[listener]]\nbind = \"{{listen}}\"\npool = \"p\"\n\
+         [[listener]]\nname = \"udp\"\nbind = \"0.0.0.0:{port}\"\nprotocol = \"udp\"\n\
+         pool = \"p\"\n[[pool]]\nname = \"p\"\n[[pool.backend]]\naddress = \"{backend}\"\n"
+    );
+    let proxy = start(ctx, &text)?;
+    let first: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    ask(&client("127.0.0.1:0"), first, b"warm-up", 20).expect("the UDP listener answers");
+    for (n, to) in ["127.0.0.9", "127.0.0.1", "127.45.6.7"].into_iter().enumerate() {
+        let to: SocketAddr = format!("{to}:{port}").parse().expect("address");
+        let socket = client("127.0.0.1:0");
+        socket.connect(to).expect("connect");
+        let data = payload(100 + n, n as u64);
+        socket.send(&data).expect("send");
+        let mut buffer = [0u8; 256];
+        let got = socket
+            .recv(&mut buffer)
+            .unwrap_or_else(|e| panic!("no answer from {to} (a connected socket): {e}"));
+        assert_eq!(&buffer[..got], &data[..], "to {to}");
+        // An unconnected socket sees where the answer came from.
+        ask(&client("127.0.0.1:0"), to, &data, 3).unwrap_or_else(|e| panic!("{to}: {e}"));
+    }
+    proxy.finish();
+    Ok(())
+}
+
+/// A client that sends with `UDP_SEGMENT` (QUIC stacks do) hands the kernel many datagrams
+/// in one call, which reach ringlb's `UDP_GRO` listener coalesced: the backend still gets
+/// them one by one, each whole, in order, and the client gets each echo back apart.
+pub fn udp_coalesced_datagrams_stay_apart(ctx: &Ctx) -> Outcome {
+    use ringlb::sys::mmsg::{Outgoing, SendBatch};
+    use std::os::fd::AsFd;
+    let backend = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP backend");
+    let backend_addr = backend.local_addr().expect("address");
+    let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let record = Arc::clone(&sizes);
+    thread::spawn(move || {
+        let mut buffer = vec![0u8; 65_536];
+        while let Ok((n, from)) = backend.recv_from(&mut buffer) {
+            record.lock().expect("sizes").push(n);
+            let _ = backend.send_to(&buffer[..n], from);
+        }
+    });
+    let proxy = start(ctx, &config(&[backend_addr], ""))?;
+    warm_up(&proxy);
+    let socket = client("127.0.0.1:0");
+    ask(&socket, proxy.addr, b"hello", 20).expect("the flow answers");
+    sizes.lock().expect("sizes").clear();
+    let mut batch = SendBatch::default();
+    for round in 0..5u64 {
+        // 20 datagrams of 1,200 B and one of 345.
+        let data = payload(20 * 1200 + 345, round);
+        let message = Outgoing {
+            to: Some(proxy.addr),
+            from: None,
+            segment: Some(1200),
+            bytes: &data,
+        };
+        assert_eq!(batch.send(socket.as_fd(), &[message]).expect("GSO send"), 1);
+        let mut buffer = vec![0u8; 65_536];
+        for (i, expected) in data.chunks(1200).enumerate() {
+            let n = socket
+                .recv(&mut buffer)
+                .unwrap_or_else(|e| panic!("round {round}, echo {i}: {e}"));
+            assert_eq!(&buffer[..n], expected, "round {round}, echo {i}");
+        }
+    }
+    let seen = sizes.lock().expect("sizes").clone();
+    let mut expected = Vec::new();
+    for _ in 0..5 {
+        expected.extend(std::iter::repeat_n(1200, 20));
+        expected.push(345);
+    }
+    assert_eq!(seen, expected, "what the backend received, datagram by datagram");
+    proxy.finish();
+    Ok(())
+}

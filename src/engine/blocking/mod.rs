@@ -102,7 +102,12 @@ pub fn run_until(
         config.listeners.len(),
     ));
     let udp =
-        super::udp::UdpRelay::new(0, &plan::udp_plans(&config), &plan::pool_snapshots(&config))?;
+        super::udp::UdpRelay::new(
+            0,
+            &plan::udp_plans(&config),
+            &plan::pool_snapshots(&config),
+            super::udp::ClientReads::Relay,
+        )?;
     let mut supervisor = Supervisor {
         udp,
         shared: &shared,

@@ -85,7 +85,12 @@ pub fn run_until(
                 logging,
             } = kits.take(info.index)?;
             let shard = shard(&config, &snapshots, info.index).with_capacity(inbox.capacity());
-            let udp = super::udp::UdpRelay::new(info.index, &plan::udp_plans(&config), &snapshots)?;
+            let udp = super::udp::UdpRelay::new(
+                info.index,
+                &plan::udp_plans(&config),
+                &snapshots,
+                super::udp::ClientReads::Relay,
+            )?;
             let shard = logging.fit(shard);
             let worker = setup(
                 &config,

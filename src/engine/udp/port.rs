@@ -1,7 +1,7 @@
 //! One UDP listener of one worker: its socket, its flows, its counters, and what happens to
 //! each datagram.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +17,7 @@ use crate::core::slot::{SlotKey, UserData};
 use crate::core::udp::{Arrival, FlowCounters, Flows, Reply};
 use crate::engine::rate_limit::RateLimit;
 use crate::engine::socket;
-use crate::sys::mmsg::RecvBatch;
+use crate::sys::mmsg::{self, Datagram, Outgoing, RecvBatch, SendBatch};
 
 /// What a UDP listener's datagrams did on one worker. Drops are by reason; every datagram
 /// received is either sent on or counted in exactly one of them.
@@ -93,6 +93,14 @@ impl UdpReport {
     }
 }
 
+/// A flow's socket, and the address its client wrote to when the listener's is a wildcard
+/// (its replies leave from there).
+#[derive(Debug)]
+pub(super) struct FlowIo {
+    socket: Socket,
+    local: Option<IpAddr>,
+}
+
 #[derive(Debug)]
 pub(super) struct Port {
     worker: usize,
@@ -100,7 +108,9 @@ pub(super) struct Port {
     bind: SocketAddr,
     pub(super) pool: usize,
     pub(super) socket: Socket,
-    flows: Flows<Socket>,
+    flows: Flows<FlowIo>,
+    /// For a client's coalesced datagrams, sent on in one `UDP_SEGMENT` send.
+    segmented: SendBatch,
     counters: UdpCounters,
     /// Replies gathered during a run, sent at its end (or when the batch fills).
     replies: Replies,
@@ -115,12 +125,23 @@ impl Port {
         snapshot: Arc<PoolSnapshot>,
     ) -> std::io::Result<Self> {
         let socket = socket::udp_listener(plan.bind)?;
+        if plan.bind.ip().is_unspecified() {
+            // Without it a reply would leave from whatever address routing picks, which a
+            // client that wrote to another address of this host drops.
+            mmsg::set_recv_local(socket.as_fd(), plan.bind.is_ipv6())?;
+        }
+        // The kernel may then hand over a client's datagrams coalesced, which `receive` cuts
+        // apart again. 5.0+; without it each comes alone, which is correct too.
+        if let Err(err) = mmsg::set_gro(socket.as_fd()) {
+            tracing::info!(listener = %plan.bind, %err, "UDP_GRO unavailable");
+        }
         Ok(Port {
             worker,
             index,
             bind: plan.bind,
             pool: plan.pool,
             socket,
+            segmented: SendBatch::default(),
             flows: Flows::new(
                 plan.policy,
                 Balancer::for_worker(snapshot, worker, plan.pool),
@@ -161,16 +182,7 @@ impl Port {
                 let Some(datagram) = batch.get(i) else {
                     break;
                 };
-                let Some(client) = datagram.from else {
-                    continue;
-                };
-                self.counters.client_datagrams += 1;
-                self.counters.client_bytes += datagram.bytes.len() as u64;
-                if datagram.truncated {
-                    self.counters.dropped_too_big += 1;
-                    continue;
-                }
-                self.forward(now, poller, client, datagram.bytes);
+                self.receive(now, poller, &datagram);
             }
             taken += count;
             if count < batch.capacity() {
@@ -179,13 +191,42 @@ impl Port {
         }
     }
 
-    /// One client datagram: to its flow, opening the flow's socket first if it is new.
-    fn forward(&mut self, now: Instant, poller: &OwnedFd, client: SocketAddr, datagram: &[u8]) {
+    /// A client's datagram (or datagrams, coalesced by the kernel), however the engine
+    /// received it.
+    pub(super) fn receive(&mut self, now: Instant, poller: &OwnedFd, datagram: &Datagram<'_>) {
+        let Some(client) = datagram.from else {
+            return;
+        };
+        let bytes = datagram.bytes;
+        let segment = datagram.ancillary.segment.filter(|&s| usize::from(s) < bytes.len());
+        let count = segment.map_or(1, |s| bytes.len().div_ceil(usize::from(s)));
+        self.counters.client_datagrams += count as u64;
+        self.counters.client_bytes += bytes.len() as u64;
+        if datagram.truncated {
+            self.counters.dropped_too_big += count as u64;
+            return;
+        }
+        let Some(flow) = self.flow_for(now, poller, client, datagram.ancillary.local) else {
+            self.counters.dropped_no_backend += count as u64;
+            return;
+        };
+        match segment {
+            Some(size) => self.forward_segments(now, flow, size, bytes),
+            None => self.forward(now, flow, bytes),
+        }
+    }
+
+    /// Client `client`'s flow, opened (socket and all) if it is new; `None` drops the
+    /// datagram.
+    fn flow_for(
+        &mut self,
+        now: Instant,
+        poller: &OwnedFd,
+        client: SocketAddr,
+        local: Option<IpAddr>,
+    ) -> Option<SlotKey> {
         let flow = match self.flows.arrival(now, client) {
-            Arrival::Drop => {
-                self.counters.dropped_no_backend += 1;
-                return;
-            }
+            Arrival::Drop => return None,
             Arrival::Forward { flow } => flow,
             Arrival::Open {
                 flow,
@@ -196,36 +237,38 @@ impl Port {
                 drop(evicted);
                 let Some(addr) = self.flows.snapshot().addr(backend) else {
                     self.flows.open_failed(flow);
-                    self.counters.dropped_no_backend += 1;
-                    return;
+                    return None;
                 };
                 let opened = socket::udp_flow(addr).and_then(|s| {
                     register(poller, s.as_fd(), self.tag(flow))?;
                     Ok(s)
                 });
                 match opened {
-                    Ok(s) => {
-                        if let Err(s) = self.flows.opened(flow, s) {
-                            drop(s);
+                    Ok(socket) => {
+                        if let Err(io) = self.flows.opened(flow, FlowIo { socket, local }) {
+                            drop(io);
                         }
                     }
                     Err(err) => {
                         // Out of descriptors or ephemeral ports: this datagram is lost, the
                         // next one tries again.
                         self.flows.open_failed(flow);
-                        self.counters.dropped_no_backend += 1;
                         self.warn(now, "opening a UDP flow", err);
-                        return;
+                        return None;
                     }
                 }
                 flow
             }
         };
+        self.flows.io(flow).map(|_| flow)
+    }
+
+    /// One client datagram to flow `flow`'s backend.
+    fn forward(&mut self, now: Instant, flow: SlotKey, datagram: &[u8]) {
         let Some(io) = self.flows.io(flow) else {
-            self.counters.dropped_no_backend += 1;
             return;
         };
-        match rustix::net::send(io, datagram, SendFlags::DONTWAIT) {
+        match rustix::net::send(&io.socket, datagram, SendFlags::DONTWAIT) {
             Ok(_) => {
                 self.counters.forwarded_datagrams += 1;
                 self.counters.forwarded_bytes += datagram.len() as u64;
@@ -244,6 +287,45 @@ impl Port {
         }
     }
 
+    /// A client's datagrams the kernel coalesced, each `size` bytes but maybe the last, to
+    /// flow `flow`'s backend: cut again by the kernel in one send (`UDP_SEGMENT`), or one
+    /// send each where it will not.
+    fn forward_segments(&mut self, now: Instant, flow: SlotKey, size: u16, bytes: &[u8]) {
+        let Some(io) = self.flows.io(flow) else {
+            return;
+        };
+        let count = bytes.len().div_ceil(usize::from(size)) as u64;
+        let message = Outgoing {
+            to: None,
+            from: None,
+            segment: Some(size),
+            bytes,
+        };
+        match self.segmented.send(io.socket.as_fd(), &[message]) {
+            Ok(_) => {
+                self.counters.forwarded_datagrams += count;
+                self.counters.forwarded_bytes += bytes.len() as u64;
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                self.counters.dropped_send += count;
+                drop(self.flows.refused(now, flow));
+            }
+            // A route whose device cannot segment (`EIO`) or a segment it will not take
+            // (`EINVAL`): one at a time.
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) => {
+                for datagram in bytes.chunks(usize::from(size)) {
+                    self.forward(now, flow, datagram);
+                }
+            }
+            Err(err) => {
+                self.counters.dropped_send += count;
+                if !matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) {
+                    self.warn(now, "sending to a UDP backend", err);
+                }
+            }
+        }
+    }
+
     /// A datagram from flow `key`'s backend, gathered for its client. One per readiness
     /// event: the relay's epoll is level-triggered and reports the socket again if more
     /// wait, and a second `recv` would mostly hear `EAGAIN`.
@@ -251,7 +333,12 @@ impl Port {
         let Some(io) = self.flows.io(key) else {
             return;
         };
-        let len = match rustix::net::recv(io, &mut *buffer, RecvFlags::TRUNC | RecvFlags::DONTWAIT)
+        let local = io.local;
+        let len = match rustix::net::recv(
+            &io.socket,
+            &mut *buffer,
+            RecvFlags::TRUNC | RecvFlags::DONTWAIT,
+        )
         {
             Ok((_, full)) => full,
             Err(Errno::AGAIN | Errno::INTR) => return,
@@ -272,7 +359,7 @@ impl Port {
         }
         match self.flows.reply(now, key) {
             // The flow's socket closes as `ended` drops, if this was its last response.
-            Reply::Send { client, ended: _ } => self.replies.push(client, &buffer[..len]),
+            Reply::Send { client, ended: _ } => self.replies.push(client, local, &buffer[..len]),
             Reply::Stale => {
                 self.counters.dropped_stale += 1;
                 return;

@@ -1,12 +1,14 @@
 //! Replies to clients, gathered over one relay run and sent with `sendmmsg`: one system call
-//! for a batch instead of one `sendto` each.
+//! for a batch instead of one `sendto` each. A listener bound to a wildcard address answers
+//! each client from the address the client wrote to (`IP_PKTINFO`).
 
-use std::io::IoSlice;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 
 use rustix::io::Errno;
-use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use socket2::Socket;
+
+use crate::sys::mmsg::{Outgoing, SendBatch};
 
 /// Most replies gathered before a send.
 const BATCH: usize = 32;
@@ -28,16 +30,18 @@ pub(super) struct Flushed {
 #[derive(Debug, Default)]
 pub(super) struct Replies {
     data: Vec<u8>,
-    /// Each reply's client and its bytes' range in `data`.
-    entries: Vec<(SocketAddr, usize, usize)>,
+    /// Each reply's client, its source address (if the listener's is a wildcard) and its
+    /// bytes' range in `data`.
+    entries: Vec<(SocketAddr, Option<IpAddr>, usize, usize)>,
+    batch: SendBatch,
 }
 
 impl Replies {
-    /// Gather `bytes` for `client`.
-    pub(super) fn push(&mut self, client: SocketAddr, bytes: &[u8]) {
+    /// Gather `bytes` for `client`, to be sent from `local` if given.
+    pub(super) fn push(&mut self, client: SocketAddr, local: Option<IpAddr>, bytes: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
-        self.entries.push((client, start, bytes.len()));
+        self.entries.push((client, local, start, bytes.len()));
     }
 
     /// Whether it is time to send.
@@ -52,29 +56,24 @@ impl Replies {
         let mut at = 0;
         while at < self.entries.len() {
             let rest = &self.entries[at..];
-            let addrs: Vec<SocketAddrAny> = rest.iter().map(|(a, _, _)| (*a).into()).collect();
-            let slices: Vec<[IoSlice<'_>; 1]> = rest
+            let messages: Vec<Outgoing<'_>> = rest
                 .iter()
-                .map(|&(_, start, len)| [IoSlice::new(&self.data[start..start + len])])
+                .map(|&(client, local, start, len)| Outgoing {
+                    to: Some(client),
+                    from: local,
+                    segment: None,
+                    bytes: &self.data[start..start + len],
+                })
                 .collect();
-            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = rest
-                .iter()
-                .map(|_| SendAncillaryBuffer::default())
-                .collect();
-            let mut messages: Vec<MMsgHdr<'_>> = addrs
-                .iter()
-                .zip(&slices)
-                .zip(controls.iter_mut())
-                .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
-                .collect();
-            match rustix::net::sendmmsg(socket, &mut messages, SendFlags::DONTWAIT) {
+            let sent = self.batch.send(socket.as_fd(), &messages);
+            match sent.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)) {
                 Ok(0) => {
                     done.dropped += rest.len() as u64;
                     break;
                 }
                 Ok(sent) => {
                     done.datagrams += sent as u64;
-                    done.bytes += rest[..sent].iter().map(|e| e.2 as u64).sum::<u64>();
+                    done.bytes += rest[..sent].iter().map(|e| e.3 as u64).sum::<u64>();
                     at += sent;
                 }
                 Err(Errno::INTR) => {}
@@ -108,10 +107,10 @@ mod tests {
         let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let (a_addr, b_addr) = (a.local_addr().expect("a"), b.local_addr().expect("b"));
         let mut replies = Replies::default();
-        replies.push(a_addr, b"first");
-        replies.push(b_addr, &[5u8; 9000]);
-        replies.push(a_addr, b"");
-        replies.push(a_addr, b"last");
+        replies.push(a_addr, None, b"first");
+        replies.push(b_addr, None, &[5u8; 9000]);
+        replies.push(a_addr, None, b"");
+        replies.push(a_addr, None, b"last");
         assert!(!replies.is_full());
         let done = replies.flush(&from);
         assert_eq!(
@@ -137,13 +136,13 @@ mod tests {
         let client: SocketAddr = "127.0.0.1:9".parse().expect("literal");
         let mut replies = Replies::default();
         for _ in 0..BATCH - 1 {
-            replies.push(client, b"x");
+            replies.push(client, None, b"x");
         }
         assert!(!replies.is_full());
-        replies.push(client, b"x");
+        replies.push(client, None, b"x");
         assert!(replies.is_full());
         let mut big = Replies::default();
-        big.push(client, &vec![0; BATCH_BYTES]);
+        big.push(client, None, &vec![0; BATCH_BYTES]);
         assert!(big.is_full());
     }
 }

@@ -90,6 +90,10 @@ impl Worker {
                 self.udp_ready(now);
                 return;
             }
+            Op::UdpRecv => {
+                self.udp_received(now, key.index() as usize, result, flags);
+                return;
+            }
             Op::Cancel if key.index() == u32::MAX => {
                 // The cancel of a listener's accept (shutdown).
                 self.internal_in_flight = self.internal_in_flight.saturating_sub(1);
@@ -250,7 +254,8 @@ impl Worker {
             | Op::Close
             | Op::Accept
             | Op::Wake
-            | Op::Udp => {}
+            | Op::Udp
+            | Op::UdpRecv => {}
         }
     }
 

@@ -63,6 +63,7 @@ impl Worker {
         if self.udp.next_timeout().is_some_and(|at| at <= now) {
             self.udp.run(now);
         }
+        self.arm_udp_receives();
         if self.udp_poll == Wake::Idle {
             let poll = opcode::PollAdd::new(fixed(self.udp.fd()), libc::POLLIN as u32)
                 .build()

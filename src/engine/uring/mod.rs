@@ -24,6 +24,7 @@ mod send_ring;
 mod spill;
 mod submit;
 mod token;
+mod udp;
 mod worker;
 
 use std::sync::Arc;

@@ -37,6 +37,8 @@ pub enum Op {
     Preamble,
     /// Readability of the worker's UDP relay (see [`crate::engine::udp`]).
     Udp,
+    /// A UDP listener's multishot `recvmsg`; the slot field carries the UDP listener index.
+    UdpRecv,
 }
 
 impl Op {
@@ -54,6 +56,7 @@ impl Op {
             Op::Inspect => 8,
             Op::Preamble => 9,
             Op::Udp => 24,
+            Op::UdpRecv => 25,
             Op::Recv(d) => with_dir(10, d),
             Op::Send(d) => with_dir(12, d),
             Op::PollIn(d) => with_dir(14, d),
@@ -84,6 +87,7 @@ impl Op {
             8 => Op::Inspect,
             9 => Op::Preamble,
             24 => Op::Udp,
+            25 => Op::UdpRecv,
             10 | 11 => Op::Recv(dir(code)),
             12 | 13 => Op::Send(dir(code)),
             14 | 15 => Op::PollIn(dir(code)),
@@ -113,6 +117,7 @@ mod tests {
             Op::Inspect,
             Op::Preamble,
             Op::Udp,
+            Op::UdpRecv,
         ];
         for d in Dir::BOTH {
             ops.extend([
@@ -130,7 +135,7 @@ mod tests {
             assert_eq!(Op::from_code(op.code()), Some(op));
             assert!(codes.insert(op.code()), "codes are distinct");
         }
-        for code in [0u8, 25, 100, 255] {
+        for code in [0u8, 26, 100, 255] {
             assert_eq!(Op::from_code(code), None);
         }
     }

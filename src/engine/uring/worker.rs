@@ -24,7 +24,8 @@ use crate::engine::inbox::Inbox;
 use crate::engine::rate_limit::{self, RateLimit};
 use crate::engine::runtime::{Drain, Logging, Step, WorkerKit};
 use crate::engine::signal::Shutdown;
-use crate::engine::udp::UdpRelay;
+use crate::engine::udp::{ClientReads, UdpRelay};
+use super::udp::UdpReceiver;
 use crate::engine::worker::WorkerInfo;
 use crate::engine::{EngineError, plan};
 use crate::sys::pipe::PipePool;
@@ -80,6 +81,8 @@ pub(super) struct Counters {
 pub(super) struct Worker {
     pub ring: Ring,
     pub buffers: Buffers,
+    /// UDP listeners' receive buffers, when the kernel has multishot receives (6.0).
+    pub udp_rx: Option<UdpReceiver>,
     pub send_rings: SendRings,
     pub shard: Shard<ConnIo>,
     pub listeners: Vec<Listening>,
@@ -162,10 +165,26 @@ impl Worker {
         .guard_stalls()
         .with_capacity(kit.inbox.capacity());
         let shard = kit.logging.fit(shard);
-        let udp = UdpRelay::new(info.index, &plan::udp_plans(config), &pools_for_udp)?;
+        let udp_plans = plan::udp_plans(config);
+        // Multishot `recvmsg` came with multishot `recv` (6.0); both want a buffer ring.
+        let udp_rx = if plan.multishot_recv && !udp_plans.is_empty() {
+            Some(
+                UdpReceiver::new(ring.raw(), udp_plans.len())
+                    .map_err(|e| EngineError::io("setting up UDP receive buffers", e))?,
+            )
+        } else {
+            None
+        };
+        let reads = if udp_rx.is_some() {
+            ClientReads::Engine
+        } else {
+            ClientReads::Relay
+        };
+        let udp = UdpRelay::new(info.index, &udp_plans, &pools_for_udp, reads)?;
         Ok(Worker {
             ring,
             buffers,
+            udp_rx,
             send_rings,
             shard,
             listeners,
@@ -206,6 +225,7 @@ impl Worker {
             mut ring,
             buffers,
             send_rings,
+            udp_rx,
             ..
         } = self;
         // Best effort after a failed run: closes still queued would otherwise wait for the
@@ -215,8 +235,9 @@ impl Worker {
         if clean {
             drop(buffers);
             drop(send_rings);
+            drop(udp_rx);
         } else {
-            let _kept = std::mem::ManuallyDrop::new((buffers, send_rings));
+            let _kept = std::mem::ManuallyDrop::new((buffers, send_rings, udp_rx));
         }
     }
 
@@ -235,6 +256,7 @@ impl Worker {
             if step == Step::StartDraining {
                 self.stopping = true;
                 // UDP has no connections to drain: its sockets close now.
+                self.cancel_udp_receives();
                 self.udp.close();
                 self.stop_accepting();
                 tracing::info!(worker = self.index, open = self.shard.len(), "draining");
@@ -300,6 +322,7 @@ impl Worker {
             send_rings = self.send_rings.registered(),
             send_rings_leased = self.send_rings.leased(),
             send_rings_exhausted = self.send_rings.exhausted(),
+            udp_rearms = self.udp_rx.as_ref().map_or(0, |r| r.rearms),
             ?self.counters,
             "worker stopped"
         );
