@@ -10,7 +10,9 @@ use crate::peer::{self, Daemon};
 
 /// One HAProxy with two proxies: `front` (TCP) takes clients and hands them to `ringlb` with
 /// `send-proxy-v2`; `back` (HTTP, `accept-proxy`) answers every request with the client
-/// address it took from the PROXY header ringlb sent it.
+/// address it took from the PROXY header ringlb sent it. Both log each client to stdout (the
+/// daemon's output), `front` as `front ADDRESS:PORT` when the connection ends and `back` as
+/// `back ADDRESS:PORT` when the request is answered (`%ci:%cp`: from the header for `back`).
 fn haproxy(
     ctx: &Ctx,
     front: SocketAddr,
@@ -20,10 +22,13 @@ fn haproxy(
     let binary = peer::find(&["/usr/sbin/haproxy", "/usr/bin/haproxy"], "haproxy")?;
     let dir = peer::scratch(ctx, "haproxy");
     let conf = format!(
-        "global\n  log stderr local0\n\
-         defaults\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
-         listen front\n  mode tcp\n  bind {front}\n  server ringlb {ringlb} send-proxy-v2\n\
+        "global\n  log stdout format raw local0 info\n\
+         defaults\n  log global\n\
+         \x20 timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         listen front\n  mode tcp\n  bind {front}\n  log-format \"front %ci:%cp\"\n\
+         \x20 server ringlb {ringlb} send-proxy-v2\n\
          frontend back\n  mode http\n  bind {back} accept-proxy\n\
+         \x20 log-format \"back %ci:%cp\"\n\
          \x20 http-request return status 200 content-type text/plain \
          lf-string \"%[src]:%[src_port]\"\n"
     );
@@ -34,20 +39,33 @@ fn haproxy(
     Ok(Daemon::start(command, dir, &[front, back]))
 }
 
+/// The `client` of a line of ringlb's JSON access log.
+fn logged_client(line: &str) -> Option<String> {
+    let line: serde_json::Value = serde_json::from_str(line).ok()?;
+    line["client"].as_str().map(str::to_owned)
+}
+
 /// HAProxy sends `send-proxy-v2` to a ringlb listener with `accept_proxy`, which passes the
 /// client on with `send_proxy` v1 and v2 to HAProxy's `accept-proxy`: HAProxy's `src` at the
-/// far end is the client that connected to HAProxy at the near end.
+/// far end is the client that connected to HAProxy at the near end. Each hop's log says so
+/// too: HAProxy's `front` and `back` lines (`%ci:%cp`) and ringlb's access log name the
+/// client, once per connection.
 pub fn haproxy_and_ringlb_pass_the_client_along(ctx: &Ctx) -> Outcome {
     let back = free_addr();
     for version in ["v1", "v2"] {
+        let logs = peer::scratch(ctx, &format!("ringlb-access-{version}"));
+        let access_log = logs.join("access.log");
         let text = format!(
-            "[[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\naccept_proxy = true\n\
+            "[access_log]\npath = \"{}\"\nformat = \"json\"\n\
+             [[listener]]\nbind = \"{{listen}}\"\npool = \"web\"\naccept_proxy = true\n\
              [[pool]]\nname = \"web\"\n\
-             [[pool.backend]]\naddress = \"{back}\"\nsend_proxy = \"{version}\"\n"
+             [[pool.backend]]\naddress = \"{back}\"\nsend_proxy = \"{version}\"\n",
+            access_log.display()
         );
         let proxy = Proxy::start(ctx, &Launch::file(&text))?;
         let front = free_addr();
         let haproxy = haproxy(ctx, front, proxy.addr, back)?;
+        let mut clients = Vec::new();
         for _ in 0..3 {
             let mut stream = connect(front);
             let local = stream.local_addr().expect("local address");
@@ -65,9 +83,26 @@ pub fn haproxy_and_ringlb_pass_the_client_along(ctx: &Ctx) -> Outcome {
             );
             let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
             assert_eq!(body, local.to_string(), "{version}: {answer:?}");
+            clients.push(local.to_string());
         }
+        for side in ["front", "back"] {
+            let lines: Vec<String> = clients.iter().map(|c| format!("{side} {c}")).collect();
+            peer::expect_log_lines(
+                &format!("{version}: HAProxy's {side} log"),
+                || haproxy.output(),
+                peer::whole_line,
+                &lines,
+            );
+        }
+        peer::expect_log_lines(
+            &format!("{version}: ringlb's access log"),
+            || std::fs::read_to_string(&access_log).unwrap_or_default(),
+            logged_client,
+            &clients,
+        );
         drop(haproxy);
         proxy.finish();
+        let _ = std::fs::remove_dir_all(&logs);
     }
     Ok(())
 }

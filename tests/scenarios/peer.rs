@@ -1,6 +1,6 @@
 //! Real peers nobody here wrote (nginx, HAProxy, openssl), run by a scenario as child
-//! processes on loopback: found or skipped, started in a scratch directory, waited for, and
-//! killed with their directory removed when dropped.
+//! processes on loopback: found or skipped, started in a scratch directory, waited for, their
+//! logs read, and killed with their directory removed when dropped.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -79,4 +79,42 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Longest a peer may take to write the log line of a connection that has ended (nginx
+/// writes a stream's line when the session ends, HAProxy a TCP proxy's when both sides have
+/// closed).
+const LOG_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (up to [`LOG_WAIT`]) until the log `read` returns has a line whose `key` is each of
+/// `expected`, then asserts that each is there exactly once (one line per connection); `what`
+/// names the log in messages.
+pub fn expect_log_lines(
+    what: &str,
+    read: impl Fn() -> String,
+    key: impl Fn(&str) -> Option<String>,
+    expected: &[String],
+) {
+    let deadline = Instant::now() + LOG_WAIT;
+    loop {
+        let text = read();
+        let keys: Vec<String> = text.lines().filter_map(&key).collect();
+        let count = |wanted: &String| keys.iter().filter(|k| *k == wanted).count();
+        if expected.iter().all(|e| count(e) > 0) || Instant::now() > deadline {
+            for wanted in expected {
+                assert_eq!(
+                    count(wanted),
+                    1,
+                    "{what}: one line for {wanted:?}; the log:\n{text}"
+                );
+            }
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The whole line, for peers whose log format is written to be compared whole.
+pub fn whole_line(line: &str) -> Option<String> {
+    Some(line.to_owned())
 }

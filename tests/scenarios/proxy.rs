@@ -126,10 +126,11 @@ pub fn send_proxy_tells_backends_the_client(ctx: &Ctx) -> Outcome {
 }
 
 /// nginx serving a stream on `listen ... proxy_protocol` that answers each connection with the
-/// addresses it read from the PROXY header; stopped when dropped.
+/// addresses it read from the PROXY header, and logs them to `access.log` in its directory
+/// (one line per session, written when the session ends); stopped when dropped.
 struct Nginx {
     addr: SocketAddr,
-    _daemon: Daemon,
+    daemon: Daemon,
 }
 
 impl Nginx {
@@ -143,6 +144,9 @@ impl Nginx {
         let conf = format!(
             "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              pid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{}}\nstream {{\n\
+             log_format peer \"proxy $proxy_protocol_addr:$proxy_protocol_port \
+             $proxy_protocol_server_addr:$proxy_protocol_server_port\";\n\
+             access_log {dir}/access.log peer;\n\
              server {{\nlisten {addr} proxy_protocol;\n\
              return \"$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr \
              $proxy_protocol_server_port\\n\";\n}}\n}}\n",
@@ -159,15 +163,18 @@ impl Nginx {
             .arg("-e")
             .arg(dir.join("error.log"));
         let daemon = Daemon::start(command, dir, &[addr]);
-        Ok(Nginx {
-            addr,
-            _daemon: daemon,
-        })
+        Ok(Nginx { addr, daemon })
+    }
+
+    /// nginx's access log so far.
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.daemon.dir.join("access.log")).unwrap_or_default()
     }
 }
 
 /// nginx with `listen ... proxy_protocol`, a receiver nobody here wrote, reads the client's
-/// address and the listener's from ringlb's v1 and v2 headers.
+/// address and the listener's from ringlb's v1 and v2 headers: in what it answers each client,
+/// and in its access log (`$proxy_protocol_addr:$proxy_protocol_port`), one line per client.
 pub fn nginx_reads_the_proxy_header(ctx: &Ctx) -> Outcome {
     let nginx = Nginx::start(ctx)?;
     for version in ["v1", "v2"] {
@@ -177,20 +184,30 @@ pub fn nginx_reads_the_proxy_header(ctx: &Ctx) -> Outcome {
             nginx.addr
         );
         let proxy = Proxy::start(ctx, &Launch::file(&text))?;
-        let mut stream = connect(proxy.addr);
-        let local = stream.local_addr().expect("local address");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).expect("nginx's answer");
-        assert_eq!(
-            answer,
-            format!(
-                "{} {} {} {}\n",
-                local.ip(),
-                local.port(),
-                proxy.addr.ip(),
-                proxy.addr.port()
-            ),
-            "{version}"
+        let mut logged = Vec::new();
+        for _ in 0..3 {
+            let mut stream = connect(proxy.addr);
+            let local = stream.local_addr().expect("local address");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).expect("nginx's answer");
+            assert_eq!(
+                answer,
+                format!(
+                    "{} {} {} {}\n",
+                    local.ip(),
+                    local.port(),
+                    proxy.addr.ip(),
+                    proxy.addr.port()
+                ),
+                "{version}"
+            );
+            logged.push(format!("proxy {local} {}", proxy.addr));
+        }
+        peer::expect_log_lines(
+            &format!("{version}: nginx's access log"),
+            || nginx.access_log(),
+            peer::whole_line,
+            &logged,
         );
         proxy.finish();
     }

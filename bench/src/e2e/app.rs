@@ -110,6 +110,7 @@ pub fn run(opts: &Options) -> Result<usize> {
         env: Env {
             loadgen: &loadgen,
             backend: &backend,
+            iperf3: peers.iperf3.as_deref().ok(),
             perf: peers.perf.as_deref().ok(),
             load_cpus: &opts.load_cpus.0,
             logs: &logs,
@@ -243,6 +244,10 @@ fn report_peers(p: &Peers) {
     show(
         "nginx",
         p.nginx.as_ref().map(|x| x.path.display().to_string()),
+    );
+    show(
+        "iperf3 (iperf3-udp)",
+        p.iperf3.as_ref().map(|x| x.display().to_string()),
     );
     show(
         "perf (syscall counts)",

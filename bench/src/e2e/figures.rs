@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
+use super::iperf3;
 use super::measure::{BackendStats, RunRecord};
-use super::workload::{UDP_RR_SIZE, UDP_STREAM_SIZE, Workload};
+use super::workload::{Client, UDP_RR_SIZE, UDP_STREAM_SIZE, Workload};
 
 /// udp-rr: the share of requests that may go unanswered (counted lost by loadgen) before the
 /// row fails. Loopback drops a datagram only when a socket's receive buffer is full: with
@@ -60,15 +61,15 @@ pub struct Figures {
     pub loss_pct: Option<f64>,
     /// udp-rr: requests counted lost per run.
     pub lost: Option<f64>,
-    /// udp-stream: datagrams sent per second.
+    /// udp-stream, iperf3-udp: datagrams sent per second.
     pub pps_sent: Option<f64>,
-    /// udp-stream: datagrams the backend received per second.
+    /// udp-stream, iperf3-udp: datagrams the backend received per second.
     pub pps_recv: Option<f64>,
-    /// udp-stream: payload the backend received, Gbit/s.
+    /// udp-stream, iperf3-udp: payload the backend received, Gbit/s.
     pub gbps_recv: Option<f64>,
-    /// udp-stream: proxy CPU seconds per million datagrams delivered.
+    /// udp-stream, iperf3-udp: proxy CPU seconds per million datagrams delivered.
     pub cpu_per_mpkt: Option<f64>,
-    /// udp-stream: proxy system calls per datagram delivered.
+    /// udp-stream, iperf3-udp: proxy system calls per datagram delivered.
     pub syscalls_per_pkt: Option<f64>,
     /// UDP: datagrams dropped at the target's socket (proxy listener; backend for direct),
     /// % of those sent.
@@ -181,7 +182,7 @@ pub fn compute(
             f.lost = m(&|r| Some(r.load.lost as f64));
             f.loss_pct = m(&|r| ratio(r.load.lost as f64 * 100.0, r.load.datagrams_sent as f64));
         }
-        Workload::UdpStream(_) => {
+        Workload::UdpStream(_) | Workload::Iperf3Udp => {
             let secs = |r: &RunRecord| r.load.elapsed_secs.max(1e-9);
             let got = |r: &RunRecord| r.backend.map(|b| b.datagrams_in as f64);
             let pps = |r: &RunRecord| Some(got(r)? / secs(r));
@@ -238,7 +239,7 @@ pub fn verify(
             Workload::Stream(_) => l.bytes_sent > 0,
             Workload::Rr(_) | Workload::Connect | Workload::UdpRr(_) => l.requests > 0,
             Workload::Idle => l.open_peak > 0,
-            Workload::UdpStream(_) => l.datagrams_sent > 0,
+            Workload::UdpStream(_) | Workload::Iperf3Udp => l.datagrams_sent > 0,
         };
         if !moved {
             return Err(format!(
@@ -284,17 +285,24 @@ pub fn verify(
     }
 }
 
-/// UDP: checks each run's datagrams against what the backend counted during it. Every
-/// datagram the backend got has the size loadgen sends, and it got no more than loadgen sent.
+/// UDP: checks each run's datagrams against what the backend counted during it (iperf3: what
+/// its server reported). Every datagram the backend got has the size the client sends, and it
+/// got no more than the client sent.
 /// udp-rr: every answer loadgen accepted came through the backend, every request not counted
 /// lost (or left unanswered at the end) reached it, and at most [`UDP_RR_MAX_LOSS`] of the
-/// requests were lost. udp-stream: loss is a figure (loadgen sends faster than anything can
-/// forward), not a failure, but something must arrive.
+/// requests were lost. udp-stream, iperf3-udp: loss is a figure (loadgen sends faster than
+/// anything can forward; iperf3 at a rate a proxy may not keep up with), not a failure, but
+/// something must arrive.
 pub fn verify_udp(workload: Workload, runs: &[RunRecord]) -> Result<(), String> {
     let size = match workload {
         Workload::UdpRr(_) => UDP_RR_SIZE,
         Workload::UdpStream(_) => UDP_STREAM_SIZE,
+        Workload::Iperf3Udp => iperf3::SIZE,
         _ => return Ok(()),
+    };
+    let client = match workload.client() {
+        Client::Loadgen => "loadgen",
+        Client::Iperf3 => "iperf3",
     };
     for (i, r) in runs.iter().enumerate() {
         let run = i + 1;
@@ -310,14 +318,14 @@ pub fn verify_udp(workload: Workload, runs: &[RunRecord]) -> Result<(), String> 
         }
         if b.datagrams_in > l.datagrams_sent {
             return Err(format!(
-                "run {run}: the backend got {} datagrams but loadgen sent {}",
+                "run {run}: the backend got {} datagrams but {client} sent {}",
                 b.datagrams_in, l.datagrams_sent
             ));
         }
-        if let Workload::UdpStream(_) = workload {
+        if let Workload::UdpStream(_) | Workload::Iperf3Udp = workload {
             if b.datagrams_in == 0 {
                 return Err(format!(
-                    "run {run}: loadgen sent {} datagrams and none arrived",
+                    "run {run}: {client} sent {} datagrams and none arrived",
                     l.datagrams_sent
                 ));
             }
@@ -443,5 +451,45 @@ mod tests {
         let f = compute(w, &[udp_rr_run(10_000, 5, 9_995)], None, None);
         assert_eq!(f.loss_pct, Some(0.05));
         assert_eq!(f.listener_drop_pct, Some(0.05));
+    }
+
+    #[test]
+    fn iperf3_figures_and_verification() {
+        let run = |sent: u64, got: u64, size: u64| RunRecord {
+            load: LoadReport {
+                elapsed_secs: 2.0,
+                datagrams_sent: sent,
+                datagrams_per_sec: sent as f64 / 2.0,
+                ..LoadReport::default()
+            },
+            proxy: Some(ProxyCost {
+                cpu_secs: 0.5,
+                syscalls: Some(10_000),
+                syscall_window_secs: 1.0,
+                ..ProxyCost::default()
+            }),
+            backend: Some(BackendStats {
+                datagrams_in: got,
+                bytes_in: got * size,
+                ..BackendStats::default()
+            }),
+            listener_drops: Some(sent - got),
+        };
+        let w = Workload::Iperf3Udp;
+        assert!(verify_udp(w, &[run(100_000, 99_000, iperf3::SIZE)]).is_ok());
+        assert!(verify_udp(w, &[run(100_000, 0, iperf3::SIZE)]).is_err());
+        assert!(verify_udp(w, &[run(100_000, 99_000, 1_472)]).is_err());
+        let f = compute(w, &[run(100_000, 99_000, iperf3::SIZE)], None, None);
+        assert_eq!(f.pps_recv, Some(49_500.0));
+        assert_eq!(f.loss_pct, Some(1.0));
+        // 0.5 CPU s over 0.099 M datagrams; 10,000 syscalls/s over 49,500 datagrams/s.
+        assert!(
+            f.cpu_per_mpkt
+                .is_some_and(|c| (c - 0.5 / 0.099).abs() < 1e-9)
+        );
+        assert!(
+            f.syscalls_per_pkt
+                .is_some_and(|x| (x - 10_000.0 / 49_500.0).abs() < 1e-9)
+        );
     }
 }

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::child::{self, Guard, Output, Spec, StopFlag};
 use super::error::{BenchError, Result};
+use super::iperf3;
 use super::opts::Plan;
 use super::peers;
 use super::procfs::{self, Snapshot};
 use super::proxy::{self, Proxy};
-use super::workload::{BackendKind, Workload};
+use super::workload::{BackendKind, Client, Workload};
 
 /// Paths and CPUs every run needs.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct Env<'a> {
     pub loadgen: &'a Path,
     /// The backend binary.
     pub backend: &'a Path,
+    /// iperf3 (client and server of `iperf3-udp`), when installed.
+    pub iperf3: Option<&'a Path>,
     /// perf, when it can count syscalls.
     pub perf: Option<&'a Path>,
     /// CPUs of the load side.
@@ -59,6 +62,19 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
+    /// The counts of `all` added up.
+    pub fn sum(all: impl IntoIterator<Item = BackendStats>) -> BackendStats {
+        all.into_iter()
+            .fold(BackendStats::default(), |a, b| BackendStats {
+                connections: a.connections + b.connections,
+                requests: a.requests + b.requests,
+                bytes_in: a.bytes_in + b.bytes_in,
+                bytes_out: a.bytes_out + b.bytes_out,
+                datagrams_in: a.datagrams_in + b.datagrams_in,
+                datagrams_out: a.datagrams_out + b.datagrams_out,
+            })
+    }
+
     /// What was counted since `before`.
     pub fn since(&self, before: &BackendStats) -> BackendStats {
         BackendStats {
@@ -84,11 +100,22 @@ pub struct Backend {
     /// Its address.
     pub addr: SocketAddr,
     stdout: PathBuf,
+    /// What it is (an iperf3 server reports no counters of its own).
+    kind: BackendKind,
+}
+
+/// The iperf3 binary, or why there is none.
+fn iperf3_path<'a>(env: &Env<'a>) -> Result<&'a Path> {
+    env.iperf3
+        .ok_or_else(|| BenchError::Setup("iperf3 is not installed".into()))
 }
 
 impl Backend {
     /// Starts a `kind` backend on a free loopback port, pinned to the load CPUs.
     pub fn start(env: &Env<'_>, kind: BackendKind, tag: &str) -> Result<Backend> {
+        if kind == BackendKind::Iperf3 {
+            return Self::start_iperf3(env, tag);
+        }
         let stdout = env.logs.join(format!("backend-{tag}.stdout"));
         let mut guard = child::spawn(Spec {
             name: format!("backend ({})", kind.arg()),
@@ -120,6 +147,7 @@ impl Backend {
                     guard,
                     addr,
                     stdout,
+                    kind,
                 });
             }
             if guard.try_exited().is_some() || Instant::now() >= end {
@@ -130,6 +158,45 @@ impl Backend {
             }
             env.stop.sleep(Duration::from_millis(10))?;
         }
+    }
+
+    /// An iperf3 server on a loopback port free for TCP and UDP, ready once its control
+    /// socket listens (seen in `/proc`: a probe connection would be taken for a test).
+    fn start_iperf3(env: &Env<'_>, tag: &str) -> Result<Backend> {
+        let program = iperf3_path(env)?;
+        let addr = proxy::free_tcp_and_udp_port()?;
+        let stdout = env.logs.join(format!("backend-{tag}.stdout"));
+        let mut guard = child::spawn(Spec {
+            name: "backend (iperf3 -s)".into(),
+            program,
+            args: iperf3::server_args(addr),
+            cpus: env.load_cpus,
+            stdout: Output::File(stdout.clone()),
+            stderr: Output::File(env.logs.join(format!("backend-{tag}.stderr"))),
+            env: Vec::new(),
+        })?;
+        let end = Instant::now() + Duration::from_secs(5);
+        while procfs::tcp_listening_on_port(addr.port()) == 0 {
+            if guard.try_exited().is_some() || Instant::now() >= end {
+                return Err(BenchError::Setup(format!(
+                    "the iperf3 server did not listen on {addr}: {}",
+                    proxy::tail(&env.logs.join(format!("backend-{tag}.stderr")), 3)
+                )));
+            }
+            env.stop.sleep(Duration::from_millis(10))?;
+        }
+        Ok(Backend {
+            guard,
+            addr,
+            stdout,
+            kind: BackendKind::Iperf3,
+        })
+    }
+
+    /// Whether it reports counters of its own (SIGUSR1 and at its end): the harness's
+    /// backends do; for iperf3 the client's report says what the server received.
+    pub fn has_counters(&self) -> bool {
+        self.kind != BackendKind::Iperf3
     }
 
     /// Its counters now: asks with SIGUSR1 and waits (up to 2 s) for the new line.
@@ -171,13 +238,18 @@ impl Backend {
         }
     }
 
-    /// Stops it (SIGTERM) and returns its final counters.
-    pub fn stop(mut self) -> Result<BackendStats> {
+    /// Stops it (SIGTERM) and returns its final counters (`None`: it keeps none, see
+    /// [`Backend::has_counters`]).
+    pub fn stop(mut self) -> Result<Option<BackendStats>> {
         self.guard.stop(Signal::TERM, Duration::from_secs(5));
+        if !self.has_counters() {
+            return Ok(None);
+        }
         let text = fs::read_to_string(&self.stdout).unwrap_or_default();
         let json = text.lines().rev().find(|l| l.trim_start().starts_with('{'));
         let json = json.ok_or_else(|| BenchError::Setup("the backend printed no stats".into()))?;
         serde_json::from_str(json)
+            .map(Some)
             .map_err(|e| BenchError::Setup(format!("bad backend stats {json:?}: {e}")))
     }
 }
@@ -275,7 +347,7 @@ pub struct RunRecord {
     /// The proxy's costs (`None` for `direct`).
     pub proxy: Option<ProxyCost>,
     /// UDP: what the backend counted during this run (from before loadgen started until
-    /// datagrams stopped arriving after it ended).
+    /// datagrams stopped arriving after it ended; iperf3: what the server reported).
     pub backend: Option<BackendStats>,
     /// UDP: datagrams the kernel dropped at the target's socket(s) during the run (the
     /// proxy's listener, or the backend's for `direct`): its receive buffer was full.
@@ -341,32 +413,37 @@ pub fn run_once(
     tag: &str,
 ) -> Result<RunRecord> {
     let plan = env.plan;
-    let backend_before = if workload.is_udp() {
+    let backend_before = if workload.is_udp() && backend.has_counters() {
         Some(backend.snapshot(env.stop)?)
     } else {
         None
     };
     let drops_before = procfs::udp_drops_on_port(target.port());
-    let out = env.logs.join(format!("loadgen-{tag}.json"));
+    let (client, program) = match workload.client() {
+        Client::Loadgen => ("loadgen", env.loadgen),
+        Client::Iperf3 => ("iperf3", iperf3_path(env)?),
+    };
+    let out = env.logs.join(format!("{client}-{tag}.json"));
+    let err = env.logs.join(format!("{client}-{tag}.stderr"));
     let pids = proxy.map(|p| p.pids.clone()).unwrap_or_default();
     let before = procfs::snapshot(&pids);
     let sampler = Sampler::start(pids.clone(), proxy.is_some_and(|p| p.uring))?;
     let started = Instant::now();
     let mut lg = child::spawn(Spec {
-        name: "loadgen".into(),
-        program: env.loadgen,
-        args: workload.loadgen_args(target, plan, env.load_cpus.len()),
+        name: client.into(),
+        program,
+        args: workload.client_args(target, plan, env.load_cpus.len()),
         cpus: env.load_cpus,
         stdout: Output::File(out.clone()),
-        stderr: Output::File(env.logs.join(format!("loadgen-{tag}.stderr"))),
+        stderr: Output::File(err.clone()),
         env: Vec::new(),
     })?;
     let mut syscalls = None;
     let mut window = 0.0;
     if let (Some(perf), true, false) = (env.perf, workload.counts_syscalls(), pids.is_empty()) {
-        let warm = (plan.run / 4).min(Duration::from_millis(500));
-        let w = plan
-            .run
+        let length = workload.run_length(plan);
+        let warm = (length / 4).min(Duration::from_millis(500));
+        let w = length
             .saturating_sub(warm * 2)
             .max(Duration::from_millis(100));
         env.stop.sleep(warm)?;
@@ -379,23 +456,34 @@ pub fn run_once(
     let after = procfs::snapshot(&pids);
     let Some(status) = status else {
         return Err(BenchError::Setup(format!(
-            "loadgen did not finish within {:.0} s",
+            "{client} did not finish within {:.0} s",
             workload.time_limit(plan).as_secs_f64()
         )));
     };
-    let backend = match backend_before {
-        Some(b) => Some(backend.settled(env.stop)?.since(&b)),
-        None => None,
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let (load, backend) = match workload.client() {
+        Client::Loadgen => {
+            let load: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
+                BenchError::Setup(format!(
+                    "loadgen ({status}) printed no report ({e}): {}",
+                    proxy::tail(&err, 3)
+                ))
+            })?;
+            let backend = match backend_before {
+                Some(b) => Some(backend.settled(env.stop)?.since(&b)),
+                None => None,
+            };
+            (load, backend)
+        }
+        Client::Iperf3 => {
+            let (load, received) = iperf3::parse_report(&text).map_err(|e| {
+                BenchError::Setup(format!("iperf3 ({status}): {e}; {}", proxy::tail(&err, 3)))
+            })?;
+            (load, Some(received))
+        }
     };
     let listener_drops =
         backend.map(|_| procfs::udp_drops_on_port(target.port()).saturating_sub(drops_before));
-    let text = fs::read_to_string(&out).unwrap_or_default();
-    let load: LoadReport = serde_json::from_str(text.trim()).map_err(|e| {
-        BenchError::Setup(format!(
-            "loadgen ({status}) printed no report ({e}): {}",
-            proxy::tail(&env.logs.join(format!("loadgen-{tag}.stderr")), 3)
-        ))
-    })?;
     let proxy = proxy.map(|_| ProxyCost {
         before,
         after,

@@ -10,13 +10,15 @@
 //!
 //! Modules: [`opts`] (flags, timing plan), [`app`] (the whole run), [`runner`] (rows and
 //! workloads), [`measure`] (one run), [`proxy`] (rows and proxy processes), [`peers`] (HAProxy,
-//! nginx, perf), [`workload`], [`figures`] (medians, verification), [`report`] (markdown,
-//! targets), [`svg`] (charts), [`procfs`], [`child`] (process guards), [`error`].
+//! nginx, iperf3, perf), [`workload`], [`iperf3`] (its arguments and report), [`figures`]
+//! (medians, verification), [`report`] (markdown, targets), [`svg`] (charts), [`procfs`],
+//! [`child`] (process guards), [`error`].
 
 pub mod app;
 pub mod child;
 pub mod error;
 pub mod figures;
+pub mod iperf3;
 pub mod measure;
 pub mod opts;
 pub mod peers;

@@ -1,4 +1,4 @@
-//! The peers ringlb is compared with (HAProxy, nginx stream) and perf: finding them,
+//! The peers ringlb is compared with (HAProxy, nginx stream), iperf3 and perf: finding them,
 //! installing them (`--install-peers`), and writing their configuration files.
 
 use std::fmt::Write as _;
@@ -26,6 +26,8 @@ pub struct Peers {
     pub nginx: std::result::Result<Nginx, String>,
     /// Whether `perf stat -e raw_syscalls:sys_enter` works, or why not.
     pub perf: std::result::Result<PathBuf, String>,
+    /// The iperf3 binary (client and server of `iperf3-udp`), or why it cannot run.
+    pub iperf3: std::result::Result<PathBuf, String>,
 }
 
 /// An nginx that can proxy TCP.
@@ -44,6 +46,8 @@ impl Peers {
             haproxy: which("haproxy").ok_or_else(|| "haproxy is not installed".to_string()),
             nginx: detect_nginx(),
             perf: detect_perf(),
+            iperf3: which("iperf3")
+                .ok_or_else(|| "iperf3 is not installed (apt-get install iperf3)".to_string()),
         }
     }
 }
@@ -110,16 +114,19 @@ pub fn parse_perf_count(text: &str) -> Option<u64> {
         .find_map(|l| l.split(',').next()?.trim().parse().ok())
 }
 
-/// `apt-get update && apt-get install -y haproxy nginx libnginx-mod-stream linux-perf`, then
-/// stops the daemons the packages started (the harness runs its own instances).
+/// `apt-get update && apt-get install -y haproxy nginx libnginx-mod-stream linux-perf
+/// iperf3`, then stops the daemons the packages started (the harness runs its own instances;
+/// Debian's iperf3 starts none unless asked).
 pub fn install() -> Result<()> {
-    eprintln!("e2e: installing peers with apt-get (haproxy nginx libnginx-mod-stream linux-perf)");
+    eprintln!(
+        "e2e: installing peers with apt-get (haproxy nginx libnginx-mod-stream linux-perf iperf3)"
+    );
     let before: Vec<i32> = daemon_pids();
     let status = Command::new("sh")
         .arg("-c")
         .arg(
             "apt-get update && apt-get install -y --no-install-recommends \
-             haproxy nginx libnginx-mod-stream linux-perf",
+             haproxy nginx libnginx-mod-stream linux-perf iperf3",
         )
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
@@ -210,6 +217,12 @@ pub enum NginxListen {
         /// `proxy_timeout` (such as `10s`).
         timeout: &'static str,
     },
+    /// Both on one port, each in a server of its own (TCP with [`NginxListen::Tcp`]'s
+    /// settings, UDP with no `proxy_responses`): iperf3's control connection and datagrams.
+    TcpAndUdp {
+        /// The UDP server's `proxy_timeout`.
+        timeout: &'static str,
+    },
 }
 
 /// An nginx configuration: a `stream` server on `listen` proxying to `backend`, `workers`
@@ -240,24 +253,32 @@ pub fn nginx_config(
     let _ = writeln!(c, "events {{ worker_connections {conns}; }}");
     let _ = writeln!(c, "stream {{");
     let _ = writeln!(c, "    upstream be {{ server {backend}; }}");
-    let _ = writeln!(c, "    server {{");
-    match proto {
-        NginxListen::Tcp => {
-            let _ = writeln!(c, "        listen {listen} backlog=4096;");
-            let _ = writeln!(c, "        proxy_pass be;");
-            let _ = writeln!(c, "        proxy_timeout 5m;");
-            let _ = writeln!(c, "        proxy_connect_timeout 2s;");
+    let tcp = |c: &mut String| {
+        let _ = writeln!(c, "    server {{");
+        let _ = writeln!(c, "        listen {listen} backlog=4096;");
+        let _ = writeln!(c, "        proxy_pass be;");
+        let _ = writeln!(c, "        proxy_timeout 5m;");
+        let _ = writeln!(c, "        proxy_connect_timeout 2s;");
+        let _ = writeln!(c, "    }}");
+    };
+    let udp = |c: &mut String, responses: Option<u32>, timeout: &str| {
+        let _ = writeln!(c, "    server {{");
+        let _ = writeln!(c, "        listen {listen} udp;");
+        let _ = writeln!(c, "        proxy_pass be;");
+        let _ = writeln!(c, "        proxy_timeout {timeout};");
+        if let Some(n) = responses {
+            let _ = writeln!(c, "        proxy_responses {n};");
         }
-        NginxListen::Udp { responses, timeout } => {
-            let _ = writeln!(c, "        listen {listen} udp;");
-            let _ = writeln!(c, "        proxy_pass be;");
-            let _ = writeln!(c, "        proxy_timeout {timeout};");
-            if let Some(n) = responses {
-                let _ = writeln!(c, "        proxy_responses {n};");
-            }
+        let _ = writeln!(c, "    }}");
+    };
+    match proto {
+        NginxListen::Tcp => tcp(&mut c),
+        NginxListen::Udp { responses, timeout } => udp(&mut c, responses, timeout),
+        NginxListen::TcpAndUdp { timeout } => {
+            tcp(&mut c);
+            udp(&mut c, None, timeout);
         }
     }
-    let _ = writeln!(c, "    }}");
     let _ = writeln!(c, "}}");
     c
 }
@@ -299,5 +320,10 @@ mod tests {
         let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), udp, 1, 20000);
         assert!(c.contains("listen 127.0.0.1:1000 udp;") && c.contains("proxy_responses 1;"));
         assert!(c.contains("proxy_timeout 10s;") && !c.contains("backlog"));
+        let both = NginxListen::TcpAndUdp { timeout: "10s" };
+        let c = nginx_config(&n, Path::new("/tmp/x"), (l, b), both, 1, 20000);
+        assert!(c.contains("listen 127.0.0.1:1000 backlog=4096;"));
+        assert!(c.contains("listen 127.0.0.1:1000 udp;") && !c.contains("proxy_responses"));
+        assert_eq!(c.matches("server {").count(), 2);
     }
 }

@@ -146,11 +146,25 @@ pub fn alive(pid: i32) -> bool {
     stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z"))
 }
 
+/// `/proc/net/tcp`'s state of an established connection.
+const TCP_ESTABLISHED: &str = "01";
+/// `/proc/net/tcp`'s state of a listening socket.
+const TCP_LISTEN: &str = "0A";
+
 /// Established TCP sockets (IPv4 and IPv6) whose local port is `port`.
 pub fn established_on_port(port: u16) -> usize {
+    tcp_in_state(port, TCP_ESTABLISHED)
+}
+
+/// Listening TCP sockets (IPv4 and IPv6) on local port `port`.
+pub fn tcp_listening_on_port(port: u16) -> usize {
+    tcp_in_state(port, TCP_LISTEN)
+}
+
+fn tcp_in_state(port: u16, state: &str) -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
-        .map(|p| count_established(Path::new(p), port))
+        .map(|p| count_tcp(Path::new(p), port, state))
         .sum()
 }
 
@@ -185,7 +199,7 @@ pub fn udp_drops_on_port(port: u16) -> u64 {
         .sum()
 }
 
-fn count_established(path: &Path, port: u16) -> usize {
+fn count_tcp(path: &Path, port: u16, wanted: &str) -> usize {
     let Ok(s) = fs::read_to_string(path) else {
         return 0;
     };
@@ -196,7 +210,7 @@ fn count_established(path: &Path, port: u16) -> usize {
             let mut f = l.split_whitespace();
             let local = f.nth(1).unwrap_or("");
             let state = f.nth(1).unwrap_or("");
-            local.ends_with(&want) && state == "01"
+            local.ends_with(&want) && state == wanted
         })
         .count()
 }
@@ -219,6 +233,10 @@ mod tests {
         let port = u.local_addr().expect("its address").port();
         assert_eq!(udp_bound_on_port(port), 1);
         assert_eq!(udp_drops_on_port(port), 0);
+        let t = std::net::TcpListener::bind("127.0.0.1:0").expect("a TCP listener");
+        let port = t.local_addr().expect("its address").port();
+        assert_eq!(tcp_listening_on_port(port), 1);
+        assert_eq!(established_on_port(port), 0);
     }
 
     #[test]

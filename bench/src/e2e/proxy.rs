@@ -218,7 +218,12 @@ impl Row {
             return Ok(None);
         }
         let udp = workload.is_udp();
-        let listen = if udp { free_udp_port()? } else { free_port()? };
+        let both = workload.needs_tcp_and_udp();
+        let listen = match (udp, both) {
+            (_, true) => free_tcp_and_udp_port()?,
+            (true, false) => free_udp_port()?,
+            (false, false) => free_port()?,
+        };
         let workers = ctx.cpus.0.len();
         let stderr = ctx.logs.join(format!("{}-{tag}.stderr", self.name));
         let (program, args, uring): (PathBuf, Vec<String>, bool) = match self.kind {
@@ -228,23 +233,40 @@ impl Row {
                 mode,
                 flags,
             } => {
-                let args = [
-                    "run",
-                    "--listen",
-                    &listen.to_string(),
-                    "--backend",
-                    &backend.to_string(),
-                    "--engine",
-                    engine,
-                    "--workers",
-                    &workers.to_string(),
-                    "--cpus",
-                    &ctx.cpus.joined(),
-                    "--shutdown-grace",
-                    "1s",
-                ];
-                let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-                if udp {
+                let mut args = vec!["run".to_string()];
+                if both {
+                    // The quick form has one listener: a file with a TCP and a UDP one.
+                    let file = ctx.tmp.join(format!("{}-{tag}.toml", self.name));
+                    write(&file, &ringlb_tcp_and_udp(listen, backend))?;
+                    args.extend(["--config".to_string(), file.display().to_string()]);
+                } else {
+                    args.extend(
+                        [
+                            "--listen",
+                            &listen.to_string(),
+                            "--backend",
+                            &backend.to_string(),
+                        ]
+                        .map(String::from),
+                    );
+                }
+                args.extend(
+                    [
+                        "--engine",
+                        engine,
+                        "--workers",
+                        &workers.to_string(),
+                        "--cpus",
+                        &ctx.cpus.joined(),
+                        "--shutdown-grace",
+                        "1s",
+                    ]
+                    .map(String::from),
+                );
+                if both {
+                    // The TCP listener's mode; the file has the UDP keys.
+                    args.extend(["--mode".to_string(), mode.to_string()]);
+                } else if udp {
                     // `--mode` and the TCP flags are errors on a UDP listener.
                     args.extend(
                         ["--protocol", "udp", "--udp-idle-timeout"]
@@ -274,7 +296,11 @@ impl Row {
             RowKind::Nginx => {
                 let nginx = ctx.peers.nginx.clone().map_err(BenchError::Setup)?;
                 let cfg = ctx.tmp.join("nginx.conf");
-                let proto = if udp {
+                let proto = if both {
+                    NginxListen::TcpAndUdp {
+                        timeout: workload::UDP_IDLE_TIMEOUT,
+                    }
+                } else if udp {
                     NginxListen::Udp {
                         responses: workload.udp_responses(),
                         timeout: workload::UDP_IDLE_TIMEOUT,
@@ -315,7 +341,11 @@ impl Row {
             stderr: Output::File(stderr.clone()),
             env: vec![("RINGLB_LOG", "info"), ("NO_COLOR", "1")],
         })?;
-        wait_ready(&mut guard, listen, udp, &stderr, ctx.stop)?;
+        let listens = Listens {
+            udp,
+            tcp: !udp || both,
+        };
+        wait_ready(&mut guard, listen, listens, &stderr, ctx.stop)?;
         // Let every worker (thread or process) come up and start accepting.
         ctx.stop.sleep(Duration::from_millis(100))?;
         let pids = guard.adopt_descendants();
@@ -342,6 +372,19 @@ impl Proxy {
     }
 }
 
+/// A ringlb configuration with a TCP and a UDP listener on `listen`, both to `backend` (UDP
+/// flows last until idle for [`workload::UDP_IDLE_TIMEOUT`]); engine, workers, CPUs and mode
+/// come as flags.
+fn ringlb_tcp_and_udp(listen: SocketAddr, backend: SocketAddr) -> String {
+    format!(
+        "[[listener]]\nname = \"tcp\"\nbind = \"{listen}\"\npool = \"be\"\n\n\
+         [[listener]]\nname = \"udp\"\nbind = \"{listen}\"\nprotocol = \"udp\"\npool = \"be\"\n\n\
+         [[pool]]\nname = \"be\"\nudp_idle_timeout = \"{}\"\n\n\
+         [[pool.backend]]\naddress = \"{backend}\"\n",
+        workload::UDP_IDLE_TIMEOUT
+    )
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(super::error::io_err(format!("writing {}", path.display())))
 }
@@ -361,13 +404,39 @@ pub fn free_udp_port() -> Result<SocketAddr> {
         .map_err(super::error::io_err("finding a free port"))
 }
 
-/// Whether the proxy listens on `listen`: TCP accepts a connection; UDP has a socket bound to
-/// the port (a probe datagram would reach the backend and spoil its counts).
-fn listening(listen: SocketAddr, udp: bool) -> bool {
-    if udp {
-        procfs::udp_bound_on_port(listen.port()) > 0
-    } else {
-        TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+/// A loopback address whose port was free a moment ago for both TCP and UDP.
+pub fn free_tcp_and_udp_port() -> Result<SocketAddr> {
+    for _ in 0..100 {
+        let tcp = free_port()?;
+        if UdpSocket::bind(tcp).is_ok() {
+            return Ok(tcp);
+        }
+    }
+    Err(BenchError::Setup(
+        "no port free for both TCP and UDP in 100 tries".into(),
+    ))
+}
+
+/// What a proxy listens for.
+#[derive(Debug, Clone, Copy)]
+struct Listens {
+    udp: bool,
+    tcp: bool,
+}
+
+/// Whether the proxy listens on `listen`. UDP: a socket is bound to the port (a probe
+/// datagram would reach the backend and spoil its counts). TCP beside UDP: a listening
+/// socket shows in `/proc` (a probe connection would reach the iperf3 server, which takes
+/// it for a test). TCP alone: it accepts a connection.
+fn listening(listen: SocketAddr, what: Listens) -> bool {
+    let port = listen.port();
+    match what {
+        Listens { udp: true, tcp } => {
+            procfs::udp_bound_on_port(port) > 0 && (!tcp || procfs::tcp_listening_on_port(port) > 0)
+        }
+        Listens { udp: false, .. } => {
+            TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok()
+        }
     }
 }
 
@@ -375,7 +444,7 @@ fn listening(listen: SocketAddr, udp: bool) -> bool {
 fn wait_ready(
     guard: &mut Guard,
     listen: SocketAddr,
-    udp: bool,
+    what: Listens,
     stderr: &Path,
     stop: &StopFlag,
 ) -> Result<()> {
@@ -389,7 +458,7 @@ fn wait_ready(
                 tail(stderr, 5)
             )));
         }
-        if listening(listen, udp) {
+        if listening(listen, what) {
             return Ok(());
         }
         if Instant::now() >= end {
@@ -465,6 +534,17 @@ mod tests {
             assert!(ROWS.iter().skip(i + 1).all(|b| b.name != a.name));
         }
         assert!(ROWS.iter().any(|r| r.name == URING_SPLICE));
+    }
+
+    #[test]
+    fn ringlb_file_has_both_listeners() {
+        let l: SocketAddr = "127.0.0.1:1000".parse().expect("address");
+        let b: SocketAddr = "127.0.0.1:2000".parse().expect("address");
+        let text = ringlb_tcp_and_udp(l, b);
+        assert_eq!(text.matches("bind = \"127.0.0.1:1000\"").count(), 2);
+        assert!(
+            text.contains("protocol = \"udp\"") && text.contains("address = \"127.0.0.1:2000\"")
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ const HAPROXY_RR: &str = "haproxy";
 const EPOLL: &str = "epoll-copy";
 /// The row UDP figures are compared with (HAProxy has no UDP).
 const NGINX: &str = "nginx";
+/// The UDP stream workload's name.
+const UDP_STREAM: &str = "udp-stream";
+/// The iperf3 workload's name.
+const IPERF3: &str = "iperf3-udp";
 
 type Get = fn(&Figures) -> Option<f64>;
 
@@ -167,6 +171,23 @@ impl Results {
                 max = super::figures::UDP_RR_MAX_LOSS * 100.0,
             );
         }
+        if self.has_named(IPERF3) {
+            let _ = writeln!(
+                s,
+                "iperf3-udp: `iperf3 -u -b {rate} -l {size} -w {window}` (a client nobody here \
+                 wrote) sends one stream of {size}-byte datagrams, offered at {rate}bit/s on \
+                 every row, to an `iperf3 -s` backend, for whole seconds (`-t`: the run length \
+                 rounded up). Its control connection goes over TCP to the same port, so each \
+                 proxy has a TCP and a UDP listener there (ringlb: a file with both; nginx: two \
+                 servers). Received: what the server reported to the client; loss %: sent but \
+                 not received. CPU per datagram: the proxy's over the whole run; syscalls per \
+                 datagram: during perf's window. The server's socket closes at the end of each \
+                 test, so `direct` shows no listener drops.\n",
+                rate = super::iperf3::RATE,
+                size = super::iperf3::SIZE,
+                window = super::iperf3::WINDOW,
+            );
+        }
         let _ = writeln!(
             s,
             "CPU: the proxy's utime+stime (all threads and processes). Syscalls: `perf stat -e \
@@ -183,9 +204,24 @@ impl Results {
             self.rr_table(&mut s);
             self.conn_table(&mut s);
         }
-        if udp {
+        if self.has_named("udp-rr-64") || self.has_named("udp-rr-1024") {
             self.udp_rr_table(&mut s);
-            self.udp_stream_table(&mut s);
+        }
+        if self.has_named(UDP_STREAM) {
+            let heading = format!(
+                "UDP stream ({}-byte datagrams, {} sockets, into a UDP sink)",
+                super::workload::UDP_STREAM_SIZE,
+                super::workload::UDP_STREAM_SOCKETS
+            );
+            self.udp_stream_table(&mut s, UDP_STREAM, &heading);
+        }
+        if self.has_named(IPERF3) {
+            let heading = format!(
+                "iperf3 -u ({}-byte datagrams offered at {}bit/s, into an iperf3 server)",
+                super::iperf3::SIZE,
+                super::iperf3::RATE
+            );
+            self.udp_stream_table(&mut s, IPERF3, &heading);
         }
         self.iowq_section(&mut s);
         if tcp {
@@ -233,13 +269,9 @@ impl Results {
         s.push('\n');
     }
 
-    fn udp_stream_table(&self, s: &mut String) {
-        let _ = writeln!(
-            s,
-            "## UDP stream ({}-byte datagrams, {} sockets, into a UDP sink)\n",
-            super::workload::UDP_STREAM_SIZE,
-            super::workload::UDP_STREAM_SOCKETS
-        );
+    /// A table of datagrams sent and received (`udp-stream`, `iperf3-udp`).
+    fn udp_stream_table(&self, s: &mut String, w: &str, heading: &str) {
+        let _ = writeln!(s, "## {heading}\n");
         let _ = writeln!(
             s,
             "| row | sent datagrams/s | received datagrams/s | received Gbit/s | loss % \
@@ -247,7 +279,6 @@ impl Results {
              | vol. cs/datagram | threads |"
         );
         let _ = writeln!(s, "|{}", "---|".repeat(12));
-        let w = "udp-stream";
         let recv: Get = |f| f.pps_recv;
         for r in self.ran_udp() {
             let _ = writeln!(
@@ -604,7 +635,7 @@ impl Results {
                 |f| f.rss_per_idle_conn,
             ),
         ];
-        let udp: [(&str, &str, &str, &str, bool, Get); 4] = [
+        let udp: [(&str, &str, &str, &str, bool, Get); 6] = [
             (
                 "udp-rr-64-rps",
                 "udp-rr-64",
@@ -636,6 +667,22 @@ impl Results {
                 "Gbit/s",
                 false,
                 |f| f.gbps_recv,
+            ),
+            (
+                "iperf3-udp-received",
+                IPERF3,
+                "iperf3 -u, datagrams/s received by the server",
+                "datagrams/s",
+                false,
+                |f| f.pps_recv,
+            ),
+            (
+                "iperf3-udp-cpu",
+                IPERF3,
+                "Proxy CPU per million datagrams, iperf3 -u",
+                "CPU s per million datagrams",
+                true,
+                |f| f.cpu_per_mpkt,
             ),
         ];
         // UDP charts only when UDP ran (they are opt-in); the TCP set as always.

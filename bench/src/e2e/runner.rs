@@ -97,7 +97,7 @@ impl Runner<'_> {
         let mut results: Vec<WorkloadResult> = Vec::new();
         let mut start_failure: Option<String> = None;
         for &w in workloads {
-            if let Some(why) = row.skip_reason(w) {
+            if let Some(why) = w.unavailable(self.ctx.peers).or_else(|| row.skip_reason(w)) {
                 eprintln!("{label} {} skipped: {why}", w.name());
                 let mut r = failed(w, String::new());
                 r.failure = None;
@@ -169,7 +169,9 @@ impl Runner<'_> {
             Ok(()) => None,
         };
         let backend = match stats {
-            Ok(s) => Some(s),
+            Ok(Some(s)) => Some(s),
+            // An iperf3 server keeps no counters: what it reported run by run adds up to them.
+            Ok(None) => Some(BackendStats::sum(records.iter().filter_map(|r| r.backend))),
             Err(e) => {
                 failure.get_or_insert(e.to_string());
                 None
@@ -341,7 +343,7 @@ fn describe(workload: Workload, r: &RunRecord) -> String {
             l.lost,
             r.listener_drops.unwrap_or(0)
         ),
-        Workload::UdpStream(_) => {
+        Workload::UdpStream(_) | Workload::Iperf3Udp => {
             let got = r.backend.map_or(0, |b| b.datagrams_in);
             let loss = 100.0 * (1.0 - got as f64 / l.datagrams_sent.max(1) as f64);
             format!(

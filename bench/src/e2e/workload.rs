@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::iperf3;
 use super::opts::Plan;
+use super::peers::Peers;
 
 /// Source addresses for connection-rate runs (past the ephemeral-port limit of one address).
 const CONNECT_SOURCES: &str = "127.1.0.0/16";
@@ -39,6 +41,9 @@ pub enum Workload {
     UdpRr(u32),
     /// 1,472-byte UDP datagrams from `n` sockets, as fast as loadgen can send, into a UDP sink.
     UdpStream(u32),
+    /// `iperf3 -u`: one stream of 1,400-byte datagrams at a fixed rate into an iperf3 server,
+    /// with its TCP control connection to the same port.
+    Iperf3Udp,
 }
 
 /// The backend a workload needs.
@@ -52,6 +57,9 @@ pub enum BackendKind {
     UdpSink,
     /// Echoes datagrams.
     UdpEcho,
+    /// An iperf3 server (TCP control connections and UDP datagrams on one port), not the
+    /// harness's backend binary: what it received comes in the iperf3 client's report.
+    Iperf3,
 }
 
 impl BackendKind {
@@ -62,6 +70,7 @@ impl BackendKind {
             BackendKind::Echo => "echo",
             BackendKind::UdpSink => "udp-sink",
             BackendKind::UdpEcho => "udp-echo",
+            BackendKind::Iperf3 => "iperf3",
         }
     }
 }
@@ -78,11 +87,21 @@ pub const WORKLOADS: [Workload; 6] = [
 
 /// The UDP workloads, in table order: run only when named with `--workloads` (they need a
 /// ringlb with UDP listeners, and add about 3 minutes to a full run).
-pub const UDP_WORKLOADS: [Workload; 3] = [
+pub const UDP_WORKLOADS: [Workload; 4] = [
     Workload::UdpRr(64),
     Workload::UdpRr(1024),
     Workload::UdpStream(UDP_STREAM_SOCKETS),
+    Workload::Iperf3Udp,
 ];
+
+/// The program that generates a workload's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Client {
+    /// The harness's loadgen, which prints its own JSON report.
+    Loadgen,
+    /// `iperf3 -c`, whose `--json` report [`iperf3::parse_report`] reads.
+    Iperf3,
+}
 
 impl Workload {
     /// Its name in tables, JSON and `--workloads`.
@@ -94,12 +113,38 @@ impl Workload {
             Workload::Idle => "idle".into(),
             Workload::UdpRr(n) => format!("udp-rr-{n}"),
             Workload::UdpStream(_) => "udp-stream".into(),
+            Workload::Iperf3Udp => "iperf3-udp".into(),
         }
     }
 
-    /// Whether it runs over UDP.
+    /// Whether it runs over UDP (iperf3's control connection aside).
     pub fn is_udp(&self) -> bool {
-        matches!(self, Workload::UdpRr(_) | Workload::UdpStream(_))
+        matches!(
+            self,
+            Workload::UdpRr(_) | Workload::UdpStream(_) | Workload::Iperf3Udp
+        )
+    }
+
+    /// Whether the proxy needs a TCP listener beside its UDP one, on the same port and to
+    /// the same backend (iperf3's control connection).
+    pub fn needs_tcp_and_udp(&self) -> bool {
+        *self == Workload::Iperf3Udp
+    }
+
+    /// What generates its load.
+    pub fn client(&self) -> Client {
+        match self {
+            Workload::Iperf3Udp => Client::Iperf3,
+            _ => Client::Loadgen,
+        }
+    }
+
+    /// Why it cannot run here, if it cannot (a program it needs is missing).
+    pub fn unavailable(&self, peers: &Peers) -> Option<String> {
+        match self.client() {
+            Client::Iperf3 => peers.iperf3.as_ref().err().cloned(),
+            Client::Loadgen => None,
+        }
     }
 
     /// How many datagrams the proxy's UDP flows may answer before they end (`None`: no
@@ -117,6 +162,7 @@ impl Workload {
             Workload::Stream(_) => BackendKind::Sink,
             Workload::UdpStream(_) => BackendKind::UdpSink,
             Workload::UdpRr(_) => BackendKind::UdpEcho,
+            Workload::Iperf3Udp => BackendKind::Iperf3,
             _ => BackendKind::Echo,
         }
     }
@@ -131,17 +177,26 @@ impl Workload {
         *self != Workload::Idle
     }
 
+    /// How long the load runs: the plan's run, or for iperf3 (which takes whole seconds)
+    /// that rounded up.
+    pub fn run_length(&self, plan: &Plan) -> Duration {
+        match self {
+            Workload::Iperf3Udp => Duration::from_secs(iperf3_secs(plan)),
+            _ => plan.run,
+        }
+    }
+
     /// The most a run may take before it is declared hung.
     pub fn time_limit(&self, plan: &Plan) -> Duration {
         let base = match self {
             Workload::Idle => plan.idle_open_limit + plan.idle_hold,
-            _ => plan.run,
+            _ => self.run_length(plan),
         };
         base + Duration::from_secs(20)
     }
 
-    /// loadgen's arguments for one run against `target`.
-    pub fn loadgen_args(&self, target: SocketAddr, plan: &Plan, threads: usize) -> Vec<String> {
+    /// The client's arguments (see [`Workload::client`]) for one run against `target`.
+    pub fn client_args(&self, target: SocketAddr, plan: &Plan, threads: usize) -> Vec<String> {
         let secs = |d: Duration| format!("{:.3}", d.as_secs_f64());
         let mut a: Vec<String> = vec!["--target".into(), target.to_string()];
         let mut push = |k: &str, v: String| {
@@ -189,11 +244,18 @@ impl Workload {
                 push("--sources", UDP_SOURCES.into());
                 push("--seconds", secs(plan.run));
             }
+            Workload::Iperf3Udp => return iperf3::client_args(target, iperf3_secs(plan)),
         }
         push("--threads", threads.max(1).to_string());
         a.push("--json".into());
         a
     }
+}
+
+/// The plan's run length in the whole seconds iperf3's `-t` takes: rounded up, at least 1
+/// (`-t 0` would run without end).
+fn iperf3_secs(plan: &Plan) -> u64 {
+    plan.run.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// A stream workload of `n` connections (the io-wq bound check uses 1,000).
@@ -213,10 +275,21 @@ mod tests {
         let plan = Plan::from_options(&o).unwrap_or_else(|e| panic!("{e}"));
         let t: SocketAddr = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
         for w in WORKLOADS.into_iter().chain(UDP_WORKLOADS) {
-            let a = w.loadgen_args(t, &plan, 1);
-            assert!(a.iter().any(|s| s == "--seconds"), "{}", w.name());
+            let a = w.client_args(t, &plan, 1);
+            let length = if w.client() == Client::Iperf3 {
+                "-t"
+            } else {
+                "--seconds"
+            };
+            assert!(a.iter().any(|s| s == length), "{}", w.name());
             assert!(a.iter().any(|s| s == "--json"));
         }
+        // --quick runs 0.6 s: iperf3 runs a whole second.
+        assert_eq!(
+            Workload::Iperf3Udp.run_length(&plan),
+            Duration::from_secs(1)
+        );
+        assert!(Workload::Iperf3Udp.needs_tcp_and_udp() && Workload::Iperf3Udp.is_udp());
         assert_eq!(Workload::Rr(64).name(), "rr-64");
         assert_eq!(many_streams(1000).backend(), BackendKind::Sink);
         assert_eq!(Workload::UdpRr(1024).name(), "udp-rr-1024");
