@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ringlb::config::defaults::{DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_FLOWS};
+use ringlb::config::defaults::{
+    DEFAULT_UDP_IDLE_TIMEOUT, DEFAULT_UDP_MAX_FLOWS, DEFAULT_UDP_RCVBUF,
+};
 use ringlb::config::raw::{ModeName, ProtocolName, ProxyName};
 use ringlb::config::*;
 
@@ -132,6 +134,7 @@ fn a_udp_listener_is_kept_apart_from_the_tcp_ones() {
             name: "dns".into(),
             bind: "127.0.0.1:5353".parse().expect("literal"),
             pool: 1,
+            rcvbuf: DEFAULT_UDP_RCVBUF,
         }]
     );
     // `protocol = "tcp"` is the default, written or not.
@@ -253,6 +256,33 @@ fn each_tcp_only_key_on_a_udp_listener_is_an_error_at_the_key() {
         0,
         "listener[1].route",
         &["[[listener.route]] is for TCP listeners"],
+    );
+}
+
+#[test]
+fn rcvbuf_sizes_a_udp_listener_and_is_an_error_on_a_tcp_one() {
+    let config = load(&with_udp_listener("rcvbuf = \"1MiB\"")).expect("valid");
+    assert_eq!(config.udp_listeners[0].rcvbuf, 1 << 20);
+    let config = load(&with_udp_listener("rcvbuf = 65536")).expect("valid");
+    assert_eq!(config.udp_listeners[0].rcvbuf, 65_536);
+    for (value, words) in [
+        ("\"1KiB\"", "between 4096 and"),
+        ("\"1GiB\"", "between 4096 and"),
+        ("\"lots\"", ""),
+    ] {
+        let text = with_udp_listener(&format!("rcvbuf = {value}"));
+        assert_error(&text, value, 0, "listener[1].rcvbuf", &[words]);
+    }
+    let text = BASE.replace(
+        "pool = \"web\"\n\n[[listener]]",
+        "pool = \"web\"\nrcvbuf = \"1MiB\"\n\n[[listener]]",
+    );
+    assert_error(
+        &text,
+        "\"1MiB\"",
+        0,
+        "listener[0].rcvbuf",
+        &["for UDP listeners", "autotuning"],
     );
 }
 
@@ -405,6 +435,7 @@ fn the_quick_form_builds_a_udp_listener() {
             name: quick::QUICK_LISTENER_NAME.into(),
             bind: "127.0.0.1:5353".parse().expect("literal"),
             pool: 0,
+            rcvbuf: DEFAULT_UDP_RCVBUF,
         }]
     );
     assert_eq!(
@@ -514,7 +545,7 @@ fn check_summary_shows_udp_listeners_and_their_pools_flow_keys() {
     for line in [
         "listeners (1):\n",
         "udp listeners (1):\n",
-        "  udp listener dns 127.0.0.1:5353 -> pool dns\n",
+        "  udp listener dns 127.0.0.1:5353 -> pool dns, rcvbuf 4MiB\n",
         "    udp: udp_idle_timeout 30s, udp_responses unlimited, udp_max_flows 4096",
     ] {
         assert!(summary.contains(line), "{line:?} missing from\n{summary}");
@@ -602,6 +633,7 @@ fn the_example_documents_the_udp_keys() {
         "pool = \"dns\"",
         "protocol = \"udp\"",
     ];
+    let rcvbuf: &[&str] = &["rcvbuf = \"4MiB\""];
     let pool: &[&str] = &[
         "[[pool]]",
         "name = \"dns\"",
@@ -611,7 +643,7 @@ fn the_example_documents_the_udp_keys() {
         "[[pool.backend]]",
         "address = \"127.0.0.1:5301\"",
     ];
-    let uncommented = uncomment(&text, &[listener, pool]);
+    let uncommented = uncomment(&text, &[listener, rcvbuf, pool]);
     let config = load(&uncommented).expect("valid once uncommented");
     assert_eq!(config.listeners.len(), 2, "the TCP listeners as they were");
     let dns = &config.udp_listeners[0];
@@ -619,6 +651,7 @@ fn the_example_documents_the_udp_keys() {
         (dns.name.as_str(), config.pools[dns.pool].name.as_str()),
         ("dns", "dns")
     );
+    assert_eq!(dns.rcvbuf, DEFAULT_UDP_RCVBUF, "the default, as written");
     assert_eq!(
         config.pools[dns.pool].udp,
         UdpFlows {

@@ -93,3 +93,9 @@ pub const MAX_UDP_RESPONSES: u32 = 1 << 20;
 /// Most `udp_max_flows`: one descriptor each, per worker and UDP listener, so already far
 /// beyond a usual `RLIMIT_NOFILE`.
 pub const MAX_UDP_MAX_FLOWS: u32 = 1 << 20;
+
+/// Smallest UDP listener `rcvbuf`: the kernel doubles what it is given and never goes below
+/// 2,304 bytes anyway.
+pub const MIN_UDP_RCVBUF: u32 = 4096;
+/// Largest UDP listener `rcvbuf`, per worker's socket.
+pub const MAX_UDP_RCVBUF: u32 = 512 * 1024 * 1024;

@@ -72,6 +72,8 @@ pub struct UdpListener {
     pub bind: SocketAddr,
     /// Index into [`Config::pools`].
     pub pool: usize,
+    /// `rcvbuf`: bytes of receive buffer each worker's socket asks for.
+    pub rcvbuf: u32,
 }
 
 /// How a pool's UDP flows live (pool keys, used by UDP listeners only).

@@ -492,6 +492,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             protocol: None,
             mode: None,
             backlog: None,
+            rcvbuf: None,
             admission_rate: None,
             admission_burst: None,
             accept_proxy: None,

@@ -187,6 +187,8 @@ pub struct RawListener {
     pub mode: Option<Spanned<ModeName>>,
     /// `backlog`, documented in `examples/ringlb.toml`.
     pub backlog: Option<Spanned<i64>>,
+    /// `rcvbuf`, documented in `examples/ringlb.toml`; UDP listeners only.
+    pub rcvbuf: Option<Spanned<RawSize>>,
     /// `admission_rate`, documented in `examples/ringlb.toml`.
     pub admission_rate: Option<Spanned<i64>>,
     /// `admission_burst`, documented in `examples/ringlb.toml`; only with `admission_rate`.

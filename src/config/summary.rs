@@ -191,7 +191,13 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         let _ = writeln!(out, "udp listeners ({}):", config.udp_listeners.len());
         for l in &config.udp_listeners {
             let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
-            let _ = writeln!(out, "  udp listener {} {} -> pool {pool}", l.name, l.bind);
+            let _ = writeln!(
+                out,
+                "  udp listener {} {} -> pool {pool}, rcvbuf {}",
+                l.name,
+                l.bind,
+                super::size::format_size(u64::from(l.rcvbuf))
+            );
         }
     }
     let _ = writeln!(out, "pools ({}):", config.pools.len());

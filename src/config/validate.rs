@@ -402,6 +402,14 @@ fn listeners(
             continue;
         }
         binds.insert(bind.to_string(), l.bind.span(), &at("bind"), "bind address")?;
+        if let Some(rcvbuf) = &l.rcvbuf {
+            return Err(src.invalid(
+                rcvbuf.span(),
+                at("rcvbuf"),
+                "`rcvbuf` is for UDP listeners (protocol = \"udp\"); a TCP connection's \
+                 buffers are sized by the kernel's autotuning (net.ipv4.tcp_rmem)",
+            ));
+        }
         let backlog = int(
             l.backlog.as_ref(),
             DEFAULT_BACKLOG,

@@ -142,6 +142,7 @@ pub fn udp_plans(config: &Config) -> Vec<crate::engine::udp::UdpPlan> {
             crate::engine::udp::UdpPlan {
                 bind: listener.bind,
                 pool: listener.pool,
+                rcvbuf: listener.rcvbuf as usize,
                 policy: crate::core::udp::FlowPolicy {
                     idle_timeout: udp.idle_timeout,
                     responses: udp.responses,

@@ -131,6 +131,27 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Ask for `bytes` of receive buffer on UDP listener socket `socket` (bound to `bind`):
+/// beyond `net.core.rmem_max` with `SO_RCVBUFFORCE` where the process may (`CAP_NET_ADMIN`),
+/// else as far as `rmem_max` lets `SO_RCVBUF` go. Less than asked is logged once per socket
+/// (it works, and loses more in a burst), never an error.
+pub fn udp_receive_buffer(socket: &Socket, bind: SocketAddr, bytes: usize) {
+    use rustix::net::sockopt;
+    if sockopt::set_socket_recv_buffer_size_force(socket, bytes).is_err() {
+        let _ = sockopt::set_socket_recv_buffer_size(socket, bytes);
+    }
+    // The kernel doubles what it is given, for its own bookkeeping, and reports that.
+    let granted = sockopt::socket_recv_buffer_size(socket).map_or(0, |n| n / 2);
+    if granted < bytes {
+        tracing::info!(
+            listener = %bind,
+            asked = bytes,
+            granted,
+            "UDP receive buffer below rcvbuf (net.core.rmem_max limits it without CAP_NET_ADMIN)"
+        );
+    }
+}
+
 /// A UDP flow's socket, connected to its backend `addr` (which picks an ephemeral port):
 /// only that backend's datagrams arrive on it, and its refusals come back as
 /// `ECONNREFUSED`. Non-blocking.
@@ -147,6 +168,28 @@ pub fn udp_flow(addr: SocketAddr) -> io::Result<Socket> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn a_udp_listener_gets_the_receive_buffer_asked_or_what_the_host_allows() {
+        let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let socket = super::udp_listener(bind).expect("bind");
+        let asked = 3 << 20;
+        super::udp_receive_buffer(&socket, bind, asked);
+        let granted = rustix::net::sockopt::socket_recv_buffer_size(&socket).expect("read") / 2;
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let privileged = rustix::process::geteuid().is_root();
+        if privileged {
+            assert_eq!(
+                granted, asked,
+                "SO_RCVBUFFORCE goes past rmem_max {rmem_max}"
+            );
+        } else {
+            assert_eq!(granted, asked.min(rmem_max), "capped at rmem_max");
+        }
+    }
 
     use super::*;
 

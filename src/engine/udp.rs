@@ -62,6 +62,8 @@ pub enum ClientReads {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UdpPlan {
     pub bind: SocketAddr,
+    /// Receive buffer of the listener's socket, in bytes.
+    pub rcvbuf: usize,
     /// Index into the configuration's pools.
     pub pool: usize,
     pub policy: FlowPolicy,

@@ -7,7 +7,7 @@ use super::super::size::parse_size;
 use super::super::{Source, Tuning};
 use super::{Result, int, with_hint};
 
-fn size(
+pub(super) fn size(
     value: Option<&Spanned<RawSize>>,
     default: u32,
     min: u32,

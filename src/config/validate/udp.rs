@@ -133,11 +133,25 @@ pub(super) fn listener(
             at(key),
             format!(
                 "{written} is for TCP listeners; this listener has protocol = \"udp\" (a UDP \
-                 listener takes name, bind, pool and protocol, and its pool's udp_* keys)"
+                 listener takes name, bind, pool, protocol and rcvbuf, and its pool's udp_* \
+                 keys)"
             ),
         ));
     }
-    Ok(UdpListener { name, bind, pool })
+    let rcvbuf = super::tuning::size(
+        l.rcvbuf.as_ref(),
+        DEFAULT_UDP_RCVBUF,
+        MIN_UDP_RCVBUF,
+        MAX_UDP_RCVBUF,
+        &at("rcvbuf"),
+        src,
+    )?;
+    Ok(UdpListener {
+        name,
+        bind,
+        pool,
+        rcvbuf,
+    })
 }
 
 /// An error when pool `p` (index `i`), used by the UDP listener `user`, or any of its

@@ -125,6 +125,7 @@ impl Port {
         snapshot: Arc<PoolSnapshot>,
     ) -> std::io::Result<Self> {
         let socket = socket::udp_listener(plan.bind)?;
+        socket::udp_receive_buffer(&socket, plan.bind, plan.rcvbuf);
         if plan.bind.ip().is_unspecified() {
             // Without it a reply would leave from whatever address routing picks, which a
             // client that wrote to another address of this host drops.
@@ -198,7 +199,10 @@ impl Port {
             return;
         };
         let bytes = datagram.bytes;
-        let segment = datagram.ancillary.segment.filter(|&s| usize::from(s) < bytes.len());
+        let segment = datagram
+            .ancillary
+            .segment
+            .filter(|&s| usize::from(s) < bytes.len());
         let count = segment.map_or(1, |s| bytes.len().div_ceil(usize::from(s)));
         self.counters.client_datagrams += count as u64;
         self.counters.client_bytes += bytes.len() as u64;
@@ -338,8 +342,7 @@ impl Port {
             &io.socket,
             &mut *buffer,
             RecvFlags::TRUNC | RecvFlags::DONTWAIT,
-        )
-        {
+        ) {
             Ok((_, full)) => full,
             Err(Errno::AGAIN | Errno::INTR) => return,
             Err(Errno::CONNREFUSED) => {
