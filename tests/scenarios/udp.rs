@@ -231,22 +231,35 @@ pub fn udp_refused_flows_move_to_another_backend(ctx: &Ctx) -> Outcome {
 }
 
 /// A flood of new clients against `udp_max_flows = 50`: every one is still answered (the
-/// least recently used flow makes room), and the process holds no more sockets than the
-/// table allows.
+/// least recently used flow makes room), the process holds no more sockets than the table
+/// allows, and its memory stays flat (a leak of 4 KiB per flow fails it).
 pub fn udp_flood_keeps_the_flow_table_bounded(ctx: &Ctx) -> Outcome {
     let (backend, _) = udp_echo();
     let proxy = start(ctx, &config(&[backend], "udp_max_flows = 50\n"))?;
     warm_up(&proxy);
     let sockets_before = proxy.fds().get("socket").copied().unwrap_or(0);
     let started = Instant::now();
-    for n in 0..3000u32 {
-        let socket = client(&format!("127.79.{}.{}:0", n / 250, n % 250 + 1));
-        ask(&socket, proxy.addr, &n.to_be_bytes(), 3).unwrap_or_else(|e| panic!("{n}: {e}"));
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "bounded in time"
-        );
+    // Two waves of 2,000 new clients each: the first fills the tables, the second may not
+    // grow anything.
+    let mut rss = Vec::new();
+    for wave in 0..2u32 {
+        for n in 0..2000u32 {
+            let host = wave * 2000 + n;
+            let socket = client(&format!("127.79.{}.{}:0", host / 250, host % 250 + 1));
+            ask(&socket, proxy.addr, &host.to_be_bytes(), 3)
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "bounded in time"
+            );
+        }
+        rss.push(resident_kib(proxy.pid()));
     }
+    // Allocator slack aside, the second wave leaves memory where the first did.
+    assert!(
+        rss[1] <= rss[0] + 2048,
+        "resident memory after each wave of 2,000 new flows: {rss:?} KiB"
+    );
     let sockets_after = proxy.fds().get("socket").copied().unwrap_or(0);
     // Two workers, 50 flows each at most.
     assert!(
@@ -255,6 +268,16 @@ pub fn udp_flood_keeps_the_flow_table_bounded(ctx: &Ctx) -> Outcome {
     );
     proxy.finish();
     Ok(())
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
 
 /// A reload that sets `udp_responses = 1` applies to the flows at once (each request becomes
