@@ -183,9 +183,11 @@ mod tests {
     fn what_is_built_parses_back() {
         let mut bytes = [0u8; 128];
         let mut builder = Builder::new(&mut bytes);
-        builder
-            .source("10.1.2.3".parse().expect("literal"))
-            .push(libc::IPPROTO_UDP, UDP_GRO, &1200i32.to_ne_bytes());
+        builder.source("10.1.2.3".parse().expect("literal")).push(
+            libc::IPPROTO_UDP,
+            UDP_GRO,
+            &1200i32.to_ne_bytes(),
+        );
         let len = builder.len();
         assert_eq!(len, space(12) + space(4));
         let got = parse(&bytes[..len]);
@@ -197,7 +199,10 @@ mod tests {
         let mut builder = Builder::new(&mut v6);
         builder.source("fd00::7".parse().expect("literal"));
         let len = builder.len();
-        assert_eq!(parse(&v6[..len]).local, Some("fd00::7".parse().expect("literal")));
+        assert_eq!(
+            parse(&v6[..len]).local,
+            Some("fd00::7".parse().expect("literal"))
+        );
     }
 
     #[test]
@@ -247,6 +252,9 @@ mod tests {
         let mut batch = super::super::mmsg::RecvBatch::new(2, 64);
         assert_eq!(batch.recv(receiver.as_fd()).expect("one"), 1);
         let got = batch.get(0).expect("one");
-        assert_eq!(got.ancillary.local, Some("127.0.0.9".parse().expect("literal")));
+        assert_eq!(
+            got.ancillary.local,
+            Some("127.0.0.9".parse().expect("literal"))
+        );
     }
 }

@@ -229,7 +229,8 @@ impl SendBatch {
         // lengths, an unspecified family); every field used is set below.
         let zeroed_header = || unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() };
         // SAFETY: as above.
-        let zeroed_name = || unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        let zeroed_name =
+            || unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
         self.iovecs.resize(
             count,
             libc::iovec {
@@ -324,7 +325,11 @@ fn write_address(storage: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc
                 sin_zero: [0; 8],
             };
             // SAFETY: `sockaddr_storage` is larger than and as aligned as `sockaddr_in`.
-            unsafe { std::ptr::from_mut(storage).cast::<libc::sockaddr_in>().write(sin) };
+            unsafe {
+                std::ptr::from_mut(storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
         SocketAddr::V6(a) => {
@@ -338,7 +343,11 @@ fn write_address(storage: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: as above, for `sockaddr_in6`.
-            unsafe { std::ptr::from_mut(storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            unsafe {
+                std::ptr::from_mut(storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
             std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
@@ -496,7 +505,9 @@ mod segment_tests {
             .send(wildcard.as_fd(), &[message])
             .expect("send");
         let mut buffer = [0u8; 16];
-        let n = client.recv(&mut buffer).expect("the reply passes the connected filter");
+        let n = client
+            .recv(&mut buffer)
+            .expect("the reply passes the connected filter");
         assert_eq!(&buffer[..n], b"from .9");
     }
 }

@@ -343,7 +343,10 @@ pub fn udp_wildcard_listener_answers_from_the_address_written_to(ctx: &Ctx) -> O
     let proxy = start(ctx, &text)?;
     let first: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     ask(&client("127.0.0.1:0"), first, b"warm-up", 20).expect("the UDP listener answers");
-    for (n, to) in ["127.0.0.9", "127.0.0.1", "127.45.6.7"].into_iter().enumerate() {
+    for (n, to) in ["127.0.0.9", "127.0.0.1", "127.45.6.7"]
+        .into_iter()
+        .enumerate()
+    {
         let to: SocketAddr = format!("{to}:{port}").parse().expect("address");
         let socket = client("127.0.0.1:0");
         socket.connect(to).expect("connect");
@@ -408,7 +411,10 @@ pub fn udp_coalesced_datagrams_stay_apart(ctx: &Ctx) -> Outcome {
         expected.extend(std::iter::repeat_n(1200, 20));
         expected.push(345);
     }
-    assert_eq!(seen, expected, "what the backend received, datagram by datagram");
+    assert_eq!(
+        seen, expected,
+        "what the backend received, datagram by datagram"
+    );
     proxy.finish();
     Ok(())
 }

@@ -101,13 +101,12 @@ pub fn run_until(
         admission,
         config.listeners.len(),
     ));
-    let udp =
-        super::udp::UdpRelay::new(
-            0,
-            &plan::udp_plans(&config),
-            &plan::pool_snapshots(&config),
-            super::udp::ClientReads::Relay,
-        )?;
+    let udp = super::udp::UdpRelay::new(
+        0,
+        &plan::udp_plans(&config),
+        &plan::pool_snapshots(&config),
+        super::udp::ClientReads::Relay,
+    )?;
     let mut supervisor = Supervisor {
         udp,
         shared: &shared,

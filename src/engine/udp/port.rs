@@ -198,7 +198,10 @@ impl Port {
             return;
         };
         let bytes = datagram.bytes;
-        let segment = datagram.ancillary.segment.filter(|&s| usize::from(s) < bytes.len());
+        let segment = datagram
+            .ancillary
+            .segment
+            .filter(|&s| usize::from(s) < bytes.len());
         let count = segment.map_or(1, |s| bytes.len().div_ceil(usize::from(s)));
         self.counters.client_datagrams += count as u64;
         self.counters.client_bytes += bytes.len() as u64;
@@ -338,8 +341,7 @@ impl Port {
             &io.socket,
             &mut *buffer,
             RecvFlags::TRUNC | RecvFlags::DONTWAIT,
-        )
-        {
+        ) {
             Ok((_, full)) => full,
             Err(Errno::AGAIN | Errno::INTR) => return,
             Err(Errno::CONNREFUSED) => {

@@ -116,10 +116,7 @@ impl UdpReceiver {
         // SAFETY: buffer `bid < COUNT` lies inside `data`; the kernel finished writing it
         // (its completion is being handled) and selects it again only after `give_back`.
         unsafe {
-            std::slice::from_raw_parts(
-                self.data.as_ptr().add(usize::from(bid % COUNT) * SIZE),
-                len,
-            )
+            std::slice::from_raw_parts(self.data.as_ptr().add(usize::from(bid % COUNT) * SIZE), len)
         }
     }
 }
@@ -134,13 +131,10 @@ impl Worker {
             if receiver.armed.get(index) != Some(&false) {
                 continue;
             }
-            let entry = opcode::RecvMsgMulti::new(
-                fixed(fd),
-                std::ptr::from_ref(&*receiver.header),
-                GROUP,
-            )
-            .build()
-            .user_data(UserData::internal_indexed(Op::UdpRecv.code(), index as u32).0);
+            let entry =
+                opcode::RecvMsgMulti::new(fixed(fd), std::ptr::from_ref(&*receiver.header), GROUP)
+                    .build()
+                    .user_data(UserData::internal_indexed(Op::UdpRecv.code(), index as u32).0);
             // SAFETY: the request reads the boxed `msghdr` template, which lives in
             // `self.udp_rx` for the worker's life, and writes only into ring buffers, which
             // outlive the ring (field order); the socket lives in `self.udp` until the worker
