@@ -272,8 +272,9 @@ pub struct OverrideArgs {
     #[arg(long, value_name = "DURATION")]
     pub affinity_ttl: Option<String>,
     /// Send every backend a PROXY protocol header (v1: text, v2: binary) before the client's
-    /// bytes, so that it sees the client's address; with UDP listeners, for the pools none of
-    /// them uses (not supported for UDP yet) [default: the file's, or none].
+    /// bytes, so that it sees the client's address; with --protocol udp, v2 only, ahead of
+    /// every datagram; over a file with UDP listeners, for the pools none of them uses
+    /// [default: the file's, or none].
     #[arg(long, value_name = "VERSION")]
     pub send_proxy: Option<ringlb::config::raw::ProxyName>,
     /// UDP: a flow with no datagram either way for this long ends, for every pool: above

@@ -466,9 +466,10 @@ fn the_udp_flags_are_validated_as_the_file_keys() {
         "command line: listener[0].mode (--mode): `mode` is for TCP listeners",
     );
     refused(
-        &quick(&["--send-proxy", "v2"]),
-        "command line: pool[0].send_proxy (--send-proxy): send_proxy is not supported for UDP yet",
+        &quick(&["--send-proxy", "v1"]),
+        "command line: pool[0].send_proxy (--send-proxy): send_proxy \"v1\" has no form for UDP",
     );
+
     refused(
         &quick(&["--udp-responses", "0"]),
         "command line: pool[0].udp_responses (--udp-responses): must be between 1 and",

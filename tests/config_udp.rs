@@ -358,50 +358,57 @@ fn zero_flows_or_responses_are_errors() {
 }
 
 #[test]
-fn send_proxy_on_a_pool_a_udp_listener_uses_is_an_error() {
-    let text = with_dns_pool("send_proxy = \"v2\"");
-    assert_error(
-        &text,
-        "\"v2\"",
-        0,
-        "pool[1].send_proxy",
-        &[
-            "send_proxy is not supported for UDP yet",
-            "UDP listener \"dns\"",
-        ],
+fn send_proxy_v2_serves_udp_pools_and_v1_is_an_error_at_its_key() {
+    use ringlb::core::proxy_header::ProxyVersion::{V1, V2};
+    let sent = |c: &Config, pool: usize| -> Vec<_> {
+        c.pools[pool]
+            .backends
+            .iter()
+            .map(|b| b.send_proxy)
+            .collect()
+    };
+    // v2, on the pool (every backend) or on a backend (that one), shown by `check`.
+    let config = load(&with_dns_pool("send_proxy = \"v2\"")).expect("valid");
+    assert_eq!(sent(&config, 1), [Some(V2), Some(V2)]);
+    let summary = config.summary_in(MASK);
+    assert!(
+        summary.contains("5302 weight 1, send_proxy v2"),
+        "{summary}"
     );
-    // A backend's own.
-    let text = BASE.replace(
-        "address = \"127.0.0.1:5302\"",
-        "address = \"127.0.0.1:5302\"\nsend_proxy = \"v1\"",
-    );
-    assert_error(
-        &text,
-        "\"v1\"",
-        0,
-        "pool[1].backend[1].send_proxy",
-        &["send_proxy is not supported for UDP yet"],
-    );
-    // A pool only TCP listeners use keeps it.
-    let text = BASE.replace(
-        "name = \"web\"\n\n[[pool.backend]]",
-        "name = \"web\"\nsend_proxy = \"v2\"\n\n[[pool.backend]]",
-    );
-    let config = load(&text).expect("valid");
-    assert!(config.pools[0].backends[0].send_proxy.is_some());
-    // --send-proxy sets the pools no UDP listener uses.
+    let one = BASE.replace("5302\"", "5302\"\nsend_proxy = \"v2\"");
+    assert_eq!(sent(&load(&one).expect("valid"), 1), [None, Some(V2)]);
+    // v1 has no datagram form: an error at the value, on the pool or on a backend (under
+    // the pool's v2 too).
+    let words = [
+        "\"v1\" has no form for UDP",
+        "UDP listener \"dns\"",
+        "use \"v2\"",
+    ];
+    let text = with_dns_pool("send_proxy = \"v1\"");
+    assert_error(&text, "\"v1\"", 0, "pool[1].send_proxy", &words);
+    let text = one.replace("\"v2\"", "\"v1\"");
+    assert_error(&text, "\"v1\"", 0, "pool[1].backend[1].send_proxy", &words);
+    let text = text.replace("\"dns\"\n\n", "\"dns\"\nsend_proxy = \"v2\"\n\n");
+    assert_error(&text, "\"v1\"", 0, "pool[1].backend[1].send_proxy", &words);
+    // A pool only TCP listeners use keeps v1; so does --send-proxy, which sets only those.
+    let text = BASE.replace("9001\"", "9001\"\nsend_proxy = \"v1\"");
+    assert_eq!(sent(&load(&text).expect("valid"), 0), [Some(V1)]);
     let flags = Overrides {
         send_proxy: Some(ProxyName::V1),
         ..Overrides::default()
     };
     let config = load_with(BASE, &flags).expect("valid");
-    assert!(config.pools[0].backends[0].send_proxy.is_some());
-    assert!(
-        config.pools[1]
-            .backends
-            .iter()
-            .all(|b| b.send_proxy.is_none())
+    assert_eq!(
+        (sent(&config, 0), sent(&config, 1)),
+        (vec![Some(V1)], vec![None, None])
     );
+    // The quick form: --send-proxy v2 with --protocol udp.
+    let flags = Overrides {
+        protocol: Some(ProtocolName::Udp),
+        send_proxy: Some(ProxyName::V2),
+        ..Overrides::default()
+    };
+    assert_eq!(sent(&quick(&flags).expect("valid"), 0), [Some(V2)]);
 }
 
 #[test]
@@ -503,11 +510,11 @@ fn tcp_flags_with_protocol_udp_are_errors_naming_the_flag() {
         ),
         (
             Overrides {
-                send_proxy: Some(ProxyName::V2),
+                send_proxy: Some(ProxyName::V1),
                 ..udp()
             },
             "pool[0].send_proxy (--send-proxy)",
-            "send_proxy is not supported for UDP yet",
+            "send_proxy \"v1\" has no form for UDP",
         ),
         (
             Overrides {

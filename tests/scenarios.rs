@@ -67,6 +67,8 @@ mod starvation;
 mod timeouts;
 #[path = "scenarios/udp.rs"]
 mod udp;
+#[path = "scenarios/udp_proxy.rs"]
+mod udp_proxy;
 #[path = "scenarios/upgrade.rs"]
 mod upgrade;
 
@@ -142,6 +144,7 @@ macro_rules! scenarios {
             udp_flood_keeps_the_flow_table_bounded => crate::udp::udp_flood_keeps_the_flow_table_bounded,
             udp_wildcard_listener_answers_from_the_address_written_to => crate::udp::udp_wildcard_listener_answers_from_the_address_written_to,
             udp_coalesced_datagrams_stay_apart => crate::udp::udp_coalesced_datagrams_stay_apart,
+            udp_send_proxy_v2_heads_every_datagram => crate::udp_proxy::udp_send_proxy_v2_heads_every_datagram,
         );
     };
     (@each $config:ident, $setup:expr; $($name:ident => $scenario:path,)*) => {

@@ -276,7 +276,7 @@ impl Overrides {
     /// `--inspect-timeout`) then set every TCP listener, and `--send-proxy` every pool no UDP
     /// listener uses; where there is no such listener or pool (the quick form with `--protocol
     /// udp`), they set every one, so that validation refuses them rather than let them go
-    /// unread.
+    /// unread (`--send-proxy v2` is then valid: UDP flows carry v2 headers).
     pub fn apply(&self, raw: &mut RawConfig) {
         if let Some(engine) = self.engine {
             raw.engine = Some(from_cli(engine));

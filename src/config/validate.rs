@@ -397,7 +397,7 @@ fn listeners(
                 "UDP bind address",
             )?;
             let listener = udp::listener(l, name, bind, pool, &at, src)?;
-            udp::no_send_proxy(raw_pools[pool].get_ref(), pool, &listener.name, src)?;
+            udp::no_send_proxy_v1(raw_pools[pool].get_ref(), pool, &listener.name, src)?;
             udp_listeners.push(listener);
             continue;
         }

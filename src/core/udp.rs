@@ -20,6 +20,10 @@
 //! 3. a flow's socket failed with "connection refused": [`Flows::refused`].
 //! 4. every loop turn, or at [`Flows::next_expiry`]: [`Flows::expire`].
 //! 5. a new pool snapshot: [`Flows::update`]; close the sockets of flows it ends.
+//!
+//! What a new flow's datagrams carry to its backend (a PROXY protocol header, when the
+//! backend's `send_proxy` asks for one) is its [`Framing`], which the engine keeps with the
+//! flow's socket.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +33,10 @@ use std::time::{Duration, Instant};
 use super::backend::{BackendId, BackendState};
 use super::balance::{Balancer, PoolSnapshot};
 use super::slot::{Slab, SlotKey};
+
+mod framing;
+
+pub use framing::{Framing, MAX_PAYLOAD_V4, MAX_PAYLOAD_V6, max_payload};
 
 /// How a listener's flows live (its pool's `udp_*` keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

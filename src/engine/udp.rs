@@ -22,13 +22,19 @@
 //! may arrive coalesced, and go on to the backend in one `UDP_SEGMENT` send that the kernel
 //! cuts at the same boundaries.
 //!
+//! A backend with `send_proxy = "v2"` gets a PROXY protocol v2 header (DGRAM) ahead of every
+//! datagram of the flow, in the same datagram; it is built once when the flow opens (see
+//! [`crate::core::udp::Framing`]). Coalesced datagrams then go one by one, each behind its
+//! header. Replies carry none.
+//!
 //! Every datagram is forwarded whole or dropped and counted; none is cut or merged. The
 //! receive buffer holds the largest datagram UDP can carry, and `MSG_TRUNC` is checked all
-//! the same.
+//! the same; a datagram that no longer fits behind its PROXY header is dropped.
 //!
 //! System calls: clients' datagrams arrive in batches (`recvmmsg`), replies to clients leave
 //! in batches (`sendmmsg`, at the end of each run); each flow's datagram to its backend is one
-//! `send` on the flow's own socket, and each backend datagram one `recv` per readiness event.
+//! `send` on the flow's own socket (a `sendmsg` of header and datagram with a PROXY header),
+//! and each backend datagram one `recv` per readiness event.
 
 mod port;
 mod replies;

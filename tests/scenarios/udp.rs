@@ -55,7 +55,7 @@ fn config(backends: &[SocketAddr], keys: &str) -> String {
 }
 
 /// A client socket on `source` (port 0: any).
-fn client(source: &str) -> UdpSocket {
+pub(crate) fn client(source: &str) -> UdpSocket {
     let socket = UdpSocket::bind(source).expect("bind a UDP client");
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
@@ -64,7 +64,12 @@ fn client(source: &str) -> UdpSocket {
 }
 
 /// Send `data` to `to` until the exact same bytes come back, at most `tries` times.
-fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8], tries: u32) -> Result<(), String> {
+pub(crate) fn ask(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    tries: u32,
+) -> Result<(), String> {
     let mut buffer = vec![0u8; 65_536];
     for _ in 0..tries {
         socket.send_to(data, to).map_err(|e| format!("send: {e}"))?;
@@ -94,12 +99,12 @@ fn ask(socket: &UdpSocket, to: SocketAddr, data: &[u8], tries: u32) -> Result<()
     ))
 }
 
-fn start(ctx: &Ctx, text: &str) -> Result<Proxy, crate::harness::Skip> {
+pub(crate) fn start(ctx: &Ctx, text: &str) -> Result<Proxy, crate::harness::Skip> {
     Proxy::start(ctx, &Launch::file(text).workers(2))
 }
 
 /// The first exchange, retried while the UDP sockets may not be bound yet.
-fn warm_up(proxy: &Proxy) {
+pub(crate) fn warm_up(proxy: &Proxy) {
     let socket = client("127.0.0.1:0");
     ask(&socket, proxy.addr, b"warm-up", 20).expect("the UDP listener answers");
 }

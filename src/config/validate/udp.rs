@@ -1,6 +1,7 @@
 //! Validation of UDP: a listener's `protocol`, what a UDP listener may hold (`name`, `bind`,
 //! `pool`; every other listener key is TCP's), and a pool's flow keys (`udp_idle_timeout`,
-//! `udp_responses`, `udp_max_flows`), which only UDP listeners read.
+//! `udp_responses`, `udp_max_flows`), which only UDP listeners read, and the `send_proxy` a
+//! pool a UDP listener uses may have (`"v2"`, not `"v1"`).
 
 use std::ops::Range;
 
@@ -155,17 +156,22 @@ pub(super) fn listener(
 }
 
 /// An error when pool `p` (index `i`), used by the UDP listener `user`, or any of its
-/// backends has `send_proxy`: a PROXY header has no place in a flow of datagrams yet.
-pub(super) fn no_send_proxy(p: &RawPool, i: usize, user: &str, src: &Source<'_>) -> Result<()> {
+/// backends has `send_proxy = "v1"`: v1 is a line of text that names TCP only (`TCP4`,
+/// `TCP6`) and has no form for datagrams. `"v2"` is allowed: its header names UDP (DGRAM)
+/// and goes ahead of every datagram.
+pub(super) fn no_send_proxy_v1(p: &RawPool, i: usize, user: &str, src: &Source<'_>) -> Result<()> {
+    let v1 = |v: &&Spanned<ProxyName>| *v.get_ref() == ProxyName::V1;
     let written = p
         .send_proxy
         .as_ref()
+        .filter(v1)
         .map(|v| (v.span(), format!("pool[{i}].send_proxy")))
         .or_else(|| {
             p.backends.iter().enumerate().find_map(|(j, b)| {
                 b.get_ref()
                     .send_proxy
                     .as_ref()
+                    .filter(v1)
                     .map(|v| (v.span(), format!("pool[{i}].backend[{j}].send_proxy")))
             })
         });
@@ -175,8 +181,9 @@ pub(super) fn no_send_proxy(p: &RawPool, i: usize, user: &str, src: &Source<'_>)
             span,
             field,
             format!(
-                "send_proxy is not supported for UDP yet: pool {:?} is used by the UDP \
-                 listener {user:?}; remove send_proxy, or give that listener a pool of its own",
+                "send_proxy \"v1\" has no form for UDP: pool {:?} is used by the UDP listener \
+                 {user:?}; use \"v2\", whose header names UDP and goes ahead of every datagram, \
+                 or give that listener a pool of its own",
                 p.name.get_ref().trim()
             ),
         )),

@@ -471,7 +471,7 @@ proptest! {
     }
 
     /// 2. What ringlb encodes, ppp parses, to the same addresses; and ringlb writes the
-    /// very bytes ppp writes for them.
+    /// very bytes ppp writes for them, over STREAM and DGRAM.
     #[test]
     fn ringlb_headers_parse_in_ppp((src, dst) in socket_pair()) {
         let same_family = src.is_ipv4() == dst.is_ipv4();
@@ -505,6 +505,24 @@ proptest! {
             prop_assert_eq!(&binary, &encode_unknown(ProxyVersion::V2));
         }
         prop_assert_eq!(encode(ProxyVersion::V2, src, dst), binary);
+
+        let datagram = encode_v2_datagram(src, dst);
+        let h = v2::Header::try_from(datagram.as_slice()).expect("ppp parses ringlb's DGRAM v2");
+        prop_assert_eq!(h.len(), datagram.len());
+        if same_family {
+            prop_assert_eq!(h.protocol, Protocol::Datagram);
+            prop_assert_eq!(h.addresses, v2::Addresses::from((src, dst)));
+            let theirs = v2::Builder::with_addresses(
+                v2::Version::Two | Command::Proxy,
+                Protocol::Datagram,
+                (src, dst),
+            )
+            .build()
+            .expect("ppp builds");
+            prop_assert_eq!(&datagram, &theirs);
+        } else {
+            prop_assert_eq!(&datagram, &encode_unknown(ProxyVersion::V2));
+        }
     }
 
     /// 3. Truncated and corrupted ppp headers: the same verdict from both parsers, or an

@@ -88,6 +88,45 @@ fn v2_local_honours_its_length_and_ignores_its_addresses() {
     assert_eq!((header.addresses, header.len), (None, 28));
 }
 
+/// DGRAM (UDP) headers: the transport nibble 2 (`\x12`, `\x22`), and otherwise the bytes of
+/// the STREAM header for the same addresses; they parse back, and mixed families are LOCAL.
+#[test]
+fn v2_datagram_headers_name_udp() {
+    let client = v4([192, 0, 2, 1], 51234);
+    let listener = v4([198, 51, 100, 7], 53);
+    let h = encode_v2_datagram(client, listener);
+    let mut expected = V2_SIGNATURE.to_vec();
+    expected.extend_from_slice(&[0x21, 0x12, 0, 12, 192, 0, 2, 1, 198, 51, 100, 7]);
+    expected.extend_from_slice(&[0xc8, 0x22, 0, 53]);
+    assert_eq!(h, expected);
+    assert_eq!(h.len(), 28);
+    let mut stream = encode_v2(client, listener);
+    stream[13] = 0x12;
+    assert_eq!(h, stream, "only the transport differs from STREAM");
+    prefixes_are_incomplete(&h);
+    let parsed = complete(&[h.as_slice(), b"payload"].concat());
+    assert_eq!(parsed.addresses, Some((client, listener)));
+    assert_eq!(parsed.len, 28);
+
+    let client: SocketAddr = "[2001:db8::1]:5353".parse().expect("literal");
+    let listener: SocketAddr = "[2001:db8::53]:53".parse().expect("literal");
+    let h = encode_v2_datagram(client, listener);
+    assert_eq!((h.len(), h[12], h[13], h[15]), (52, 0x21, 0x22, 36));
+    assert_eq!(
+        &h[16..32],
+        &Ipv6Addr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]).octets()
+    );
+    assert_eq!(complete(&h).addresses, Some((client, listener)));
+    assert_eq!(
+        encode_v2_over(Transport::Datagram, client, listener),
+        h,
+        "the same encoder"
+    );
+
+    let mixed = encode_v2_datagram(v4([192, 0, 2, 1], 1), listener);
+    assert_eq!(mixed, encode_unknown(ProxyVersion::V2));
+}
+
 #[test]
 fn v2_rejects_what_the_specification_forbids() {
     let with = |b12: u8, b13: u8, len: u16, rest: &[u8]| {

@@ -1,20 +1,21 @@
 //! One UDP listener of one worker: its socket, its flows, its counters, and what happens to
 //! each datagram.
 
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags};
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags};
 use socket2::Socket;
 
 use super::replies::Replies;
 use super::{DATAGRAMS_PER_EVENT, UdpPlan, register};
 use crate::core::balance::{Balancer, PoolSnapshot};
 use crate::core::slot::{SlotKey, UserData};
-use crate::core::udp::{Arrival, FlowCounters, Flows, Reply};
+use crate::core::udp::{Arrival, FlowCounters, Flows, Framing, Reply};
 use crate::engine::rate_limit::RateLimit;
 use crate::engine::socket;
 use crate::sys::mmsg::{self, Datagram, Outgoing, RecvBatch, SendBatch};
@@ -35,7 +36,8 @@ pub struct UdpCounters {
     /// From backends, sent on to clients.
     pub replied_datagrams: u64,
     pub replied_bytes: u64,
-    /// Dropped: larger than the receive buffer (never cut).
+    /// Dropped: larger than the receive buffer, or than a datagram to the backend can be
+    /// once its PROXY header is in (never cut).
     pub dropped_too_big: u64,
     /// Dropped: no backend Up, or no socket could be opened for a new flow.
     pub dropped_no_backend: u64,
@@ -93,12 +95,13 @@ impl UdpReport {
     }
 }
 
-/// A flow's socket, and the address its client wrote to when the listener's is a wildcard
-/// (its replies leave from there).
+/// A flow's socket, the address its client wrote to when the listener's is a wildcard (its
+/// replies leave from there), and what each of its datagrams carries to the backend.
 #[derive(Debug)]
 pub(super) struct FlowIo {
     socket: Socket,
     local: Option<IpAddr>,
+    framing: Framing,
 }
 
 #[derive(Debug)]
@@ -243,13 +246,25 @@ impl Port {
                     self.flows.open_failed(flow);
                     return None;
                 };
+                // Built once here, sent ahead of each of the flow's datagrams.
+                let framing = Framing::new(
+                    self.flows.snapshot().send_proxy(backend),
+                    addr,
+                    client,
+                    self.destination(local),
+                );
                 let opened = socket::udp_flow(addr).and_then(|s| {
                     register(poller, s.as_fd(), self.tag(flow))?;
                     Ok(s)
                 });
                 match opened {
                     Ok(socket) => {
-                        if let Err(io) = self.flows.opened(flow, FlowIo { socket, local }) {
+                        let io = FlowIo {
+                            socket,
+                            local,
+                            framing,
+                        };
+                        if let Err(io) = self.flows.opened(flow, io) {
                             drop(io);
                         }
                     }
@@ -267,12 +282,40 @@ impl Port {
         self.flows.io(flow).map(|_| flow)
     }
 
-    /// One client datagram to flow `flow`'s backend.
+    /// The address a client of this listener wrote to, `local` as its datagram reported it
+    /// (a wildcard listener's), else the listener's own; `None` when neither says.
+    fn destination(&self, local: Option<IpAddr>) -> Option<SocketAddr> {
+        match local {
+            Some(ip) => Some(SocketAddr::new(ip, self.bind.port())),
+            None if self.bind.ip().is_unspecified() => None,
+            None => Some(self.bind),
+        }
+    }
+
+    /// One client datagram to flow `flow`'s backend, behind the flow's prefix if it has one,
+    /// in one datagram (`sendmsg` of two pieces); one that would not fit is dropped.
     fn forward(&mut self, now: Instant, flow: SlotKey, datagram: &[u8]) {
         let Some(io) = self.flows.io(flow) else {
+            // Its backend refused an earlier datagram of the same coalesced batch.
+            self.counters.dropped_send += 1;
             return;
         };
-        match rustix::net::send(&io.socket, datagram, SendFlags::DONTWAIT) {
+        if !io.framing.fits(datagram.len()) {
+            self.counters.dropped_too_big += 1;
+            return;
+        }
+        let prefix = io.framing.prefix();
+        let sent = if prefix.is_empty() {
+            rustix::net::send(&io.socket, datagram, SendFlags::DONTWAIT)
+        } else {
+            rustix::net::sendmsg(
+                &io.socket,
+                &[IoSlice::new(prefix), IoSlice::new(datagram)],
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::DONTWAIT,
+            )
+        };
+        match sent {
             Ok(_) => {
                 self.counters.forwarded_datagrams += 1;
                 self.counters.forwarded_bytes += datagram.len() as u64;
@@ -293,11 +336,18 @@ impl Port {
 
     /// A client's datagrams the kernel coalesced, each `size` bytes but maybe the last, to
     /// flow `flow`'s backend: cut again by the kernel in one send (`UDP_SEGMENT`), or one
-    /// send each where it will not.
+    /// send each where it will not. A flow with a prefix sends one each too, every datagram
+    /// behind its own copy of the prefix, which `UDP_SEGMENT` cannot repeat.
     fn forward_segments(&mut self, now: Instant, flow: SlotKey, size: u16, bytes: &[u8]) {
         let Some(io) = self.flows.io(flow) else {
             return;
         };
+        if !io.framing.prefix().is_empty() || !io.framing.fits(usize::from(size)) {
+            for datagram in bytes.chunks(usize::from(size)) {
+                self.forward(now, flow, datagram);
+            }
+            return;
+        }
         let count = bytes.len().div_ceil(usize::from(size)) as u64;
         let message = Outgoing {
             to: None,

@@ -113,11 +113,14 @@ impl UdpReceiver {
     /// Buffer `bid`'s first `len` bytes, as the kernel left them.
     fn filled(&self, bid: u16, len: usize) -> &[u8] {
         let len = len.min(SIZE);
-        // SAFETY: buffer `bid < COUNT` lies inside `data`; the kernel finished writing it
-        // (its completion is being handled) and selects it again only after `give_back`.
-        unsafe {
-            std::slice::from_raw_parts(self.data.as_ptr().add(usize::from(bid % COUNT) * SIZE), len)
-        }
+        let start = self
+            .data
+            .as_ptr()
+            .wrapping_add(usize::from(bid % COUNT) * SIZE);
+        // SAFETY: buffer `bid % COUNT` lies inside `data` (`COUNT` buffers of `SIZE` bytes),
+        // and `len <= SIZE`; the kernel finished writing it (its completion is being handled)
+        // and selects it again only after `give_back`.
+        unsafe { std::slice::from_raw_parts(start, len) }
     }
 }
 
