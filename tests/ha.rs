@@ -1,0 +1,241 @@
+//! High availability, proven in network namespaces: two ringlb processes agree on every
+//! client's backend (Maglev), keepalived moves a virtual address between two nodes
+//! (active-standby, VRRP), and a router learns the address from BIRD on both nodes
+//! (active-active, ECMP over BGP), with plain and resilient next-hop groups.
+//!
+//! Every test builds its own namespaces (`rlb<pid>x<n>-*`, see [`net::Lab`]) and removes
+//! them, and every process it started, when it ends, passed or failed. Without root, `ip
+//! netns`, keepalived or BIRD a test prints `SKIP <test>: <reason>` and passes. The tests
+//! take turns (one lab at a time: their timings need the CPU), and print the figures the
+//! README quotes: `cargo test --release --test ha -- --nocapture`.
+
+#[path = "ha/net.rs"]
+mod net;
+#[path = "ha/traffic.rs"]
+mod traffic;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use net::Lab;
+
+/// One lab at a time.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Not a test: this binary, started with [`traffic::BACKEND_ENV`] inside a backend's
+/// namespace, is that backend.
+#[test]
+fn backend_process() {
+    traffic::serve_if_asked();
+}
+
+/// The ringlb binary under test.
+pub fn ringlb() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ringlb"))
+}
+
+/// This test binary, which serves as a backend (see [`backend_process`]).
+fn this_binary() -> PathBuf {
+    std::env::current_exe().expect("test binary")
+}
+
+/// Client addresses: `base.first` .. `base.(first + count - 1)`.
+pub fn clients(base: [u8; 3], first: u8, count: u8) -> Vec<IpAddr> {
+    (first..first + count)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(base[0], base[1], base[2], i)))
+        .collect()
+}
+
+/// Starts backend `name` in namespace `ns`, listening on `addr`.
+pub fn start_backend(lab: &mut Lab, ns: &str, name: &str, addr: SocketAddr) {
+    let spec = format!("{name} {addr}");
+    lab.spawn_env(
+        ns,
+        name,
+        &this_binary(),
+        &[
+            "--exact",
+            "backend_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ],
+        &[(traffic::BACKEND_ENV, spec.as_str())],
+    );
+}
+
+/// A ringlb node's configuration: one TCP listener on `vip` (freebind: the address may not
+/// be here yet), Maglev over `backends`, health checks every 100 ms, its own admin socket.
+pub fn node_config(
+    lab: &Lab,
+    node: &str,
+    vip: SocketAddr,
+    backends: &[(&str, SocketAddr)],
+) -> PathBuf {
+    let socket = admin_socket(lab, node);
+    let mut text = format!(
+        "engine = \"epoll\"\nworkers = 1\n\n[admin]\nsocket = \"{}\"\n\n\
+         [[listener]]\nname = \"vip\"\nbind = \"{vip}\"\npool = \"web\"\nfreebind = true\n\n\
+         [[pool]]\nname = \"web\"\nalgorithm = \"source-hash\"\n",
+        socket.display()
+    );
+    for (name, addr) in backends {
+        text.push_str(&format!(
+            "\n[[pool.backend]]\nname = \"{name}\"\naddress = \"{addr}\"\n"
+        ));
+    }
+    text.push_str(
+        "\n[pool.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 2\n",
+    );
+    lab.write(&format!("{node}.toml"), &text)
+}
+
+pub fn admin_socket(lab: &Lab, node: &str) -> PathBuf {
+    lab.dir.join(format!("{node}.sock"))
+}
+
+/// Starts ringlb as `node` in namespace `node` and waits until `ringlb ctl health` passes.
+pub fn start_node(lab: &mut Lab, node: &str) {
+    let config = lab.dir.join(format!("{node}.toml"));
+    let config = config.to_str().expect("utf-8 path").to_owned();
+    lab.spawn(node, node, ringlb(), &["run", "--config", &config]);
+    let socket = admin_socket(lab, node);
+    let start = std::time::Instant::now();
+    loop {
+        let (ok, out) = health(lab, node, &socket);
+        if ok {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(10) || !lab.running(node) {
+            panic!("{node} not healthy: {out}\n{}", lab.log_tail(node));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ringlb ctl --socket SOCKET health` in namespace `ns`.
+pub fn health(lab: &Lab, ns: &str, socket: &Path) -> (bool, String) {
+    let socket = socket.to_str().expect("utf-8 path");
+    lab.exec(
+        ns,
+        ringlb().to_str().expect("utf-8 path"),
+        &["ctl", "--socket", socket, "health"],
+    )
+}
+
+/// The layer-2 lab of the Maglev and keepalived tests: a bridge (in namespace `sw`) joining
+/// a client (10.77.0.100 and clients .101-.164), nodes n1 (.1) and n2 (.2) and backends
+/// b1-b3 (.11-.13, port 8080) on 10.77.0.0/24.
+#[derive(Debug)]
+pub struct L2 {
+    pub lab: Lab,
+    pub backends: Vec<(&'static str, SocketAddr)>,
+    pub clients: Vec<IpAddr>,
+}
+
+pub const VIP: &str = "10.77.0.50:80";
+
+impl L2 {
+    pub fn build(tag: &str) -> L2 {
+        let mut lab = Lab::new(tag);
+        lab.add_ns("sw");
+        lab.ip("sw", "link add br0 type bridge");
+        lab.ip("sw", "link set br0 up");
+        let hosts = [
+            ("client", "10.77.0.100"),
+            ("n1", "10.77.0.1"),
+            ("n2", "10.77.0.2"),
+            ("b1", "10.77.0.11"),
+            ("b2", "10.77.0.12"),
+            ("b3", "10.77.0.13"),
+        ];
+        for (i, (ns, addr)) in hosts.iter().enumerate() {
+            lab.add_ns(ns);
+            lab.veth("sw", &format!("p{i}"), ns, "eth0");
+            lab.ip("sw", &format!("link set p{i} master br0"));
+            lab.ip(ns, &format!("addr add {addr}/24 dev eth0"));
+        }
+        let clients = clients([10, 77, 0], 101, 64);
+        let batch: String = clients
+            .iter()
+            .map(|c| format!("addr add {c}/24 dev eth0\n"))
+            .collect();
+        lab.ip_batch("client", &batch);
+        let backends = vec![
+            ("b1", "10.77.0.11:8080".parse().expect("literal")),
+            ("b2", "10.77.0.12:8080".parse().expect("literal")),
+            ("b3", "10.77.0.13:8080".parse().expect("literal")),
+        ];
+        for (name, addr) in &backends {
+            start_backend(&mut lab, name, name, *addr);
+        }
+        L2 {
+            lab,
+            backends,
+            clients,
+        }
+    }
+
+    /// Writes both nodes' configurations (listener on [`VIP`]) and starts them.
+    pub fn start_nodes(&mut self) {
+        let vip: SocketAddr = VIP.parse().expect("literal");
+        for node in ["n1", "n2"] {
+            node_config(&self.lab, node, vip, &self.backends);
+            start_node(&mut self.lab, node);
+        }
+    }
+}
+
+/// Two ringlb processes with the same backends, on two nodes, send each client address to
+/// the same backend (Maglev is deterministic: no shared state, no seed). Each of 64 clients
+/// connects to both nodes' own addresses (the VIP is on neither: the listeners bind it with
+/// freebind, and the test reaches them through a per-node address instead).
+#[test]
+fn maglev_agrees_across_two_processes() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip"]) {
+        return net::skip("maglev_agrees_across_two_processes", &reason);
+    }
+    let mut l2 = L2::build("maglev");
+    let backends = l2.backends.clone();
+    for (node, addr) in [("n1", "10.77.0.1:80"), ("n2", "10.77.0.2:80")] {
+        node_config(&l2.lab, node, addr.parse().expect("literal"), &backends);
+        start_node(&mut l2.lab, node);
+    }
+    let clients = l2.clients.clone();
+    let seen = traffic::in_ns(l2.lab.ns_file("client"), move || {
+        let mut seen = BTreeMap::new();
+        for client in clients {
+            for node in ["10.77.0.1:80", "10.77.0.2:80"] {
+                let (_, answer) = traffic::connect(
+                    client,
+                    node.parse().expect("literal"),
+                    Duration::from_secs(1),
+                )
+                .unwrap_or_else(|e| panic!("{client} -> {node}: {e}"));
+                seen.entry(client)
+                    .or_insert_with(Vec::new)
+                    .push(answer.backend);
+            }
+        }
+        seen
+    });
+    let agree = seen.values().filter(|b| b[0] == b[1]).count();
+    let mut per_backend = BTreeMap::new();
+    for b in seen.values() {
+        *per_backend.entry(b[0].clone()).or_insert(0) += 1;
+    }
+    println!(
+        "maglev across processes: {agree}/{} clients on the same backend from both nodes; \
+         spread {per_backend:?}",
+        seen.len()
+    );
+    assert_eq!(agree, seen.len(), "{seen:?}");
+    assert!(
+        per_backend.len() == 3,
+        "every backend used: {per_backend:?}"
+    );
+}
