@@ -9,6 +9,8 @@
 //! take turns (one lab at a time: their timings need the CPU), and print the figures the
 //! README quotes: `cargo test --release --test ha -- --nocapture`.
 
+#[path = "ha/keepalived.rs"]
+mod keepalived;
 #[path = "ha/net.rs"]
 mod net;
 #[path = "ha/traffic.rs"]
@@ -238,4 +240,25 @@ fn maglev_agrees_across_two_processes() {
         per_backend.len() == 3,
         "every backend used: {per_backend:?}"
     );
+}
+
+/// Active-standby with keepalived, preempting: SIGKILL of the master's ringlb, its return,
+/// its backends lost, and the node cut off; see [`keepalived::scenario`].
+#[test]
+fn keepalived_moves_the_vip_to_the_healthy_node() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip", "keepalived"]) {
+        return net::skip("keepalived_moves_the_vip_to_the_healthy_node", &reason);
+    }
+    keepalived::scenario(false);
+}
+
+/// The same with `nopreempt`: the node that comes back stays backup.
+#[test]
+fn keepalived_nopreempt_keeps_the_new_master() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip", "keepalived"]) {
+        return net::skip("keepalived_nopreempt_keeps_the_new_master", &reason);
+    }
+    keepalived::scenario(true);
 }

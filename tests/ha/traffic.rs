@@ -93,7 +93,6 @@ pub fn in_ns<T: Send + 'static>(ns: PathBuf, work: impl FnOnce() -> T + Send + '
 #[derive(Clone, Debug)]
 pub struct Attempt {
     pub at: Instant,
-    pub client: IpAddr,
     pub answer: Option<Answer>,
 }
 
@@ -130,9 +129,7 @@ impl Load {
                     let answer = connect(client, dst, Duration::from_millis(150))
                         .ok()
                         .map(|(_, a)| a);
-                    log.lock()
-                        .expect("log")
-                        .push(Attempt { at, client, answer });
+                    log.lock().expect("log").push(Attempt { at, answer });
                     std::thread::sleep(every.saturating_sub(at.elapsed()));
                 }
             })
@@ -226,15 +223,6 @@ pub struct HeldReport {
     pub answers: Vec<Answer>,
     /// Whether each one broke, by index, and when.
     pub broken: Vec<Option<Instant>>,
-}
-
-impl HeldReport {
-    pub fn broken_between(&self, from: Instant, to: Instant) -> usize {
-        self.broken
-            .iter()
-            .filter(|b| b.is_some_and(|t| t >= from && t < to))
-            .count()
-    }
 }
 
 impl Held {
