@@ -9,6 +9,8 @@
 //! take turns (one lab at a time: their timings need the CPU), and print the figures the
 //! README quotes: `cargo test --release --test ha -- --nocapture`.
 
+#[path = "ha/bgp.rs"]
+mod bgp;
 #[path = "ha/keepalived.rs"]
 mod keepalived;
 #[path = "ha/net.rs"]
@@ -261,4 +263,37 @@ fn keepalived_nopreempt_keeps_the_new_master() {
         return net::skip("keepalived_nopreempt_keeps_the_new_master", &reason);
     }
     keepalived::scenario(true);
+}
+
+/// Active-active behind ECMP, the routes from BIRD: see [`bgp::bird_scenario`].
+#[test]
+fn bgp_ecmp_spreads_and_withdraws_an_unhealthy_node() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip", "bird", "birdc"]) {
+        return net::skip("bgp_ecmp_spreads_and_withdraws_an_unhealthy_node", &reason);
+    }
+    bgp::bird_scenario();
+}
+
+/// A plain (hash-threshold) next-hop group moves established flows when a node returns.
+#[test]
+fn hash_threshold_ecmp_moves_flows_when_a_node_returns() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip"]) {
+        return net::skip(
+            "hash_threshold_ecmp_moves_flows_when_a_node_returns",
+            &reason,
+        );
+    }
+    bgp::nexthop_scenario(bgp::Group::HashThreshold);
+}
+
+/// A resilient next-hop group moves none.
+#[test]
+fn resilient_nexthops_keep_flows_when_a_node_returns() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip"]) {
+        return net::skip("resilient_nexthops_keep_flows_when_a_node_returns", &reason);
+    }
+    bgp::nexthop_scenario(bgp::Group::Resilient);
 }

@@ -93,6 +93,7 @@ pub fn in_ns<T: Send + 'static>(ns: PathBuf, work: impl FnOnce() -> T + Send + '
 #[derive(Clone, Debug)]
 pub struct Attempt {
     pub at: Instant,
+    pub client: IpAddr,
     pub answer: Option<Answer>,
 }
 
@@ -129,7 +130,9 @@ impl Load {
                     let answer = connect(client, dst, Duration::from_millis(150))
                         .ok()
                         .map(|(_, a)| a);
-                    log.lock().expect("log").push(Attempt { at, answer });
+                    log.lock()
+                        .expect("log")
+                        .push(Attempt { at, client, answer });
                     std::thread::sleep(every.saturating_sub(at.elapsed()));
                 }
             })
