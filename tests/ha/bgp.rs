@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::net::{Lab, wait_for};
-use super::traffic::{self, Attempt, Held, Load, outage};
+use super::traffic::{self, Attempt, Held, Load, failure_window};
 use super::{admin_socket, clients, node_config, ringlb, start_backend, start_node};
 
 pub const VIP: &str = "10.78.100.1:80";
@@ -259,7 +259,7 @@ pub fn bird_scenario() {
     l3.wait_next_hops(1, Duration::from_secs(10));
     let withdrawn = event.elapsed();
     std::thread::sleep(Duration::from_millis(700));
-    let down = outage(&load.attempts(), event);
+    let down = failure_window(&load.attempts(), event);
     let settled = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
     let (kept, compared) = kept_backend(&load.attempts(), &l3.clients[32..], event, settled);
@@ -278,12 +278,12 @@ pub fn bird_scenario() {
          ms ({} failed attempts); {kept}/{compared} clients kept their backend; established: \
          {n1_broken}/{n1_total} on n1 broke, {n2_broken}/{n2_total} on n2 broke",
         withdrawn.as_millis(),
-        down.duration.as_millis(),
-        down.failed,
+        down.0.as_millis(),
+        down.1,
     );
     assert_eq!(n2_broken, 0, "the survivor's connections are untouched");
     assert_eq!(kept, compared, "clients keep their backends");
-    assert!(down.duration < Duration::from_secs(3), "{down:?}");
+    assert!(down.0 < Duration::from_secs(3), "{down:?}");
 
     // n1 comes back: announced again once healthy. The route is plain multipath
     // (hash-threshold): about half the survivor's flows now hash to n1, which resets them.
@@ -302,13 +302,13 @@ pub fn bird_scenario() {
     let report = held.finish();
     let moved = report.broken.iter().filter(|b| b.is_some()).count();
     let attempts = load.finish();
-    let back = outage(&attempts, event);
+    let back = failure_window(&attempts, event);
     println!(
         "bgp: n1 back: announced after {} ms (ringlb start included); {moved}/{} established \
          connections (all on n2) broke, plain multipath; new connections failed: {}",
         announced.as_millis(),
         report.answers.len(),
-        back.failed
+        back.1
     );
     assert!(
         moved > 0,
@@ -380,7 +380,7 @@ pub fn nexthop_scenario(group: Group) {
         .filter(|&&i| report.broken[i].is_some())
         .count();
     let n1_broken = report.broken.iter().filter(|b| b.is_some()).count() - removed_broken;
-    let down = outage(&load.attempts(), event);
+    let down = failure_window(&load.attempts(), event);
     let settled = Instant::now();
 
     // n1 back: ringlb first, then its next hop rejoins, every held connection on n2 or n3.
@@ -402,7 +402,7 @@ pub fn nexthop_scenario(group: Group) {
     let report = held.finish();
     let added_broken = report.broken.iter().filter(|b| b.is_some()).count();
     let attempts = load.finish();
-    let back = outage(&attempts, event);
+    let back = failure_window(&attempts, event);
     let late: Vec<&Attempt> = attempts
         .iter()
         .filter(|a| a.at > event + Duration::from_millis(2500))
@@ -418,10 +418,10 @@ pub fn nexthop_scenario(group: Group) {
          established connections broke, n1 took {n1_after}/{} new connections in the last \
          0.5 s, {} new connections failed",
         survivors.len(),
-        down.duration.as_millis(),
+        down.0.as_millis(),
         report.answers.len(),
         late.len(),
-        back.failed
+        back.1
     );
     assert_eq!(kept, compared, "clients keep their backends");
     match group {

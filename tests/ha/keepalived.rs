@@ -113,7 +113,7 @@ pub fn wait_served_by(load: &Load, node: &str, limit: Duration, lab: &Lab) {
 
 pub fn report(what: &str, o: &Outage) {
     println!(
-        "keepalived {what}: new connections failed for {} ms ({} failed attempts), {} -> {}",
+        "keepalived {what}: new connections served by the other node after {} ms ({} failed attempts), {} -> {}",
         o.duration.as_millis(),
         o.failed,
         o.before.as_deref().unwrap_or("-"),
@@ -242,7 +242,7 @@ pub fn scenario(nopreempt: bool) {
         );
         l2.lab.ip("sw", "link set p1 up");
         wait_served_by(&load, addr("n1"), Duration::from_secs(10), &l2.lab);
-        assert!(lost.duration < Duration::from_secs(2), "{lost:?}");
+        assert!(lost.duration < Duration::from_secs(3), "{lost:?}");
     }
     let attempts = load.finish();
     println!(

@@ -168,12 +168,12 @@ impl Drop for Load {
     }
 }
 
-/// What happened to new connections around an event at `event`: the outage is from the
-/// first failure after the event to the first success after that.
+/// What happened to new connections after an event at `event`.
 #[derive(Debug)]
 pub struct Outage {
-    /// From the event to the first new connection served again after it failed (zero when
-    /// none failed).
+    /// From the event to the first new connection served by another node than before it
+    /// (when the node changed), or to the first one served after the last failure (when it
+    /// did not); zero when none failed and the node stayed.
     pub duration: Duration,
     pub failed: usize,
     /// Node serving before and after.
@@ -189,26 +189,50 @@ pub fn outage(attempts: &[Attempt], event: Instant) -> Outage {
         .and_then(|a| a.answer.clone().map(|a| a.node));
     let later: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= event).collect();
     let failed = later.iter().filter(|a| a.answer.is_none()).count();
-    let last_failure = later.iter().rposition(|a| a.answer.is_none());
-    let recovered = match last_failure {
-        None => None,
-        Some(i) => later[i + 1..].iter().find(|a| a.answer.is_some()),
-    };
-    let duration = match (last_failure, recovered) {
-        (None, _) => Duration::ZERO,
-        (Some(_), Some(a)) => a.at.duration_since(event),
-        (Some(_), None) => Duration::MAX,
-    };
     let after = later
         .iter()
         .rev()
         .find_map(|a| a.answer.clone().map(|a| a.node));
+    let served_at = |a: &&Attempt| a.at.duration_since(event);
+    let duration = if after.is_some() && after != before {
+        later
+            .iter()
+            .find(|a| {
+                a.answer
+                    .as_ref()
+                    .is_some_and(|x| Some(&x.node) == after.as_ref())
+            })
+            .map_or(Duration::MAX, served_at)
+    } else {
+        match later.iter().rposition(|a| a.answer.is_none()) {
+            None => Duration::ZERO,
+            Some(i) => later[i + 1..]
+                .iter()
+                .find(|a| a.answer.is_some())
+                .map_or(Duration::MAX, served_at),
+        }
+    };
     Outage {
         duration,
         failed,
         before,
         after,
     }
+}
+
+/// From `event` to the first new connection served after the last one that failed after
+/// it (zero when none failed), and how many failed.
+pub fn failure_window(attempts: &[Attempt], event: Instant) -> (Duration, usize) {
+    let later: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= event).collect();
+    let failed = later.iter().filter(|a| a.answer.is_none()).count();
+    let window = match later.iter().rposition(|a| a.answer.is_none()) {
+        None => Duration::ZERO,
+        Some(i) => later[i + 1..]
+            .iter()
+            .find(|a| a.answer.is_some())
+            .map_or(Duration::MAX, |a| a.at.duration_since(event)),
+    };
+    (window, failed)
 }
 
 /// Established connections kept busy: each sends a line every `every` and expects it back.
