@@ -297,3 +297,58 @@ fn resilient_nexthops_keep_flows_when_a_node_returns() {
     }
     bgp::nexthop_scenario(bgp::Group::Resilient);
 }
+
+/// `freebind = true` lets ringlb listen on an address no interface has yet, and connections
+/// arrive once the address does; without it ringlb refuses to start, naming the listener.
+#[test]
+fn freebind_listens_before_the_address_arrives() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip"]) {
+        return net::skip("freebind_listens_before_the_address_arrives", &reason);
+    }
+    let mut lab = Lab::new("freebind");
+    lab.add_ns("n1");
+    let backend: SocketAddr = "127.0.0.1:8080".parse().expect("literal");
+    start_backend(&mut lab, "n1", "b1", backend);
+    let vip: SocketAddr = "10.255.255.1:80".parse().expect("literal");
+    let config = node_config(&lab, "n1", vip, &[("b1", backend)]);
+    let text = std::fs::read_to_string(&config).expect("config");
+    lab.write(
+        "n1.toml",
+        &text.replace("freebind = true", "freebind = false"),
+    );
+    let config = config.to_str().expect("utf-8 path");
+    // Bounded, should it start after all.
+    let (ok, out) = lab.exec(
+        "n1",
+        "timeout",
+        &[
+            "10",
+            ringlb().to_str().expect("utf-8 path"),
+            "run",
+            "--config",
+            config,
+        ],
+    );
+    println!(
+        "freebind = false, address absent: ringlb exits: {}",
+        out.lines().last().unwrap_or("")
+    );
+    assert!(
+        !ok,
+        "ringlb cannot listen on an absent address without freebind: {out}"
+    );
+    assert!(out.contains("10.255.255.1:80"), "{out}");
+    lab.write("n1.toml", &text);
+    start_node(&mut lab, "n1");
+    lab.ip("n1", "addr add 10.255.255.1/32 dev lo");
+    let answer = traffic::in_ns(lab.ns_file("n1"), move || {
+        traffic::connect(
+            "127.0.0.1".parse().expect("literal"),
+            vip,
+            Duration::from_secs(1),
+        )
+        .map(|(_, a)| a.backend)
+    });
+    assert_eq!(answer.expect("served once the address is here"), "b1");
+}

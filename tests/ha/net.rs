@@ -58,6 +58,9 @@ pub struct Lab {
 impl Lab {
     /// A lab whose namespaces are named `rlb<pid>x<n>-NAME`.
     pub fn new(tag: &str) -> Lab {
+        if LABS.load(Ordering::Relaxed) == 0 {
+            remove_orphans();
+        }
         let n = LABS.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("rlb{}x{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("{prefix}-{tag}"));
@@ -248,6 +251,27 @@ impl Drop for Lab {
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Deletes the namespaces of earlier runs that could not clean up (killed outright): those
+/// named `rlb<pid>x...` whose process is gone.
+fn remove_orphans() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("rlb")
+            .and_then(|rest| rest.split_once('x'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
     }
 }
