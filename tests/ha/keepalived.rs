@@ -227,9 +227,33 @@ pub fn scenario(nopreempt: bool) {
     }
     std::thread::sleep(Duration::from_secs(1));
 
-    // 4. Without preemption, nothing more to see; with it, the master is n1 again: cut it
-    // off the network (a node that dies whole) and the backup notices missed adverts.
-    if !nopreempt {
+    // 4. Without preemption the master is still `other`: hand it over for maintenance by
+    // switching its listener off (`ringlb ctl disable`), which fails its health. With
+    // preemption the master is n1 again: cut it off the network (a node that dies whole)
+    // and the backup notices missed adverts.
+    if nopreempt {
+        let event = Instant::now();
+        let socket = admin_socket(&l2.lab, other);
+        let (ok, out) = l2.lab.exec(
+            other,
+            ringlb().to_str().expect("utf-8 path"),
+            &[
+                "ctl",
+                "--socket",
+                socket.to_str().expect("utf-8 path"),
+                "disable",
+                "vip",
+            ],
+        );
+        assert!(ok, "{out}");
+        wait_served_by(&load, addr(current), Duration::from_secs(10), &l2.lab);
+        std::thread::sleep(Duration::from_millis(300));
+        let handed = outage(&load.attempts(), event);
+        report(
+            &format!("[{variant}] ringlb ctl disable vip on {other}"),
+            &handed,
+        );
+    } else {
         wait_served_by(&load, addr("n1"), Duration::from_secs(10), &l2.lab);
         let event = Instant::now();
         l2.lab.ip("sw", "link set p1 down");
