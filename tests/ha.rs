@@ -352,3 +352,17 @@ fn freebind_listens_before_the_address_arrives() {
     });
     assert_eq!(answer.expect("served once the address is here"), "b1");
 }
+
+/// Active-active through BIRD with a resilient next-hop group following BGP: see
+/// [`bgp::bird_resilient_scenario`].
+#[test]
+fn bgp_with_resilient_nexthops_keeps_flows_when_a_node_returns() {
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reason) = net::unavailable(&["ip", "bird", "birdc"]) {
+        return net::skip(
+            "bgp_with_resilient_nexthops_keeps_flows_when_a_node_returns",
+            &reason,
+        );
+    }
+    bgp::bird_resilient_scenario();
+}

@@ -80,17 +80,49 @@ impl L3 {
         L3 { lab, clients }
     }
 
-    /// BIRD on the router (ECMP: `merge paths`) and on both nodes (announcing the VIP while
-    /// `examples/bird-health.sh` finds ringlb healthy), as in examples/bird.conf.
-    pub fn start_bird(&mut self) {
-        let router = "router id 10.78.0.254;\nprotocol device {}\n\
-             protocol kernel { merge paths on; ipv4 { import none; export all; }; }\n\
-             template bgp lb { local 10.78.0.254 as 65000; hold time 3; connect retry time 1;\n\
-               ipv4 { import all; export none; }; }\n\
-             protocol bgp n1 from lb { neighbor 10.78.0.1 as 65001; }\n\
-             protocol bgp n2 from lb { neighbor 10.78.0.2 as 65002; }\n";
-        start_bird(&mut self.lab, "r", router);
-        for (node, addr, asn) in [("n1", "10.78.0.1", 65001), ("n2", "10.78.0.2", 65002)] {
+    /// BIRD on the router (ECMP: `merge paths`) and on nodes n1..n`nodes` (announcing the VIP
+    /// while `examples/bird-health.sh` finds ringlb healthy), as in examples/bird.conf. With
+    /// `resilient`, the router's BIRD exports into table 100 and `examples/nexthop-sync.sh`
+    /// mirrors the VIP's next hops into resilient group 100, which the main table uses.
+    pub fn start_bird(&mut self, nodes: usize, resilient: bool) {
+        let table = if resilient { "kernel table 100; " } else { "" };
+        let mut router = format!(
+            "router id 10.78.0.254;\nprotocol device {{}}\n\
+             protocol kernel {{ {table}merge paths on; ipv4 {{ import none; export all; }}; }}\n\
+             template bgp lb {{ local 10.78.0.254 as 65000; hold time 3; connect retry time 1;\n\
+               ipv4 {{ import all; export none; }}; }}\n"
+        );
+        for n in 1..=nodes {
+            router.push_str(&format!(
+                "protocol bgp n{n} from lb {{ neighbor 10.78.0.{n} as {}; }}\n",
+                65000 + n
+            ));
+        }
+        start_bird(&mut self.lab, "r", &router);
+        if resilient {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nexthop-sync.sh");
+            let all: Vec<String> = (1..=nodes).map(|n| format!("10.78.0.{n}")).collect();
+            let all = all.join(" ");
+            self.lab.spawn_env(
+                "r",
+                "nexthop-sync",
+                Path::new("/bin/sh"),
+                &[script.to_str().expect("utf-8 path")],
+                &[
+                    ("PREFIX", "10.78.100.1/32"),
+                    ("TABLE", "100"),
+                    ("DEV", "eth0"),
+                    ("NODES", all.as_str()),
+                    ("GROUP", "100"),
+                    ("IDLE", "2"),
+                    ("INTERVAL", "0.1"),
+                ],
+            );
+        }
+        for n in 1..=nodes {
+            let node = format!("n{n}");
+            let addr = format!("10.78.0.{n}");
+            let asn = 65000 + n;
             let conf = format!(
                 "router id {addr};\nprotocol device {{}}\n\
                  protocol static vip {{ disabled; ipv4; route 10.78.100.1/32 unreachable; }}\n\
@@ -98,24 +130,45 @@ impl L3 {
                    hold time 3; connect retry time 1;\n\
                    ipv4 {{ import none; export where proto = \"vip\"; }}; }}\n"
             );
-            start_bird(&mut self.lab, node, &conf);
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bird-health.sh");
-            let admin = admin_socket(&self.lab, node);
-            let bird = self.lab.dir.join(format!("bird-{node}.ctl"));
-            let ringlb = ringlb().to_str().expect("utf-8 path").to_owned();
-            self.lab.spawn_env(
-                node,
-                &format!("gate-{node}"),
-                Path::new("/bin/sh"),
-                &[script.to_str().expect("utf-8 path")],
-                &[
-                    ("RINGLB", ringlb.as_str()),
-                    ("ADMIN_SOCKET", admin.to_str().expect("utf-8 path")),
-                    ("BIRD_SOCKET", bird.to_str().expect("utf-8 path")),
-                    ("INTERVAL", "0.1"),
-                ],
-            );
+            start_bird(&mut self.lab, &node, &conf);
+            self.start_gate(&node);
         }
+    }
+
+    /// `examples/bird-health.sh` on `node`: announces the VIP while ringlb there is healthy.
+    pub fn start_gate(&mut self, node: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bird-health.sh");
+        let admin = admin_socket(&self.lab, node);
+        let bird = self.lab.dir.join(format!("bird-{node}.ctl"));
+        let ringlb = ringlb().to_str().expect("utf-8 path").to_owned();
+        self.lab.spawn_env(
+            node,
+            &format!("gate-{node}"),
+            Path::new("/bin/sh"),
+            &[script.to_str().expect("utf-8 path")],
+            &[
+                ("RINGLB", ringlb.as_str()),
+                ("ADMIN_SOCKET", admin.to_str().expect("utf-8 path")),
+                ("BIRD_SOCKET", bird.to_str().expect("utf-8 path")),
+                ("INTERVAL", "0.1"),
+            ],
+        );
+    }
+
+    /// The members of the router's resilient group 100 (`101/102/103`), empty without one.
+    pub fn group(&self) -> String {
+        let (_, out) = self.lab.exec("r", "ip", &["nexthop", "show", "id", "100"]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[0] == "group")
+            .map(|w| w[1].to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn wait_group(&self, members: &str, limit: Duration) {
+        let what = format!("resilient group {members} on the router");
+        wait_for(limit, &what, || self.group() == members);
     }
 
     /// The next hops of the router's route to the VIP.
@@ -208,7 +261,7 @@ fn kept_backend(
 /// coming back is announced again, and (plain multipath) moves established flows.
 pub fn bird_scenario() {
     let mut l3 = L3::build("bgp", 2);
-    l3.start_bird();
+    l3.start_bird(2, false);
     l3.wait_next_hops(2, Duration::from_secs(20));
 
     let seen = survey(&l3, 4);
@@ -434,5 +487,101 @@ pub fn nexthop_scenario(group: Group) {
             assert_eq!(added_broken, 0, "resilient groups move no busy flow");
         }
     }
+    assert!(n1_after > 0, "the returning node gets new connections");
+}
+
+/// Active-active through BIRD with three nodes and a resilient group kept by
+/// `examples/nexthop-sync.sh` from BGP's next hops: a node withdrawn for a failed health
+/// check and announced again moves no established connection of the others.
+pub fn bird_resilient_scenario() {
+    let mut l3 = L3::build("bgp-resilient", 3);
+    l3.start_bird(3, true);
+    l3.wait_group("101/102/103", Duration::from_secs(20));
+    let vip: SocketAddr = VIP.parse().expect("literal");
+    let ns = l3.lab.ns_file("client");
+    let held = Held::start(
+        ns.clone(),
+        l3.clients[..32].to_vec(),
+        vip,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    let load = Load::start(
+        ns.clone(),
+        l3.clients[32..].to_vec(),
+        vip,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let event = Instant::now();
+    l3.lab.kill("n1", libc::SIGKILL);
+    l3.wait_group("102/103", Duration::from_secs(10));
+    let withdrawn = event.elapsed();
+    std::thread::sleep(Duration::from_millis(700));
+    let report = held.finish();
+    let survivors: Vec<usize> = (0..report.answers.len())
+        .filter(|&i| report.answers[i].node != "10.78.0.1")
+        .collect();
+    let removed_broken = survivors
+        .iter()
+        .filter(|&&i| report.broken[i].is_some())
+        .count();
+    let down = failure_window(&load.attempts(), event);
+    let settled = Instant::now();
+
+    // n1 back: its ringlb first, with its gate stopped (the route stays withdrawn) while
+    // connections are opened on n2 and n3; then the gate, which announces it.
+    l3.lab.kill("gate-n1", libc::SIGKILL);
+    start_node(&mut l3.lab, "n1");
+    let held = Held::start(
+        ns.clone(),
+        l3.clients[..32].to_vec(),
+        vip,
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let event = Instant::now();
+    l3.start_gate("n1");
+    l3.wait_group("101/102/103", Duration::from_secs(10));
+    let announced = event.elapsed();
+    std::thread::sleep(Duration::from_millis(3000));
+    let report = held.finish();
+    let on_survivors: Vec<usize> = (0..report.answers.len())
+        .filter(|&i| report.answers[i].node != "10.78.0.1")
+        .collect();
+    let added_broken = on_survivors
+        .iter()
+        .filter(|&&i| report.broken[i].is_some())
+        .count();
+    let attempts = load.finish();
+    let (kept, compared) = kept_backend(
+        &attempts,
+        &l3.clients[32..],
+        settled - Duration::from_millis(700),
+        settled,
+    );
+    let n1_after = attempts
+        .iter()
+        .filter(|a| a.at > event + Duration::from_millis(2500))
+        .filter(|a| a.answer.as_ref().is_some_and(|a| a.node == "10.78.0.1"))
+        .count();
+    println!(
+        "bgp + resilient group (3 nodes, nexthop-sync.sh): n1's ringlb killed: group updated \
+         after {} ms, new connections failed for {} ms ({} attempts), {removed_broken}/{} on \
+         the survivors broke, {kept}/{compared} clients kept their backend; n1 back: group \
+         updated after {} ms, {added_broken}/{} established connections on the survivors \
+         broke, n1 took {n1_after} new connections in the last 0.5 s",
+        withdrawn.as_millis(),
+        down.0.as_millis(),
+        down.1,
+        survivors.len(),
+        announced.as_millis(),
+        on_survivors.len(),
+    );
+    assert_eq!(removed_broken, 0, "the survivors' flows stay");
+    assert_eq!(added_broken, 0, "a returning node moves no busy flow");
+    assert_eq!(kept, compared, "clients keep their backends");
     assert!(n1_after > 0, "the returning node gets new connections");
 }
