@@ -2,7 +2,8 @@
 //! unique to this run, joins them with veth pairs (never in the host's own namespace) and
 //! starts processes inside them; dropping it kills every process it started (its whole
 //! process group) and deletes every namespace, which takes their links with them, whether
-//! the test passed or panicked.
+//! the test passed or panicked. Its scratch directory (configurations, logs, sockets) is
+//! under `target/tmp/ha/`, removed when the test passes and kept when it fails.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -63,7 +64,10 @@ impl Lab {
         }
         let n = LABS.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("rlb{}x{n}", std::process::id());
-        let dir = std::env::temp_dir().join(format!("{prefix}-{tag}"));
+        // Under target/: kept when a test fails, for its logs (as the scenario suite's are).
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("ha")
+            .join(format!("{prefix}-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch directory");
         Lab {
