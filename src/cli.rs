@@ -128,7 +128,8 @@ pub enum CtlSubcommand {
     /// Re-read the configuration file and apply it without dropping a connection; prints
     /// what changed and what needs a restart.
     Reload,
-    /// Exit 0 when ringlb is healthy (listeners accepting, a ready backend in every pool).
+    /// Exit 0 when ringlb is healthy (every listener accepting, none disabled, a ready backend
+    /// in every pool); for keepalived's track_script and a BGP speaker's export condition.
     Health,
 }
 

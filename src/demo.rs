@@ -75,6 +75,7 @@ fn demo_config(
         inspect_timeout: defaults::DEFAULT_INSPECT_TIMEOUT,
         routes: Vec::new(),
         sni_fallback: Default::default(),
+        freebind: false,
     }];
     let tuning = Tuning {
         ring_entries: defaults::DEFAULT_RING_ENTRIES,

@@ -190,6 +190,7 @@ address = "10.0.0.2:443"
             inspect_timeout: ringlb::config::defaults::DEFAULT_INSPECT_TIMEOUT,
             routes: Vec::new(),
             sni_fallback: SniFallback::Default,
+            freebind: false,
         }],
         udp_listeners: Vec::new(),
         pools: vec![

@@ -135,6 +135,7 @@ fn a_udp_listener_is_kept_apart_from_the_tcp_ones() {
             bind: "127.0.0.1:5353".parse().expect("literal"),
             pool: 1,
             rcvbuf: DEFAULT_UDP_RCVBUF,
+            freebind: false,
         }]
     );
     // `protocol = "tcp"` is the default, written or not.
@@ -284,6 +285,24 @@ fn rcvbuf_sizes_a_udp_listener_and_is_an_error_on_a_tcp_one() {
         "listener[0].rcvbuf",
         &["for UDP listeners", "autotuning"],
     );
+}
+
+#[test]
+fn freebind_is_read_on_tcp_and_udp_listeners_and_shown_by_check() {
+    let config = load(BASE).expect("valid");
+    assert!(!config.listeners[0].freebind, "off by default");
+    assert!(!config.udp_listeners[0].freebind, "off by default");
+    let text = with_udp_listener("freebind = true").replace(
+        "pool = \"web\"\n\n[[listener]]",
+        "pool = \"web\"\nfreebind = true\n\n[[listener]]",
+    );
+    let config = load(&text).expect("valid");
+    assert!(config.listeners[0].freebind);
+    assert!(config.udp_listeners[0].freebind);
+    let summary = config.summary_in(&[0]);
+    assert_eq!(summary.matches(", freebind").count(), 2, "{summary}");
+    let text = with_udp_listener("freebind = \"yes\"");
+    assert_error(&text, "\"yes\"", 0, "listener[1].freebind", &[""]);
 }
 
 #[test]
@@ -443,6 +462,7 @@ fn the_quick_form_builds_a_udp_listener() {
             bind: "127.0.0.1:5353".parse().expect("literal"),
             pool: 0,
             rcvbuf: DEFAULT_UDP_RCVBUF,
+            freebind: false,
         }]
     );
     assert_eq!(

@@ -404,6 +404,7 @@ mod tests {
         let pools = [pool(100), pool(1000)];
         let udp = |pool| UdpListener {
             rcvbuf: crate::config::defaults::DEFAULT_UDP_RCVBUF,
+            freebind: false,
             name: format!("u{pool}"),
             bind: "127.0.0.1:53".parse().expect("literal"),
             pool,

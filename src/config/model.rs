@@ -63,6 +63,10 @@ pub struct Listener {
     /// usable ClientHello (not TLS, no server name, too big, or not within
     /// `inspect_timeout`).
     pub sni_fallback: SniFallback,
+    /// `freebind`: bind with `IP_FREEBIND` (`IPV6_FREEBIND`), so that the address need not
+    /// be on any interface of this node yet: a virtual address that keepalived moves here
+    /// later, or that a BGP speaker announces.
+    pub freebind: bool,
 }
 
 /// A UDP listener (`protocol = "udp"`): datagrams to `pool`, one flow per client address and port.
@@ -74,6 +78,8 @@ pub struct UdpListener {
     pub pool: usize,
     /// `rcvbuf`: bytes of receive buffer each worker's socket asks for.
     pub rcvbuf: u32,
+    /// `freebind`: as [`Listener::freebind`].
+    pub freebind: bool,
 }
 
 /// How a pool's UDP flows live (pool keys, used by UDP listeners only).

@@ -493,6 +493,7 @@ pub fn quick_raw(listen: &str, backends: &[BackendSpec]) -> RawConfig {
             mode: None,
             backlog: None,
             rcvbuf: None,
+            freebind: None,
             admission_rate: None,
             admission_burst: None,
             accept_proxy: None,

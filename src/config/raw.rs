@@ -189,6 +189,9 @@ pub struct RawListener {
     pub backlog: Option<Spanned<i64>>,
     /// `rcvbuf`, documented in `examples/ringlb.toml`; UDP listeners only.
     pub rcvbuf: Option<Spanned<RawSize>>,
+    /// `freebind`, documented in `examples/ringlb.toml`: bind even when the address is not
+    /// (yet) on this node (`IP_FREEBIND`). TCP and UDP listeners.
+    pub freebind: Option<Spanned<bool>>,
     /// `admission_rate`, documented in `examples/ringlb.toml`.
     pub admission_rate: Option<Spanned<i64>>,
     /// `admission_burst`, documented in `examples/ringlb.toml`; only with `admission_rate`.

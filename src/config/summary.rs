@@ -157,6 +157,9 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
         if l.accept_proxy {
             extra.push_str(", accept_proxy on");
         }
+        if l.freebind {
+            extra.push_str(", freebind");
+        }
         if l.accept_proxy || !l.routes.is_empty() {
             let _ = write!(
                 extra,
@@ -193,10 +196,11 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
             let pool = config.pools.get(l.pool).map_or("?", |p| p.name.as_str());
             let _ = writeln!(
                 out,
-                "  udp listener {} {} -> pool {pool}, rcvbuf {}",
+                "  udp listener {} {} -> pool {pool}, rcvbuf {}{}",
                 l.name,
                 l.bind,
-                super::size::format_size(u64::from(l.rcvbuf))
+                super::size::format_size(u64::from(l.rcvbuf)),
+                if l.freebind { ", freebind" } else { "" }
             );
         }
     }

@@ -434,6 +434,7 @@ fn listeners(
             inspect_timeout: inspect.inspect_timeout,
             routes: inspect.routes,
             sni_fallback: inspect.sni_fallback,
+            freebind: l.freebind.as_ref().is_some_and(|f| *f.get_ref()),
         });
     }
     Ok((listeners, udp_listeners))

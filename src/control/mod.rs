@@ -391,8 +391,21 @@ impl Control {
     }
 
     /// Why ringlb should not be sent traffic, if it should not: a listener that should accept
-    /// but does not (workers not up yet, or stopping), or a pool without a ready backend.
+    /// but does not (workers not up yet, or stopping), a listener switched off (`ctl
+    /// disable`: its address refuses new clients, so keepalived or BGP should send them to
+    /// another node, which is how a node is handed over for maintenance), or a pool without
+    /// a ready backend.
     pub fn health(&self, workers_accepting: bool) -> std::result::Result<(), String> {
+        if let Some(l) = self
+            .listeners
+            .iter()
+            .find(|l| l.accepting == Accepting::Disabled)
+        {
+            return Err(format!(
+                "listener {:?} is disabled (ringlb ctl enable {} accepts again)",
+                l.name, l.name
+            ));
+        }
         let enabled: Vec<&Listener> = self
             .listeners
             .iter()

@@ -140,7 +140,9 @@ impl Control {
             }
             let sockets = (0..self.links.len())
                 // Every engine keeps its listeners non-blocking (the blocking one polls first).
-                .map(|_| socket::listener(l.bind, l.backlog, true, &self.config.tcp.client))
+                .map(|_| {
+                    socket::listener(l.bind, l.backlog, true, &self.config.tcp.client, l.freebind)
+                })
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| {
                     ControlError::Conflict(format!(

@@ -331,6 +331,19 @@ fn health_needs_accepting_workers_and_a_ready_backend_per_pool() {
     assert!(reason.contains("\"api\""), "{reason}");
 }
 
+/// A listener switched off refuses new clients: keepalived and BGP should take the address
+/// elsewhere, so health fails until it is switched on again.
+#[test]
+fn health_fails_while_a_listener_is_disabled() {
+    let (mut control, _inboxes) = setup();
+    assert_eq!(control.health(true), Ok(()));
+    control.set_listener("web", false).expect("by name");
+    let reason = control.health(true).expect_err("disabled");
+    assert!(reason.contains("\"web\" is disabled"), "{reason}");
+    control.set_listener("web", true).expect("by name");
+    assert_eq!(control.health(true), Ok(()));
+}
+
 /// A worker thread that answers every report with `report`, until its links are dropped.
 fn fake_worker(inbox: Inbox, report: WorkerReport) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {

@@ -56,11 +56,14 @@ impl Sockets {
                     .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
             }
             while sockets.len() < workers {
-                let socket =
-                    socket::listener(listener.bind, listener.backlog, true, &config.tcp.client)
-                        .map_err(|e| {
-                            EngineError::io(format!("listening on {}", listener.bind), e)
-                        })?;
+                let socket = socket::listener(
+                    listener.bind,
+                    listener.backlog,
+                    true,
+                    &config.tcp.client,
+                    listener.freebind,
+                )
+                .map_err(|e| EngineError::io(format!("listening on {}", listener.bind), e))?;
                 sockets.push(socket);
             }
             all.push(sockets);

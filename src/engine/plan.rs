@@ -143,6 +143,7 @@ pub fn udp_plans(config: &Config) -> Vec<crate::engine::udp::UdpPlan> {
                 bind: listener.bind,
                 pool: listener.pool,
                 rcvbuf: listener.rcvbuf as usize,
+                freebind: listener.freebind,
                 policy: crate::core::udp::FlowPolicy {
                     idle_timeout: udp.idle_timeout,
                     responses: udp.responses,

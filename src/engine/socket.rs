@@ -16,11 +16,15 @@ use crate::config::{Keepalive, SocketOptions};
 /// clients' keepalive and user timeout (`client`) are set here for the same reason: accepted
 /// sockets inherit `SO_KEEPALIVE`, `TCP_KEEPIDLE`/`KEEPINTVL`/`KEEPCNT` and `TCP_USER_TIMEOUT`
 /// too, so they cost nothing per connection.
+///
+/// With `freebind` (the listener's `freebind` key) the address need not be on this node:
+/// `IP_FREEBIND` / `IPV6_FREEBIND`, as [`set_freebind`] sets it.
 pub fn listener(
     addr: SocketAddr,
     backlog: u32,
     nonblocking: bool,
     client: &SocketOptions,
+    freebind: bool,
 ) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -36,6 +40,9 @@ pub fn listener(
     socket.set_tcp_nodelay(true)?;
     set_options(&socket, client)?;
     socket.set_nonblocking(nonblocking)?;
+    if freebind {
+        set_freebind(&socket, addr)?;
+    }
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     Ok(socket)
@@ -116,7 +123,8 @@ pub fn accept_failure(errno: i32) -> AcceptFailure {
 
 /// One worker's socket of a UDP listener on `addr`: `SO_REUSEPORT`, so that every worker binds
 /// its own and the kernel hashes each client address and port to one of them; non-blocking.
-pub fn udp_listener(addr: SocketAddr) -> io::Result<Socket> {
+/// With `freebind`, as [`listener`]'s.
+pub fn udp_listener(addr: SocketAddr, freebind: bool) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::DGRAM.nonblocking().cloexec(),
@@ -127,8 +135,24 @@ pub fn udp_listener(addr: SocketAddr) -> io::Result<Socket> {
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    if freebind {
+        set_freebind(&socket, addr)?;
+    }
     socket.bind(&SockAddr::from(addr))?;
     Ok(socket)
+}
+
+/// Let `socket` bind `addr` although no interface of this node has it (yet): `IP_FREEBIND`
+/// for IPv4, `IPV6_FREEBIND` for IPv6. The listener of a virtual address that keepalived
+/// brings here only on failover, or that a BGP speaker announces, can then be up before
+/// the address is. Per socket, unlike `net.ipv4.ip_nonlocal_bind` (a sysctl for the whole
+/// network namespace); connections arrive once the address is routed here.
+fn set_freebind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+    if addr.is_ipv6() {
+        socket.set_freebind_v6(true)
+    } else {
+        socket.set_freebind_v4(true)
+    }
 }
 
 /// Ask for `bytes` of receive buffer on UDP listener socket `socket` (bound to `bind`):
@@ -172,7 +196,7 @@ mod tests {
     #[test]
     fn a_udp_listener_gets_the_receive_buffer_asked_or_what_the_host_allows() {
         let bind: SocketAddr = "127.0.0.1:0".parse().expect("literal");
-        let socket = super::udp_listener(bind).expect("bind");
+        let socket = super::udp_listener(bind, false).expect("bind");
         let asked = 3 << 20;
         super::udp_receive_buffer(&socket, bind, asked);
         let granted = rustix::net::sockopt::socket_recv_buffer_size(&socket).expect("read") / 2;
@@ -253,23 +277,64 @@ mod tests {
             8,
             false,
             &options(),
+            false,
         )
         .expect("a listener");
         let (_client, accepted) = accept_one(&listening);
         assert_options(&accepted, "accepted socket");
         // And with the options off, accepted sockets have none.
-        let plain =
-            listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
+        let plain = listener(
+            "127.0.0.1:0".parse().expect("literal"),
+            8,
+            false,
+            &OFF,
+            false,
+        )
+        .expect("a listener");
         let (_client, accepted) = accept_one(&plain);
         assert!(!accepted.keepalive().expect("SO_KEEPALIVE"));
         assert_eq!(accepted.tcp_user_timeout().expect("TCP_USER_TIMEOUT"), None);
     }
 
+    /// `freebind`: a listener binds an address no interface has (192.0.2.1, TEST-NET-1), TCP
+    /// and UDP; without it the kernel refuses with `EADDRNOTAVAIL`, unless the whole network
+    /// namespace allows it (`net.ipv4.ip_nonlocal_bind = 1`, the alternative to `freebind`).
+    #[test]
+    fn freebind_binds_an_address_that_is_not_on_this_node() {
+        let vip: SocketAddr = "192.0.2.1:18080".parse().expect("literal");
+        let on_this_node = std::net::TcpListener::bind("192.0.2.1:0").is_ok();
+        let nonlocal_bind = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind")
+            .is_ok_and(|t| t.trim() == "1");
+        if on_this_node || nonlocal_bind {
+            eprintln!("skipped: 192.0.2.1 is bindable here without IP_FREEBIND");
+            return;
+        }
+        let refused = listener(vip, 8, true, &OFF, false).expect_err("not on this node");
+        assert_eq!(refused.raw_os_error(), Some(libc::EADDRNOTAVAIL));
+        let refused = udp_listener(vip, false).expect_err("not on this node");
+        assert_eq!(refused.raw_os_error(), Some(libc::EADDRNOTAVAIL));
+        let tcp = listener(vip, 8, true, &OFF, true).expect("IP_FREEBIND");
+        assert_eq!(tcp.local_addr().expect("bound").as_socket(), Some(vip));
+        let udp = udp_listener(vip, true).expect("IP_FREEBIND");
+        assert_eq!(udp.local_addr().expect("bound").as_socket(), Some(vip));
+        let v6: SocketAddr = "[2001:db8::1]:18080".parse().expect("literal");
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            listener(v6, 8, true, &OFF, false).expect_err("not on this node");
+            listener(v6, 8, true, &OFF, true).expect("IPV6_FREEBIND");
+        }
+    }
+
     /// The engines rely on this instead of setting `TCP_NODELAY` on every client.
     #[test]
     fn accepted_clients_inherit_tcp_nodelay_from_the_listener() {
-        let listening =
-            listener("127.0.0.1:0".parse().expect("literal"), 8, false, &OFF).expect("a listener");
+        let listening = listener(
+            "127.0.0.1:0".parse().expect("literal"),
+            8,
+            false,
+            &OFF,
+            false,
+        )
+        .expect("a listener");
         let (_client, accepted) = accept_one(&listening);
         assert!(accepted.tcp_nodelay().expect("getsockopt"));
         assert!(!accepted.nonblocking().expect("fcntl"), "as the listener");

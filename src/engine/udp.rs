@@ -70,6 +70,8 @@ pub struct UdpPlan {
     pub bind: SocketAddr,
     /// Receive buffer of the listener's socket, in bytes.
     pub rcvbuf: usize,
+    /// `freebind`: bind although the address is not on this node.
+    pub freebind: bool,
     /// Index into the configuration's pools.
     pub pool: usize,
     pub policy: FlowPolicy,

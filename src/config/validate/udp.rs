@@ -134,7 +134,7 @@ pub(super) fn listener(
             at(key),
             format!(
                 "{written} is for TCP listeners; this listener has protocol = \"udp\" (a UDP \
-                 listener takes name, bind, pool, protocol and rcvbuf, and its pool's udp_* \
+                 listener takes name, bind, pool, protocol, rcvbuf and freebind, and its pool's udp_* \
                  keys)"
             ),
         ));
@@ -152,6 +152,7 @@ pub(super) fn listener(
         bind,
         pool,
         rcvbuf,
+        freebind: l.freebind.as_ref().is_some_and(|f| *f.get_ref()),
     })
 }
 

@@ -127,7 +127,7 @@ impl Port {
         plan: &UdpPlan,
         snapshot: Arc<PoolSnapshot>,
     ) -> std::io::Result<Self> {
-        let socket = socket::udp_listener(plan.bind)?;
+        let socket = socket::udp_listener(plan.bind, plan.freebind)?;
         socket::udp_receive_buffer(&socket, plan.bind, plan.rcvbuf);
         if plan.bind.ip().is_unspecified() {
             // Without it a reply would leave from whatever address routing picks, which a

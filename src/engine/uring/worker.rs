@@ -420,6 +420,7 @@ mod tests {
                         16,
                         true,
                         &config.tcp.client,
+                        false,
                     )
                     .expect("listener"),
                 ],
