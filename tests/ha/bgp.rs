@@ -24,6 +24,31 @@ pub struct L3 {
 }
 
 impl L3 {
+    /// Connections held open by the first 32 client addresses through the VIP, a line every
+    /// 50 ms, for at most a minute.
+    fn held(&self) -> Held {
+        let vip: SocketAddr = VIP.parse().expect("literal");
+        Held::start(
+            self.lab.ns_file("client"),
+            self.clients[..32].to_vec(),
+            vip,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// A new connection every 10 ms from the other client addresses, for at most a minute.
+    fn load(&self) -> Load {
+        let vip: SocketAddr = VIP.parse().expect("literal");
+        Load::start(
+            self.lab.ns_file("client"),
+            self.clients[32..].to_vec(),
+            vip,
+            Duration::from_millis(10),
+            Duration::from_secs(60),
+        )
+    }
+
     /// With `nodes` ringlb nodes, n1 (10.78.0.1) to nN.
     pub fn build(tag: &str, nodes: usize) -> L3 {
         let mut lab = Lab::new(tag);
@@ -288,22 +313,8 @@ pub fn bird_scenario() {
     assert_eq!(consistent, seen.len());
     assert!(both > 0, "some clients reached both nodes");
 
-    let vip: SocketAddr = VIP.parse().expect("literal");
-    let ns = l3.lab.ns_file("client");
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
-    let load = Load::start(
-        ns.clone(),
-        l3.clients[32..].to_vec(),
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
+    let load = l3.load();
     std::thread::sleep(Duration::from_millis(500));
 
     // n1's ringlb dies: the gate sees its health fail and withdraws the route.
@@ -340,13 +351,7 @@ pub fn bird_scenario() {
 
     // n1 comes back: announced again once healthy. The route is plain multipath
     // (hash-threshold): about half the survivor's flows now hash to n1, which resets them.
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
     let event = Instant::now();
     start_node(&mut l3.lab, "n1");
     l3.wait_next_hops(2, Duration::from_secs(10));
@@ -401,22 +406,8 @@ pub fn nexthop_scenario(group: Group) {
              route add 10.78.100.1/32 nhid 10\n"
         ),
     );
-    let vip: SocketAddr = VIP.parse().expect("literal");
-    let ns = l3.lab.ns_file("client");
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
-    let load = Load::start(
-        ns.clone(),
-        l3.clients[32..].to_vec(),
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
+    let load = l3.load();
     std::thread::sleep(Duration::from_millis(500));
     // Remove n1: its ringlb dies and its next hop leaves the group.
     let event = Instant::now();
@@ -438,13 +429,7 @@ pub fn nexthop_scenario(group: Group) {
 
     // n1 back: ringlb first, then its next hop rejoins, every held connection on n2 or n3.
     start_node(&mut l3.lab, "n1");
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
     std::thread::sleep(Duration::from_millis(300));
     let (kept, compared) = kept_backend(&load.attempts(), &l3.clients[32..], event, settled);
     let event = Instant::now();
@@ -497,22 +482,8 @@ pub fn bird_resilient_scenario() {
     let mut l3 = L3::build("bgp-resilient", 3);
     l3.start_bird(3, true);
     l3.wait_group("101/102/103", Duration::from_secs(20));
-    let vip: SocketAddr = VIP.parse().expect("literal");
-    let ns = l3.lab.ns_file("client");
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
-    let load = Load::start(
-        ns.clone(),
-        l3.clients[32..].to_vec(),
-        vip,
-        Duration::from_millis(10),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
+    let load = l3.load();
     std::thread::sleep(Duration::from_millis(500));
     let event = Instant::now();
     l3.lab.kill("n1", libc::SIGKILL);
@@ -534,13 +505,7 @@ pub fn bird_resilient_scenario() {
     // connections are opened on n2 and n3; then the gate, which announces it.
     l3.lab.kill("gate-n1", libc::SIGKILL);
     start_node(&mut l3.lab, "n1");
-    let held = Held::start(
-        ns.clone(),
-        l3.clients[..32].to_vec(),
-        vip,
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-    );
+    let held = l3.held();
     std::thread::sleep(Duration::from_millis(300));
     let event = Instant::now();
     l3.start_gate("n1");
