@@ -328,13 +328,7 @@ pub fn bird_scenario() {
     std::thread::sleep(Duration::from_millis(1500));
     let (kept, compared) = kept_backend(&load.attempts(), &l3.clients[32..], event, settled);
     let report = held.finish();
-    let on = |node: &str| -> (usize, usize) {
-        let idx: Vec<usize> = (0..report.answers.len())
-            .filter(|&i| report.answers[i].node == node)
-            .collect();
-        let broken = idx.iter().filter(|&&i| report.broken[i].is_some()).count();
-        (broken, idx.len())
-    };
+    let on = |node: &str| report.broken_where(|n| n == node);
     let (n1_broken, n1_total) = on("10.78.0.1");
     let (n2_broken, n2_total) = on("10.78.0.2");
     println!(
@@ -416,13 +410,7 @@ pub fn nexthop_scenario(group: Group) {
         .ip("r", &format!("nexthop replace id 10 group 2/3{kind}"));
     std::thread::sleep(Duration::from_millis(800));
     let report = held.finish();
-    let survivors: Vec<usize> = (0..report.answers.len())
-        .filter(|&i| report.answers[i].node != "10.78.0.1")
-        .collect();
-    let removed_broken = survivors
-        .iter()
-        .filter(|&&i| report.broken[i].is_some())
-        .count();
+    let (removed_broken, survivors) = report.broken_where(|node| node != "10.78.0.1");
     let n1_broken = report.broken.iter().filter(|b| b.is_some()).count() - removed_broken;
     let down = failure_window(&load.attempts(), event);
     let settled = Instant::now();
@@ -455,7 +443,7 @@ pub fn nexthop_scenario(group: Group) {
          {kept}/{compared} clients kept their backend; n1 added back: {added_broken}/{} \
          established connections broke, n1 took {n1_after}/{} new connections in the last \
          0.5 s, {} new connections failed",
-        survivors.len(),
+        survivors,
         down.0.as_millis(),
         report.answers.len(),
         late.len(),
@@ -491,13 +479,7 @@ pub fn bird_resilient_scenario() {
     let withdrawn = event.elapsed();
     std::thread::sleep(Duration::from_millis(700));
     let report = held.finish();
-    let survivors: Vec<usize> = (0..report.answers.len())
-        .filter(|&i| report.answers[i].node != "10.78.0.1")
-        .collect();
-    let removed_broken = survivors
-        .iter()
-        .filter(|&&i| report.broken[i].is_some())
-        .count();
+    let (removed_broken, survivors) = report.broken_where(|node| node != "10.78.0.1");
     let down = failure_window(&load.attempts(), event);
     let settled = Instant::now();
 
@@ -513,13 +495,7 @@ pub fn bird_resilient_scenario() {
     let announced = event.elapsed();
     std::thread::sleep(Duration::from_millis(3000));
     let report = held.finish();
-    let on_survivors: Vec<usize> = (0..report.answers.len())
-        .filter(|&i| report.answers[i].node != "10.78.0.1")
-        .collect();
-    let added_broken = on_survivors
-        .iter()
-        .filter(|&&i| report.broken[i].is_some())
-        .count();
+    let (added_broken, on_survivors) = report.broken_where(|node| node != "10.78.0.1");
     let attempts = load.finish();
     let (kept, compared) = kept_backend(
         &attempts,
@@ -541,9 +517,9 @@ pub fn bird_resilient_scenario() {
         withdrawn.as_millis(),
         down.0.as_millis(),
         down.1,
-        survivors.len(),
+        survivors,
         announced.as_millis(),
-        on_survivors.len(),
+        on_survivors,
     );
     assert_eq!(removed_broken, 0, "the survivors' flows stay");
     assert_eq!(added_broken, 0, "a returning node moves no busy flow");

@@ -252,6 +252,18 @@ pub struct HeldReport {
     pub broken: Vec<Option<Instant>>,
 }
 
+impl HeldReport {
+    /// Of the connections whose node's address passes `node`: how many broke, and how many
+    /// there were.
+    pub fn broken_where(&self, node: impl Fn(&str) -> bool) -> (usize, usize) {
+        let chosen: Vec<usize> = (0..self.answers.len())
+            .filter(|&i| node(&self.answers[i].node))
+            .collect();
+        let broken = chosen.iter().filter(|&&i| self.broken[i].is_some()).count();
+        (broken, chosen.len())
+    }
+}
+
 impl Held {
     /// One connection from each of `clients` to `dst`, opened before this returns, then kept
     /// busy on a thread for at most `limit`.
