@@ -1,5 +1,6 @@
 //! Reading a process tree's costs from `/proc`: CPU time, context switches, RSS, threads,
-//! io-wq workers, and established TCP connections on a port.
+//! io-wq workers, established TCP connections on a port, and the whole machine's CPU time
+//! (`/proc/stat`).
 //!
 //! Every reader is best effort: a process or thread that vanished between listing and reading
 //! simply contributes nothing.
@@ -141,6 +142,102 @@ pub fn snapshot(pids: &[i32]) -> Snapshot {
     s
 }
 
+/// One `cpu` line of `/proc/stat`: the busy and softirq clock ticks so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CpuTicks {
+    /// user + nice + system + irq + softirq + steal (not idle, iowait, guest: guest time is
+    /// already counted in user and nice).
+    pub busy: u64,
+    /// softirq alone.
+    pub softirq: u64,
+}
+
+impl CpuTicks {
+    /// The ticks of one `cpu` / `cpuN` line's numbers (user nice system idle iowait irq
+    /// softirq steal ...); `None` if it has fewer than the first eight.
+    fn parse(fields: &[u64]) -> Option<CpuTicks> {
+        let [user, nice, system, _idle, _iowait, irq, softirq, steal] = *fields.get(..8)? else {
+            return None;
+        };
+        Some(CpuTicks {
+            busy: user + nice + system + irq + softirq + steal,
+            softirq,
+        })
+    }
+}
+
+/// The whole machine's CPU counters at one instant (`/proc/stat`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MachineCpu {
+    /// The aggregate `cpu` line (all CPUs).
+    pub all: CpuTicks,
+    /// The `cpuN` lines: (N, ticks).
+    pub per_cpu: Vec<(usize, CpuTicks)>,
+}
+
+/// What the whole machine's CPUs spent between two [`MachineCpu`] samples, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct MachineCost {
+    /// Busy seconds of all CPUs together (user+nice+system+irq+softirq+steal).
+    pub busy_secs: f64,
+    /// Of which softirq.
+    pub softirq_secs: f64,
+    /// Busy seconds of each CPU: (N, seconds).
+    pub per_cpu_busy_secs: Vec<(usize, f64)>,
+}
+
+impl MachineCpu {
+    /// Parses the text of `/proc/stat`; `None` without an aggregate `cpu` line.
+    pub fn parse(text: &str) -> Option<MachineCpu> {
+        let mut all = None;
+        let mut per_cpu = Vec::new();
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            let Some(name) = f.next().and_then(|n| n.strip_prefix("cpu")) else {
+                continue;
+            };
+            let nums: Vec<u64> = f.map_while(|x| x.parse().ok()).collect();
+            let Some(ticks) = CpuTicks::parse(&nums) else {
+                continue;
+            };
+            if name.is_empty() {
+                all = Some(ticks);
+            } else if let Ok(n) = name.parse() {
+                per_cpu.push((n, ticks));
+            }
+        }
+        Some(MachineCpu { all: all?, per_cpu })
+    }
+
+    /// Reads `/proc/stat` now.
+    pub fn now() -> Option<MachineCpu> {
+        MachineCpu::parse(&fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// What was spent since `before`, with `ticks` clock ticks per second (counters that went
+    /// backwards count nothing; CPUs not in both samples are left out).
+    pub fn since_with(&self, before: &MachineCpu, ticks: f64) -> MachineCost {
+        let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / ticks;
+        MachineCost {
+            busy_secs: secs(self.all.busy, before.all.busy),
+            softirq_secs: secs(self.all.softirq, before.all.softirq),
+            per_cpu_busy_secs: self
+                .per_cpu
+                .iter()
+                .filter_map(|&(n, t)| {
+                    let (_, b) = before.per_cpu.iter().find(|(m, _)| *m == n)?;
+                    Some((n, secs(t.busy, b.busy)))
+                })
+                .collect(),
+        }
+    }
+
+    /// What was spent since `before`, in seconds (`CLK_TCK`).
+    pub fn since(&self, before: &MachineCpu) -> MachineCost {
+        self.since_with(before, ticks_per_sec())
+    }
+}
+
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: i32) -> bool {
     stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z"))
@@ -237,6 +334,70 @@ mod tests {
         let port = t.local_addr().expect("its address").port();
         assert_eq!(tcp_listening_on_port(port), 1);
         assert_eq!(established_on_port(port), 0);
+    }
+
+    const STAT_BEFORE: &str = "cpu  100 10 50 9000 20 5 7 3 0 0\n\
+cpu0 60 5 30 4500 10 3 4 2 0 0\n\
+cpu1 40 5 20 4500 10 2 3 1 0 0\n\
+intr 12345 0 0\n\
+ctxt 999\n\
+softirq 1000 1 2 3\n";
+    const STAT_AFTER: &str = "cpu  300 10 150 9100 90 15 57 3 40 0\n\
+cpu0 200 5 100 4520 50 10 40 2 40 0\n\
+cpu1 100 5 50 4580 40 5 17 1 0 0\n\
+intr 23456 0 0\n";
+
+    #[test]
+    fn parses_proc_stat() {
+        let m = MachineCpu::parse(STAT_BEFORE).expect("a cpu line");
+        // 100 + 10 + 50 + 5 + 7 + 3: idle (9000) and iowait (20) are not busy.
+        assert_eq!(
+            m.all,
+            CpuTicks {
+                busy: 175,
+                softirq: 7
+            }
+        );
+        assert_eq!(
+            m.per_cpu,
+            vec![
+                (
+                    0,
+                    CpuTicks {
+                        busy: 104,
+                        softirq: 4
+                    }
+                ),
+                (
+                    1,
+                    CpuTicks {
+                        busy: 71,
+                        softirq: 3
+                    }
+                ),
+            ]
+        );
+        // The `softirq` line is not a CPU; text without a `cpu` line is nothing.
+        assert_eq!(MachineCpu::parse("intr 1\nsoftirq 1 2 3 4 5 6 7 8\n"), None);
+        // Too few fields: left out.
+        assert_eq!(MachineCpu::parse("cpu 1 2 3\n"), None);
+        assert!(MachineCpu::now().is_some_and(|m| !m.per_cpu.is_empty()));
+    }
+
+    #[test]
+    fn machine_cost_arithmetic() {
+        let before = MachineCpu::parse(STAT_BEFORE).expect("before");
+        let after = MachineCpu::parse(STAT_AFTER).expect("after");
+        let c = after.since_with(&before, 100.0);
+        // After: 300+10+150+15+57+3 = 535 busy; guest (40) is inside user, not added.
+        assert!((c.busy_secs - (535.0 - 175.0) / 100.0).abs() < 1e-12);
+        assert!((c.softirq_secs - 0.5).abs() < 1e-12);
+        // cpu0: 200+5+100+10+40+2 = 357 - 104; cpu1: 100+5+50+5+17+1 = 178 - 71.
+        assert_eq!(c.per_cpu_busy_secs, vec![(0, 2.53), (1, 1.07)]);
+        // Backwards counters (a CPU went offline and came back) count nothing.
+        let back = before.since_with(&after, 100.0);
+        assert_eq!(back.busy_secs, 0.0);
+        assert_eq!(back.softirq_secs, 0.0);
     }
 
     #[test]
