@@ -36,6 +36,13 @@ pub struct Figures {
     pub cpu_per_mreq: Option<f64>,
     /// Proxy CPU seconds per 1,000 connections (connect).
     pub cpu_per_kconn: Option<f64>,
+    /// The whole machine's busy CPU seconds (all CPUs, `/proc/stat`: user, nice, system,
+    /// irq, softirq, steal) per unit of the workload, in the unit of the proxy's CPU figure:
+    /// per GB (stream), per million requests (rr, udp-rr), per 1,000 connections (connect),
+    /// per million datagrams delivered (udp-stream, iperf3-udp).
+    pub machine_cpu: Option<f64>,
+    /// softirq's share of the whole machine's busy CPU time, %.
+    pub softirq_pct: Option<f64>,
     /// Proxy system calls per MB forwarded (stream).
     pub syscalls_per_mb: Option<f64>,
     /// Proxy system calls per request (rr) or per connection (connect).
@@ -213,6 +220,23 @@ pub fn compute(
             });
         }
     }
+    // The workload's unit, as the proxy's CPU figure counts it (idle: none, nothing moves).
+    let unit = |r: &RunRecord| -> Option<f64> {
+        match workload {
+            Workload::Stream(_) => Some((r.load.bytes_sent + r.load.bytes_received) as f64 / 1e9),
+            Workload::Rr(_) | Workload::UdpRr(_) => Some(r.load.requests as f64 / 1e6),
+            Workload::Connect => Some(r.load.connections_opened as f64 / 1e3),
+            Workload::UdpStream(_) | Workload::Iperf3Udp => {
+                Some(r.backend?.datagrams_in as f64 / 1e6)
+            }
+            Workload::Idle => None,
+        }
+    };
+    f.machine_cpu = m(&|r| ratio(r.machine.as_ref()?.busy_secs, unit(r)?));
+    f.softirq_pct = m(&|r| {
+        let c = r.machine.as_ref()?;
+        ratio(c.softirq_secs * 100.0, c.busy_secs)
+    });
     f
 }
 
@@ -363,6 +387,7 @@ pub fn verify_udp(workload: Workload, runs: &[RunRecord]) -> Result<(), String> 
 mod tests {
     use super::*;
     use crate::e2e::measure::{LoadReport, ProxyCost};
+    use crate::e2e::procfs::MachineCost;
 
     fn run(sent: u64, cpu: f64) -> RunRecord {
         RunRecord {
@@ -380,6 +405,11 @@ mod tests {
             }),
             backend: None,
             listener_drops: None,
+            machine: Some(MachineCost {
+                busy_secs: 2.0 * cpu,
+                softirq_secs: cpu / 2.0,
+                per_cpu_busy_secs: Vec::new(),
+            }),
         }
     }
 
@@ -395,6 +425,9 @@ mod tests {
         let runs = vec![run(2_000_000_000, 1.0), run(1_000_000_000, 1.0)];
         let f = compute(Workload::Stream(1), &runs, None, None);
         assert_eq!(f.cpu_per_gb, Some(0.75));
+        // 2 busy s over 2 and 1 GB; softirq a quarter of it.
+        assert_eq!(f.machine_cpu, Some(1.5));
+        assert_eq!(f.softirq_pct, Some(25.0));
         // 2000 syscalls/s over 2000 and 1000 MB/s: 1 and 2 per MB.
         assert_eq!(f.syscalls_per_mb, Some(1.5));
         let ok = BackendStats {
@@ -430,6 +463,7 @@ mod tests {
                 bytes_out: backend_in * UDP_RR_SIZE,
                 ..BackendStats::default()
             }),
+            machine: None,
         }
     }
 
@@ -474,6 +508,7 @@ mod tests {
                 ..BackendStats::default()
             }),
             listener_drops: Some(sent - got),
+            machine: None,
         };
         let w = Workload::Iperf3Udp;
         assert!(verify_udp(w, &[run(100_000, 99_000, iperf3::SIZE)]).is_ok());

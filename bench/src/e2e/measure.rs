@@ -17,7 +17,7 @@ use super::error::{BenchError, Result};
 use super::iperf3;
 use super::opts::Plan;
 use super::peers;
-use super::procfs::{self, Snapshot};
+use super::procfs::{self, MachineCost, MachineCpu, Snapshot};
 use super::proxy::{self, Proxy};
 use super::workload::{BackendKind, Client, Workload};
 
@@ -352,6 +352,9 @@ pub struct RunRecord {
     /// UDP: datagrams the kernel dropped at the target's socket(s) during the run (the
     /// proxy's listener, or the backend's for `direct`): its receive buffer was full.
     pub listener_drops: Option<u64>,
+    /// What the whole machine's CPUs spent over the same window as the proxy's CPU figure
+    /// (every row, `direct` too); `None` if `/proc/stat` could not be read.
+    pub machine: Option<MachineCost>,
 }
 
 /// Peaks found by the sampler.
@@ -427,6 +430,7 @@ pub fn run_once(
     let err = env.logs.join(format!("{client}-{tag}.stderr"));
     let pids = proxy.map(|p| p.pids.clone()).unwrap_or_default();
     let before = procfs::snapshot(&pids);
+    let machine_before = MachineCpu::now();
     let sampler = Sampler::start(pids.clone(), proxy.is_some_and(|p| p.uring))?;
     let started = Instant::now();
     let mut lg = child::spawn(Spec {
@@ -454,6 +458,9 @@ pub fn run_once(
     let status = lg.wait_for(limit, env.stop)?;
     let peaks = sampler.finish();
     let after = procfs::snapshot(&pids);
+    let machine = MachineCpu::now()
+        .zip(machine_before)
+        .map(|(a, b)| a.since(&b));
     let Some(status) = status else {
         return Err(BenchError::Setup(format!(
             "{client} did not finish within {:.0} s",
@@ -501,6 +508,7 @@ pub fn run_once(
         proxy,
         backend,
         listener_drops,
+        machine,
     })
 }
 
