@@ -86,6 +86,40 @@ impl Results {
         }
     }
 
+    /// The whole machine's CPU per unit of `row` minus `direct`'s, for `workload`: what the
+    /// proxy added to the machine's CPU time.
+    fn overhead(&self, row: &str, workload: &str) -> Option<f64> {
+        let get: Get = |f| f.machine_cpu;
+        Some(self.value(row, workload, get)? - self.value("direct", workload, get)?)
+    }
+
+    /// Three cells of `workload`: the whole machine's CPU per unit, its overhead over
+    /// `direct` (see [`Results::overhead`]), and softirq's share of it.
+    fn machine_cells(&self, row: &RowResult, workload: &str) -> [String; 3] {
+        let over = match self.cell(row, workload, |f| f.machine_cpu) {
+            c if c == "FAIL" || c == "skip" => c,
+            _ => self
+                .overhead(row.row.name, workload)
+                .map_or_else(|| "n/a".into(), num),
+        };
+        [
+            self.cell(row, workload, |f| f.machine_cpu),
+            over,
+            self.cell(row, workload, |f| f.softirq_pct),
+        ]
+    }
+
+    /// `row`'s whole-machine overhead divided by `reference`'s, for `workload`.
+    fn overhead_ratio(&self, row: &RowResult, reference: &str, workload: &str) -> String {
+        match (
+            self.overhead(row.row.name, workload),
+            self.overhead(reference, workload),
+        ) {
+            (Some(v), Some(r)) if r > 0.0 => format!("{:.2}×", v / r),
+            _ => "n/a".into(),
+        }
+    }
+
     fn ran(&self) -> impl Iterator<Item = &RowResult> {
         self.rows.iter().filter(|r| r.skipped.is_none())
     }
@@ -190,7 +224,14 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "CPU: the proxy's utime+stime (all threads and processes). Syscalls: `perf stat -e \
+            "CPU: the proxy's utime+stime (all threads and processes; io_uring's io-wq \
+             workers, `iou-wrk-*`, are threads of the proxy's process, so their time is in it). \
+             Machine CPU: the whole machine's busy time over the same window (`/proc/stat`, all \
+             CPUs: user, nice, system, irq, softirq, steal; not idle or iowait), per unit like \
+             the proxy's CPU; it includes loadgen, the backend, softirq work on any CPU and \
+             kernel threads (kworkers, which cannot be charged to a process). Over direct: the \
+             row's machine CPU minus `direct`'s, what the proxy added to the machine; the \
+             targets use it. softirq %: softirq's share of the machine's busy time. Syscalls: `perf stat -e \
              raw_syscalls:sys_enter` on the proxy during the middle of each run{}. Context \
              switches: summed over live threads. ×HAProxy compares with `{HAPROXY_STREAM}` for \
              streams and `{HAPROXY_RR}` otherwise; ×epoll with `{EPOLL}`. FAIL: the row did not \
@@ -240,11 +281,12 @@ impl Results {
         let _ = writeln!(
             s,
             "| row | 64 flows req/s | p50 µs | p99 µs | ×direct | ×nginx | lost % \
-             | listener drops % | CPU s/M req | syscalls/req | 1,024 flows req/s | p50 µs \
-             | p99 µs | ×direct | ×nginx | lost % | listener drops % | CPU s/M req \
-             | syscalls/req |"
+             | listener drops % | CPU s/M req | syscalls/req | machine CPU s/M req \
+             | over direct | softirq % | 1,024 flows req/s | p50 µs | p99 µs | ×direct | ×nginx \
+             | lost % | listener drops % | CPU s/M req | syscalls/req | machine CPU s/M req \
+             | over direct | softirq % |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(19));
+        let _ = writeln!(s, "|{}", "---|".repeat(25));
         let rps: Get = |f| f.rps;
         for r in self.ran_udp() {
             let mut line = format!("| {} |", r.row.name);
@@ -260,7 +302,7 @@ impl Results {
                     self.cell(r, w, |f| f.cpu_per_mreq),
                     self.cell(r, w, |f| f.syscalls_per_req),
                 ];
-                for c in cells {
+                for c in cells.into_iter().chain(self.machine_cells(r, w)) {
                     let _ = write!(line, " {c} |");
                 }
             }
@@ -276,14 +318,15 @@ impl Results {
             s,
             "| row | sent datagrams/s | received datagrams/s | received Gbit/s | loss % \
              | listener drops % | ×direct | ×nginx | CPU s/M datagrams | syscalls/datagram \
-             | vol. cs/datagram | threads |"
+             | vol. cs/datagram | threads | machine CPU s/M datagrams | over direct | softirq % |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(12));
+        let _ = writeln!(s, "|{}", "---|".repeat(15));
         let recv: Get = |f| f.pps_recv;
         for r in self.ran_udp() {
+            let [mu, ou, qu] = self.machine_cells(r, w);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {mu} | {ou} | {qu} |",
                 r.row.name,
                 self.cell(r, w, |f| f.pps_sent),
                 self.cell(r, w, recv),
@@ -329,9 +372,10 @@ impl Results {
             s,
             "| row | 1 stream Gbit/s | ×direct | ×HAProxy | 8 streams Gbit/s | ×direct | ×HAProxy \
              | CPU s/GB (1) | ×HAProxy | CPU s/GB (8) | syscalls/MB (1) | syscalls/MB (8) \
-             | peak iou-wrk | threads | EAGAIN reads (1) |"
+             | peak iou-wrk | threads | EAGAIN reads (1) | machine CPU s/GB (1) | over direct (1) \
+             | ×HAProxy | softirq % (1) | machine CPU s/GB (8) | over direct (8) | softirq % (8) |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(15));
+        let _ = writeln!(s, "|{}", "---|".repeat(22));
         let gbps: Get = |f| f.gbps;
         let cpu: Get = |f| f.cpu_per_gb;
         let sys: Get = |f| f.syscalls_per_mb;
@@ -345,9 +389,13 @@ impl Results {
                 .figures("stream-1")
                 .and_then(|f| f.eagain_share)
                 .map_or("n/a".into(), |x| format!("{:.1}%", x * 100.0));
+            let [m1, o1, q1] = self.machine_cells(r, "stream-1");
+            let [m8, o8, q8] = self.machine_cells(r, "stream-8");
+            let x1 = self.overhead_ratio(r, HAPROXY_STREAM, "stream-1");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {iowq} | {} | {eagain} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {iowq} | {} | {eagain} \
+                 | {m1} | {o1} | {x1} | {q1} | {m8} | {o8} | {q8} |",
                 r.row.name,
                 self.cell(r, "stream-1", gbps),
                 self.ratio(r, "direct", "stream-1", gbps),
@@ -372,9 +420,11 @@ impl Results {
             s,
             "| row | 64 conns req/s | p99 µs | ×direct | ×HAProxy | ×epoll | 1,024 conns req/s \
              | p99 µs | ×HAProxy | CPU s/M req (64) | syscalls/req (64) | syscalls/req (1,024) \
-             | vol. cs/req (64) | invol. cs/req (64) | threads (1,024) | EAGAIN reads (64) |"
+             | vol. cs/req (64) | invol. cs/req (64) | threads (1,024) | EAGAIN reads (64) \
+             | machine CPU s/M req (64) | over direct (64) | softirq % (64) \
+             | machine CPU s/M req (1,024) | over direct (1,024) | softirq % (1,024) |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(16));
+        let _ = writeln!(s, "|{}", "---|".repeat(22));
         let rps: Get = |f| f.rps;
         let p99: Get = |f| f.p99_us;
         let sys: Get = |f| f.syscalls_per_req;
@@ -383,9 +433,12 @@ impl Results {
                 .figures("rr-64")
                 .and_then(|f| f.eagain_share)
                 .map_or("n/a".into(), |x| format!("{:.1}%", x * 100.0));
+            let [m64, o64, q64] = self.machine_cells(r, "rr-64");
+            let [mk, ok, qk] = self.machine_cells(r, "rr-1024");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {eagain} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {eagain} \
+                 | {m64} | {o64} | {q64} | {mk} | {ok} | {qk} |",
                 r.row.name,
                 self.cell(r, "rr-64", rps),
                 self.cell(r, "rr-64", p99),
@@ -411,14 +464,16 @@ impl Results {
         let _ = writeln!(
             s,
             "| row | conn/s | p99 µs | ×direct | ×HAProxy | CPU s/1k conns | syscalls/conn \
-             | vol. cs/conn | invol. cs/conn | idle conns held | RSS B/idle conn | threads (idle) |"
+             | vol. cs/conn | invol. cs/conn | idle conns held | RSS B/idle conn | threads (idle) \
+             | machine CPU s/1k conns | over direct | softirq % |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(12));
+        let _ = writeln!(s, "|{}", "---|".repeat(15));
         let cps: Get = |f| f.cps;
         for r in self.ran() {
+            let [mc, oc, qc] = self.machine_cells(r, "connect");
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {mc} | {oc} | {qc} |",
                 r.row.name,
                 self.cell(r, "connect", cps),
                 self.cell(r, "connect", |f| f.p99_us),
@@ -483,8 +538,10 @@ impl Results {
                     "×",
                 ),
                 (
-                    "CPU/GB (1 stream) ≤ 0.7× HAProxy-splice",
-                    rel("stream-1", HAPROXY_STREAM, |f| f.cpu_per_gb),
+                    "machine CPU/GB over direct (1 stream) ≤ 0.7× HAProxy-splice",
+                    self.overhead(n, "stream-1")
+                        .zip(self.overhead(HAPROXY_STREAM, "stream-1"))
+                        .and_then(|(v, h)| (h > 0.0).then(|| v / h)),
                     0.7,
                     false,
                     "×",
