@@ -762,7 +762,35 @@ impl Results {
                     svg::bar_chart(title, unit, lower, &bars),
                 )
             })
+            .chain(self.overhead_chart())
             .collect()
+    }
+
+    /// The whole machine's CPU per GB that each proxy row added over `direct` (1 stream),
+    /// when streams ran.
+    fn overhead_chart(&self) -> Option<(String, String)> {
+        let w = "stream-1";
+        if !self.has_named(w) {
+            return None;
+        }
+        let bars: Vec<Bar> = self
+            .ran()
+            .filter(|r| r.row.name != "direct" && r.skipped(w).is_none())
+            .map(|r| Bar {
+                label: r.row.name.to_string(),
+                value: self.overhead(r.row.name, w),
+                color: color(r.row.name),
+            })
+            .collect();
+        Some((
+            "stream-1-machine-overhead.svg".into(),
+            svg::bar_chart(
+                "Machine CPU added over direct, 1 stream",
+                "CPU s per GB",
+                true,
+                &bars,
+            ),
+        ))
     }
 }
 
