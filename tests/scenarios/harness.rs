@@ -158,10 +158,18 @@ impl Drop for Permit {
     }
 }
 
-/// A loopback address that was free a moment ago (bound to port 0, read, released).
+/// A loopback address whose port was free for TCP and UDP a moment ago (bound, read, released).
 pub fn free_addr() -> SocketAddr {
-    let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
-    probe.local_addr().expect("probe address")
+    // Free for UDP too: a DNS server or a UDP listener may take the same port, and the UDP
+    // scenarios keep thousands of ephemeral UDP ports busy, which a TCP probe does not see.
+    for _ in 0..100 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
+        let addr = probe.local_addr().expect("probe address");
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no loopback port free for both TCP and UDP in 100 tries")
 }
 
 /// An echo backend from ringlb_tools on an ephemeral loopback port.
