@@ -220,7 +220,12 @@ impl std::fmt::Debug for SendBatch {
 impl SendBatch {
     /// Send `messages` on `socket` (non-blocking) in one `sendmmsg`. Returns how many the
     /// kernel took (from the first; an error means the first failed).
-    pub fn send(&mut self, socket: BorrowedFd<'_>, messages: &[Outgoing<'_>]) -> io::Result<usize> {
+    pub fn send<'a>(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        messages: impl IntoIterator<Item = Outgoing<'a>, IntoIter: ExactSizeIterator>,
+    ) -> io::Result<usize> {
+        let messages = messages.into_iter();
         let count = messages.len();
         if count == 0 {
             return Ok(0);
@@ -241,7 +246,10 @@ impl SendBatch {
         self.names.resize_with(count, zeroed_name);
         self.controls.resize(count, [0; SEND_CONTROL_WORDS]);
         self.headers.resize_with(count, zeroed_header);
-        for (i, message) in messages.iter().enumerate() {
+        // Only the entries filled now are handed over, whatever the iterator said its length was.
+        let mut filled = 0;
+        for (i, message) in messages.take(count).enumerate() {
+            filled = i + 1;
             self.iovecs[i] = libc::iovec {
                 iov_base: message.bytes.as_ptr().cast_mut().cast(),
                 iov_len: message.bytes.len(),
@@ -278,15 +286,18 @@ impl SendBatch {
             header.msg_flags = 0;
             self.headers[i].msg_len = 0;
         }
-        // SAFETY: `headers` holds `count` entries whose pointers point into `names`,
-        // `controls` and `iovecs` (owned by `self`, not resized during the call) and, through
-        // the iovecs, into `messages`' bytes, borrowed for the call; the kernel only reads
-        // them (and writes each entry's `msg_len`).
+        if filled == 0 {
+            return Ok(0);
+        }
+        // SAFETY: the first `filled` entries of `headers` were set just now; their pointers
+        // point into `names`, `controls` and `iovecs` (owned by `self`, not resized during the
+        // call) and, through the iovecs, into the messages' bytes, which outlive the call; the
+        // kernel only reads them (and writes each entry's `msg_len`).
         let sent = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 self.headers.as_mut_ptr(),
-                count as libc::c_uint,
+                filled as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
@@ -461,7 +472,7 @@ mod segment_tests {
                 segment: Some(1000),
                 bytes: &bytes,
             };
-            assert_eq!(batch.send(sender.as_fd(), &[message]).expect("GSO"), 1);
+            assert_eq!(batch.send(sender.as_fd(), [message]).expect("GSO"), 1);
         }
         let mut receive = RecvBatch::new(16, 65_536);
         let n = receive.recv(gro.as_fd()).expect("coalesced");
@@ -502,7 +513,7 @@ mod segment_tests {
             bytes: b"from .9",
         };
         SendBatch::default()
-            .send(wildcard.as_fd(), &[message])
+            .send(wildcard.as_fd(), [message])
             .expect("send");
         let mut buffer = [0u8; 16];
         let n = client

@@ -424,7 +424,7 @@ pub fn udp_coalesced_datagrams_stay_apart(ctx: &Ctx) -> Outcome {
             segment: Some(1200),
             bytes: &data,
         };
-        assert_eq!(batch.send(socket.as_fd(), &[message]).expect("GSO send"), 1);
+        assert_eq!(batch.send(socket.as_fd(), [message]).expect("GSO send"), 1);
         let mut buffer = vec![0u8; 65_536];
         for (i, expected) in data.chunks(1200).enumerate() {
             let n = socket

@@ -328,7 +328,7 @@ fn coalesced(seen: &Record, to: SocketAddr) {
             segment: Some(1200),
             bytes: &data,
         };
-        assert_eq!(batch.send(socket.as_fd(), &[message]).expect("GSO send"), 1);
+        assert_eq!(batch.send(socket.as_fd(), [message]).expect("GSO send"), 1);
         for (i, expected) in data.chunks(1200).enumerate() {
             // A late echo of a retried "hello" is not one of these.
             let n = loop {

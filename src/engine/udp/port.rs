@@ -355,7 +355,7 @@ impl Port {
             segment: Some(size),
             bytes,
         };
-        match self.segmented.send(io.socket.as_fd(), &[message]) {
+        match self.segmented.send(io.socket.as_fd(), [message]) {
             Ok(_) => {
                 self.counters.forwarded_datagrams += count;
                 self.counters.forwarded_bytes += bytes.len() as u64;

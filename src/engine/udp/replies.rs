@@ -56,16 +56,13 @@ impl Replies {
         let mut at = 0;
         while at < self.entries.len() {
             let rest = &self.entries[at..];
-            let messages: Vec<Outgoing<'_>> = rest
-                .iter()
-                .map(|&(client, local, start, len)| Outgoing {
-                    to: Some(client),
-                    from: local,
-                    segment: None,
-                    bytes: &self.data[start..start + len],
-                })
-                .collect();
-            let sent = self.batch.send(socket.as_fd(), &messages);
+            let messages = rest.iter().map(|&(client, local, start, len)| Outgoing {
+                to: Some(client),
+                from: local,
+                segment: None,
+                bytes: &self.data[start..start + len],
+            });
+            let sent = self.batch.send(socket.as_fd(), messages);
             match sent.map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)) {
                 Ok(0) => {
                     done.dropped += rest.len() as u64;
