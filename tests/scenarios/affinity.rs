@@ -2,7 +2,7 @@
 //! does meanwhile, but for a backend that goes down.
 
 use std::io::BufRead;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::Ipv4Addr;
 use std::thread;
 use std::time::Duration;
 
@@ -10,22 +10,11 @@ use ringlb::control::client::{Endpoint, request};
 
 use crate::capacity::api;
 use crate::control::admin_socket;
-use crate::harness::{Ctx, Launch, Outcome, Proxy};
+use crate::harness::{Ctx, Launch, Outcome, Proxy, connect_from};
 
 /// The name a greeter behind the proxy answers a client bound to `source` with.
 fn greeted_from(proxy: &Proxy, source: Ipv4Addr) -> String {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .bind(&SocketAddr::from((source, 0)).into())
-        .expect("bind a client address");
-    socket
-        .connect_timeout(&proxy.addr.into(), Duration::from_secs(5))
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    let stream = connect_from(proxy.addr, source);
     let mut line = String::new();
     std::io::BufReader::new(&stream)
         .read_line(&mut line)

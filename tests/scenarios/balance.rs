@@ -3,12 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use ringlb_tools::backend::{BackendHandle, BackendKind};
 
-use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, spawn_backend};
+use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, connect_from, spawn_backend};
 
 /// The names the three `hello` backends greet with.
 const NAMES: [&str; 3] = ["alpha", "bravo", "charlie"];
@@ -69,18 +68,7 @@ pub fn round_robin_balance(ctx: &Ctx) -> Outcome {
 
 /// The greeting of a `hello` backend reached through the proxy from source address `from`.
 fn greeting_from(from: Ipv4Addr, proxy: SocketAddr) -> String {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
-    socket
-        .bind(&SocketAddr::new(IpAddr::V4(from), 0).into())
-        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
-    socket
-        .connect_timeout(&proxy.into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
-    let stream = TcpStream::from(socket);
-    stream
-        .set_read_timeout(Some(crate::harness::IO_TIMEOUT))
-        .expect("read timeout");
+    let stream = connect_from(proxy, from);
     let mut line = String::new();
     BufReader::new(&stream)
         .read_line(&mut line)

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Condvar, Mutex};
@@ -158,10 +158,35 @@ impl Drop for Permit {
     }
 }
 
-/// A loopback address whose port was free for TCP and UDP a moment ago (bound, read, released).
+/// A loopback address whose port is free for TCP and UDP and handed out once per test run.
+///
+/// Ports come from below the kernel's ephemeral range, in turn, never twice: a port taken
+/// with `bind(0)` and released could be handed to the next scenario running in parallel
+/// before the first one's listener binds it, and ringlb and HAProxy both bind with
+/// `SO_REUSEPORT`, so two processes would then share the port and split each other's
+/// connections silently. Nor can an outgoing connection's ephemeral source port take it in
+/// the meantime. Falls back to `bind(0)` when the ephemeral range leaves no room below.
 pub fn free_addr() -> SocketAddr {
-    // Free for UDP too: a DNS server or a UDP listener may take the same port, and the UDP
-    // scenarios keep thousands of ephemeral UDP ports busy, which a TCP probe does not see.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    /// Lowest port handed out.
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(FIRST);
+    let span = below.saturating_sub(FIRST);
+    // A different start in each run, so that a run does not meet the last one's TIME_WAITs.
+    let start = std::process::id() % span.max(1);
+    for _ in 0..span.min(1000) {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let addr = SocketAddr::from(([127, 0, 0, 1], u16::try_from(port).expect("a port")));
+        if TcpListener::bind(addr).is_ok() && std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    // The scenarios keep thousands of ephemeral UDP ports busy, which a TCP probe does not
+    // see: the port must be free for both.
     for _ in 0..100 {
         let probe = TcpListener::bind("127.0.0.1:0").expect("bind a probe listener");
         let addr = probe.local_addr().expect("probe address");
@@ -636,6 +661,27 @@ pub fn listening_sockets(port: u16) -> usize {
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.set_write_timeout(Some(IO_TIMEOUT))
+        .expect("write timeout");
+    s
+}
+
+/// Connects from `source` (a loopback address of the scenario's choosing, port picked by the
+/// kernel) with the timeouts of [`connect`]. Clients a peer's log must name once each connect
+/// from addresses other than 127.0.0.1: readiness probes come from 127.0.0.1, and on loopback
+/// the kernel may give a later connection the port a probe had (`tcp_tw_reuse = 2`), so the
+/// same address and port would be logged twice.
+pub fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket
+        .bind(&SocketAddr::from((source, 0)).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect from {source} to {addr}: {e}"));
+    let s = TcpStream::from(socket);
     s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
     s.set_write_timeout(Some(IO_TIMEOUT))
         .expect("write timeout");

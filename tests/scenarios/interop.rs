@@ -2,10 +2,10 @@
 //! headers around ringlb, and openssl TLS clients routed by server name to openssl servers.
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use crate::harness::{Ctx, Launch, Outcome, Proxy, Skip, connect, free_addr};
+use crate::harness::{Ctx, Launch, Outcome, Proxy, Skip, connect_from, free_addr};
 use crate::peer::{self, Daemon};
 
 /// One HAProxy with two proxies: `front` (TCP) takes clients and hands them to `ringlb` with
@@ -49,7 +49,8 @@ fn logged_client(line: &str) -> Option<String> {
 /// client on with `send_proxy` v1 and v2 to HAProxy's `accept-proxy`: HAProxy's `src` at the
 /// far end is the client that connected to HAProxy at the near end. Each hop's log says so
 /// too: HAProxy's `front` and `back` lines (`%ci:%cp`) and ringlb's access log name the
-/// client, once per connection.
+/// client, once per connection (clients connect from 127.0.0.2-4, so that no readiness probe
+/// from 127.0.0.1 can share a client's address and port).
 pub fn haproxy_and_ringlb_pass_the_client_along(ctx: &Ctx) -> Outcome {
     let back = free_addr();
     for version in ["v1", "v2"] {
@@ -66,8 +67,8 @@ pub fn haproxy_and_ringlb_pass_the_client_along(ctx: &Ctx) -> Outcome {
         let front = free_addr();
         let haproxy = haproxy(ctx, front, proxy.addr, back)?;
         let mut clients = Vec::new();
-        for _ in 0..3 {
-            let mut stream = connect(front);
+        for host in 2..5 {
+            let mut stream = connect_from(front, Ipv4Addr::new(127, 0, 0, host));
             let local = stream.local_addr().expect("local address");
             stream
                 .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")

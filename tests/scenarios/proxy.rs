@@ -3,14 +3,14 @@
 //! exactly the client's bytes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use ringlb::core::proxy_header::{Parsed, ProxyHeader, parse};
 
-use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, payload};
+use crate::harness::{Ctx, Launch, Outcome, Proxy, connect, connect_from, payload};
 use crate::peer::{self, Daemon};
 
 /// Headers a backend saw, in arrival order.
@@ -185,8 +185,8 @@ pub fn nginx_reads_the_proxy_header(ctx: &Ctx) -> Outcome {
         );
         let proxy = Proxy::start(ctx, &Launch::file(&text))?;
         let mut logged = Vec::new();
-        for _ in 0..3 {
-            let mut stream = connect(proxy.addr);
+        for host in 2..5 {
+            let mut stream = connect_from(proxy.addr, Ipv4Addr::new(127, 0, 0, host));
             let local = stream.local_addr().expect("local address");
             let mut answer = String::new();
             stream.read_to_string(&mut answer).expect("nginx's answer");
