@@ -26,8 +26,10 @@ pub const WORKERS: usize = 2;
 pub const PIPE_POOL: usize = 256;
 /// Longest any single blocking read or write in a scenario may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
-/// Longest the binary may take to start listening.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the binary may take to start listening: generous, because a debug build starting
+/// while the whole suite runs on two loaded cores can take seconds, and only a failure waits
+/// this long.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One entry of the matrix: an engine, a forwarding mode and feature switches.
 #[derive(Clone, Copy, Debug)]
