@@ -344,6 +344,10 @@ pub struct Features {
     /// Splice mode: wait for readiness in the ring and splice with direct calls (off:
     /// `IORING_OP_SPLICE`, which the kernel runs on io-wq threads).
     pub inline_splice: bool,
+    /// Copy mode with a provided-buffer ring: the ring holds only a window of the free
+    /// buffers, the most recently used first, so receives land in memory still in the caches
+    /// (off: every free buffer is in the ring, and each is reused after all the others).
+    pub hot_buffers: bool,
 }
 
 /// Sizes of per-worker resources.

@@ -15,6 +15,7 @@ use std::io;
 use io_uring::IoUring;
 use io_uring::types::BufRingEntry;
 
+use super::buf_window::Window;
 use super::conn_io::Armed;
 use super::region::{Entries, PAGE, Region};
 use super::spill::{SPILL_SIZE, Spill};
@@ -52,6 +53,8 @@ pub struct Buffers {
     claims: Claims,
     /// A direction's own buffers, for when the shared ones run short.
     spill: Spill,
+    /// Receives that found the ring empty (`ENOBUFS`).
+    dry: u64,
 }
 
 /// Ring receives armed, by kind (see [`Buffers::arm`]).
@@ -73,6 +76,11 @@ enum Kind {
         entries: Entries,
         tail: u16,
         unpublished: bool,
+        /// `hot_buffers`: how many free buffers the ring holds (see `buf_window`); `None`:
+        /// every free buffer is in the ring.
+        window: Option<Window>,
+        /// Free buffers outside the window, the most recently given back last.
+        spare: Vec<u16>,
     },
     /// We pick from a free list.
     Pool { free: Vec<u16> },
@@ -99,7 +107,10 @@ impl Buffers {
     /// region stays registered until the io_uring instance is dropped: the worker drops
     /// `Buffers` only after its io_uring instance (field order in the worker), and only once no
     /// receive is in flight, so the kernel never sees freed memory.
-    pub fn ring(ring: &IoUring, count: u16, size: u32) -> io::Result<Buffers> {
+    ///
+    /// With `hot`, the ring holds only a window of the free buffers, the most recently used
+    /// first (see `buf_window`); without, all of them.
+    pub fn ring(ring: &IoUring, count: u16, size: u32, hot: bool) -> io::Result<Buffers> {
         if !count.is_power_of_two() || count > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -126,12 +137,16 @@ impl Buffers {
                 entries,
                 tail: 0,
                 unpublished: false,
+                window: hot.then(|| Window::new(count)),
+                spare: Vec::new(),
             },
             held: u32::from(count),
             claims: Claims::default(),
             spill: Spill::default(),
+            dry: 0,
         };
-        for bid in 0..count {
+        // Highest first, so that the stack hands out the lowest (the fewest pages touched).
+        for bid in (0..count).rev() {
             buffers.give_back(bid);
         }
         buffers.publish();
@@ -150,6 +165,7 @@ impl Buffers {
             held: 0,
             claims: Claims::default(),
             spill: Spill::default(),
+            dry: 0,
         })
     }
 
@@ -184,6 +200,26 @@ impl Buffers {
     pub fn selected(&mut self, bid: u16) {
         if bid < self.count {
             self.held += 1;
+            if let Kind::Ring {
+                window: Some(window),
+                ..
+            } = &mut self.kind
+            {
+                window.taken();
+            }
+        }
+    }
+
+    /// Ring only: a receive found the ring empty (`ENOBUFS`). With a window, it grows, and
+    /// the next [`Buffers::publish`] fills it from the buffers held back.
+    pub fn ran_dry(&mut self) {
+        self.dry += 1;
+        if let Kind::Ring {
+            window: Some(window),
+            ..
+        } = &mut self.kind
+        {
+            window.ran_dry();
         }
     }
 
@@ -229,17 +265,36 @@ impl Buffers {
     /// Make every buffer given back since the last call visible to the kernel: one release
     /// store of the ring's tail per loop turn instead of one per buffer. The worker calls this
     /// before it enters the kernel.
+    ///
+    /// With a window, it is first topped up from the buffers held back, the most recently
+    /// given back first.
     pub fn publish(&mut self) {
+        let (base, size) = (self.data.as_ptr(), self.size);
         if let Kind::Ring {
             entries,
             tail,
             unpublished,
+            window,
+            spare,
             ..
         } = &mut self.kind
-            && *unpublished
         {
-            entries.publish(*tail);
-            *unpublished = false;
+            if let Some(window) = window {
+                for _ in 0..window.end_turn() {
+                    let Some(bid) = spare.pop() else {
+                        break;
+                    };
+                    let addr = base.wrapping_add(usize::from(bid) * size as usize) as u64;
+                    entries.set(*tail, addr, size, bid);
+                    *tail = tail.wrapping_add(1);
+                    *unpublished = true;
+                    window.provided();
+                }
+            }
+            if *unpublished {
+                entries.publish(*tail);
+                *unpublished = false;
+            }
         }
     }
 
@@ -273,6 +328,11 @@ impl Buffers {
     /// `spill`); given back with [`Buffers::give_back`] like any other.
     pub fn take_spill(&mut self) -> io::Result<u16> {
         self.spill.take()
+    }
+
+    /// Receives that found the ring empty since the start.
+    pub fn dry(&self) -> u64 {
+        self.dry
     }
 
     /// Spill buffers in use now, and taken since the start.
@@ -339,14 +399,23 @@ impl Buffers {
         match &mut self.kind {
             Kind::Pool { free } => free.push(bid),
             Kind::Ring {
+                window: Some(window),
+                spare,
+                ..
+            } if !window.has_room() => spare.push(bid),
+            Kind::Ring {
                 entries,
                 tail,
                 unpublished,
+                window,
                 ..
             } => {
                 entries.set(*tail, addr, size, bid);
                 *tail = tail.wrapping_add(1);
                 *unpublished = true;
+                if let Some(window) = window {
+                    window.provided();
+                }
             }
         }
     }

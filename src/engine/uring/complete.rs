@@ -414,6 +414,8 @@ impl Worker {
                 // The ring ran dry: a direction that holds none receives into a spill buffer
                 // once readable (see `Worker::copy_recv`); one that holds some waits for
                 // buffers to come back (its own, as its sink drains), invisibly to the core.
+                // With a window of hot buffers, the window grows this turn.
+                self.buffers.ran_dry();
                 if cancelled {
                     self.shard.handle_event(now, key, Event::RecvEnded { dir });
                 } else if flow.chunks.is_empty() {

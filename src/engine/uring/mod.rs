@@ -4,7 +4,7 @@
 //! Each worker is a loop of one `io_uring_enter` per turn that both submits everything the core
 //! asked for and waits for completions (or the next timer). Files: `probe` (what the kernel
 //! has), `ring` (set-up and the single `push`), `region` (memory shared with the kernel),
-//! `buf_ring` (receive buffers), `send_ring` and `send_bundle` (send bundles), `conn_io`
+//! `buf_ring` (receive buffers) and `buf_window` (how many the kernel sees), `send_ring` and `send_bundle` (send bundles), `conn_io`
 //! (per-connection I/O state), `control` (the inbox's wake-up, the runtime's commands), `worker` (the loop, shutdown), `accept` (arming and cancelling
 //! accepts against the connection limit), `submit` (actions to submissions), `close`
 //! (cancelling and freeing a closed connection), `complete` (completions to events), `token`
@@ -12,6 +12,7 @@
 
 mod accept;
 mod buf_ring;
+mod buf_window;
 mod close;
 mod complete;
 mod conn_io;

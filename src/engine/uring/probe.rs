@@ -51,6 +51,8 @@ pub struct Plan {
     /// Splice with direct calls when the ring reports readiness, instead of
     /// `IORING_OP_SPLICE` (which the kernel always runs on an io-wq thread).
     pub inline_splice: bool,
+    /// Copy mode: a window of hot buffers in the provided-buffer ring (see `buf_window`).
+    pub hot_buffers: bool,
 }
 
 impl KernelFeatures {
@@ -145,6 +147,7 @@ impl KernelFeatures {
             coop_taskrun: self.coop_taskrun,
             send_bundle: self.send_bundle && wanted.send_bundle && buffer_ring,
             inline_splice: wanted.inline_splice,
+            hot_buffers: wanted.hot_buffers && buffer_ring,
         }
     }
 }
@@ -177,6 +180,7 @@ pub fn report() -> Result<String, EngineError> {
         send_bundle: true,
         defer_taskrun: true,
         inline_splice: true,
+        hot_buffers: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;

@@ -137,7 +137,7 @@ impl Worker {
             .map_err(|e| EngineError::io("creating the io_uring instance", e))?;
         let count = u16::try_from(tuning.buffer_count).unwrap_or(32768);
         let buffers = if plan.buffer_ring {
-            Buffers::ring(ring.raw(), count, tuning.buffer_size)
+            Buffers::ring(ring.raw(), count, tuning.buffer_size, plan.hot_buffers)
         } else {
             Buffers::pool(count, tuning.buffer_size)
         }
@@ -319,6 +319,7 @@ impl Worker {
             pipes = ?self.pipes.stats(),
             buffers_held = self.buffers.held(),
             spilled = ?self.buffers.spilled(),
+            ring_dry = self.buffers.dry(),
             send_rings = self.send_rings.registered(),
             send_rings_leased = self.send_rings.leased(),
             send_rings_exhausted = self.send_rings.exhausted(),
