@@ -371,6 +371,9 @@ pub struct OverrideArgs {
     /// Splice with IORING_OP_SPLICE (on io-wq threads) instead of direct calls on readiness.
     #[arg(long)]
     pub no_inline_splice: bool,
+    /// Auto mode: splice bulk data toward peers on the loopback too, instead of copying.
+    #[arg(long)]
+    pub no_loopback_copy: bool,
     /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
     #[arg(long, value_name = "BYTES")]
     pub pipe_size: Option<String>,
@@ -451,6 +454,7 @@ impl OverrideArgs {
             no_send_bundle: self.no_send_bundle,
             no_defer_taskrun: self.no_defer_taskrun,
             no_inline_splice: self.no_inline_splice,
+            no_loopback_copy: self.no_loopback_copy,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,

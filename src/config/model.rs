@@ -344,6 +344,9 @@ pub struct Features {
     /// Splice mode: wait for readiness in the ring and splice with direct calls (off:
     /// `IORING_OP_SPLICE`, which the kernel runs on io-wq threads).
     pub inline_splice: bool,
+    /// Auto mode: a direction toward a peer on the loopback keeps copying instead of
+    /// switching to splice (off: bulk data splices whatever the peer).
+    pub loopback_copy: bool,
 }
 
 /// Sizes of per-worker resources.

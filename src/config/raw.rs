@@ -112,6 +112,8 @@ pub struct RawFeatures {
     pub defer_taskrun: Option<bool>,
     /// `inline_splice`, documented in `examples/ringlb.toml`.
     pub inline_splice: Option<bool>,
+    /// `loopback_copy`, documented in `examples/ringlb.toml`.
+    pub loopback_copy: Option<bool>,
 }
 
 /// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.

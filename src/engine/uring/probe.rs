@@ -177,6 +177,7 @@ pub fn report() -> Result<String, EngineError> {
         send_bundle: true,
         defer_taskrun: true,
         inline_splice: true,
+        loopback_copy: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;
