@@ -375,6 +375,9 @@ pub struct OverrideArgs {
     /// most recently used ones.
     #[arg(long)]
     pub no_hot_buffers: bool,
+    /// Auto mode: splice bulk data toward peers on the loopback too, instead of copying.
+    #[arg(long)]
+    pub no_loopback_copy: bool,
     /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
     #[arg(long, value_name = "BYTES")]
     pub pipe_size: Option<String>,
@@ -456,6 +459,7 @@ impl OverrideArgs {
             no_defer_taskrun: self.no_defer_taskrun,
             no_inline_splice: self.no_inline_splice,
             no_hot_buffers: self.no_hot_buffers,
+            no_loopback_copy: self.no_loopback_copy,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,

@@ -59,6 +59,7 @@ scenario_tests! {
     splice_mode_uses_the_pipe_capacity,
     auto_switches_to_splice_only_once_nothing_is_in_flight,
     auto_streak_is_broken_by_a_short_receipt,
+    auto_keeps_copying_toward_a_loopback_peer,
     splice_without_a_pipe_copies_and_asks_again_after_bulk,
     pipe_refused_while_bytes_wait_switches_to_copy_once_sent,
 }

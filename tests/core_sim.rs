@@ -156,6 +156,7 @@ fn no_backend_up_closes_every_client_at_once() {
         copy_high_water: 4096,
         splice_capacity: 8192,
         full_receipt: 1024,
+        loopback_copy: false,
     };
     let listener = ListenerPolicy {
         pool: 0,
@@ -226,6 +227,7 @@ fn all_blackholed_gives_up_after_every_timeout() {
             copy_high_water: 4096,
             splice_capacity: 8192,
             full_receipt: 1024,
+            loopback_copy: false,
         };
         let listener = ListenerPolicy {
             pool: 0,

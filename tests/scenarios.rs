@@ -177,7 +177,9 @@ macro_rules! matrix {
 matrix! {
     uring_copy => Setup::new("uring", "copy"),
     uring_splice => Setup::new("uring", "splice"),
-    uring_auto => Setup::new("uring", "auto").heavy(),
+    uring_auto => Setup::new("uring", "auto")
+        .flags(&["--no-loopback-copy"])
+        .heavy(),
     uring_copy_no_multishot =>
         Setup::new("uring", "copy").flags(&["--no-multishot", "--no-hot-buffers"]),
     uring_copy_no_buffer_ring => Setup::new("uring", "copy").flags(&["--no-buffer-ring"]),

@@ -348,6 +348,9 @@ pub struct Features {
     /// buffers, the most recently used first, so receives land in memory still in the caches
     /// (off: every free buffer is in the ring, and each is reused after all the others).
     pub hot_buffers: bool,
+    /// Auto mode: a direction toward a peer on the loopback keeps copying instead of
+    /// switching to splice (off: bulk data splices whatever the peer).
+    pub loopback_copy: bool,
 }
 
 /// Sizes of per-worker resources.

@@ -241,6 +241,8 @@ pub struct Overrides {
     pub no_inline_splice: bool,
     /// `--no-hot-buffers`.
     pub no_hot_buffers: bool,
+    /// `--no-loopback-copy`.
+    pub no_loopback_copy: bool,
     /// `--pipe-size`, as written (bytes or `"256KiB"`).
     pub pipe_size: Option<String>,
     /// `--buffer-size`, as written.
@@ -391,6 +393,7 @@ impl Overrides {
             (&mut f.defer_taskrun, self.no_defer_taskrun),
             (&mut f.inline_splice, self.no_inline_splice),
             (&mut f.hot_buffers, self.no_hot_buffers),
+            (&mut f.loopback_copy, self.no_loopback_copy),
         ] {
             if off {
                 *switch = Some(false);

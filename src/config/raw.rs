@@ -114,6 +114,8 @@ pub struct RawFeatures {
     pub inline_splice: Option<bool>,
     /// `hot_buffers`, documented in `examples/ringlb.toml`.
     pub hot_buffers: Option<bool>,
+    /// `loopback_copy`, documented in `examples/ringlb.toml`.
+    pub loopback_copy: Option<bool>,
 }
 
 /// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.

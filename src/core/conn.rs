@@ -90,6 +90,9 @@ struct Flow {
     switch: Switch,
     /// Times this direction was refused a pipe (see [`MAX_REFUSAL_BACKOFF`]).
     splice_refusals: u8,
+    /// Auto mode: whether bulk data may switch this direction to splice (not toward a peer
+    /// on the loopback with `loopback_copy`).
+    may_auto_splice: bool,
 }
 
 impl Flow {
@@ -105,6 +108,7 @@ impl Flow {
             full_streak: 0,
             switch: Switch::Stay,
             splice_refusals: 0,
+            may_auto_splice: true,
         }
     }
 
@@ -366,6 +370,19 @@ impl Conn {
         self.flows[dir.index()].via
     }
 
+    /// Auto mode with `loopback_copy`: the client (`client`) or the backend (`backend`) is on
+    /// this host's loopback, so the direction toward it keeps copying. Splicing pays off when
+    /// the pages go out through a NIC; toward a local socket its receiver pays more than the
+    /// copies saved (kernel-notes.md, "Copy or splice toward the loopback").
+    pub fn peers_on_loopback(&mut self, client: bool, backend: bool) {
+        if self.params.mode != Mode::Auto || !self.params.loopback_copy {
+            return;
+        }
+        for (dir, local) in [(Dir::Upstream, backend), (Dir::Downstream, client)] {
+            self.flows[dir.index()].may_auto_splice &= !local;
+        }
+    }
+
     /// Feed one result from the engine.
     pub fn handle_event(&mut self, now: Instant, event: Event) {
         // A waiting connection has nothing outstanding but, after an inspect phase, the read
@@ -402,7 +419,11 @@ impl Conn {
                     (RecvState::Cancelling, true) => RecvState::Cancelling,
                     (_, true) => RecvState::Armed,
                 };
-                if may_splice && flow.via == Via::Copy && flow.switch == Switch::Stay {
+                if may_splice
+                    && flow.may_auto_splice
+                    && flow.via == Via::Copy
+                    && flow.switch == Switch::Stay
+                {
                     flow.full_streak = if bytes >= full_receipt {
                         flow.full_streak.saturating_add(1)
                     } else {

@@ -255,6 +255,13 @@ impl<Io> Shard<Io> {
             Event::Connected => {
                 entry.trail.connected = Some(now);
                 let backend = entry.conn.backend();
+                let snapshot = self.balancers.get(entry.pool).map(|b| b.snapshot());
+                let backend_on_loopback = backend
+                    .and_then(|b| snapshot?.addr(b))
+                    .is_some_and(record::on_loopback);
+                entry
+                    .conn
+                    .peers_on_loopback(entry.trail.client_on_loopback, backend_on_loopback);
                 let header = backend
                     .and_then(|b| self.balancers.get(entry.pool)?.snapshot().send_proxy(b))
                     .is_some();

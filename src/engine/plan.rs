@@ -129,6 +129,7 @@ pub fn conn_params(config: &Config, mode: Mode, traits: &EngineTraits) -> ConnPa
         copy_high_water: buffer * traits.copy_buffers.max(1),
         splice_capacity: u64::from(config.tuning.pipe_size),
         full_receipt: buffer,
+        loopback_copy: config.features.loopback_copy,
     }
 }
 

@@ -535,6 +535,49 @@ pub(crate) fn auto_streak_is_broken_by_a_short_receipt() {
     );
     assert_eq!(drain(&mut conn), [recv(Dir::Downstream, Via::Splice)]);
 }
+/// Feeds `dir` a long run of full receipts, each sent on at once, and says whether it ever
+/// asked to leave copy mode (cancelling its copy receive to switch to splice).
+fn switches_under_bulk(conn: &mut Conn, dir: Dir) -> bool {
+    let t0 = Instant::now();
+    for _ in 0..4 * AUTO_SPLICE_FULL_RECEIPTS {
+        conn.handle_event(t0, got(dir, FULL, true));
+        for action in drain(conn) {
+            match action {
+                Action::CancelRecv { .. } => return true,
+                Action::Send { dir, queued, .. } => {
+                    conn.handle_event(t0, Event::Sent { dir, bytes: queued })
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
+/// `loopback_copy`: in auto mode the direction toward a peer on the loopback keeps copying
+/// however long its bulk run, and the other still switches; without the switch, or in splice
+/// mode, the peers' places change nothing.
+pub(crate) fn auto_keeps_copying_toward_a_loopback_peer() {
+    let t0 = Instant::now();
+    for (client, backend) in [(true, false), (false, true), (true, true)] {
+        let mut params = params(Mode::Auto);
+        params.loopback_copy = true;
+        let mut conn = Conn::new(t0, params, &ids(&[0]));
+        drain(&mut conn);
+        conn.handle_event(t0, Event::Connected);
+        drain(&mut conn);
+        conn.peers_on_loopback(client, backend);
+        // Upstream goes to the backend, downstream to the client.
+        assert_eq!(switches_under_bulk(&mut conn, Dir::Upstream), !backend);
+        assert_eq!(switches_under_bulk(&mut conn, Dir::Downstream), !client);
+    }
+    let mut conn = established(t0, Mode::Auto);
+    conn.peers_on_loopback(true, true);
+    assert!(
+        switches_under_bulk(&mut conn, Dir::Upstream),
+        "off: splices anyway"
+    );
+}
 
 pub(crate) fn preamble_goes_first_and_holds_everything_back_until_sent() {
     let t0 = Instant::now();

@@ -23,6 +23,7 @@ pub(crate) fn params(mode: Mode) -> ConnParams {
         copy_high_water: HIGH_WATER,
         splice_capacity: PIPE,
         full_receipt: FULL,
+        loopback_copy: false,
     }
 }
 

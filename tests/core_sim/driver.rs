@@ -46,6 +46,7 @@ impl Sim {
             copy_high_water: full * rng.range(1, 4),
             splice_capacity: rng.pick(&[4096u64, 8192, 65536]),
             full_receipt: full,
+            loopback_copy: false,
         };
         let backends = rng.range(1, 6) as usize;
         let candidates = rng.range(1, backends.min(4) as u64) as usize;

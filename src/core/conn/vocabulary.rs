@@ -216,4 +216,7 @@ pub struct ConnParams {
     pub splice_capacity: u64,
     /// Auto mode: a receipt at least this big counts as "full" (one provided buffer).
     pub full_receipt: u64,
+    /// Auto mode: a direction whose receiving peer is on the loopback keeps copying (see
+    /// [`crate::core::conn::Conn::peers_on_loopback`]).
+    pub loopback_copy: bool,
 }

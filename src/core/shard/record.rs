@@ -57,6 +57,8 @@ impl Finished {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Trail {
     pub client: SocketAddr,
+    /// Whether the client's socket peer (not a PROXY header's address) is on the loopback.
+    pub client_on_loopback: bool,
     pub accepted: Instant,
     /// When it left the waiting queue, if it waited.
     pub admitted: Option<Instant>,
@@ -74,6 +76,7 @@ impl Trail {
     pub fn new(client: SocketAddr, now: Instant) -> Self {
         Trail {
             client,
+            client_on_loopback: on_loopback(client),
             accepted: now,
             admitted: None,
             touched: now,
@@ -81,6 +84,16 @@ impl Trail {
             connected: None,
             bytes_in: 0,
             bytes_out: 0,
+        }
+    }
+}
+
+/// Whether `addr` is on this host's loopback: 127.0.0.0/8, ::1, or 127.x mapped into IPv6.
+pub(super) fn on_loopback(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback(),
+        std::net::IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
 }

@@ -44,6 +44,7 @@ fn shard_idle(now: Instant, algorithm: Algorithm, idle_timeout: Duration) -> Sha
             copy_high_water: 1 << 16,
             splice_capacity: 1 << 16,
             full_receipt: 1 << 14,
+            loopback_copy: false,
         },
     };
     Shard::new(now, vec![policy], vec![pool], 16, 1).guard_stalls()

@@ -181,6 +181,7 @@ pub fn report() -> Result<String, EngineError> {
         defer_taskrun: true,
         inline_splice: true,
         hot_buffers: true,
+        loopback_copy: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;

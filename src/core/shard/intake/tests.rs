@@ -37,6 +37,7 @@ fn policy(accept_proxy: bool) -> ListenerPolicy {
             copy_high_water: 1 << 16,
             splice_capacity: 1 << 16,
             full_receipt: 1 << 14,
+            loopback_copy: false,
         },
     }
 }

@@ -45,6 +45,7 @@ fn policy(queue_size: usize, admission: Option<RatePolicy>) -> ListenerPolicy {
             copy_high_water: 1 << 16,
             splice_capacity: 1 << 16,
             full_receipt: 1 << 14,
+            loopback_copy: false,
         },
     }
 }
