@@ -68,8 +68,9 @@ const fn ringlb_with(
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
 /// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
-/// sendmsg, active health checks on, sticky sessions on).
-pub const EXTRA_ROWS: [Row; 9] = [
+/// sendmsg, hot buffers vs the whole ring, auto copying vs splicing toward the loopback,
+/// active health checks on, sticky sessions on).
+pub const EXTRA_ROWS: [Row; 11] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -91,6 +92,13 @@ pub const EXTRA_ROWS: [Row; 9] = [
     ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
     ringlb_with("uring-copy-sendmsg", "uring", "copy", &["--no-send-bundle"]),
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
+    ringlb_with("uring-copy-cold", "uring", "copy", &["--no-hot-buffers"]),
+    ringlb_with(
+        "uring-auto-splice-lo",
+        "uring",
+        "auto",
+        &["--no-loopback-copy"],
+    ),
     ringlb_with(
         "uring-copy-checks",
         "uring",
