@@ -101,11 +101,12 @@ impl LoadThread<'_> {
                     until
                 }
             };
+            // Paced rr: start the requests now due (a connection whose budget ran out closes).
+            self.release(&mut scratch);
             // Nothing open and nothing left to open (idle mode has moved to Hold by now).
             if self.clients.len() == 0 && self.to_open == 0 {
                 break;
             }
-            self.release(&mut scratch);
             // Never sleep past the deadline; wake often enough to retry queued connects, and
             // when the next paced request is due.
             let mut timeout = until.saturating_duration_since(now);
