@@ -37,6 +37,15 @@ impl Results {
         [m, o, self.over_best_peer(row, workload), q]
     }
 
+    /// Those of `names` that ran on some row, in order.
+    fn ran_of(&self, names: &[&'static str]) -> Vec<&'static str> {
+        names
+            .iter()
+            .copied()
+            .filter(|w| self.has_named(w))
+            .collect()
+    }
+
     /// `rr-64-paced`: every row at the same request rate, so CPU per request compares.
     pub(super) fn rr_paced_table(&self, s: &mut String) {
         let _ = writeln!(
@@ -94,19 +103,20 @@ impl Results {
             rate = iperf3::TCP_PACED_RATE,
             share = PACED_MIN_SHARE * 100.0
         );
+        let ran = self.ran_of(&IPERF3_TCP);
         let mut head = String::from("| row |");
-        for w in IPERF3_TCP {
+        for &w in &ran {
             let _ = write!(
                 head,
                 " {w} GB/s | ×direct | retransmits | machine CPU s/GB | over direct \
                  | ×best peer |"
             );
         }
-        let _ = writeln!(s, "{head}\n|{}", "---|".repeat(1 + 6 * IPERF3_TCP.len()));
+        let _ = writeln!(s, "{head}\n|{}", "---|".repeat(1 + 6 * ran.len()));
         let gbps: Get = |f| f.gbps;
         for r in self.ran() {
             let mut line = format!("| {} |", r.row.name);
-            for w in IPERF3_TCP {
+            for &w in &ran {
                 let gb_per_sec = r
                     .figures(w)
                     .and_then(gbps)
@@ -143,19 +153,20 @@ impl Results {
             conns = wrk::CONNECTIONS,
             len = wrk::BODY.len(),
         );
+        let ran = self.ran_of(&WRK);
         let mut head = String::from("| row |");
-        for w in WRK {
+        for &w in &ran {
             let _ = write!(
                 head,
                 " {w} req/s | ×direct | p99 µs | CPU s/M req | machine CPU µs/req \
                  | over direct | ×best peer |"
             );
         }
-        let _ = writeln!(s, "{head}\n|{}", "---|".repeat(1 + 7 * WRK.len()));
+        let _ = writeln!(s, "{head}\n|{}", "---|".repeat(1 + 7 * ran.len()));
         let rps: Get = |f| f.rps;
         for r in self.ran() {
             let mut line = format!("| {} |", r.row.name);
-            for w in WRK {
+            for &w in &ran {
                 let [m, o, b, _] = self.overhead_cells(r, w);
                 let cells = [
                     self.cell(r, w, rps),

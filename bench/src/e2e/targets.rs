@@ -207,6 +207,9 @@ impl Results {
     /// How the issue's `target` came out.
     fn judge(&self, t: &Target) -> Outcome {
         let w = t.workload;
+        if !self.has_named(w) {
+            return Outcome::NotMeasured(format!("{w} did not run"));
+        }
         match t.goal {
             Goal::Overhead { factor } => judge_overhead(
                 self.overhead_figure(RINGLB_DEFAULT, w),

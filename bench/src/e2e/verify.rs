@@ -109,13 +109,13 @@ fn verify_paced(workload: Workload, r: &RunRecord) -> Result<(), String> {
     let Some(offered) = workload.offered_rate() else {
         return Ok(());
     };
-    let (got, unit) = match workload {
-        Workload::Iperf3Tcp { .. } => (r.load.gbit_per_sec * 1e9, "bit/s"),
-        _ => (r.load.requests_per_sec, "req/s"),
+    let (got, offered, unit) = match workload {
+        Workload::Iperf3Tcp { .. } => (r.load.gbit_per_sec, offered / 1e9, "Gbit/s"),
+        _ => (r.load.requests_per_sec, offered, "req/s"),
     };
     if got < PACED_MIN_SHARE * offered {
         return Err(format!(
-            "reached {got:.0} {unit} of the {offered:.0} offered (less than {:.0}%)",
+            "reached {got:.2} {unit} of the {offered:.2} offered (less than {:.0}%)",
             PACED_MIN_SHARE * 100.0
         ));
     }
@@ -260,7 +260,7 @@ mod tests {
         let w = Workload::RrPaced(64);
         assert!(verify_paced(w, &at(9_990.0)).is_ok());
         assert!(verify_paced(w, &at(9_500.0)).is_ok());
-        assert!(verify_paced(w, &at(9_000.0)).is_err_and(|e| e.contains("9000 req/s")));
+        assert!(verify_paced(w, &at(9_000.0)).is_err_and(|e| e.contains("9000.00 req/s")));
         // Unpaced workloads have no rate to reach.
         assert!(verify_paced(Workload::Rr(64), &at(1.0)).is_ok());
     }
@@ -284,10 +284,13 @@ mod tests {
             vec![run(load, Some(b))]
         };
         let none = BackendStats::default();
-        assert!(verify(w, &r(4.0, 1_000, 990), &none).is_ok());
-        assert!(verify(w, &r(4.0, 1_000, 0), &none).is_err());
-        assert!(verify(w, &r(4.0, 1_000, 1_001), &none).is_err());
-        assert!(verify(w, &r(3.0, 1_000, 990), &none).is_err_and(|e| e.contains("bit/s")));
+        assert!(verify(w, &r(2.0, 1_000, 990), &none).is_ok());
+        assert!(verify(w, &r(2.0, 1_000, 0), &none).is_err());
+        assert!(verify(w, &r(2.0, 1_000, 1_001), &none).is_err());
+        assert!(
+            verify(w, &r(1.8, 1_000, 990), &none)
+                .is_err_and(|e| e.contains("1.80 Gbit/s of the 2.00"))
+        );
     }
 
     #[test]

@@ -411,7 +411,7 @@ mod tests {
             BackendKind::NginxHttp
         );
         assert_eq!(Workload::RrPaced(64).offered_rate(), Some(10_000.0));
-        assert_eq!(CLIENT_WORKLOADS[2].offered_rate(), Some(4e9));
+        assert_eq!(CLIENT_WORKLOADS[2].offered_rate(), Some(2e9));
         assert_eq!(CLIENT_WORKLOADS[0].offered_rate(), None);
         assert_eq!(many_streams(1000).backend(), BackendKind::Sink);
         assert_eq!(Workload::UdpRr(1024).name(), "udp-rr-1024");
