@@ -9,6 +9,7 @@ use super::opts::Plan;
 use super::proxy::RowKind;
 use super::runner::{RowResult, WorkloadResult};
 use super::svg::num;
+use super::workload::Client;
 
 /// Everything one harness invocation produced (also the raw JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +194,8 @@ impl Results {
             self.loadavg_after,
             self.elapsed_secs
         );
-        let tcp = self.has(|w| !w.workload.is_udp());
+        // TCP workloads of loadgen's (the clients' tables describe themselves).
+        let tcp = self.has(|w| !w.workload.is_udp() && w.workload.client() == Client::Loadgen);
         let udp = self.has(|w| w.workload.is_udp());
         if tcp {
             let _ = writeln!(
