@@ -89,7 +89,6 @@ pub fn parse(text: &str) -> Result<LoadReport, String> {
                     .map_err(|e| format!("bad request count {n:?}: {e}"))?;
                 r.elapsed_secs = scaled(secs.trim_end_matches(',')).unwrap_or(0.0) / 1e6;
                 r.bytes_received = scaled(read).unwrap_or(0.0) as u64;
-                r.connections_opened = r.requests;
                 seen.0 = true;
             }
             ["Requests/sec:", v] => {

@@ -61,10 +61,9 @@ pub(crate) fn run_thread(common: &Common, index: u32, threads: u32) -> io::Resul
         attempts: 0,
         connecting: 0,
         established: 0,
-        pacer: common
-            .paced()
-            .then(|| common.config.rate.map(|r| Pacer::for_thread(r, threads)))
-            .flatten(),
+        pacer: (common.config.rate)
+            .filter(|_| common.paced())
+            .map(|r| Pacer::for_thread(r, threads)),
         started: Instant::now(),
         waiting: VecDeque::new(),
     };
