@@ -114,8 +114,13 @@ fn verify_paced(workload: Workload, r: &RunRecord) -> Result<(), String> {
         _ => (r.load.requests_per_sec, offered, "req/s"),
     };
     if got < PACED_MIN_SHARE * offered {
+        // A proxy far from a whole CPU was starved (a shared machine), not saturated.
+        let busy = r.proxy.as_ref().map_or(String::new(), |c| {
+            let share = c.cpu_secs / r.load.elapsed_secs.max(1e-9) * 100.0;
+            format!("; the proxy used {share:.0}% of a CPU")
+        });
         return Err(format!(
-            "reached {got:.2} {unit} of the {offered:.2} offered (less than {:.0}%)",
+            "reached {got:.2} {unit} of the {offered:.2} offered (less than {:.0}%){busy}",
             PACED_MIN_SHARE * 100.0
         ));
     }
@@ -235,7 +240,7 @@ pub fn verify_udp(workload: Workload, runs: &[RunRecord]) -> Result<(), String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::e2e::measure::LoadReport;
+    use crate::e2e::measure::{LoadReport, ProxyCost};
 
     fn run(load: LoadReport, backend: Option<BackendStats>) -> RunRecord {
         RunRecord {
@@ -253,6 +258,7 @@ mod tests {
             let load = LoadReport {
                 requests: 1_000,
                 requests_per_sec: rps,
+                elapsed_secs: 2.0,
                 ..LoadReport::default()
             };
             run(load, None)
@@ -261,6 +267,12 @@ mod tests {
         assert!(verify_paced(w, &at(9_990.0)).is_ok());
         assert!(verify_paced(w, &at(9_500.0)).is_ok());
         assert!(verify_paced(w, &at(9_000.0)).is_err_and(|e| e.contains("9000.00 req/s")));
+        let mut starved = at(5_000.0);
+        starved.proxy = Some(ProxyCost {
+            cpu_secs: 0.5,
+            ..ProxyCost::default()
+        });
+        assert!(verify_paced(w, &starved).is_err_and(|e| e.ends_with("used 25% of a CPU")));
         // Unpaced workloads have no rate to reach.
         assert!(verify_paced(Workload::Rr(64), &at(1.0)).is_ok());
     }
