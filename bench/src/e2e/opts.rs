@@ -13,7 +13,7 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "e2e", version)]
 pub struct Options {
-    /// Fewer and shorter runs (one run per measurement); finishes in under two minutes.
+    /// Fewer and shorter runs (one run per measurement); finishes in about three minutes.
     #[arg(long)]
     pub quick: bool,
     /// Install the peers and clients first: apt-get install haproxy nginx libnginx-mod-stream

@@ -264,10 +264,10 @@ mod tests {
             run(load, None)
         };
         let w = Workload::RrPaced(64);
-        assert!(verify_paced(w, &at(9_990.0)).is_ok());
-        assert!(verify_paced(w, &at(9_500.0)).is_ok());
-        assert!(verify_paced(w, &at(9_000.0)).is_err_and(|e| e.contains("9000.00 req/s")));
-        let mut starved = at(5_000.0);
+        assert!(verify_paced(w, &at(7_990.0)).is_ok());
+        assert!(verify_paced(w, &at(7_600.0)).is_ok());
+        assert!(verify_paced(w, &at(7_500.0)).is_err_and(|e| e.contains("7500.00 req/s")));
+        let mut starved = at(4_000.0);
         starved.proxy = Some(ProxyCost {
             cpu_secs: 0.5,
             ..ProxyCost::default()
