@@ -181,6 +181,30 @@ fn source_range_spreads_client_addresses() {
 }
 
 #[test]
+fn paced_rr_answers_every_request() {
+    let b = backend::spawn(BackendKind::Echo, any_port()).expect("spawn echo");
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Rr { size: 64 });
+    c.connections = 4;
+    c.threads = 2;
+    c.rate = Some(2_000);
+    c.max_requests = Some(40);
+    // 40 requests at 2,000/s take 20 ms: the run ends when the budget is spent, long before
+    // its time limit (it once waited for the limit with every connection closed).
+    c.duration = Duration::from_secs(60);
+    let r = loadgen::run(&c).expect("paced rr run");
+    assert!(r.elapsed_secs < 30.0, "ran {} s", r.elapsed_secs);
+    assert_eq!(r.requests, 40);
+    assert_eq!(r.bytes_received, 40 * 64);
+    assert_eq!(r.verify_errors + r.io_errors + r.connect_errors, 0);
+    // A rate is for rr only, and must be positive.
+    c.rate = Some(0);
+    assert!(matches!(loadgen::run(&c), Err(LoadError::Config(_))));
+    let mut c = LoadConfig::new(b.local_addr(), Mode::Connect { size: 8 });
+    c.rate = Some(100);
+    assert!(matches!(loadgen::run(&c), Err(LoadError::Config(_))));
+}
+
+#[test]
 fn bad_config_and_dead_target_are_reported() {
     let far: SocketAddr = "10.0.0.1:80".parse().expect("literal address");
     let c = LoadConfig::new(far, Mode::Rr { size: 8 });

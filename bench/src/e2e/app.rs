@@ -13,7 +13,7 @@ use super::peers::{self, Peers};
 use super::proxy::{Ctx, EXTRA_ROWS, ROWS, Row, URING_SPLICE};
 use super::report::Results;
 use super::runner::Runner;
-use super::workload::{UDP_WORKLOADS, WORKLOADS, Workload, many_streams};
+use super::workload::{CLIENT_WORKLOADS, UDP_WORKLOADS, WORKLOADS, Workload, many_streams};
 
 /// The workspace root (the parent of the bench package).
 fn workspace_root() -> PathBuf {
@@ -111,6 +111,8 @@ pub fn run(opts: &Options) -> Result<usize> {
             loadgen: &loadgen,
             backend: &backend,
             iperf3: peers.iperf3.as_deref().ok(),
+            wrk: peers.wrk.as_deref().ok(),
+            nginx: peers.nginx_http.as_deref().ok(),
             perf: peers.perf.as_deref().ok(),
             load_cpus: &opts.load_cpus.0,
             logs: &logs,
@@ -186,25 +188,44 @@ fn select_rows(opts: &Options) -> Result<Vec<Row>> {
         .collect())
 }
 
-/// The workloads named with `--workloads` (in table order), or the TCP ones; `udp` stands for
-/// every UDP workload.
+/// The groups `--workloads` takes besides single names: each stands for all of its list.
+const GROUPS: [(&str, &[Workload]); 2] = [("udp", &UDP_WORKLOADS), ("clients", &CLIENT_WORKLOADS)];
+
+/// The workloads named with `--workloads` (in table order), or the standard ones; a group
+/// name ([`GROUPS`]) stands for all of its workloads.
 fn select_workloads(opts: &Options) -> Result<Vec<Workload>> {
-    let Some(names) = &opts.workloads else {
-        return Ok(WORKLOADS.to_vec());
+    match &opts.workloads {
+        None => Ok(WORKLOADS.to_vec()),
+        Some(names) => pick_workloads(names).map_err(BenchError::Setup),
+    }
+}
+
+/// The workloads `names` (single names and group names) select, in table order.
+fn pick_workloads(names: &[String]) -> std::result::Result<Vec<Workload>, String> {
+    let known = || {
+        WORKLOADS
+            .iter()
+            .chain(UDP_WORKLOADS.iter())
+            .chain(CLIENT_WORKLOADS.iter())
     };
-    let known = || WORKLOADS.iter().chain(UDP_WORKLOADS.iter());
+    let group = |n: &str| GROUPS.iter().find(|(g, _)| *g == n).map(|(_, ws)| *ws);
     for n in names {
-        if n != "udp" && !known().any(|w| w.name() == *n) {
+        if group(n).is_none() && !known().any(|w| w.name() == *n) {
             let all: Vec<String> = known().map(Workload::name).collect();
-            return Err(BenchError::Setup(format!(
-                "unknown workload {n:?}; workloads: {} (udp: every UDP one)",
+            return Err(format!(
+                "unknown workload {n:?}; workloads: {} (groups: udp, clients)",
                 all.join(", ")
-            )));
+            ));
         }
     }
-    let all_udp = names.iter().any(|n| n == "udp");
+    let grouped: Vec<Workload> = names
+        .iter()
+        .filter_map(|n| group(n))
+        .flatten()
+        .copied()
+        .collect();
     Ok(known()
-        .filter(|w| names.contains(&w.name()) || (all_udp && w.is_udp()))
+        .filter(|w| names.contains(&w.name()) || grouped.contains(w))
         .copied()
         .collect())
 }
@@ -246,8 +267,12 @@ fn report_peers(p: &Peers) {
         p.nginx.as_ref().map(|x| x.path.display().to_string()),
     );
     show(
-        "iperf3 (iperf3-udp)",
+        "iperf3 (iperf3 workloads)",
         p.iperf3.as_ref().map(|x| x.display().to_string()),
+    );
+    show(
+        "wrk (wrk workloads)",
+        p.wrk.as_ref().map(|x| x.display().to_string()),
     );
     show(
         "perf (syscall counts)",
@@ -333,6 +358,28 @@ fn write_outputs(out: &Path, results: &Results) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_groups() {
+        let names = |list: &[&str]| {
+            let v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            pick_workloads(&v).map(|ws| ws.iter().map(Workload::name).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names(&["clients", "rr-64-paced"]),
+            Ok(vec![
+                "rr-64-paced".to_string(),
+                "iperf3-1".into(),
+                "iperf3-4".into(),
+                "iperf3-1-paced".into(),
+                "wrk-keepalive".into(),
+                "wrk-close".into()
+            ])
+        );
+        assert_eq!(names(&["udp"]).map(|v| v.len()), Ok(4));
+        assert_eq!(names(&["wrk-close"]), Ok(vec!["wrk-close".to_string()]));
+        assert!(names(&["wrk"]).is_err_and(|e| e.contains("clients")));
+    }
 
     #[test]
     fn utc_format() {

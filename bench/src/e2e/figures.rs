@@ -1,20 +1,10 @@
-//! From runs to figures: per-run values, their medians, and the check that a row really
-//! forwarded what the load generator sent.
+//! From runs to figures: per-run values and their medians (the check that a row really
+//! forwarded what the load generator sent is in [`super::verify`]).
 
 use serde::Serialize;
 
-use super::iperf3;
 use super::measure::{BackendStats, RunRecord};
-use super::workload::{Client, UDP_RR_SIZE, UDP_STREAM_SIZE, Workload};
-
-/// udp-rr: the share of requests that may go unanswered (counted lost by loadgen) before the
-/// row fails. Loopback drops a datagram only when a socket's receive buffer is full: with
-/// 1,024 flows each owing an answer, a proxy's listener socket (default 208 KiB buffer) holds
-/// only a few hundred and drops the rest while the proxy is the bottleneck (measured: 8-12% on
-/// every proxy row, exactly its listener's drop count in `/proc/net/udp`). That loss is a
-/// figure (lost %, listener drops %), not a failure; losing more than half is a proxy that
-/// does not forward.
-pub const UDP_RR_MAX_LOSS: f64 = 0.5;
+use super::workload::Workload;
 
 /// The medians (over runs) of everything reported for one row and workload; `None` where a
 /// figure does not apply or could not be measured.
@@ -30,6 +20,8 @@ pub struct Figures {
     pub cps: Option<f64>,
     /// 99th-percentile request latency, µs.
     pub p99_us: Option<f64>,
+    /// iperf3 over TCP: segments the client retransmitted per run.
+    pub retransmits: Option<f64>,
     /// Proxy CPU seconds per GB forwarded (stream).
     pub cpu_per_gb: Option<f64>,
     /// Proxy CPU seconds per million requests (rr).
@@ -141,16 +133,19 @@ pub fn compute(
         });
     }
     match workload {
-        Workload::Stream(_) => {
-            let bytes = |r: &RunRecord| (r.load.bytes_sent + r.load.bytes_received) as f64;
+        Workload::Stream(_) | Workload::Iperf3Tcp { .. } => {
+            let bytes = |r: &RunRecord| stream_bytes(workload, r);
             f.gbps = m(&|r| Some(r.load.gbit_per_sec));
-            f.cpu_per_gb = m(&|r| ratio(cost(r)?.cpu_secs, bytes(r) / 1e9));
+            f.cpu_per_gb = m(&|r| ratio(cost(r)?.cpu_secs, bytes(r)? / 1e9));
             f.syscalls_per_mb = m(&|r| {
-                let mb_per_sec = bytes(r) / 1e6 / r.load.elapsed_secs.max(1e-9);
+                let mb_per_sec = bytes(r)? / 1e6 / r.load.elapsed_secs.max(1e-9);
                 ratio(sys_rate(r)?, mb_per_sec)
             });
+            if let Workload::Iperf3Tcp { .. } = workload {
+                f.retransmits = m(&|r| Some(r.load.retransmits as f64));
+            }
         }
-        Workload::Rr(_) | Workload::Connect => {
+        Workload::Rr(_) | Workload::RrPaced(_) | Workload::Wrk { .. } | Workload::Connect => {
             let per = |r: &RunRecord| {
                 if workload == Workload::Connect {
                     r.load.connections_opened as f64
@@ -223,8 +218,12 @@ pub fn compute(
     // The workload's unit, as the proxy's CPU figure counts it (idle: none, nothing moves).
     let unit = |r: &RunRecord| -> Option<f64> {
         match workload {
-            Workload::Stream(_) => Some((r.load.bytes_sent + r.load.bytes_received) as f64 / 1e9),
-            Workload::Rr(_) | Workload::UdpRr(_) => Some(r.load.requests as f64 / 1e6),
+            Workload::Stream(_) | Workload::Iperf3Tcp { .. } => {
+                Some(stream_bytes(workload, r)? / 1e9)
+            }
+            Workload::Rr(_) | Workload::RrPaced(_) | Workload::Wrk { .. } | Workload::UdpRr(_) => {
+                Some(r.load.requests as f64 / 1e6)
+            }
             Workload::Connect => Some(r.load.connections_opened as f64 / 1e3),
             Workload::UdpStream(_) | Workload::Iperf3Udp => {
                 Some(r.backend?.datagrams_in as f64 / 1e6)
@@ -240,154 +239,23 @@ pub fn compute(
     f
 }
 
-/// Checks that the proxy forwarded the load: loadgen saw no corrupted response and the
-/// backend received what loadgen sent (streams: exactly; echo: at least what came back).
-pub fn verify(
-    workload: Workload,
-    runs: &[RunRecord],
-    backend: &BackendStats,
-) -> Result<(), String> {
-    if runs.is_empty() {
-        return Err("no run completed".into());
-    }
-    for (i, r) in runs.iter().enumerate() {
-        let l = &r.load;
-        if l.verify_errors > 0 {
-            return Err(format!(
-                "run {}: {} corrupted responses",
-                i + 1,
-                l.verify_errors
-            ));
-        }
-        let moved = match workload {
-            Workload::Stream(_) => l.bytes_sent > 0,
-            Workload::Rr(_) | Workload::Connect | Workload::UdpRr(_) => l.requests > 0,
-            Workload::Idle => l.open_peak > 0,
-            Workload::UdpStream(_) | Workload::Iperf3Udp => l.datagrams_sent > 0,
-        };
-        if !moved {
-            return Err(format!(
-                "run {}: nothing went through (requests {}, bytes sent {}, connections opened {}, \
-                 connect errors {}, io errors {})",
-                i + 1,
-                l.requests,
-                l.bytes_sent,
-                l.connections_opened,
-                l.connect_errors,
-                l.io_errors
-            ));
-        }
-    }
-    let sent: u64 = runs.iter().map(|r| r.load.bytes_sent).sum();
-    let received: u64 = runs.iter().map(|r| r.load.bytes_received).sum();
+/// The bytes a stream run moved: what the iperf3 server received, or what loadgen sent and
+/// received.
+fn stream_bytes(workload: Workload, r: &RunRecord) -> Option<f64> {
     match workload {
-        Workload::Stream(_) if backend.bytes_in != sent => Err(format!(
-            "loadgen sent {sent} bytes but the backend received {} ({} missing)",
-            backend.bytes_in,
-            sent as i128 - backend.bytes_in as i128
-        )),
-        Workload::Rr(_) | Workload::Connect if backend.bytes_in < received => Err(format!(
-            "loadgen got {received} echoed bytes but the backend only received {}",
-            backend.bytes_in
-        )),
-        Workload::Idle => {
-            // loadgen counts a connection once the kernel completed the handshake, which may
-            // be before the proxy accepted it: a slow proxy has not connected all of them to
-            // the backend when the hold ends (reported, see `compute`). Less than half is a
-            // proxy that does not forward.
-            let opened: u64 = runs.iter().map(|r| r.load.open_peak).sum();
-            if backend.connections * 2 < opened {
-                Err(format!(
-                    "loadgen held {opened} connections but the backend saw only {}",
-                    backend.connections
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        _ => Ok(()),
+        Workload::Iperf3Tcp { .. } => Some(r.backend?.bytes_in as f64),
+        _ => Some((r.load.bytes_sent + r.load.bytes_received) as f64),
     }
-}
-
-/// UDP: checks each run's datagrams against what the backend counted during it (iperf3: what
-/// its server reported). Every datagram the backend got has the size the client sends, and it
-/// got no more than the client sent.
-/// udp-rr: every answer loadgen accepted came through the backend, every request not counted
-/// lost (or left unanswered at the end) reached it, and at most [`UDP_RR_MAX_LOSS`] of the
-/// requests were lost. udp-stream, iperf3-udp: loss is a figure (loadgen sends faster than
-/// anything can forward; iperf3 at a rate a proxy may not keep up with), not a failure, but
-/// something must arrive.
-pub fn verify_udp(workload: Workload, runs: &[RunRecord]) -> Result<(), String> {
-    let size = match workload {
-        Workload::UdpRr(_) => UDP_RR_SIZE,
-        Workload::UdpStream(_) => UDP_STREAM_SIZE,
-        Workload::Iperf3Udp => iperf3::SIZE,
-        _ => return Ok(()),
-    };
-    let client = match workload.client() {
-        Client::Loadgen => "loadgen",
-        Client::Iperf3 => "iperf3",
-    };
-    for (i, r) in runs.iter().enumerate() {
-        let run = i + 1;
-        let l = &r.load;
-        let b = r
-            .backend
-            .ok_or_else(|| format!("run {run}: no backend counts"))?;
-        if b.bytes_in != b.datagrams_in * size {
-            return Err(format!(
-                "run {run}: the backend got {} bytes in {} datagrams, not {size} bytes each",
-                b.bytes_in, b.datagrams_in
-            ));
-        }
-        if b.datagrams_in > l.datagrams_sent {
-            return Err(format!(
-                "run {run}: the backend got {} datagrams but {client} sent {}",
-                b.datagrams_in, l.datagrams_sent
-            ));
-        }
-        if let Workload::UdpStream(_) | Workload::Iperf3Udp = workload {
-            if b.datagrams_in == 0 {
-                return Err(format!(
-                    "run {run}: {client} sent {} datagrams and none arrived",
-                    l.datagrams_sent
-                ));
-            }
-            continue;
-        }
-        let answered = l.requests + l.late;
-        if b.datagrams_out < answered {
-            return Err(format!(
-                "run {run}: loadgen got {answered} answers but the backend sent only {}",
-                b.datagrams_out
-            ));
-        }
-        let reached = l.datagrams_sent.saturating_sub(l.lost + l.abandoned);
-        if b.datagrams_in < reached {
-            return Err(format!(
-                "run {run}: loadgen sent {} requests ({} lost, {} unanswered at the end) but \
-                 the backend got only {}",
-                l.datagrams_sent, l.lost, l.abandoned, b.datagrams_in
-            ));
-        }
-        if l.lost as f64 > UDP_RR_MAX_LOSS * l.datagrams_sent as f64 {
-            return Err(format!(
-                "run {run}: {} of {} requests lost ({:.2}%, more than {}%)",
-                l.lost,
-                l.datagrams_sent,
-                100.0 * l.lost as f64 / l.datagrams_sent.max(1) as f64,
-                UDP_RR_MAX_LOSS * 100.0
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::e2e::iperf3;
     use crate::e2e::measure::{LoadReport, ProxyCost};
     use crate::e2e::procfs::MachineCost;
+    use crate::e2e::verify::{verify, verify_udp};
+    use crate::e2e::workload::UDP_RR_SIZE;
 
     fn run(sent: u64, cpu: f64) -> RunRecord {
         RunRecord {

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -12,14 +12,17 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::child::{self, Guard, Output, Spec, StopFlag};
+use super::backend::iperf3_path;
+pub use super::backend::{Backend, BackendStats};
+use super::child::{self, Output, Spec, StopFlag};
 use super::error::{BenchError, Result};
 use super::iperf3;
 use super::opts::Plan;
 use super::peers;
 use super::procfs::{self, MachineCost, MachineCpu, Snapshot};
 use super::proxy::{self, Proxy};
-use super::workload::{BackendKind, Client, Workload};
+use super::workload::{Client, Workload};
+use super::wrk;
 
 /// Paths and CPUs every run needs.
 #[derive(Debug)]
@@ -28,8 +31,12 @@ pub struct Env<'a> {
     pub loadgen: &'a Path,
     /// The backend binary.
     pub backend: &'a Path,
-    /// iperf3 (client and server of `iperf3-udp`), when installed.
+    /// iperf3 (client and server of the iperf3 workloads), when installed.
     pub iperf3: Option<&'a Path>,
+    /// wrk (client of the wrk workloads), when installed.
+    pub wrk: Option<&'a Path>,
+    /// nginx (the wrk workloads' HTTP backend), when installed.
+    pub nginx: Option<&'a Path>,
     /// perf, when it can count syscalls.
     pub perf: Option<&'a Path>,
     /// CPUs of the load side.
@@ -40,218 +47,6 @@ pub struct Env<'a> {
     pub plan: &'a Plan,
     /// Interrupt flag.
     pub stop: &'a StopFlag,
-}
-
-/// The backend's counters, printed as JSON when it stops (and on SIGUSR1).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-pub struct BackendStats {
-    /// Connections accepted (UDP: distinct senders).
-    pub connections: u64,
-    /// Requests served (echo: reads echoed).
-    pub requests: u64,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Datagrams received (UDP backends).
-    #[serde(default)]
-    pub datagrams_in: u64,
-    /// Datagrams sent (UDP echo).
-    #[serde(default)]
-    pub datagrams_out: u64,
-}
-
-impl BackendStats {
-    /// The counts of `all` added up.
-    pub fn sum(all: impl IntoIterator<Item = BackendStats>) -> BackendStats {
-        all.into_iter()
-            .fold(BackendStats::default(), |a, b| BackendStats {
-                connections: a.connections + b.connections,
-                requests: a.requests + b.requests,
-                bytes_in: a.bytes_in + b.bytes_in,
-                bytes_out: a.bytes_out + b.bytes_out,
-                datagrams_in: a.datagrams_in + b.datagrams_in,
-                datagrams_out: a.datagrams_out + b.datagrams_out,
-            })
-    }
-
-    /// What was counted since `before`.
-    pub fn since(&self, before: &BackendStats) -> BackendStats {
-        BackendStats {
-            connections: self.connections.saturating_sub(before.connections),
-            requests: self.requests.saturating_sub(before.requests),
-            bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
-            bytes_out: self.bytes_out.saturating_sub(before.bytes_out),
-            datagrams_in: self.datagrams_in.saturating_sub(before.datagrams_in),
-            datagrams_out: self.datagrams_out.saturating_sub(before.datagrams_out),
-        }
-    }
-}
-
-/// The JSON lines (counter reports) in the backend's stdout.
-fn stats_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().filter(|l| l.trim_start().starts_with('{'))
-}
-
-/// A backend process.
-#[derive(Debug)]
-pub struct Backend {
-    guard: Guard,
-    /// Its address.
-    pub addr: SocketAddr,
-    stdout: PathBuf,
-    /// What it is (an iperf3 server reports no counters of its own).
-    kind: BackendKind,
-}
-
-/// The iperf3 binary, or why there is none.
-fn iperf3_path<'a>(env: &Env<'a>) -> Result<&'a Path> {
-    env.iperf3
-        .ok_or_else(|| BenchError::Setup("iperf3 is not installed".into()))
-}
-
-impl Backend {
-    /// Starts a `kind` backend on a free loopback port, pinned to the load CPUs.
-    pub fn start(env: &Env<'_>, kind: BackendKind, tag: &str) -> Result<Backend> {
-        if kind == BackendKind::Iperf3 {
-            return Self::start_iperf3(env, tag);
-        }
-        let stdout = env.logs.join(format!("backend-{tag}.stdout"));
-        let mut guard = child::spawn(Spec {
-            name: format!("backend ({})", kind.arg()),
-            program: env.backend,
-            args: [
-                "--kind",
-                kind.arg(),
-                "--listen",
-                "127.0.0.1:0",
-                "--threads",
-                &env.load_cpus.len().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            cpus: env.load_cpus,
-            stdout: Output::File(stdout.clone()),
-            stderr: Output::File(env.logs.join(format!("backend-{tag}.stderr"))),
-            env: Vec::new(),
-        })?;
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = fs::read_to_string(&stdout).unwrap_or_default();
-            if let Some(line) = text.lines().next().filter(|_| text.contains('\n')) {
-                let addr = line.trim().parse().map_err(|e| {
-                    BenchError::Setup(format!("backend printed {line:?}, not an address: {e}"))
-                })?;
-                return Ok(Backend {
-                    guard,
-                    addr,
-                    stdout,
-                    kind,
-                });
-            }
-            if guard.try_exited().is_some() || Instant::now() >= end {
-                return Err(BenchError::Setup(format!(
-                    "the {} backend did not start",
-                    kind.arg()
-                )));
-            }
-            env.stop.sleep(Duration::from_millis(10))?;
-        }
-    }
-
-    /// An iperf3 server on a loopback port free for TCP and UDP, ready once its control
-    /// socket listens (seen in `/proc`: a probe connection would be taken for a test).
-    fn start_iperf3(env: &Env<'_>, tag: &str) -> Result<Backend> {
-        let program = iperf3_path(env)?;
-        let addr = proxy::free_tcp_and_udp_port()?;
-        let stdout = env.logs.join(format!("backend-{tag}.stdout"));
-        let mut guard = child::spawn(Spec {
-            name: "backend (iperf3 -s)".into(),
-            program,
-            args: iperf3::server_args(addr),
-            cpus: env.load_cpus,
-            stdout: Output::File(stdout.clone()),
-            stderr: Output::File(env.logs.join(format!("backend-{tag}.stderr"))),
-            env: Vec::new(),
-        })?;
-        let end = Instant::now() + Duration::from_secs(5);
-        while procfs::tcp_listening_on_port(addr.port()) == 0 {
-            if guard.try_exited().is_some() || Instant::now() >= end {
-                return Err(BenchError::Setup(format!(
-                    "the iperf3 server did not listen on {addr}: {}",
-                    proxy::tail(&env.logs.join(format!("backend-{tag}.stderr")), 3)
-                )));
-            }
-            env.stop.sleep(Duration::from_millis(10))?;
-        }
-        Ok(Backend {
-            guard,
-            addr,
-            stdout,
-            kind: BackendKind::Iperf3,
-        })
-    }
-
-    /// Whether it reports counters of its own (SIGUSR1 and at its end): the harness's
-    /// backends do; for iperf3 the client's report says what the server received.
-    pub fn has_counters(&self) -> bool {
-        self.kind != BackendKind::Iperf3
-    }
-
-    /// Its counters now: asks with SIGUSR1 and waits (up to 2 s) for the new line.
-    pub fn snapshot(&self, stop: &StopFlag) -> Result<BackendStats> {
-        let count = || stats_lines(&fs::read_to_string(&self.stdout).unwrap_or_default()).count();
-        let before = count();
-        if let Some(pid) = rustix::process::Pid::from_raw(self.guard.pid()) {
-            let _ = rustix::process::kill_process(pid, Signal::USR1);
-        }
-        let end = Instant::now() + Duration::from_secs(2);
-        loop {
-            let text = fs::read_to_string(&self.stdout).unwrap_or_default();
-            if stats_lines(&text).count() > before {
-                let line = stats_lines(&text).last().unwrap_or_default();
-                return serde_json::from_str(line)
-                    .map_err(|e| BenchError::Setup(format!("bad backend stats {line:?}: {e}")));
-            }
-            if Instant::now() >= end {
-                return Err(BenchError::Setup(
-                    "the backend did not report its counters on SIGUSR1".into(),
-                ));
-            }
-            stop.sleep(Duration::from_millis(5))?;
-        }
-    }
-
-    /// Its counters once datagrams stop arriving: snapshots 50 ms apart until two agree (at
-    /// most 1 s), so that what the proxy still held when loadgen stopped is counted.
-    pub fn settled(&self, stop: &StopFlag) -> Result<BackendStats> {
-        let end = Instant::now() + Duration::from_secs(1);
-        let mut last = self.snapshot(stop)?;
-        loop {
-            stop.sleep(Duration::from_millis(50))?;
-            let now = self.snapshot(stop)?;
-            if now.datagrams_in == last.datagrams_in || Instant::now() >= end {
-                return Ok(now);
-            }
-            last = now;
-        }
-    }
-
-    /// Stops it (SIGTERM) and returns its final counters (`None`: it keeps none, see
-    /// [`Backend::has_counters`]).
-    pub fn stop(mut self) -> Result<Option<BackendStats>> {
-        self.guard.stop(Signal::TERM, Duration::from_secs(5));
-        if !self.has_counters() {
-            return Ok(None);
-        }
-        let text = fs::read_to_string(&self.stdout).unwrap_or_default();
-        let json = text.lines().rev().find(|l| l.trim_start().starts_with('{'));
-        let json = json.ok_or_else(|| BenchError::Setup("the backend printed no stats".into()))?;
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| BenchError::Setup(format!("bad backend stats {json:?}: {e}")))
-    }
 }
 
 /// Latency percentiles from loadgen's report.
@@ -312,6 +107,9 @@ pub struct LoadReport {
     /// udp-rr: requests unanswered when the run ended.
     #[serde(default)]
     pub abandoned: u64,
+    /// iperf3 over TCP: segments the client's sockets retransmitted.
+    #[serde(default)]
+    pub retransmits: u64,
 }
 
 /// What one run cost the proxy.
@@ -425,6 +223,11 @@ pub fn run_once(
     let (client, program) = match workload.client() {
         Client::Loadgen => ("loadgen", env.loadgen),
         Client::Iperf3 => ("iperf3", iperf3_path(env)?),
+        Client::Wrk => (
+            "wrk",
+            env.wrk
+                .ok_or_else(|| BenchError::Setup("wrk is not installed".into()))?,
+        ),
     };
     let out = env.logs.join(format!("{client}-{tag}.json"));
     let err = env.logs.join(format!("{client}-{tag}.stderr"));
@@ -483,14 +286,25 @@ pub fn run_once(
             (load, backend)
         }
         Client::Iperf3 => {
-            let (load, received) = iperf3::parse_report(&text).map_err(|e| {
+            let parse = if workload.is_udp() {
+                iperf3::parse_report
+            } else {
+                iperf3::parse_tcp_report
+            };
+            let (load, received) = parse(&text).map_err(|e| {
                 BenchError::Setup(format!("iperf3 ({status}): {e}; {}", proxy::tail(&err, 3)))
             })?;
             (load, Some(received))
         }
+        Client::Wrk => {
+            let load = wrk::parse(&text).map_err(|e| {
+                BenchError::Setup(format!("wrk ({status}): {e}; {}", proxy::tail(&err, 3)))
+            })?;
+            (load, None)
+        }
     };
-    let listener_drops =
-        backend.map(|_| procfs::udp_drops_on_port(target.port()).saturating_sub(drops_before));
+    let listener_drops = (backend.is_some() && workload.is_udp())
+        .then(|| procfs::udp_drops_on_port(target.port()).saturating_sub(drops_before));
     let proxy = proxy.map(|_| ProxyCost {
         before,
         after,

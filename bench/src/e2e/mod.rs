@@ -9,13 +9,18 @@
 //! median of the runs; a row whose backend did not receive what loadgen sent fails loudly.
 //!
 //! Modules: [`opts`] (flags, timing plan), [`app`] (the whole run), [`runner`] (rows and
-//! workloads), [`measure`] (one run), [`proxy`] (rows and proxy processes), [`peers`] (HAProxy,
-//! nginx, iperf3, perf), [`workload`], [`iperf3`] (its arguments and report), [`figures`]
-//! (medians, verification), [`report`] (markdown, targets), [`svg`] (charts), [`procfs`],
+//! workloads), [`measure`] (one run), [`backend`] (the backends), [`proxy`] (rows and proxy
+//! processes), [`peers`] (HAProxy, nginx, iperf3, wrk, perf), [`workload`], [`iperf3`] and
+//! [`wrk`] (their arguments and reports), [`figures`]
+//! (medians), [`verify`] (did the row forward), [`report`] (markdown), [`client_tables`] (the fixed-rate and client tables), [`targets`],
+//! [`charts`] and [`svg`] (charts), [`procfs`],
 //! [`child`] (process guards), [`error`].
 
 pub mod app;
+pub mod backend;
+pub mod charts;
 pub mod child;
+pub mod client_tables;
 pub mod error;
 pub mod figures;
 pub mod iperf3;
@@ -27,7 +32,10 @@ pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod svg;
+pub mod targets;
+pub mod verify;
 pub mod workload;
+pub mod wrk;
 
 pub use app::run;
 pub use error::BenchError;

@@ -13,11 +13,11 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "e2e", version)]
 pub struct Options {
-    /// Fewer and shorter runs (one run per measurement); finishes in under two minutes.
+    /// Fewer and shorter runs (one run per measurement); finishes in about three minutes.
     #[arg(long)]
     pub quick: bool,
-    /// Install the peers first: apt-get install haproxy nginx libnginx-mod-stream linux-perf
-    /// iperf3.
+    /// Install the peers and clients first: apt-get install haproxy nginx libnginx-mod-stream
+    /// linux-perf iperf3 wrk.
     #[arg(long)]
     pub install_peers: bool,
     /// Output directory (default: `results/<UTC timestamp>` in the workspace).
@@ -29,9 +29,10 @@ pub struct Options {
     /// Print the row names and exit.
     #[arg(long)]
     pub list_rows: bool,
-    /// Only these workloads, comma-separated (stream-1, stream-8, rr-64, rr-1024, connect, idle;
-    /// and, only when named, udp-rr-64, udp-rr-1024, udp-stream, iperf3-udp, or udp for all
-    /// four).
+    /// Only these workloads, comma-separated (stream-1, stream-4, stream-8, rr-64, rr-64-paced,
+    /// rr-1024, connect, idle; and, only when named, udp-rr-64, udp-rr-1024, udp-stream,
+    /// iperf3-udp, or udp for all four; iperf3-1, iperf3-4, iperf3-1-paced, wrk-keepalive,
+    /// wrk-close, or clients for all five).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
     /// CPUs for the proxy; the worker count of every row is the number of CPUs listed.

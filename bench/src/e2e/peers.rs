@@ -1,4 +1,5 @@
-//! The peers ringlb is compared with (HAProxy, nginx stream), iperf3 and perf: finding them,
+//! The peers ringlb is compared with (HAProxy, nginx stream), the clients nobody here wrote
+//! (iperf3, wrk, with nginx as wrk's HTTP backend) and perf: finding them,
 //! installing them (`--install-peers`), and writing their configuration files.
 
 use std::fmt::Write as _;
@@ -26,8 +27,13 @@ pub struct Peers {
     pub nginx: std::result::Result<Nginx, String>,
     /// Whether `perf stat -e raw_syscalls:sys_enter` works, or why not.
     pub perf: std::result::Result<PathBuf, String>,
-    /// The iperf3 binary (client and server of `iperf3-udp`), or why it cannot run.
+    /// The iperf3 binary (client and server of the iperf3 workloads), or why it cannot run.
     pub iperf3: std::result::Result<PathBuf, String>,
+    /// The wrk binary (the wrk workloads' client), or why it cannot run.
+    pub wrk: std::result::Result<PathBuf, String>,
+    /// The nginx binary as the wrk workloads' HTTP backend (no stream module needed), or why
+    /// it cannot run.
+    pub nginx_http: std::result::Result<PathBuf, String>,
 }
 
 /// An nginx that can proxy TCP.
@@ -48,6 +54,11 @@ impl Peers {
             perf: detect_perf(),
             iperf3: which("iperf3")
                 .ok_or_else(|| "iperf3 is not installed (apt-get install iperf3)".to_string()),
+            wrk: which("wrk")
+                .ok_or_else(|| "wrk is not installed (apt-get install wrk)".to_string()),
+            nginx_http: which("nginx").ok_or_else(|| {
+                "nginx (wrk's HTTP backend) is not installed (apt-get install nginx)".to_string()
+            }),
         }
     }
 }
@@ -115,18 +126,19 @@ pub fn parse_perf_count(text: &str) -> Option<u64> {
 }
 
 /// `apt-get update && apt-get install -y haproxy nginx libnginx-mod-stream linux-perf
-/// iperf3`, then stops the daemons the packages started (the harness runs its own instances;
+/// iperf3 wrk`, then stops the daemons the packages started (the harness runs its own instances;
 /// Debian's iperf3 starts none unless asked).
 pub fn install() -> Result<()> {
     eprintln!(
-        "e2e: installing peers with apt-get (haproxy nginx libnginx-mod-stream linux-perf iperf3)"
+        "e2e: installing peers with apt-get (haproxy nginx libnginx-mod-stream linux-perf iperf3 \
+         wrk)"
     );
     let before: Vec<i32> = daemon_pids();
     let status = Command::new("sh")
         .arg("-c")
         .arg(
             "apt-get update && apt-get install -y --no-install-recommends \
-             haproxy nginx libnginx-mod-stream linux-perf iperf3",
+             haproxy nginx libnginx-mod-stream linux-perf iperf3 wrk",
         )
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()

@@ -6,8 +6,10 @@ use serde::Serialize;
 
 use super::figures::Figures;
 use super::opts::Plan;
+use super::proxy::RowKind;
 use super::runner::{RowResult, WorkloadResult};
-use super::svg::{self, Bar, num};
+use super::svg::num;
+use super::workload::Client;
 
 /// Everything one harness invocation produced (also the raw JSON).
 #[derive(Debug, Clone, Serialize)]
@@ -39,32 +41,33 @@ pub struct Results {
 }
 
 /// The HAProxy row streams are compared with.
-const HAPROXY_STREAM: &str = "haproxy-splice";
+pub(super) const HAPROXY_STREAM: &str = "haproxy-splice";
 /// The HAProxy row request/response and connections are compared with.
-const HAPROXY_RR: &str = "haproxy";
+pub(super) const HAPROXY_RR: &str = "haproxy";
 /// The epoll row uring is compared with.
-const EPOLL: &str = "epoll-copy";
+pub(super) const EPOLL: &str = "epoll-copy";
 /// The row UDP figures are compared with (HAProxy has no UDP).
-const NGINX: &str = "nginx";
+pub(super) const NGINX: &str = "nginx";
 /// The UDP stream workload's name.
-const UDP_STREAM: &str = "udp-stream";
+pub(super) const UDP_STREAM: &str = "udp-stream";
 /// The iperf3 workload's name.
-const IPERF3: &str = "iperf3-udp";
+pub(super) const IPERF3: &str = "iperf3-udp";
 
-type Get = fn(&Figures) -> Option<f64>;
+/// Reads one figure.
+pub(super) type Get = fn(&Figures) -> Option<f64>;
 
 impl Results {
-    fn row(&self, name: &str) -> Option<&RowResult> {
+    pub(super) fn row(&self, name: &str) -> Option<&RowResult> {
         self.rows.iter().find(|r| r.row.name == name)
     }
 
-    fn value(&self, row: &str, workload: &str, get: Get) -> Option<f64> {
+    pub(super) fn value(&self, row: &str, workload: &str, get: Get) -> Option<f64> {
         get(self.row(row)?.figures(workload)?)
     }
 
     /// A cell: the figure, "FAIL" if the workload failed, "skip" if the row does not run it,
     /// "n/a" if absent.
-    fn cell(&self, row: &RowResult, workload: &str, get: Get) -> String {
+    pub(super) fn cell(&self, row: &RowResult, workload: &str, get: Get) -> String {
         if row.failure(workload).is_some() {
             return "FAIL".into();
         }
@@ -77,7 +80,13 @@ impl Results {
     }
 
     /// `row`'s figure divided by `reference`'s.
-    fn ratio(&self, row: &RowResult, reference: &str, workload: &str, get: Get) -> String {
+    pub(super) fn ratio(
+        &self,
+        row: &RowResult,
+        reference: &str,
+        workload: &str,
+        get: Get,
+    ) -> String {
         let v = row.figures(workload).and_then(get);
         let r = self.value(reference, workload, get);
         match (v, r) {
@@ -88,14 +97,14 @@ impl Results {
 
     /// The whole machine's CPU per unit of `row` minus `direct`'s, for `workload`: what the
     /// proxy added to the machine's CPU time.
-    fn overhead(&self, row: &str, workload: &str) -> Option<f64> {
+    pub(super) fn overhead(&self, row: &str, workload: &str) -> Option<f64> {
         let get: Get = |f| f.machine_cpu;
         Some(self.value(row, workload, get)? - self.value("direct", workload, get)?)
     }
 
     /// Three cells of `workload`: the whole machine's CPU per unit, its overhead over
     /// `direct` (see [`Results::overhead`]), and softirq's share of it.
-    fn machine_cells(&self, row: &RowResult, workload: &str) -> [String; 3] {
+    pub(super) fn machine_cells(&self, row: &RowResult, workload: &str) -> [String; 3] {
         let over = match self.cell(row, workload, |f| f.machine_cpu) {
             c if c == "FAIL" || c == "skip" => c,
             _ => self
@@ -109,8 +118,17 @@ impl Results {
         ]
     }
 
-    /// `row`'s whole-machine overhead divided by `reference`'s, for `workload`.
-    fn overhead_ratio(&self, row: &RowResult, reference: &str, workload: &str) -> String {
+    /// `row`'s whole-machine overhead divided by `reference`'s, for `workload`; n/a for
+    /// `direct` (it adds nothing over itself).
+    pub(super) fn overhead_ratio(
+        &self,
+        row: &RowResult,
+        reference: &str,
+        workload: &str,
+    ) -> String {
+        if row.row.kind == RowKind::Direct {
+            return "n/a".into();
+        }
         match (
             self.overhead(row.row.name, workload),
             self.overhead(reference, workload),
@@ -120,7 +138,7 @@ impl Results {
         }
     }
 
-    fn ran(&self) -> impl Iterator<Item = &RowResult> {
+    pub(super) fn ran(&self) -> impl Iterator<Item = &RowResult> {
         self.rows.iter().filter(|r| r.skipped.is_none())
     }
 
@@ -134,7 +152,7 @@ impl Results {
     }
 
     /// Whether any row ran a workload that `pick` selects.
-    fn has(&self, pick: fn(&WorkloadResult) -> bool) -> bool {
+    pub(super) fn has(&self, pick: fn(&WorkloadResult) -> bool) -> bool {
         self.rows
             .iter()
             .flat_map(|r| &r.workloads)
@@ -142,11 +160,16 @@ impl Results {
     }
 
     /// Whether a workload named `name` ran on some row.
-    fn has_named(&self, name: &str) -> bool {
+    pub(super) fn has_named(&self, name: &str) -> bool {
         self.rows
             .iter()
             .flat_map(|r| &r.workloads)
             .any(|w| w.skipped.is_none() && w.name == name)
+    }
+
+    /// Whether any of the workloads `names` ran on some row.
+    pub(super) fn has_any(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| self.has_named(n))
     }
 
     /// The whole report as markdown.
@@ -171,7 +194,8 @@ impl Results {
             self.loadavg_after,
             self.elapsed_secs
         );
-        let tcp = self.has(|w| !w.workload.is_udp());
+        // TCP workloads of loadgen's (the clients' tables describe themselves).
+        let tcp = self.has(|w| !w.workload.is_udp() && w.workload.client() == Client::Loadgen);
         let udp = self.has(|w| w.workload.is_udp());
         if tcp {
             let _ = writeln!(
@@ -202,7 +226,7 @@ impl Results {
                 idle = super::workload::UDP_IDLE_TIMEOUT,
                 socks = super::workload::UDP_STREAM_SOCKETS,
                 size = super::workload::UDP_STREAM_SIZE,
-                max = super::figures::UDP_RR_MAX_LOSS * 100.0,
+                max = super::verify::UDP_RR_MAX_LOSS * 100.0,
             );
         }
         if self.has_named(IPERF3) {
@@ -240,11 +264,19 @@ impl Results {
                 .as_ref()
                 .map_or(String::new(), |w| format!(" (n/a here: {w})"))
         );
-        if tcp {
+        if self.has_any(&["stream-1", "stream-4", "stream-8"]) {
             self.stream_table(&mut s);
+        }
+        if self.has_any(&["rr-64", "rr-1024"]) {
             self.rr_table(&mut s);
+        }
+        if self.has_named(super::client_tables::RR_PACED) {
+            self.rr_paced_table(&mut s);
+        }
+        if self.has_any(&["connect", "idle"]) {
             self.conn_table(&mut s);
         }
+        self.client_tables(&mut s);
         if self.has_named("udp-rr-64") || self.has_named("udp-rr-1024") {
             self.udp_rr_table(&mut s);
         }
@@ -265,7 +297,7 @@ impl Results {
             self.udp_stream_table(&mut s, IPERF3, &heading);
         }
         self.iowq_section(&mut s);
-        if tcp {
+        if self.has(|w| !w.workload.is_udp()) {
             self.targets(&mut s);
         }
         self.skipped_section(&mut s);
@@ -373,9 +405,10 @@ impl Results {
             "| row | 1 stream Gbit/s | ×direct | ×HAProxy | 8 streams Gbit/s | ×direct | ×HAProxy \
              | CPU s/GB (1) | ×HAProxy | CPU s/GB (8) | syscalls/MB (1) | syscalls/MB (8) \
              | peak iou-wrk | threads | EAGAIN reads (1) | machine CPU s/GB (1) | over direct (1) \
-             | ×HAProxy | softirq % (1) | machine CPU s/GB (8) | over direct (8) | softirq % (8) |"
+             | ×HAProxy | softirq % (1) | machine CPU s/GB (8) | over direct (8) | softirq % (8) \
+             | 4 streams Gbit/s | ×direct | machine CPU s/GB (4) | over direct (4) |"
         );
-        let _ = writeln!(s, "|{}", "---|".repeat(22));
+        let _ = writeln!(s, "|{}", "---|".repeat(26));
         let gbps: Get = |f| f.gbps;
         let cpu: Get = |f| f.cpu_per_gb;
         let sys: Get = |f| f.syscalls_per_mb;
@@ -391,11 +424,14 @@ impl Results {
                 .map_or("n/a".into(), |x| format!("{:.1}%", x * 100.0));
             let [m1, o1, q1] = self.machine_cells(r, "stream-1");
             let [m8, o8, q8] = self.machine_cells(r, "stream-8");
+            let [m4, o4, _] = self.machine_cells(r, "stream-4");
+            let g4 = self.cell(r, "stream-4", gbps);
+            let d4 = self.ratio(r, "direct", "stream-4", gbps);
             let x1 = self.overhead_ratio(r, HAPROXY_STREAM, "stream-1");
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {iowq} | {} | {eagain} \
-                 | {m1} | {o1} | {x1} | {q1} | {m8} | {o8} | {q8} |",
+                 | {m1} | {o1} | {x1} | {q1} | {m8} | {o8} | {q8} | {g4} | {d4} | {m4} | {o4} |",
                 r.row.name,
                 self.cell(r, "stream-1", gbps),
                 self.ratio(r, "direct", "stream-1", gbps),
@@ -515,77 +551,6 @@ impl Results {
         }
     }
 
-    /// One target line per uring row: (what, goal, value) and whether it is met.
-    fn targets(&self, s: &mut String) {
-        let _ = writeln!(s, "## Targets (uring rows)\n");
-        let _ = writeln!(s, "| target | row | value | result |");
-        let _ = writeln!(s, "|---|---|---|---|");
-        let gbps: Get = |f| f.gbps;
-        let rps: Get = |f| f.rps;
-        for r in self.ran().filter(|r| r.row.name.starts_with("uring")) {
-            let n = r.row.name;
-            let rel = |w: &str, reference: &str, get: Get| {
-                let v = self.value(n, w, get)?;
-                let d = self.value(reference, w, get)?;
-                (d > 0.0).then(|| v / d)
-            };
-            let rows: [(&str, Option<f64>, f64, bool, &str); 6] = [
-                (
-                    "1 stream ≥ 0.85× direct",
-                    rel("stream-1", "direct", gbps),
-                    0.85,
-                    true,
-                    "×",
-                ),
-                (
-                    "machine CPU/GB over direct (1 stream) ≤ 0.7× HAProxy-splice",
-                    self.overhead(n, "stream-1")
-                        .zip(self.overhead(HAPROXY_STREAM, "stream-1"))
-                        .and_then(|(v, h)| (h > 0.0).then(|| v / h)),
-                    0.7,
-                    false,
-                    "×",
-                ),
-                (
-                    "rr@64 ≥ 1.25× HAProxy",
-                    rel("rr-64", HAPROXY_RR, rps),
-                    1.25,
-                    true,
-                    "×",
-                ),
-                (
-                    "rr@64 ≥ 1.5× epoll",
-                    rel("rr-64", EPOLL, rps),
-                    1.5,
-                    true,
-                    "×",
-                ),
-                (
-                    "syscalls/rr request ≤ 0.3",
-                    self.value(n, "rr-64", |f| f.syscalls_per_req),
-                    0.3,
-                    false,
-                    "",
-                ),
-                (
-                    "memory/idle conn ≤ 1 KiB",
-                    self.value(n, "idle", |f| f.rss_per_idle_conn),
-                    1024.0,
-                    false,
-                    " B",
-                ),
-            ];
-            for (what, v, goal, higher, unit) in rows {
-                let (val, verdict) = match v {
-                    None => ("n/a".to_string(), "n/a".to_string()),
-                    Some(v) => (format!("{}{unit}", num(v)), verdict(v, goal, higher)),
-                };
-                let _ = writeln!(s, "| {what} | {n} | {val} | {verdict} |");
-            }
-        }
-        s.push('\n');
-    }
-
     fn problems(&self, s: &mut String) {
         let mut lines = Vec::new();
         for r in &self.rows {
@@ -622,215 +587,5 @@ impl Results {
             .filter(|w| w.failure.is_some())
             .count();
         rows + usize::from(self.iowq.as_ref().is_some_and(|w| w.failure.is_some()))
-    }
-
-    /// The charts: (file name, SVG).
-    pub fn charts(&self) -> Vec<(String, String)> {
-        let specs: [(&str, &str, &str, &str, bool, Get); 8] = [
-            (
-                "stream-1-gbps",
-                "stream-1",
-                "1 stream",
-                "Gbit/s",
-                false,
-                |f| f.gbps,
-            ),
-            (
-                "stream-8-gbps",
-                "stream-8",
-                "8 streams",
-                "Gbit/s",
-                false,
-                |f| f.gbps,
-            ),
-            (
-                "stream-1-cpu-per-gb",
-                "stream-1",
-                "Proxy CPU, 1 stream",
-                "CPU s per GB",
-                true,
-                |f| f.cpu_per_gb,
-            ),
-            (
-                "rr-64-rps",
-                "rr-64",
-                "rr, 64 connections",
-                "requests/s",
-                false,
-                |f| f.rps,
-            ),
-            (
-                "rr-1024-rps",
-                "rr-1024",
-                "rr, 1,024 connections",
-                "requests/s",
-                false,
-                |f| f.rps,
-            ),
-            (
-                "rr-64-syscalls",
-                "rr-64",
-                "Syscalls per request, 64 connections",
-                "syscalls/request",
-                true,
-                |f| f.syscalls_per_req,
-            ),
-            (
-                "connect-cps",
-                "connect",
-                "Connection rate",
-                "connections/s",
-                false,
-                |f| f.cps,
-            ),
-            (
-                "idle-rss",
-                "idle",
-                "Memory per idle connection",
-                "RSS bytes per connection",
-                true,
-                |f| f.rss_per_idle_conn,
-            ),
-        ];
-        let udp: [(&str, &str, &str, &str, bool, Get); 6] = [
-            (
-                "udp-rr-64-rps",
-                "udp-rr-64",
-                "UDP rr, 64 flows",
-                "requests/s",
-                false,
-                |f| f.rps,
-            ),
-            (
-                "udp-rr-1024-rps",
-                "udp-rr-1024",
-                "UDP rr, 1,024 flows",
-                "requests/s",
-                false,
-                |f| f.rps,
-            ),
-            (
-                "udp-rr-64-cpu",
-                "udp-rr-64",
-                "Proxy CPU per million UDP requests, 64 flows",
-                "CPU s per million requests",
-                true,
-                |f| f.cpu_per_mreq,
-            ),
-            (
-                "udp-stream-received",
-                "udp-stream",
-                "UDP stream, received by the sink",
-                "Gbit/s",
-                false,
-                |f| f.gbps_recv,
-            ),
-            (
-                "iperf3-udp-received",
-                IPERF3,
-                "iperf3 -u, datagrams/s received by the server",
-                "datagrams/s",
-                false,
-                |f| f.pps_recv,
-            ),
-            (
-                "iperf3-udp-cpu",
-                IPERF3,
-                "Proxy CPU per million datagrams, iperf3 -u",
-                "CPU s per million datagrams",
-                true,
-                |f| f.cpu_per_mpkt,
-            ),
-        ];
-        // UDP charts only when UDP ran (they are opt-in); the TCP set as always.
-        let udp = udp.into_iter().filter(|spec| self.has_named(spec.1));
-        specs
-            .into_iter()
-            .chain(udp)
-            .map(|(file, w, title, unit, lower, get)| {
-                let bars: Vec<Bar> = self
-                    .ran()
-                    .filter(|r| r.skipped(w).is_none())
-                    .map(|r| Bar {
-                        label: r.row.name.to_string(),
-                        value: r.figures(w).and_then(get),
-                        color: color(r.row.name),
-                    })
-                    .collect();
-                (
-                    format!("{file}.svg"),
-                    svg::bar_chart(title, unit, lower, &bars),
-                )
-            })
-            .chain(self.overhead_chart())
-            .collect()
-    }
-
-    /// The whole machine's CPU per GB that each proxy row added over `direct` (1 stream),
-    /// when streams ran.
-    fn overhead_chart(&self) -> Option<(String, String)> {
-        let w = "stream-1";
-        if !self.has_named(w) {
-            return None;
-        }
-        let bars: Vec<Bar> = self
-            .ran()
-            .filter(|r| r.row.name != "direct" && r.skipped(w).is_none())
-            .map(|r| Bar {
-                label: r.row.name.to_string(),
-                value: self.overhead(r.row.name, w),
-                color: color(r.row.name),
-            })
-            .collect();
-        Some((
-            "stream-1-machine-overhead.svg".into(),
-            svg::bar_chart(
-                "Machine CPU added over direct, 1 stream",
-                "CPU s per GB",
-                true,
-                &bars,
-            ),
-        ))
-    }
-}
-
-/// "met" or "missed by N%".
-fn verdict(v: f64, goal: f64, higher_is_better: bool) -> String {
-    let met = if higher_is_better {
-        v >= goal
-    } else {
-        v <= goal
-    };
-    if met {
-        "met".into()
-    } else if higher_is_better {
-        format!("missed: {:.0}% below", (1.0 - v / goal) * 100.0)
-    } else {
-        format!("missed: {:.0}% above", (v / goal - 1.0) * 100.0)
-    }
-}
-
-fn color(row: &str) -> &'static str {
-    if row == "direct" {
-        "#264653"
-    } else if row.starts_with("uring") {
-        "#2a9d8f"
-    } else if row.starts_with("epoll") || row == "blocking" {
-        "#8ab17d"
-    } else {
-        "#b0b0b0"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdicts() {
-        assert_eq!(verdict(0.9, 0.85, true), "met");
-        assert_eq!(verdict(0.425, 0.85, true), "missed: 50% below");
-        assert_eq!(verdict(0.6, 0.3, false), "missed: 100% above");
-        assert_eq!(verdict(0.2, 0.3, false), "met");
     }
 }

@@ -10,6 +10,7 @@ use super::figures::{self, Figures};
 use super::measure::{self, Backend, BackendStats, Env, RunRecord};
 use super::procfs;
 use super::proxy::{Ctx, Proxy, Row};
+use super::verify;
 use super::workload::Workload;
 
 /// One row's result for one workload.
@@ -178,10 +179,10 @@ impl Runner<'_> {
             }
         };
         if let (None, Some(b)) = (&failure, &backend) {
-            failure = figures::verify(workload, &records, b).err();
+            failure = verify::verify(workload, &records, b).err();
         }
         if let (None, true) = (&failure, workload.is_udp()) {
-            failure = figures::verify_udp(workload, &records).err();
+            failure = verify::verify_udp(workload, &records).err();
         }
         if let (None, Some(b), Workload::Idle) = (&failure, &backend, workload) {
             warn_partial_idle(&records, self.env.plan.idle_connections, b, label);
@@ -335,7 +336,19 @@ fn describe(workload: Workload, r: &RunRecord) -> String {
     let p99 = l.latency_us.map_or(0.0, |x| x.p99_us);
     match workload {
         Workload::Stream(_) => format!("{:.2} Gbit/s{cpu}", l.gbit_per_sec),
-        Workload::Rr(_) => format!("{:.0} req/s, p99 {p99:.0} us{cpu}", l.requests_per_sec),
+        Workload::Iperf3Tcp { .. } => format!(
+            "{:.2} Gbit/s received, {} retransmits{cpu}",
+            l.gbit_per_sec, l.retransmits
+        ),
+        Workload::Rr(_) | Workload::RrPaced(_) => {
+            format!("{:.0} req/s, p99 {p99:.0} us{cpu}", l.requests_per_sec)
+        }
+        Workload::Wrk { .. } => format!(
+            "{:.0} req/s, p99 {p99:.0} us, {} socket errors, {} non-2xx{cpu}",
+            l.requests_per_sec,
+            l.connect_errors + l.io_errors,
+            l.verify_errors
+        ),
         Workload::Connect => format!("{:.0} conn/s, p99 {p99:.0} us{cpu}", l.connections_per_sec),
         Workload::UdpRr(_) => format!(
             "{:.0} req/s, p99 {p99:.0} us, lost {} (listener drops {}){cpu}",

@@ -67,7 +67,8 @@ struct Args {
     /// Most connects in flight per thread.
     #[arg(long, default_value_t = 256)]
     max_connecting: u32,
-    /// udp-stream: datagrams per second, all sockets together (default: as fast as possible).
+    /// udp-stream: datagrams per second, all sockets together; rr: requests per second, all
+    /// connections together, paced per thread (default: as fast as possible).
     #[arg(long)]
     rate: Option<u64>,
     /// udp-rr: seconds to wait for an answer before counting the request lost and sending
@@ -114,6 +115,9 @@ fn config(a: &Args) -> Result<LoadConfig, String> {
     c.sources = a.sources;
     c.threads = a.threads;
     c.max_connecting = a.max_connecting;
+    if let ModeArg::Rr = a.mode {
+        c.rate = a.rate;
+    }
     Ok(c)
 }
 

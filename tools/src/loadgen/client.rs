@@ -44,6 +44,9 @@ pub(crate) enum Step {
     Finished,
     /// Close it and open a new one in its slot (connect mode).
     Reopen,
+    /// Keep it registered: it is ready for its next request, which waits for the thread's
+    /// pacer (paced rr; the thread calls [`Client::resume`] when a token is due).
+    Idle,
 }
 
 /// Connection lifecycle.
@@ -182,6 +185,23 @@ impl Client {
         }
     }
 
+    /// Paced rr: starts the next request (the thread's pacer let it) and drives it.
+    pub(crate) fn resume(
+        &mut self,
+        common: &Common,
+        tally: &mut Tally,
+        scratch: &mut [u8],
+    ) -> Step {
+        if !self.start_request(common) {
+            return Step::Finished;
+        }
+        self.pump_requests(common, tally, scratch)
+            .unwrap_or_else(|_| {
+                tally.io_errors += 1;
+                self.after_failure(common)
+            })
+    }
+
     /// Connect mode keeps its slot busy after a failure; the other modes give the slot up.
     fn after_failure(&self, common: &Common) -> Step {
         match common.config.mode {
@@ -206,6 +226,7 @@ impl Client {
     /// Starts the mode's work; returns a step if the connection is already done.
     fn on_connected(&mut self, common: &Common, tally: &mut Tally) -> Option<Step> {
         match common.config.mode {
+            Mode::Rr { .. } if common.paced() => return Some(Step::Idle),
             Mode::Rr { .. } if !self.start_request(common) => return Some(Step::Finished),
             Mode::Connect { size } => {
                 // The request budget was reserved when this connection was opened.
@@ -301,6 +322,9 @@ impl Client {
                     }
                     _ => {
                         tally.record(self.req_start.elapsed());
+                        if common.paced() {
+                            return Ok(Step::Idle);
+                        }
                         if !self.start_request(common) {
                             return Ok(Step::Finished);
                         }

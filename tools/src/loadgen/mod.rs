@@ -7,6 +7,7 @@
 //! first.
 
 mod client;
+mod pace;
 mod report;
 mod thread;
 mod udp;
@@ -134,6 +135,10 @@ pub struct LoadConfig {
     pub threads: u32,
     /// Most connects in flight per thread, so bursts do not overflow the target's backlog.
     pub max_connecting: u32,
+    /// rr: requests per second, all connections together, paced per thread (each thread
+    /// takes `rate / threads`); `None`: each connection sends its next request as soon as
+    /// the last is answered. (udp-stream has its rate in [`Mode::UdpStream`].)
+    pub rate: Option<u64>,
 }
 
 impl LoadConfig {
@@ -148,6 +153,7 @@ impl LoadConfig {
             sources: None,
             threads: 1,
             max_connecting: 256,
+            rate: None,
         }
     }
 }
@@ -179,6 +185,11 @@ pub(crate) struct Common {
 }
 
 impl Common {
+    /// Whether requests wait for the thread's pacer (rr with a rate).
+    pub(crate) fn paced(&self) -> bool {
+        self.config.rate.is_some() && matches!(self.config.mode, Mode::Rr { .. })
+    }
+
     /// Claims one request from the budget; false once `max_requests` have been handed out.
     pub(crate) fn reserve_request(&self) -> bool {
         match self.config.max_requests {
@@ -202,6 +213,15 @@ fn validate(c: &LoadConfig) -> Result<(), LoadError> {
         return Err(LoadError::Config(
             "source ranges are IPv4; the target must be too".into(),
         ));
+    }
+    match (c.rate, c.mode) {
+        (Some(0), _) => return Err(LoadError::Config("rate must be positive".into())),
+        (Some(_), Mode::Rr { .. }) | (None, _) => {}
+        (Some(_), _) => {
+            return Err(LoadError::Config(
+                "a request rate applies to rr mode only (udp-stream: Mode::UdpStream's)".into(),
+            ));
+        }
     }
     if let Mode::Rr { size: 0 } = c.mode {
         return Err(LoadError::Config("rr mode needs size >= 1".into()));

@@ -1,5 +1,6 @@
 //! One load thread: opens its share of the connections and drives them until done.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use super::client::{self, Client, Step};
+use super::pace::Pacer;
 use super::report::Tally;
 use super::{Common, Mode};
 use crate::slab::Slab;
@@ -36,6 +38,12 @@ struct LoadThread<'a> {
     attempts: u64,
     connecting: u64,
     established: u64,
+    /// Paced rr: the thread's share of the rate, counted from `started`.
+    pacer: Option<Pacer>,
+    /// When the thread started (the pacer's zero).
+    started: Instant,
+    /// Paced rr: connections ready for their next request, oldest first.
+    waiting: VecDeque<usize>,
 }
 
 /// Runs thread `index` of `threads` and returns its tally.
@@ -53,6 +61,11 @@ pub(crate) fn run_thread(common: &Common, index: u32, threads: u32) -> io::Resul
         attempts: 0,
         connecting: 0,
         established: 0,
+        pacer: (common.config.rate)
+            .filter(|_| common.paced())
+            .map(|r| Pacer::for_thread(r, threads)),
+        started: Instant::now(),
+        waiting: VecDeque::new(),
     };
     t.run();
     t.tally.open_at_end = t.established;
@@ -87,14 +100,20 @@ impl LoadThread<'_> {
                     until
                 }
             };
+            // Paced rr: start the requests now due (a connection whose budget ran out closes).
+            self.release(&mut scratch);
             // Nothing open and nothing left to open (idle mode has moved to Hold by now).
             if self.clients.len() == 0 && self.to_open == 0 {
                 break;
             }
-            // Never sleep past the deadline; wake often enough to retry queued connects.
+            // Never sleep past the deadline; wake often enough to retry queued connects, and
+            // when the next paced request is due.
             let mut timeout = until.saturating_duration_since(now);
             if self.to_open > 0 {
                 timeout = timeout.min(Duration::from_millis(10));
+            }
+            if let (Some(p), false) = (&self.pacer, self.waiting.is_empty()) {
+                timeout = timeout.min(p.next_due().saturating_sub(self.started.elapsed()));
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -139,9 +158,33 @@ impl LoadThread<'_> {
             self.established += 1;
             self.tally.open_peak = self.tally.open_peak.max(self.established);
         }
+        self.after_step(i, step);
+    }
+
+    /// Paced rr: starts the next request of waiting connections while the pacer has tokens.
+    fn release(&mut self, scratch: &mut [u8]) {
+        let Some(pacer) = self.pacer.as_mut() else {
+            return;
+        };
+        let mut ready = Vec::new();
+        while !self.waiting.is_empty() && pacer.try_take(self.started.elapsed()) {
+            ready.extend(self.waiting.pop_front());
+        }
+        for i in ready {
+            if let Some(c) = self.clients.get_mut(i) {
+                let step = c.resume(self.common, &mut self.tally, scratch);
+                self.after_step(i, step);
+            }
+        }
+    }
+
+    /// Acts on what a connection asked for after it was driven.
+    fn after_step(&mut self, i: usize, step: Step) {
         match step {
             Step::Continue => {}
+            Step::Idle => self.waiting.push_back(i),
             Step::Finished | Step::Reopen => {
+                self.waiting.retain(|&k| k != i);
                 if let Some(mut c) = self.clients.remove(i) {
                     let _ = self.poll.registry().deregister(&mut c.stream);
                     if c.is_open() {
