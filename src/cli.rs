@@ -371,6 +371,9 @@ pub struct OverrideArgs {
     /// Splice with IORING_OP_SPLICE (on io-wq threads) instead of direct calls on readiness.
     #[arg(long)]
     pub no_inline_splice: bool,
+    /// Half-close with IORING_OP_SHUTDOWN (on io-wq threads) instead of a direct shutdown(2).
+    #[arg(long)]
+    pub no_inline_shutdown: bool,
     /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
     #[arg(long, value_name = "BYTES")]
     pub pipe_size: Option<String>,
@@ -451,6 +454,7 @@ impl OverrideArgs {
             no_send_bundle: self.no_send_bundle,
             no_defer_taskrun: self.no_defer_taskrun,
             no_inline_splice: self.no_inline_splice,
+            no_inline_shutdown: self.no_inline_shutdown,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,

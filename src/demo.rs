@@ -125,6 +125,7 @@ fn demo_config(
             send_bundle: true,
             defer_taskrun: true,
             inline_splice: true,
+            inline_shutdown: true,
         },
         tuning,
         connections,

@@ -263,6 +263,7 @@ address = "10.0.0.2:443"
             send_bundle: true,
             defer_taskrun: false,
             inline_splice: true,
+            inline_shutdown: true,
         },
         tuning: Tuning {
             ring_entries: 1024,

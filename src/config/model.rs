@@ -344,6 +344,9 @@ pub struct Features {
     /// Splice mode: wait for readiness in the ring and splice with direct calls (off:
     /// `IORING_OP_SPLICE`, which the kernel runs on io-wq threads).
     pub inline_splice: bool,
+    /// io_uring engine: half-close with a direct `shutdown(2)` (off: `IORING_OP_SHUTDOWN`,
+    /// which the kernel always runs on an io-wq thread).
+    pub inline_shutdown: bool,
 }
 
 /// Sizes of per-worker resources.

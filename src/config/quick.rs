@@ -239,6 +239,8 @@ pub struct Overrides {
     pub no_defer_taskrun: bool,
     /// `--no-inline-splice`.
     pub no_inline_splice: bool,
+    /// `--no-inline-shutdown`.
+    pub no_inline_shutdown: bool,
     /// `--pipe-size`, as written (bytes or `"256KiB"`).
     pub pipe_size: Option<String>,
     /// `--buffer-size`, as written.
@@ -388,6 +390,7 @@ impl Overrides {
             (&mut f.send_bundle, self.no_send_bundle),
             (&mut f.defer_taskrun, self.no_defer_taskrun),
             (&mut f.inline_splice, self.no_inline_splice),
+            (&mut f.inline_shutdown, self.no_inline_shutdown),
         ] {
             if off {
                 *switch = Some(false);

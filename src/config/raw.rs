@@ -112,6 +112,8 @@ pub struct RawFeatures {
     pub defer_taskrun: Option<bool>,
     /// `inline_splice`, documented in `examples/ringlb.toml`.
     pub inline_splice: Option<bool>,
+    /// `inline_shutdown`, documented in `examples/ringlb.toml`.
+    pub inline_shutdown: Option<bool>,
 }
 
 /// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.

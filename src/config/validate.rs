@@ -66,6 +66,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
             send_bundle: f.send_bundle.unwrap_or(true),
             defer_taskrun: f.defer_taskrun.unwrap_or(true),
             inline_splice: f.inline_splice.unwrap_or(true),
+            inline_shutdown: f.inline_shutdown.unwrap_or(true),
         },
         tuning,
         admin,

@@ -67,9 +67,9 @@ const fn ringlb_with(
 }
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
-/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
-/// sendmsg, active health checks on, sticky sessions on).
-pub const EXTRA_ROWS: [Row; 9] = [
+/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, shutdown(2) vs
+/// IORING_OP_SHUTDOWN, send bundles vs sendmsg, active health checks on, sticky sessions on).
+pub const EXTRA_ROWS: [Row; 10] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -89,6 +89,12 @@ pub const EXTRA_ROWS: [Row; 9] = [
         &["--no-inline-splice"],
     ),
     ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
+    ringlb_with(
+        "uring-auto-shutdown-iowq",
+        "uring",
+        "auto",
+        &["--no-inline-shutdown"],
+    ),
     ringlb_with("uring-copy-sendmsg", "uring", "copy", &["--no-send-bundle"]),
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
     ringlb_with(

@@ -51,6 +51,9 @@ pub struct Plan {
     /// Splice with direct calls when the ring reports readiness, instead of
     /// `IORING_OP_SPLICE` (which the kernel always runs on an io-wq thread).
     pub inline_splice: bool,
+    /// Half-close with a direct `shutdown(2)` instead of `IORING_OP_SHUTDOWN` (which the
+    /// kernel always runs on an io-wq thread).
+    pub inline_shutdown: bool,
 }
 
 impl KernelFeatures {
@@ -145,6 +148,7 @@ impl KernelFeatures {
             coop_taskrun: self.coop_taskrun,
             send_bundle: self.send_bundle && wanted.send_bundle && buffer_ring,
             inline_splice: wanted.inline_splice,
+            inline_shutdown: wanted.inline_shutdown,
         }
     }
 }
@@ -177,6 +181,7 @@ pub fn report() -> Result<String, EngineError> {
         send_bundle: true,
         defer_taskrun: true,
         inline_splice: true,
+        inline_shutdown: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;

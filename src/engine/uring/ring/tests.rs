@@ -16,6 +16,7 @@ fn plan() -> Plan {
         coop_taskrun: false,
         send_bundle: false,
         inline_splice: false,
+        inline_shutdown: false,
     }
 }
 

@@ -19,6 +19,7 @@ fn plan() -> Plan {
         coop_taskrun: false,
         send_bundle: true,
         inline_splice: false,
+        inline_shutdown: false,
     }
 }
 
