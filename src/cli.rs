@@ -378,6 +378,9 @@ pub struct OverrideArgs {
     /// Auto mode: splice bulk data toward peers on the loopback too, instead of copying.
     #[arg(long)]
     pub no_loopback_copy: bool,
+    /// Half-close with IORING_OP_SHUTDOWN (on io-wq threads) instead of a direct shutdown(2).
+    #[arg(long)]
+    pub no_inline_shutdown: bool,
     /// Pipe capacity for splice, in bytes or such as 256KiB [default: 256KiB].
     #[arg(long, value_name = "BYTES")]
     pub pipe_size: Option<String>,
@@ -460,6 +463,7 @@ impl OverrideArgs {
             no_inline_splice: self.no_inline_splice,
             no_hot_buffers: self.no_hot_buffers,
             no_loopback_copy: self.no_loopback_copy,
+            no_inline_shutdown: self.no_inline_shutdown,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),
             send_rings: self.send_rings,

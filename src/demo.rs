@@ -127,6 +127,7 @@ fn demo_config(
             inline_splice: true,
             hot_buffers: true,
             loopback_copy: true,
+            inline_shutdown: true,
         },
         tuning,
         connections,

@@ -265,6 +265,7 @@ address = "10.0.0.2:443"
             inline_splice: true,
             hot_buffers: true,
             loopback_copy: true,
+            inline_shutdown: true,
         },
         tuning: Tuning {
             ring_entries: 1024,

@@ -351,6 +351,9 @@ pub struct Features {
     /// Auto mode: a direction toward a peer on the loopback keeps copying instead of
     /// switching to splice (off: bulk data splices whatever the peer).
     pub loopback_copy: bool,
+    /// io_uring engine: half-close with a direct `shutdown(2)` (off: `IORING_OP_SHUTDOWN`,
+    /// which the kernel always runs on an io-wq thread).
+    pub inline_shutdown: bool,
 }
 
 /// Sizes of per-worker resources.

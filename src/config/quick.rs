@@ -243,6 +243,8 @@ pub struct Overrides {
     pub no_hot_buffers: bool,
     /// `--no-loopback-copy`.
     pub no_loopback_copy: bool,
+    /// `--no-inline-shutdown`.
+    pub no_inline_shutdown: bool,
     /// `--pipe-size`, as written (bytes or `"256KiB"`).
     pub pipe_size: Option<String>,
     /// `--buffer-size`, as written.
@@ -394,6 +396,7 @@ impl Overrides {
             (&mut f.inline_splice, self.no_inline_splice),
             (&mut f.hot_buffers, self.no_hot_buffers),
             (&mut f.loopback_copy, self.no_loopback_copy),
+            (&mut f.inline_shutdown, self.no_inline_shutdown),
         ] {
             if off {
                 *switch = Some(false);

@@ -116,6 +116,8 @@ pub struct RawFeatures {
     pub hot_buffers: Option<bool>,
     /// `loopback_copy`, documented in `examples/ringlb.toml`.
     pub loopback_copy: Option<bool>,
+    /// `inline_shutdown`, documented in `examples/ringlb.toml`.
+    pub inline_shutdown: Option<bool>,
 }
 
 /// `[tuning]`: counts as integers, byte sizes as integers or text such as `"256KiB"`.

@@ -99,14 +99,15 @@ pub(crate) fn summary(config: &Config, available: &[usize]) -> String {
     let _ = writeln!(
         out,
         "features: multishot {}, buffer_ring {}, send_bundle {}, defer_taskrun {}, \
-         inline_splice {}, hot_buffers {}, loopback_copy {}",
+         inline_splice {}, hot_buffers {}, loopback_copy {}, inline_shutdown {}",
         on_off(f.multishot),
         on_off(f.buffer_ring),
         on_off(f.send_bundle),
         on_off(f.defer_taskrun),
         on_off(f.inline_splice),
         on_off(f.hot_buffers),
-        on_off(f.loopback_copy)
+        on_off(f.loopback_copy),
+        on_off(f.inline_shutdown)
     );
     let u = &config.tuning;
     let _ = writeln!(

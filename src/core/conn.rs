@@ -664,6 +664,12 @@ impl Conn {
         }
         if flow.eof && flow.queued == 0 && !flow.sending && !flow.shut {
             flow.shut = true;
+            // The last direction to end needs no half-close of its own: the close that
+            // follows at once sends the same FIN (the sink's socket is the other direction's
+            // source, read to its end, so nothing unread turns the close into a reset).
+            if self.flows[1 - dir.index()].done() {
+                return None;
+            }
             return Some(Action::ShutdownWrite { side: dir.sink() });
         }
         None

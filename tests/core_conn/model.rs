@@ -330,6 +330,15 @@ impl Model {
         self.check_settled();
     }
 
+    /// Direction `i` may be shut (by `ShutdownWrite`, or the last one by `Close`).
+    fn check_shut(&self, i: usize) {
+        assert!(self.eof[i], "shut before Eof");
+        assert_eq!(self.queued[i], 0, "shut with bytes queued");
+        assert!(self.send[i].is_none(), "shut with a send out");
+        assert!(!self.shut[i], "shut twice");
+        assert_eq!(self.sent[i], self.received[i]);
+    }
+
     pub(crate) fn check(&mut self, action: Action) {
         assert!(
             self.closed.is_none(),
@@ -412,19 +421,24 @@ impl Model {
                 } else {
                     Dir::Downstream
                 };
-                let i = dir.index();
-                assert!(self.eof[i], "ShutdownWrite before Eof");
-                assert_eq!(self.queued[i], 0, "ShutdownWrite with bytes queued");
-                assert!(self.send[i].is_none(), "ShutdownWrite with a send out");
-                assert!(!self.shut[i], "ShutdownWrite twice");
-                assert_eq!(self.sent[i], self.received[i]);
-                self.shut[i] = true;
+                self.check_shut(dir.index());
+                assert!(
+                    !self.shut[1 - dir.index()],
+                    "ShutdownWrite of the last direction: the close sends its FIN"
+                );
+                self.shut[dir.index()] = true;
             }
             Action::Close { reset, reason } => {
                 match reason {
                     CloseReason::Done => {
                         assert!(!reset);
-                        assert!(self.shut.iter().all(|s| *s), "Done before both shut");
+                        // The last direction to end is shut by the close itself.
+                        let open: Vec<usize> = (0..2).filter(|i| !self.shut[*i]).collect();
+                        assert!(open.len() <= 1, "Done before either direction shut");
+                        for i in open {
+                            self.check_shut(i);
+                            self.shut[i] = true;
+                        }
                         assert!(self.recv.iter().all(Option::is_none));
                         assert!(self.send.iter().all(Option::is_none));
                     }

@@ -269,3 +269,12 @@ pub(crate) fn dir_of_sink(side: Side) -> Dir {
         Side::Client => Dir::Downstream,
     }
 }
+
+/// `flow` may be shut (by `ShutdownWrite`, or the last one by `Close`) after `action`.
+pub(crate) fn check_shut(flow: &Flow, action: &ringlb::core::conn::Action) {
+    assert!(flow.eof_reported, "{action:?} before the source's EOF");
+    assert!(!flow.shut, "{action:?} twice");
+    assert!(flow.send.is_none(), "{action:?} with a send out");
+    assert_eq!(flow.held(), 0, "{action:?} with bytes held");
+    assert_eq!(flow.written, flow.produced, "{action:?} before every byte");
+}

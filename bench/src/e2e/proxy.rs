@@ -67,10 +67,10 @@ const fn ringlb_with(
 }
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
-/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, send bundles vs
-/// sendmsg, hot buffers vs the whole ring, auto copying vs splicing toward the loopback,
-/// active health checks on, sticky sessions on).
-pub const EXTRA_ROWS: [Row; 11] = [
+/// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, shutdown(2) vs
+/// IORING_OP_SHUTDOWN, send bundles vs sendmsg, hot buffers vs the whole ring, auto copying vs
+/// splicing toward the loopback, active health checks on, sticky sessions on).
+pub const EXTRA_ROWS: [Row; 12] = [
     ringlb_with(
         "uring-splice-pipe64k",
         "uring",
@@ -90,6 +90,12 @@ pub const EXTRA_ROWS: [Row; 11] = [
         &["--no-inline-splice"],
     ),
     ringlb_with("uring-auto-iowq", "uring", "auto", &["--no-inline-splice"]),
+    ringlb_with(
+        "uring-auto-shutdown-iowq",
+        "uring",
+        "auto",
+        &["--no-inline-shutdown"],
+    ),
     ringlb_with("uring-copy-sendmsg", "uring", "copy", &["--no-send-bundle"]),
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
     ringlb_with("uring-copy-cold", "uring", "copy", &["--no-hot-buffers"]),

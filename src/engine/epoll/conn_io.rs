@@ -166,12 +166,11 @@ impl ConnIo {
         flow.recv.is_some() && flow.wait == Some(Wait::Turn)
     }
 
-    fn drop_backend(&mut self, res: &Resources) {
-        if let Some(old) = self.backend.take() {
-            // Closing removes it from the interest list as well; deleting first keeps that true
-            // even if the fd were ever duplicated.
-            let _ = epoll::delete(&res.epoll, &old);
-        }
+    /// Close the backend socket, if any. No `EPOLL_CTL_DEL` first: closing a socket's last
+    /// fd takes it off the interest list, and connection sockets are never duplicated (no
+    /// `dup`, close-on-exec), so each close is the last.
+    fn drop_backend(&mut self) {
+        self.backend = None;
         self.connecting = false;
     }
 
@@ -185,7 +184,7 @@ impl ConnIo {
         res: &mut Resources,
         out: &mut Vec<Event>,
     ) {
-        self.drop_backend(res);
+        self.drop_backend();
         let failed = Event::ConnectFailed { timed_out: false };
         let (Some(addr), Some(key)) = (addr, self.key) else {
             out.push(failed);
@@ -514,8 +513,8 @@ impl ConnIo {
         }
     }
 
-    /// Carry out `Close { reset }` after the shard released the connection: deregister and close
-    /// both sockets, pool empty pipes, return buffers.
+    /// Carry out `Close { reset }` after the shard released the connection: close both sockets,
+    /// pool empty pipes, return buffers.
     pub fn close(mut self, reset: bool, res: &mut Resources) {
         if reset {
             for sock in std::iter::once(&self.client).chain(self.backend.as_ref()) {
@@ -523,8 +522,9 @@ impl ConnIo {
                 let _ = socket::set_reset_on_close(sock);
             }
         }
-        let _ = epoll::delete(&res.epoll, &self.client);
-        self.drop_backend(res);
+        // Dropping the sockets closes them, which takes them off the interest list as well
+        // (see `drop_backend`).
+        self.drop_backend();
         for flow in &mut self.flows {
             if let Some(pipe) = flow.staged.pipe.take() {
                 res.pipes.put(pipe, flow.staged.in_pipe == 0);

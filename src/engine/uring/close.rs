@@ -1,5 +1,6 @@
-//! Closing a connection: cancel what it has in flight, and once the last completion has
-//! arrived, give back its buffers, pipe and send rings and close its sockets.
+//! Closing a connection: half-close a direction that ended, cancel what a closing connection
+//! has in flight, and once the last completion has arrived, give back its buffers, pipe and
+//! send rings and close its sockets.
 
 use std::os::fd::{AsFd, IntoRawFd};
 
@@ -11,7 +12,7 @@ use super::token::Op;
 use super::worker::Worker;
 use crate::core::conn::Side;
 use crate::core::slot::{SlotKey, UserData};
-use crate::engine::op::{Close, fixed};
+use crate::engine::op::{Close, Shutdown, fixed};
 use crate::engine::socket;
 
 impl Worker {
@@ -119,5 +120,28 @@ impl Worker {
             let _handed_to_the_kernel = socket.into_raw_fd();
         }
         // On failure `socket` is dropped here, which closes it.
+    }
+
+    /// `ShutdownWrite { side }`: half-close, once everything queued for `side` has gone.
+    pub(super) fn shutdown_write(&mut self, key: SlotKey, side: Side) {
+        let Some(io) = self.shard.io_mut(key) else {
+            return;
+        };
+        let Some(socket) = io.socket(side) else {
+            return;
+        };
+        if self.plan.inline_shutdown {
+            // `IORING_OP_SHUTDOWN` never runs inline: the kernel hands every one to an io-wq
+            // thread, a wakeup and a context switch for a call that does not block. As with
+            // its completion, a failure is left to the sockets' next operations to report.
+            if let Err(err) = (Shutdown { socket }).run() {
+                tracing::debug!(?key, ?side, %err, "shutdown(SHUT_WR) failed");
+            }
+            return;
+        }
+        let entry = Shutdown { socket }.sqe().user_data(tag(Op::Shutdown, key));
+        io.in_flight += 1;
+        // SAFETY: the socket lives in the slot until the completion arrived.
+        unsafe { self.queue(key, &[&entry]) }
     }
 }

@@ -53,6 +53,9 @@ pub struct Plan {
     pub inline_splice: bool,
     /// Copy mode: a window of hot buffers in the provided-buffer ring (see `buf_window`).
     pub hot_buffers: bool,
+    /// Half-close with a direct `shutdown(2)` instead of `IORING_OP_SHUTDOWN` (which the
+    /// kernel always runs on an io-wq thread).
+    pub inline_shutdown: bool,
 }
 
 impl KernelFeatures {
@@ -148,6 +151,7 @@ impl KernelFeatures {
             send_bundle: self.send_bundle && wanted.send_bundle && buffer_ring,
             inline_splice: wanted.inline_splice,
             hot_buffers: wanted.hot_buffers && buffer_ring,
+            inline_shutdown: wanted.inline_shutdown,
         }
     }
 }
@@ -182,6 +186,7 @@ pub fn report() -> Result<String, EngineError> {
         inline_splice: true,
         hot_buffers: true,
         loopback_copy: true,
+        inline_shutdown: true,
     });
     let mut out = String::new();
     let (major, minor) = k.version;

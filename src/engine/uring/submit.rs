@@ -22,7 +22,7 @@ use crate::core::backend::BackendId;
 use crate::core::conn::{Action, Dir, Event, Side, Via};
 use crate::core::slot::{SlotKey, UserData};
 use crate::engine::op::{
-    self, Connect, Preamble, Recv, RecvMulti, RecvSelect, Send, SendMsg, Shutdown, Splice, fixed,
+    self, Connect, Preamble, Recv, RecvMulti, RecvSelect, Send, SendMsg, Splice, fixed,
 };
 use crate::engine::{rate_limit, socket};
 
@@ -610,18 +610,5 @@ impl Worker {
             // SAFETY: the socket and the pipe live in the slot until the splice's completion.
             None => unsafe { self.queue(key, &[&splice]) },
         }
-    }
-
-    fn shutdown_write(&mut self, key: SlotKey, side: Side) {
-        let Some(io) = self.shard.io_mut(key) else {
-            return;
-        };
-        let Some(socket) = io.socket(side) else {
-            return;
-        };
-        let entry = Shutdown { socket }.sqe().user_data(tag(Op::Shutdown, key));
-        io.in_flight += 1;
-        // SAFETY: the socket lives in the slot until the completion arrived.
-        unsafe { self.queue(key, &[&entry]) }
     }
 }

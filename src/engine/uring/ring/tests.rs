@@ -17,6 +17,7 @@ fn plan() -> Plan {
         send_bundle: false,
         inline_splice: false,
         hot_buffers: false,
+        inline_shutdown: false,
     }
 }
 

@@ -20,6 +20,7 @@ fn plan() -> Plan {
         send_bundle: true,
         inline_splice: false,
         hot_buffers: false,
+        inline_shutdown: false,
     }
 }
 
