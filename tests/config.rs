@@ -264,7 +264,7 @@ address = "10.0.0.2:443"
             defer_taskrun: false,
             inline_splice: true,
             hot_buffers: true,
-            loopback_copy: true,
+            loopback_copy: false,
             inline_shutdown: true,
         },
         tuning: Tuning {

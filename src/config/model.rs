@@ -349,7 +349,8 @@ pub struct Features {
     /// (off: every free buffer is in the ring, and each is reused after all the others).
     pub hot_buffers: bool,
     /// Auto mode: a direction toward a peer on the loopback keeps copying instead of
-    /// switching to splice (off: bulk data splices whatever the peer).
+    /// switching to splice (off, the default: bulk data splices whatever the peer; measured
+    /// better for one stream, worse for several, see kernel-notes.md).
     pub loopback_copy: bool,
     /// io_uring engine: half-close with a direct `shutdown(2)` (off: `IORING_OP_SHUTDOWN`,
     /// which the kernel always runs on an io-wq thread).

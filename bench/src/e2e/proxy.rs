@@ -100,10 +100,10 @@ pub const EXTRA_ROWS: [Row; 12] = [
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
     ringlb_with("uring-copy-cold", "uring", "copy", &["--no-hot-buffers"]),
     ringlb_with(
-        "uring-auto-splice-lo",
+        "uring-auto-loopback-copy",
         "uring",
         "auto",
-        &["--no-loopback-copy"],
+        &["--loopback-copy"],
     ),
     ringlb_with(
         "uring-copy-checks",

@@ -5,7 +5,7 @@
 //! the engine gives them back at its tail. With every free buffer in the ring (4,096 × 16 KiB,
 //! 64 MiB by default) a buffer given back is received into again only after all the others,
 //! so every receive writes to memory that left the caches (and the TLB) long ago: with 64-byte
-//! requests, the kernel's copy into the buffer took 4–7% of the worker's CPU where the copy
+//! requests, the kernel's copy into the buffer took 3.5–7% of the worker's CPU where the copy
 //! out of it, into the backend's socket, took under 1%.
 //!
 //! So the ring holds only a *window* of the free buffers, sized to what the kernel takes
