@@ -153,16 +153,9 @@ impl Backend {
             stderr: Output::File(env.logs.join(format!("backend-{tag}.stderr"))),
             env: Vec::new(),
         })?;
-        let end = Instant::now() + Duration::from_secs(5);
-        while procfs::tcp_listening_on_port(addr.port()) == 0 {
-            if guard.try_exited().is_some() || Instant::now() >= end {
-                return Err(BenchError::Setup(format!(
-                    "the iperf3 server did not listen on {addr}: {}",
-                    proxy::tail(&env.logs.join(format!("backend-{tag}.stderr")), 3)
-                )));
-            }
-            env.stop.sleep(Duration::from_millis(10))?;
-        }
+        let stderr = env.logs.join(format!("backend-{tag}.stderr"));
+        let why = || proxy::tail(&stderr, 3);
+        listening(env, &mut guard, addr, "the iperf3 server", why)?;
         Ok(Backend {
             guard,
             addr,
@@ -203,17 +196,8 @@ impl Backend {
             stderr: Output::File(stderr.clone()),
             env: Vec::new(),
         })?;
-        let end = Instant::now() + Duration::from_secs(5);
-        while procfs::tcp_listening_on_port(addr.port()) == 0 {
-            if guard.try_exited().is_some() || Instant::now() >= end {
-                return Err(BenchError::Setup(format!(
-                    "the nginx HTTP backend did not listen on {addr}: {} {}",
-                    proxy::tail(&stderr, 3),
-                    proxy::tail(&errlog, 3)
-                )));
-            }
-            env.stop.sleep(Duration::from_millis(10))?;
-        }
+        let why = || format!("{} {}", proxy::tail(&stderr, 3), proxy::tail(&errlog, 3));
+        listening(env, &mut guard, addr, "the nginx HTTP backend", why)?;
         Ok(Backend {
             guard,
             addr,
@@ -282,4 +266,27 @@ impl Backend {
             .map(Some)
             .map_err(|e| BenchError::Setup(format!("bad backend stats {json:?}: {e}")))
     }
+}
+
+/// Waits (up to 5 s) until the child `guard` runs listens on `addr` (seen in `/proc`, so no
+/// probe connection is taken for a test); `what` names it and `why` tells what its logs say
+/// when it does not.
+fn listening(
+    env: &Env<'_>,
+    guard: &mut child::Guard,
+    addr: std::net::SocketAddr,
+    what: &str,
+    why: impl Fn() -> String,
+) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(5);
+    while procfs::tcp_listening_on_port(addr.port()) == 0 {
+        if guard.try_exited().is_some() || Instant::now() >= end {
+            return Err(BenchError::Setup(format!(
+                "{what} did not listen on {addr}: {}",
+                why()
+            )));
+        }
+        env.stop.sleep(Duration::from_millis(10))?;
+    }
+    Ok(())
 }
