@@ -262,9 +262,7 @@ impl<Io> Shard<Io> {
                 entry
                     .conn
                     .peers_on_loopback(entry.trail.client_on_loopback, backend_on_loopback);
-                let header = backend
-                    .and_then(|b| self.balancers.get(entry.pool)?.snapshot().send_proxy(b))
-                    .is_some();
+                let header = backend.and_then(|b| snapshot?.send_proxy(b)).is_some();
                 if header || entry.inspect.is_some() {
                     entry.conn.send_preamble();
                 }

@@ -285,9 +285,7 @@ impl Buffers {
                         break;
                     };
                     let addr = base.wrapping_add(usize::from(bid) * size as usize) as u64;
-                    entries.set(*tail, addr, size, bid);
-                    *tail = tail.wrapping_add(1);
-                    *unpublished = true;
+                    provide(entries, tail, unpublished, (addr, size, bid));
                     window.provided();
                 }
             }
@@ -410,15 +408,22 @@ impl Buffers {
                 window,
                 ..
             } => {
-                entries.set(*tail, addr, size, bid);
-                *tail = tail.wrapping_add(1);
-                *unpublished = true;
+                provide(entries, tail, unpublished, (addr, size, bid));
                 if let Some(window) = window {
                     window.provided();
                 }
             }
         }
     }
+}
+
+/// Write buffer `bid` (at `addr`, `size` bytes) at the ring's `tail` and move the tail on; the
+/// kernel sees it after the next publish.
+fn provide(entries: &mut Entries, tail: &mut u16, unpublished: &mut bool, buffer: (u64, u32, u16)) {
+    let (addr, size, bid) = buffer;
+    entries.set(*tail, addr, size, bid);
+    *tail = tail.wrapping_add(1);
+    *unpublished = true;
 }
 
 /// Buffers an armed multishot receive is assumed to take before the engine can stop it.
