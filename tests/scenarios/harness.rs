@@ -96,6 +96,9 @@ pub struct Skip(pub String);
 /// What a scenario returns: done, or skipped with a reason.
 pub type Outcome = Result<(), Skip>;
 
+/// How much of a failed scenario's panic message [`run`] repeats at the end of its output.
+const MESSAGE_AGAIN: usize = 2_000;
+
 /// Runs one (scenario, configuration) pair under the global concurrency limit.
 pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&Ctx) -> Outcome) {
     let _permit = Permit::acquire(EXCLUSIVE.contains(&scenario));
@@ -105,7 +108,26 @@ pub fn run(setup: &Setup, config: &'static str, scenario: &'static str, f: fn(&C
         scenario,
     };
     let started = Instant::now();
-    if let Err(Skip(reason)) = f(&ctx) {
+    let outcome = std::panic::catch_unwind(|| f(&ctx)).unwrap_or_else(|panic| {
+        // Said again last, after the backtrace and the log tails that follow the panic
+        // message, so that a report that keeps only the end of the output still says why.
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let end = (0..=MESSAGE_AGAIN.min(message.len()))
+            .rev()
+            .find(|&i| message.is_char_boundary(i))
+            .unwrap_or(0);
+        eprintln!(
+            "FAILED {config}::{scenario} after {:?}: {}",
+            started.elapsed(),
+            &message[..end]
+        );
+        std::panic::resume_unwind(panic)
+    });
+    if let Err(Skip(reason)) = outcome {
         // Written to the real stderr, past libtest's capture, so that skips are always seen.
         let _ = writeln!(
             io::stderr(),

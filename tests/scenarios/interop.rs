@@ -13,6 +13,11 @@ use crate::peer::{self, Daemon};
 /// address it took from the PROXY header ringlb sent it. Both log each client to stdout (the
 /// daemon's output), `front` as `front ADDRESS:PORT` when the connection ends and `back` as
 /// `back ADDRESS:PORT` when the request is answered (`%ci:%cp`: from the header for `back`).
+///
+/// One thread (`nbthread 1`): HAProxy writes a line to stdout only if it takes the log lock
+/// within 200 tries and drops it otherwise (`fd_write_frag_line`, "we prefer to fail on
+/// collision than to block"), so with a thread per CPU on a loaded machine a line now and then
+/// went missing while another thread held the lock, which failed this scenario in CI.
 fn haproxy(
     ctx: &Ctx,
     front: SocketAddr,
@@ -22,7 +27,7 @@ fn haproxy(
     let binary = peer::find(&["/usr/sbin/haproxy", "/usr/bin/haproxy"], "haproxy")?;
     let dir = peer::scratch(ctx, "haproxy");
     let conf = format!(
-        "global\n  log stdout format raw local0 info\n\
+        "global\n  nbthread 1\n  log stdout format raw local0 info\n\
          defaults\n  log global\n\
          \x20 timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
          listen front\n  mode tcp\n  bind {front}\n  log-format \"front %ci:%cp %ts %Tt\"\n\
