@@ -28,8 +28,8 @@ pub struct Figures {
     pub cpu_per_mreq: Option<f64>,
     /// Proxy CPU seconds per 1,000 connections (connect).
     pub cpu_per_kconn: Option<f64>,
-    /// The whole machine's busy CPU seconds (all CPUs, `/proc/stat`: user, nice, system,
-    /// irq, softirq, steal) per unit of the workload, in the unit of the proxy's CPU figure:
+    /// The whole machine's busy CPU seconds (all CPUs, `/proc/stat`: the window's length less
+    /// idle and iowait, see [`super::procfs::MachineCost`]) per unit of the workload, in the unit of the proxy's CPU figure:
     /// per GB (stream), per million requests (rr, udp-rr), per 1,000 connections (connect),
     /// per million datagrams delivered (udp-stream, iperf3-udp).
     pub machine_cpu: Option<f64>,
@@ -275,6 +275,7 @@ mod tests {
             listener_drops: None,
             machine: Some(MachineCost {
                 busy_secs: 2.0 * cpu,
+                ticked_busy_secs: 2.0 * cpu,
                 softirq_secs: cpu / 2.0,
                 per_cpu_busy_secs: Vec::new(),
             }),

@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Instant;
 
 /// A process tree's counters at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -142,45 +143,63 @@ pub fn snapshot(pids: &[i32]) -> Snapshot {
     s
 }
 
-/// One `cpu` line of `/proc/stat`: the busy and softirq clock ticks so far.
+/// One `cpu` line of `/proc/stat`: the busy, softirq and idle clock ticks so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CpuTicks {
     /// user + nice + system + irq + softirq + steal (not idle, iowait, guest: guest time is
-    /// already counted in user and nice).
+    /// already counted in user and nice). Sampled by the scheduler tick: a burst of work that
+    /// starts after one tick and ends before the next is not in it.
     pub busy: u64,
-    /// softirq alone.
+    /// softirq alone (tick-sampled too).
     pub softirq: u64,
+    /// idle + iowait: measured from idle entry to exit on a tickless (NO_HZ) kernel, not
+    /// sampled, so that the wall time less this is what the CPU really worked.
+    pub idle: u64,
 }
 
 impl CpuTicks {
     /// The ticks of one `cpu` / `cpuN` line's numbers (user nice system idle iowait irq
     /// softirq steal ...); `None` if it has fewer than the first eight.
     fn parse(fields: &[u64]) -> Option<CpuTicks> {
-        let [user, nice, system, _idle, _iowait, irq, softirq, steal] = *fields.get(..8)? else {
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = *fields.get(..8)? else {
             return None;
         };
         Some(CpuTicks {
             busy: user + nice + system + irq + softirq + steal,
             softirq,
+            idle: idle + iowait,
         })
     }
 }
 
-/// The whole machine's CPU counters at one instant (`/proc/stat`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// The whole machine's CPU counters at one instant (`/proc/stat`), with the monotonic clock
+/// read beside them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct MachineCpu {
     /// The aggregate `cpu` line (all CPUs).
     pub all: CpuTicks,
     /// The `cpuN` lines: (N, ticks).
     pub per_cpu: Vec<(usize, CpuTicks)>,
+    /// When the counters were read (none for parsed text).
+    #[serde(skip)]
+    pub at: Option<Instant>,
 }
 
 /// What the whole machine's CPUs spent between two [`MachineCpu`] samples, in seconds.
+///
+/// Busy time is the wall time less idle time, CPU by CPU, not the sum of the tick-sampled
+/// busy counters: a paced load (iperf3 `-b`, wrk at a rate) wakes on timers that fire just
+/// after a tick and sleeps again before the next, and the tick then charges its work to no
+/// one (see kernel-notes.md, "What the whole machine pays").
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct MachineCost {
-    /// Busy seconds of all CPUs together (user+nice+system+irq+softirq+steal).
+    /// Busy seconds of all CPUs together: the window's length times the CPUs less their
+    /// idle and iowait time.
     pub busy_secs: f64,
-    /// Of which softirq.
+    /// The tick-sampled busy counters' sum over the same window (user+nice+system+irq+
+    /// softirq+steal), kept beside for comparison.
+    pub ticked_busy_secs: f64,
+    /// Softirq seconds (tick-sampled: no precise counter exists without IRQ_TIME_ACCOUNTING).
     pub softirq_secs: f64,
     /// Busy seconds of each CPU: (N, seconds).
     pub per_cpu_busy_secs: Vec<(usize, f64)>,
@@ -206,29 +225,45 @@ impl MachineCpu {
                 per_cpu.push((n, ticks));
             }
         }
-        Some(MachineCpu { all: all?, per_cpu })
+        Some(MachineCpu {
+            all: all?,
+            per_cpu,
+            at: None,
+        })
     }
 
     /// Reads `/proc/stat` now.
     pub fn now() -> Option<MachineCpu> {
-        MachineCpu::parse(&fs::read_to_string("/proc/stat").ok()?)
+        let text = fs::read_to_string("/proc/stat").ok()?;
+        let at = Instant::now();
+        Some(MachineCpu {
+            at: Some(at),
+            ..MachineCpu::parse(&text)?
+        })
     }
 
     /// What was spent since `before`, with `ticks` clock ticks per second (counters that went
-    /// backwards count nothing; CPUs not in both samples are left out).
+    /// backwards count nothing; CPUs not in both samples are left out; a CPU is busy for at
+    /// most the window's length, and for none of it when either sample has no time).
     pub fn since_with(&self, before: &MachineCpu, ticks: f64) -> MachineCost {
         let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / ticks;
+        let wall = match (before.at, self.at) {
+            (Some(b), Some(a)) => a.saturating_duration_since(b).as_secs_f64(),
+            _ => 0.0,
+        };
+        let per_cpu_busy_secs: Vec<(usize, f64)> = self
+            .per_cpu
+            .iter()
+            .filter_map(|&(n, t)| {
+                let (_, b) = before.per_cpu.iter().find(|(m, _)| *m == n)?;
+                Some((n, (wall - secs(t.idle, b.idle)).max(0.0)))
+            })
+            .collect();
         MachineCost {
-            busy_secs: secs(self.all.busy, before.all.busy),
+            busy_secs: per_cpu_busy_secs.iter().map(|(_, s)| s).sum(),
+            ticked_busy_secs: secs(self.all.busy, before.all.busy),
             softirq_secs: secs(self.all.softirq, before.all.softirq),
-            per_cpu_busy_secs: self
-                .per_cpu
-                .iter()
-                .filter_map(|&(n, t)| {
-                    let (_, b) = before.per_cpu.iter().find(|(m, _)| *m == n)?;
-                    Some((n, secs(t.busy, b.busy)))
-                })
-                .collect(),
+            per_cpu_busy_secs,
         }
     }
 
@@ -350,54 +385,54 @@ intr 23456 0 0\n";
     #[test]
     fn parses_proc_stat() {
         let m = MachineCpu::parse(STAT_BEFORE).expect("a cpu line");
-        // 100 + 10 + 50 + 5 + 7 + 3: idle (9000) and iowait (20) are not busy.
-        assert_eq!(
-            m.all,
-            CpuTicks {
-                busy: 175,
-                softirq: 7
-            }
-        );
+        // Busy: 100 + 10 + 50 + 5 + 7 + 3; idle and iowait (9000 + 20) apart.
+        let ticks = |busy, softirq, idle| CpuTicks {
+            busy,
+            softirq,
+            idle,
+        };
+        assert_eq!(m.all, ticks(175, 7, 9020));
         assert_eq!(
             m.per_cpu,
-            vec![
-                (
-                    0,
-                    CpuTicks {
-                        busy: 104,
-                        softirq: 4
-                    }
-                ),
-                (
-                    1,
-                    CpuTicks {
-                        busy: 71,
-                        softirq: 3
-                    }
-                ),
-            ]
+            vec![(0, ticks(104, 4, 4510)), (1, ticks(71, 3, 4510))]
         );
+        assert_eq!(m.at, None);
         // The `softirq` line is not a CPU; text without a `cpu` line is nothing.
         assert_eq!(MachineCpu::parse("intr 1\nsoftirq 1 2 3 4 5 6 7 8\n"), None);
         // Too few fields: left out.
         assert_eq!(MachineCpu::parse("cpu 1 2 3\n"), None);
-        assert!(MachineCpu::now().is_some_and(|m| !m.per_cpu.is_empty()));
+        assert!(MachineCpu::now().is_some_and(|m| !m.per_cpu.is_empty() && m.at.is_some()));
     }
 
     #[test]
     fn machine_cost_arithmetic() {
-        let before = MachineCpu::parse(STAT_BEFORE).expect("before");
-        let after = MachineCpu::parse(STAT_AFTER).expect("after");
+        let t0 = Instant::now();
+        let mut before = MachineCpu::parse(STAT_BEFORE).expect("before");
+        let mut after = MachineCpu::parse(STAT_AFTER).expect("after");
+        before.at = Some(t0);
+        after.at = Some(t0 + std::time::Duration::from_secs(2));
         let c = after.since_with(&before, 100.0);
-        // After: 300+10+150+15+57+3 = 535 busy; guest (40) is inside user, not added.
-        assert!((c.busy_secs - (535.0 - 175.0) / 100.0).abs() < 1e-12);
-        assert!((c.softirq_secs - 0.5).abs() < 1e-12);
-        // cpu0: 200+5+100+10+40+2 = 357 - 104; cpu1: 100+5+50+5+17+1 = 178 - 71.
-        assert_eq!(c.per_cpu_busy_secs, vec![(0, 2.53), (1, 1.07)]);
-        // Backwards counters (a CPU went offline and came back) count nothing.
+        // Busy is the 2 s window less idle+iowait: cpu0 2 - (4570-4510)/100 = 1.4 s,
+        // cpu1 2 - (4620-4510)/100 = 0.9 s.
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert_eq!(c.per_cpu_busy_secs.len(), 2);
+        assert!(near(c.per_cpu_busy_secs[0].1, 1.4) && near(c.per_cpu_busy_secs[1].1, 0.9));
+        assert!(near(c.busy_secs, 2.3), "{c:?}");
+        // The tick-sampled sum beside it: 300+10+150+15+57+3 = 535 (guest, 40, is inside
+        // user, not added), less 175.
+        assert!(near(c.ticked_busy_secs, (535.0 - 175.0) / 100.0));
+        assert!(near(c.softirq_secs, 0.5));
+        // Idle longer than the window (counter granularity) is no work, not negative work.
+        after.at = Some(t0 + std::time::Duration::from_millis(500));
+        let short = after.since_with(&before, 100.0);
+        assert_eq!(short.per_cpu_busy_secs, vec![(0, 0.0), (1, 0.0)]);
+        // Backwards counters (a CPU went offline and came back) count nothing, nor does a
+        // window without times.
         let back = before.since_with(&after, 100.0);
-        assert_eq!(back.busy_secs, 0.0);
+        assert_eq!((back.busy_secs, back.ticked_busy_secs), (0.0, 0.0));
         assert_eq!(back.softirq_secs, 0.0);
+        before.at = None;
+        assert_eq!(after.since_with(&before, 100.0).busy_secs, 0.0);
     }
 
     #[test]

@@ -251,7 +251,8 @@ impl Results {
             "CPU: the proxy's utime+stime (all threads and processes; io_uring's io-wq \
              workers, `iou-wrk-*`, are threads of the proxy's process, so their time is in it). \
              Machine CPU: the whole machine's busy time over the same window (`/proc/stat`, all \
-             CPUs: user, nice, system, irq, softirq, steal; not idle or iowait), per unit like \
+             CPUs: the window's length less idle and iowait, which a tickless kernel measures \
+             exactly, unlike the tick-sampled user and system counters), per unit like \
              the proxy's CPU; it includes loadgen, the backend, softirq work on any CPU and \
              kernel threads (kworkers, which cannot be charged to a process). Over direct: the \
              row's machine CPU minus `direct`'s, what the proxy added to the machine; the \
