@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::child::StopFlag;
 use super::error::{BenchError, Result, io_err};
+use super::interleave;
 use super::measure::Env;
 use super::opts::{Options, Plan};
 use super::peers::{self, Peers};
@@ -129,11 +130,16 @@ pub fn run(opts: &Options) -> Result<usize> {
             fd_limit: plan.fd_limit,
         },
     };
-    let mut results = Vec::new();
-    for (i, row) in rows.iter().enumerate() {
-        let label = format!("[{}/{} {}]", i + 1, rows.len(), row.name);
-        results.push(runner.run_row(*row, &workloads, &label)?);
-    }
+    let results = if opts.interleave {
+        interleave::run(&runner, &rows, &workloads)?
+    } else {
+        let mut results = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let label = format!("[{}/{} {}]", i + 1, rows.len(), row.name);
+            results.push(runner.run_row(*row, &workloads, &label)?);
+        }
+        results
+    };
     // A TCP check: not run when only UDP workloads were asked for.
     let tcp = workloads.iter().any(|w| !w.is_udp());
     let iowq = match rows.iter().find(|r| r.name == URING_SPLICE) {
@@ -160,6 +166,7 @@ pub fn run(opts: &Options) -> Result<usize> {
         loadavg_before,
         loadavg_after: loadavg(),
         perf_unavailable: peers.perf.as_ref().err().cloned(),
+        interleaved: opts.interleave,
         rows: results,
         iowq,
         elapsed_secs: started.elapsed().as_secs_f64(),

@@ -215,28 +215,32 @@ pub fn compute(
             });
         }
     }
-    // The workload's unit, as the proxy's CPU figure counts it (idle: none, nothing moves).
-    let unit = |r: &RunRecord| -> Option<f64> {
-        match workload {
-            Workload::Stream(_) | Workload::Iperf3Tcp { .. } => {
-                Some(stream_bytes(workload, r)? / 1e9)
-            }
-            Workload::Rr(_) | Workload::RrPaced(_) | Workload::Wrk { .. } | Workload::UdpRr(_) => {
-                Some(r.load.requests as f64 / 1e6)
-            }
-            Workload::Connect => Some(r.load.connections_opened as f64 / 1e3),
-            Workload::UdpStream(_) | Workload::Iperf3Udp => {
-                Some(r.backend?.datagrams_in as f64 / 1e6)
-            }
-            Workload::Idle => None,
-        }
-    };
-    f.machine_cpu = m(&|r| ratio(r.machine.as_ref()?.busy_secs, unit(r)?));
+    f.machine_cpu = m(&|r| machine_per_unit(workload, r));
     f.softirq_pct = m(&|r| {
         let c = r.machine.as_ref()?;
         ratio(c.softirq_secs * 100.0, c.busy_secs)
     });
     f
+}
+
+/// Run `r`'s units of `workload`, as the proxy's CPU figure counts them: GB (stream),
+/// millions of requests (rr, wrk, udp-rr), thousands of connections (connect), millions of
+/// datagrams delivered (udp-stream, iperf3-udp); idle has none (nothing moves).
+pub fn units(workload: Workload, r: &RunRecord) -> Option<f64> {
+    match workload {
+        Workload::Stream(_) | Workload::Iperf3Tcp { .. } => Some(stream_bytes(workload, r)? / 1e9),
+        Workload::Rr(_) | Workload::RrPaced(_) | Workload::Wrk { .. } | Workload::UdpRr(_) => {
+            Some(r.load.requests as f64 / 1e6)
+        }
+        Workload::Connect => Some(r.load.connections_opened as f64 / 1e3),
+        Workload::UdpStream(_) | Workload::Iperf3Udp => Some(r.backend?.datagrams_in as f64 / 1e6),
+        Workload::Idle => None,
+    }
+}
+
+/// Run `r`'s whole-machine busy CPU seconds per unit of `workload` ([`units`]).
+pub fn machine_per_unit(workload: Workload, r: &RunRecord) -> Option<f64> {
+    ratio(r.machine.as_ref()?.busy_secs, units(workload, r)?)
 }
 
 /// The bytes a stream run moved: what the iperf3 server received, or what loadgen sent and

@@ -9,7 +9,7 @@
 //! median of the runs; a row whose backend did not receive what loadgen sent fails loudly.
 //!
 //! Modules: [`opts`] (flags, timing plan), [`app`] (the whole run), [`runner`] (rows and
-//! workloads), [`measure`] (one run), [`backend`] (the backends), [`proxy`] (rows and proxy
+//! workloads), [`interleave`] (rows in turns), [`paired`] (round-by-round ratios), [`measure`] (one run), [`backend`] (the backends), [`proxy`] (rows and proxy
 //! processes), [`peers`] (HAProxy, nginx, iperf3, wrk, perf), [`workload`], [`iperf3`] and
 //! [`wrk`] (their arguments and reports), [`figures`]
 //! (medians), [`verify`] (did the row forward), [`report`] (markdown), [`client_tables`] (the fixed-rate and client tables), [`targets`],
@@ -23,9 +23,11 @@ pub mod child;
 pub mod client_tables;
 pub mod error;
 pub mod figures;
+pub mod interleave;
 pub mod iperf3;
 pub mod measure;
 pub mod opts;
+pub mod paired;
 pub mod peers;
 pub mod procfs;
 pub mod proxy;

@@ -56,6 +56,11 @@ pub struct Options {
     /// Directory holding the ringlb, loadgen and backend binaries [default: next to e2e].
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// Take the rows in turns: for each workload every row's proxy starts, and each round
+    /// runs every row once, so that the targets can be judged round by round (paired
+    /// ratios) on a machine whose load drifts.
+    #[arg(long)]
+    pub interleave: bool,
     /// Do not run `cargo build` for ringlb, loadgen and backend first.
     #[arg(long)]
     pub no_build: bool,

@@ -32,6 +32,8 @@ pub struct Results {
     pub loadavg_after: String,
     /// Why syscalls are n/a, if they are.
     pub perf_unavailable: Option<String>,
+    /// `--interleave`: the rows ran in turns, run `i` of each in round `i`.
+    pub interleaved: bool,
     /// The rows.
     pub rows: Vec<RowResult>,
     /// The io-wq bound check (uring splice with many streams), if it ran.

@@ -71,6 +71,20 @@ impl RowResult {
     }
 }
 
+/// One row's workload between its first and its last run: the backend, the proxy (when it
+/// lasts the runs), the runs so far and the first failure, which ends its runs.
+#[derive(Debug)]
+pub struct OpenWorkload {
+    row: Row,
+    workload: Workload,
+    label: String,
+    backend: Backend,
+    proxy: Option<Proxy>,
+    records: Vec<RunRecord>,
+    eagain: Option<(u64, u64)>,
+    error: Option<BenchError>,
+}
+
 /// Runs everything that one row needs.
 #[derive(Debug)]
 pub struct Runner<'a> {
@@ -98,28 +112,13 @@ impl Runner<'_> {
         let mut results: Vec<WorkloadResult> = Vec::new();
         let mut start_failure: Option<String> = None;
         for &w in workloads {
-            if let Some(why) = w.unavailable(self.ctx.peers).or_else(|| row.skip_reason(w)) {
-                eprintln!("{label} {} skipped: {why}", w.name());
-                let mut r = failed(w, String::new());
-                r.failure = None;
-                r.skipped = Some(why);
+            if let Some(r) = self.not_run(row, w, start_failure.as_deref(), label) {
                 results.push(r);
                 continue;
             }
             let t0 = Instant::now();
-            let r = match &start_failure {
-                // The proxy would not start: do not retry it for every workload.
-                Some(why) => failed(w, format!("not run: {why}")),
-                None => self.run_workload(row, w, self.env.plan.runs, label)?,
-            };
-            if let Some(f) = &r.failure {
-                if start_failure.is_none() {
-                    eprintln!("{label} {}: FAILED: {f}", r.name);
-                }
-                if r.runs.is_empty() && (f.contains("at start") || f.contains("did not listen")) {
-                    start_failure.get_or_insert_with(|| f.clone());
-                }
-            }
+            let r = self.run_workload(row, w, self.env.plan.runs, label)?;
+            note_failure(&r, &mut start_failure, label);
             eprintln!(
                 "{label} {} done in {:.1} s",
                 r.name,
@@ -134,6 +133,29 @@ impl Runner<'_> {
         })
     }
 
+    /// The result of `workload` on `row` when it does not run: skipped (the row or the
+    /// workload cannot), or failed because the proxy would not start for an earlier one.
+    pub fn not_run(
+        &self,
+        row: Row,
+        workload: Workload,
+        start_failure: Option<&str>,
+        label: &str,
+    ) -> Option<WorkloadResult> {
+        if let Some(why) = workload
+            .unavailable(self.ctx.peers)
+            .or_else(|| row.skip_reason(workload))
+        {
+            eprintln!("{label} {} skipped: {why}", workload.name());
+            let mut r = failed(workload, String::new());
+            r.failure = None;
+            r.skipped = Some(why);
+            return Some(r);
+        }
+        // The proxy would not start: do not retry it for every workload.
+        start_failure.map(|why| failed(workload, format!("not run: {why}")))
+    }
+
     /// Runs `workload` `runs` times on `row` with one backend; fails only on interruption
     /// (other problems are recorded in the result).
     pub fn run_workload(
@@ -143,32 +165,145 @@ impl Runner<'_> {
         runs: usize,
         label: &str,
     ) -> Result<WorkloadResult> {
+        let mut open = match self.open(row, workload, label)? {
+            Ok(open) => open,
+            Err(failed) => return Ok(failed),
+        };
+        for i in 0..runs {
+            self.run_next(&mut open, i, runs)?;
+        }
+        self.close(open)
+    }
+
+    /// Starts `workload`'s backend for `row`, and its proxy unless each run starts its own;
+    /// a backend that would not start is a failed result (`Ok(Err(..))`), a proxy that would
+    /// not start a failure recorded in the [`OpenWorkload`].
+    pub fn open(
+        &self,
+        row: Row,
+        workload: Workload,
+        label: &str,
+    ) -> Result<std::result::Result<OpenWorkload, WorkloadResult>> {
         let name = workload.name();
         let tag = format!("{}-{name}", row.name);
         let backend = match Backend::start(&self.env, workload.backend(), &tag) {
             Ok(b) => b,
             Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
-            Err(e) => return Ok(failed(workload, e.to_string())),
+            Err(e) => return Ok(Err(failed(workload, e.to_string()))),
         };
-        let mut records = Vec::new();
-        let mut eagain: Option<(u64, u64)> = None;
-        let outcome = self.runs(
+        let mut open = OpenWorkload {
             row,
             workload,
-            runs,
-            &backend,
-            label,
-            &mut records,
-            &mut eagain,
+            label: label.to_string(),
+            backend,
+            proxy: None,
+            records: Vec::new(),
+            eagain: None,
+            error: None,
+        };
+        if !workload.fresh_proxy_per_run() {
+            let t = Instant::now();
+            match row.start(&self.ctx, open.backend.addr, workload, &name) {
+                Ok(p) => open.proxy = p,
+                Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
+                Err(e) => open.error = Some(e),
+            }
+            debug(label, "proxy started", t);
+        }
+        Ok(Ok(open))
+    }
+
+    /// Run `i` (of `runs`) of an open workload; a failure ends its runs and is recorded in
+    /// it. Fails only on interruption.
+    pub fn run_next(&self, open: &mut OpenWorkload, i: usize, runs: usize) -> Result<()> {
+        if open.error.is_some() {
+            return Ok(());
+        }
+        match self.one_run(open, i, runs) {
+            Err(BenchError::Interrupted) => Err(BenchError::Interrupted),
+            Err(e) => {
+                open.error = Some(e);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn one_run(&self, open: &mut OpenWorkload, i: usize, runs: usize) -> Result<()> {
+        self.stop().check()?;
+        let (row, workload) = (open.row, open.workload);
+        let name = workload.name();
+        let label = open.label.as_str();
+        let tag = format!("{}-{name}-{}", row.name, i + 1);
+        if workload.fresh_proxy_per_run() {
+            let tag = format!("{name}-{}", i + 1);
+            open.proxy = row.start(&self.ctx, open.backend.addr, workload, &tag)?;
+        }
+        let target = open.proxy.as_ref().map_or(open.backend.addr, |p| p.listen);
+        let t = Instant::now();
+        let rec = measure::run_once(
+            &self.env,
+            workload,
+            (target, &open.backend),
+            open.proxy.as_ref(),
+            &tag,
+        )?;
+        debug(label, "run done", t);
+        eprintln!(
+            "{label} {name} run {}/{runs}: {}",
+            i + 1,
+            describe(workload, &rec)
         );
+        open.records.push(rec);
+        if let Some(p) = open.proxy.as_mut() {
+            if !p.running() {
+                let why = super::proxy::tail(&p.stderr, 3);
+                return Err(BenchError::Setup(format!(
+                    "the proxy exited during run {}: {why}",
+                    i + 1
+                )));
+            }
+        }
+        if workload.fresh_proxy_per_run() {
+            if let Some(p) = open.proxy.take() {
+                self.drain(&open.backend)?;
+                add_eagain(&mut open.eagain, &p.stop());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops an open workload's proxy and backend, checks what the backend received and
+    /// computes the figures. Fails only on interruption.
+    pub fn close(&self, open: OpenWorkload) -> Result<WorkloadResult> {
+        let OpenWorkload {
+            workload,
+            label,
+            backend,
+            proxy,
+            records,
+            mut eagain,
+            error,
+            ..
+        } = open;
+        let mut outcome = error.map_or(Ok(()), Err);
+        if let Some(p) = proxy {
+            let t = Instant::now();
+            let drained = self.drain(&backend);
+            debug(&label, "drained", t);
+            add_eagain(&mut eagain, &p.stop());
+            debug(&label, "proxy stopped", t);
+            if let (Ok(()), Err(e)) = (&outcome, drained) {
+                outcome = Err(e);
+            }
+        }
+        if let Err(BenchError::Interrupted) = outcome {
+            return Err(BenchError::Interrupted);
+        }
         // Let the last bytes reach the backend before stopping it.
         self.drain(&backend)?;
         let stats = backend.stop();
-        let mut failure = match outcome {
-            Err(BenchError::Interrupted) => return Err(BenchError::Interrupted),
-            Err(e) => Some(e.to_string()),
-            Ok(()) => None,
-        };
+        let mut failure = outcome.err().map(|e| e.to_string());
         let backend = match stats {
             Ok(Some(s)) => Some(s),
             // An iperf3 server keeps no counters: what it reported run by run adds up to them.
@@ -185,12 +320,12 @@ impl Runner<'_> {
             failure = verify::verify_udp(workload, &records).err();
         }
         if let (None, Some(b), Workload::Idle) = (&failure, &backend, workload) {
-            warn_partial_idle(&records, self.env.plan.idle_connections, b, label);
+            warn_partial_idle(&records, self.env.plan.idle_connections, b, &label);
         }
         let figures = figures::compute(workload, &records, eagain, backend.as_ref());
         Ok(WorkloadResult {
             workload,
-            name,
+            name: workload.name(),
             runs: records,
             backend,
             eagain,
@@ -198,69 +333,6 @@ impl Runner<'_> {
             skipped: None,
             figures,
         })
-    }
-
-    /// The runs of one workload, proxy started once (or per run for idle).
-    #[allow(clippy::too_many_arguments)]
-    fn runs(
-        &self,
-        row: Row,
-        workload: Workload,
-        runs: usize,
-        backend: &Backend,
-        label: &str,
-        records: &mut Vec<RunRecord>,
-        eagain: &mut Option<(u64, u64)>,
-    ) -> Result<()> {
-        let name = workload.name();
-        let mut proxy: Option<Proxy> = None;
-        let t = Instant::now();
-        if !workload.fresh_proxy_per_run() {
-            proxy = row.start(&self.ctx, backend.addr, workload, &name)?;
-        }
-        debug(label, "proxy started", t);
-        for i in 0..runs {
-            self.stop().check()?;
-            let tag = format!("{}-{name}-{}", row.name, i + 1);
-            if workload.fresh_proxy_per_run() {
-                let tag = format!("{name}-{}", i + 1);
-                proxy = row.start(&self.ctx, backend.addr, workload, &tag)?;
-            }
-            let target = proxy.as_ref().map_or(backend.addr, |p| p.listen);
-            let t = Instant::now();
-            let rec =
-                measure::run_once(&self.env, workload, (target, backend), proxy.as_ref(), &tag)?;
-            debug(label, "run done", t);
-            eprintln!(
-                "{label} {name} run {}/{runs}: {}",
-                i + 1,
-                describe(workload, &rec)
-            );
-            records.push(rec);
-            if let Some(p) = proxy.as_mut() {
-                if !p.running() {
-                    let why = super::proxy::tail(&p.stderr, 3);
-                    return Err(BenchError::Setup(format!(
-                        "the proxy exited during run {}: {why}",
-                        i + 1
-                    )));
-                }
-            }
-            if workload.fresh_proxy_per_run() {
-                if let Some(p) = proxy.take() {
-                    self.drain(backend)?;
-                    add_eagain(eagain, &p.stop());
-                }
-            }
-        }
-        if let Some(p) = proxy.take() {
-            let t = Instant::now();
-            self.drain(backend)?;
-            debug(label, "drained", t);
-            add_eagain(eagain, &p.stop());
-            debug(label, "proxy stopped", t);
-        }
-        Ok(())
     }
 
     /// Waits (up to 5 s) until no connection to the backend is left, so that the last bytes
@@ -271,6 +343,20 @@ impl Runner<'_> {
             self.stop().sleep(Duration::from_millis(20))?;
         }
         Ok(())
+    }
+}
+
+/// Prints a result's failure, and remembers it in `start_failure` when the proxy did not
+/// start (the row's later workloads are then not run).
+pub fn note_failure(r: &WorkloadResult, start_failure: &mut Option<String>, label: &str) {
+    let Some(f) = &r.failure else {
+        return;
+    };
+    if start_failure.is_none() {
+        eprintln!("{label} {}: FAILED: {f}", r.name);
+    }
+    if r.runs.is_empty() && (f.contains("at start") || f.contains("did not listen")) {
+        start_failure.get_or_insert_with(|| f.clone());
     }
 }
 

@@ -210,6 +210,9 @@ impl Results {
         if !self.has_named(w) {
             return Outcome::NotMeasured(format!("{w} did not run"));
         }
+        if let Some(o) = self.interleaved.then(|| self.judge_paired(t)).flatten() {
+            return o;
+        }
         match t.goal {
             Goal::Overhead { factor } => judge_overhead(
                 self.overhead_figure(RINGLB_DEFAULT, w),
@@ -243,6 +246,14 @@ impl Results {
              is not measured.\n",
             PEERS.map(|p| format!("`{p}`")).join(", ")
         );
+        if self.interleaved {
+            let _ = writeln!(
+                s,
+                "The rows ran in turns (`--interleave`), so each target is judged round by \
+                 round: ringlb's figure over the best peer's of the same round, and the median \
+                 of those ratios.\n"
+            );
+        }
         let _ = writeln!(s, "| target | row | value | result |");
         let _ = writeln!(s, "|---|---|---|---|");
         for t in &TARGETS {

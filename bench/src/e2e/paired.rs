@@ -1,0 +1,141 @@
+//! The issue's targets judged round by round, when the rows ran in turns
+//! ([`super::interleave`]): in each round ringlb's figure is divided by the best peer's of the
+//! same round, and the target is judged on the median of those ratios. A ratio of two runs a
+//! few seconds apart cancels the drift of a shared machine that a ratio of two medians taken
+//! minutes apart keeps.
+
+use super::figures::{machine_per_unit, median};
+use super::measure::RunRecord;
+use super::report::Results;
+use super::svg::num;
+use super::targets::{Goal, Outcome, PEERS, RINGLB_DEFAULT, Target};
+use super::workload::Workload;
+
+/// A figure of one run.
+type PerRun = fn(Workload, &RunRecord) -> Option<f64>;
+
+/// Round by round, `ours` over the best of `peers` in that round (the lowest, or with
+/// `higher` the highest); a round counts where ours and at least one peer were measured and
+/// the best is above zero. The median ratio and the rounds it is over.
+pub fn paired_ratio(
+    ours: &[Option<f64>],
+    peers: &[Vec<Option<f64>>],
+    higher: bool,
+) -> Option<(f64, usize)> {
+    let ratios: Vec<Option<f64>> = ours
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let best = peers
+                .iter()
+                .filter_map(|p| p.get(k).copied().flatten())
+                .reduce(|a, b| if higher == (b > a) { b } else { a })?;
+            (best > 0.0).then_some(v? / best)
+        })
+        .collect();
+    let n = ratios.iter().flatten().count();
+    Some((median(ratios)?, n))
+}
+
+impl Results {
+    /// `row`'s figure `get` in each run of `workload`, in round order; `None` if the row did
+    /// not run it or failed it.
+    fn per_run(&self, row: &str, workload: &str, get: PerRun) -> Option<Vec<Option<f64>>> {
+        let w = self
+            .row(row)?
+            .workloads
+            .iter()
+            .find(|w| w.name == workload && w.failure.is_none() && w.skipped.is_none())?;
+        Some(w.runs.iter().map(|r| get(w.workload, r)).collect())
+    }
+
+    /// `row`'s whole-machine CPU per unit over `direct`'s in the same round, run by run.
+    fn per_run_overhead(&self, row: &str, workload: &str) -> Option<Vec<Option<f64>>> {
+        let ours = self.per_run(row, workload, machine_per_unit)?;
+        let direct = self.per_run("direct", workload, machine_per_unit)?;
+        Some(
+            ours.iter()
+                .enumerate()
+                .map(|(k, v)| Some((*v)? - direct.get(k).copied().flatten()?))
+                .collect(),
+        )
+    }
+
+    /// How `t` came out round by round, or `None` when ringlb's row or every peer's lacks
+    /// the runs (then the medians judge it).
+    pub(super) fn judge_paired(&self, t: &Target) -> Option<Outcome> {
+        let w = t.workload;
+        let peers = |get: &dyn Fn(&str) -> Option<Vec<Option<f64>>>| -> Vec<Vec<Option<f64>>> {
+            PEERS.iter().filter_map(|p| get(p)).collect()
+        };
+        match t.goal {
+            Goal::Overhead { factor } => {
+                let ours = self.per_run_overhead(RINGLB_DEFAULT, w)?;
+                let theirs = peers(&|p| self.per_run_overhead(p, w));
+                let (ratio, rounds) = paired_ratio(&ours, &theirs, false)?;
+                let shown = format!(
+                    "{}× the best peer of each round (median of {rounds} rounds)",
+                    num(ratio)
+                );
+                Some(if ratio <= factor {
+                    Outcome::Met(shown)
+                } else {
+                    Outcome::Missed(shown)
+                })
+            }
+            Goal::RateAtCpu { factor } => {
+                let rps: PerRun = |_, r| Some(r.load.requests_per_sec);
+                let ours_rate = self.per_run(RINGLB_DEFAULT, w, rps)?;
+                let ours_cpu = self.per_run(RINGLB_DEFAULT, w, machine_per_unit)?;
+                let (rate, rounds) =
+                    paired_ratio(&ours_rate, &peers(&|p| self.per_run(p, w, rps)), true)?;
+                let (cpu, _) = paired_ratio(
+                    &ours_cpu,
+                    &peers(&|p| self.per_run(p, w, machine_per_unit)),
+                    false,
+                )?;
+                let shown = format!(
+                    "{}× the fastest peer's req/s at {}× the thriftiest's machine CPU/request \
+                     (medians of {rounds} rounds)",
+                    num(rate),
+                    num(cpu)
+                );
+                Some(if rate >= factor && cpu <= 1.0 {
+                    Outcome::Met(shown)
+                } else {
+                    Outcome::Missed(shown)
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_taken_round_by_round_against_that_rounds_best() {
+        // Round 1: best peer 2.0 (ours 1.0: 0.5); round 2: 4.0 (ours 2.0: 0.5); round 3:
+        // best 1.0 (ours 3.0: 3.0). Median 0.5 although the medians (2.0 vs 2.0) tie.
+        let ours = [Some(1.0), Some(2.0), Some(3.0)];
+        let peers = vec![
+            vec![Some(2.0), Some(4.0), Some(1.0)],
+            vec![Some(3.0), None, Some(9.0)],
+        ];
+        assert_eq!(paired_ratio(&ours, &peers, false), Some((0.5, 3)));
+        // Highest is best: round 1 3.0, round 2 4.0, round 3 9.0.
+        let (r, n) = paired_ratio(&ours, &peers, true).unwrap();
+        assert_eq!(n, 3);
+        assert!((r - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rounds_without_both_sides_or_with_no_positive_best_do_not_count() {
+        let ours = [Some(1.0), None, Some(1.0), Some(1.0)];
+        let peers = vec![vec![Some(2.0), Some(2.0), None, Some(-0.5)]];
+        assert_eq!(paired_ratio(&ours, &peers, false), Some((0.5, 1)));
+        assert_eq!(paired_ratio(&[None], &peers, false), None);
+        assert_eq!(paired_ratio(&ours, &[], false), None);
+    }
+}
