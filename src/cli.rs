@@ -375,10 +375,10 @@ pub struct OverrideArgs {
     /// most recently used ones.
     #[arg(long)]
     pub no_hot_buffers: bool,
-    /// Auto mode: keep copying toward peers on the loopback instead of splicing bulk data
-    /// (an experiment, off by default: see kernel-notes.md).
+    /// Auto mode: splice bulk data toward peers on the loopback too (by default a direction
+    /// toward a local peer keeps copying: it costs the machine less, see kernel-notes.md).
     #[arg(long)]
-    pub loopback_copy: bool,
+    pub no_loopback_copy: bool,
     /// Half-close with IORING_OP_SHUTDOWN (on io-wq threads) instead of a direct shutdown(2).
     #[arg(long)]
     pub no_inline_shutdown: bool,
@@ -463,7 +463,7 @@ impl OverrideArgs {
             no_defer_taskrun: self.no_defer_taskrun,
             no_inline_splice: self.no_inline_splice,
             no_hot_buffers: self.no_hot_buffers,
-            loopback_copy: self.loopback_copy,
+            no_loopback_copy: self.no_loopback_copy,
             no_inline_shutdown: self.no_inline_shutdown,
             pipe_size: self.pipe_size.clone(),
             buffer_size: self.buffer_size.clone(),

@@ -126,7 +126,7 @@ fn demo_config(
             defer_taskrun: true,
             inline_splice: true,
             hot_buffers: true,
-            loopback_copy: false,
+            loopback_copy: true,
             inline_shutdown: true,
         },
         tuning,

@@ -97,6 +97,7 @@ fn base_parses_with_defaults() {
     assert_eq!(config.timeouts.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
     let f = config.features;
     assert!(f.multishot && f.buffer_ring && f.send_bundle && f.defer_taskrun);
+    assert!(f.inline_splice && f.hot_buffers && f.loopback_copy && f.inline_shutdown);
     let t = config.tuning;
     assert_eq!(t.ring_entries, DEFAULT_RING_ENTRIES);
     assert_eq!(t.buffer_count, DEFAULT_BUFFER_COUNT);
@@ -271,7 +272,7 @@ address = "10.0.0.2:443"
             defer_taskrun: false,
             inline_splice: true,
             hot_buffers: true,
-            loopback_copy: false,
+            loopback_copy: true,
             inline_shutdown: true,
         },
         tuning: Tuning {

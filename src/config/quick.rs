@@ -241,8 +241,8 @@ pub struct Overrides {
     pub no_inline_splice: bool,
     /// `--no-hot-buffers`.
     pub no_hot_buffers: bool,
-    /// `--loopback-copy` (off by default: turns it on).
-    pub loopback_copy: bool,
+    /// `--no-loopback-copy`.
+    pub no_loopback_copy: bool,
     /// `--no-inline-shutdown`.
     pub no_inline_shutdown: bool,
     /// `--pipe-size`, as written (bytes or `"256KiB"`).
@@ -396,13 +396,11 @@ impl Overrides {
             (&mut f.inline_splice, self.no_inline_splice),
             (&mut f.hot_buffers, self.no_hot_buffers),
             (&mut f.inline_shutdown, self.no_inline_shutdown),
+            (&mut f.loopback_copy, self.no_loopback_copy),
         ] {
             if off {
                 *switch = Some(false);
             }
-        }
-        if self.loopback_copy {
-            f.loopback_copy = Some(true);
         }
         let tuning = &mut raw.tuning;
         if let Some(size) = &self.pipe_size {

@@ -67,7 +67,7 @@ pub fn validate(raw: RawConfig, src: &Source<'_>, host: &Host<'_>) -> Result<Con
             defer_taskrun: f.defer_taskrun.unwrap_or(true),
             inline_splice: f.inline_splice.unwrap_or(true),
             hot_buffers: f.hot_buffers.unwrap_or(true),
-            loopback_copy: f.loopback_copy.unwrap_or(false),
+            loopback_copy: f.loopback_copy.unwrap_or(true),
             inline_shutdown: f.inline_shutdown.unwrap_or(true),
         },
         tuning,

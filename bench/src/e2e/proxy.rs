@@ -68,8 +68,8 @@ const fn ringlb_with(
 
 /// Rows run only when named with `--rows`: one setting compared against its default, for the
 /// choices made from figures (pipe size, inline splice vs IORING_OP_SPLICE, shutdown(2) vs
-/// IORING_OP_SHUTDOWN, send bundles vs sendmsg, hot buffers vs the whole ring, auto copying vs
-/// splicing toward the loopback, active health checks on, sticky sessions on).
+/// IORING_OP_SHUTDOWN, send bundles vs sendmsg, hot buffers vs the whole ring, auto splicing vs
+/// copying toward the loopback, active health checks on, sticky sessions on).
 pub const EXTRA_ROWS: [Row; 12] = [
     ringlb_with(
         "uring-splice-pipe64k",
@@ -100,10 +100,10 @@ pub const EXTRA_ROWS: [Row; 12] = [
     ringlb_with("uring-auto-sendmsg", "uring", "auto", &["--no-send-bundle"]),
     ringlb_with("uring-copy-cold", "uring", "copy", &["--no-hot-buffers"]),
     ringlb_with(
-        "uring-auto-loopback-copy",
+        "uring-auto-loopback-splice",
         "uring",
         "auto",
-        &["--loopback-copy"],
+        &["--no-loopback-copy"],
     ),
     ringlb_with(
         "uring-copy-checks",
