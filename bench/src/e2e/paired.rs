@@ -4,8 +4,11 @@
 //! few seconds apart cancels the drift of a shared machine that a ratio of two medians taken
 //! minutes apart keeps.
 
+use std::fmt::Write as _;
+
 use super::figures::{machine_per_unit, median};
 use super::measure::RunRecord;
+use super::proxy::RowKind;
 use super::report::Results;
 use super::svg::num;
 use super::targets::{Goal, Outcome, PEERS, RINGLB_DEFAULT, Target};
@@ -15,15 +18,14 @@ use super::workload::Workload;
 type PerRun = fn(Workload, &RunRecord) -> Option<f64>;
 
 /// Round by round, `ours` over the best of `peers` in that round (the lowest, or with
-/// `higher` the highest); a round counts where ours and at least one peer were measured and
-/// the best is above zero. The median ratio and the rounds it is over.
-pub fn paired_ratio(
+/// `higher` the highest); `None` for a round where ours or every peer is missing, or the best
+/// is not above zero.
+pub fn round_ratios(
     ours: &[Option<f64>],
     peers: &[Vec<Option<f64>>],
     higher: bool,
-) -> Option<(f64, usize)> {
-    let ratios: Vec<Option<f64>> = ours
-        .iter()
+) -> Vec<Option<f64>> {
+    ours.iter()
         .enumerate()
         .map(|(k, &v)| {
             let best = peers
@@ -32,12 +34,78 @@ pub fn paired_ratio(
                 .reduce(|a, b| if higher == (b > a) { b } else { a })?;
             (best > 0.0).then_some(v? / best)
         })
-        .collect();
+        .collect()
+}
+
+/// The median of [`round_ratios`] and the rounds it is over.
+pub fn paired_ratio(
+    ours: &[Option<f64>],
+    peers: &[Vec<Option<f64>>],
+    higher: bool,
+) -> Option<(f64, usize)> {
+    let ratios = round_ratios(ours, peers, higher);
     let n = ratios.iter().flatten().count();
     Some((median(ratios)?, n))
 }
 
+/// In how many rounds `ours` was below the best (lowest) peer's, of the rounds counted.
+fn rounds_below_one(ours: &[Option<f64>], peers: &[Vec<Option<f64>>]) -> (usize, usize) {
+    let ratios: Vec<f64> = round_ratios(ours, peers, false)
+        .into_iter()
+        .flatten()
+        .collect();
+    (ratios.iter().filter(|&&r| r < 1.0).count(), ratios.len())
+}
+
 impl Results {
+    /// The paired section (rows in turns): for every workload `direct` ran, each row's
+    /// machine overhead over direct against the best peer's of the same round.
+    pub(super) fn paired_section(&self, s: &mut String) {
+        let mut names: Vec<&str> = Vec::new();
+        for r in self.ran() {
+            for w in &r.workloads {
+                if !names.contains(&w.name.as_str()) {
+                    names.push(&w.name);
+                }
+            }
+        }
+        let _ = writeln!(
+            s,
+            "## Round by round\n\nThe rows ran in turns; for each row, its machine CPU over \
+             direct divided by the best peer's ({}) in the same round: the median of those \
+             ratios, and in how many rounds it was below 1.\n",
+            PEERS.map(|p| format!("`{p}`")).join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "| workload | row | over direct (median) | ×best peer, paired | rounds below the best peer |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|");
+        for w in names {
+            let peers: Vec<_> = PEERS
+                .iter()
+                .filter_map(|p| self.per_run_overhead(p, w))
+                .collect();
+            for r in self.ran().filter(|r| r.row.kind != RowKind::Direct) {
+                let Some(ours) = self.per_run_overhead(r.row.name, w) else {
+                    continue;
+                };
+                let Some((ratio, _)) = paired_ratio(&ours, &peers, false) else {
+                    continue;
+                };
+                let (below, counted) = rounds_below_one(&ours, &peers);
+                let over = median(ours.iter().copied()).map_or_else(|| "n/a".into(), num);
+                let _ = writeln!(
+                    s,
+                    "| {w} | {} | {over} | {}× | {below} of {counted} |",
+                    r.row.name,
+                    num(ratio)
+                );
+            }
+        }
+        s.push('\n');
+    }
+
     /// `row`'s figure `get` in each run of `workload`, in round order; `None` if the row did
     /// not run it or failed it.
     fn per_run(&self, row: &str, workload: &str, get: PerRun) -> Option<Vec<Option<f64>>> {
@@ -128,6 +196,17 @@ mod tests {
         let (r, n) = paired_ratio(&ours, &peers, true).unwrap();
         assert_eq!(n, 3);
         assert!((r - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rounds_below_the_best_peer_are_counted_where_both_were_measured() {
+        let ours = [Some(0.5), Some(1.5), None, Some(0.9)];
+        let peers = vec![
+            vec![Some(1.0), Some(1.0), Some(1.0), Some(2.0)],
+            vec![Some(2.0), None, Some(1.0), Some(1.0)],
+        ];
+        // Round 1: 0.5 < 1.0; round 2: 1.5 > 1.0; round 3 not measured; round 4: 0.9 < 1.0.
+        assert_eq!(rounds_below_one(&ours, &peers), (2, 3));
     }
 
     #[test]

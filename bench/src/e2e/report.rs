@@ -303,6 +303,9 @@ impl Results {
         if self.has(|w| !w.workload.is_udp()) {
             self.targets(&mut s);
         }
+        if self.interleaved {
+            self.paired_section(&mut s);
+        }
         self.skipped_section(&mut s);
         self.problems(&mut s);
         s
