@@ -30,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use crate::core::backend::BackendId;
 
+mod flow;
 mod vocabulary;
 
+use flow::Flow;
 pub use vocabulary::*;
 
 /// Most backends one connection tries (the first pick and its fallbacks).
@@ -40,86 +42,6 @@ pub const MAX_CANDIDATES: usize = 8;
 /// In `auto` mode, this many consecutive full-size receipts mark a direction as bulk, and it
 /// switches to splice (HAProxy's splice-auto switches when its buffer fills up).
 pub const AUTO_SPLICE_FULL_RECEIPTS: u8 = 4;
-
-/// After a direction was refused a pipe `n` times, it needs `AUTO_SPLICE_FULL_RECEIPTS << n`
-/// full receipts (`n` capped here: 128 receipts, 2 MiB of 16 KiB buffers) before it asks for
-/// one again, so that a worker at its pipe limit is not asked for a pipe every 64 KiB.
-const MAX_REFUSAL_BACKOFF: u8 = 5;
-
-/// A change of [`Via`] a direction waits to make until nothing of it is in flight, so that
-/// bytes never overtake each other.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Switch {
-    /// None pending.
-    Stay,
-    /// Bulk data: splice (`auto` mode, or a direction that fell back to copy).
-    ToSplice,
-    /// No pipe could be had: copy.
-    ToCopy,
-}
-
-impl Switch {
-    fn target(self) -> Option<Via> {
-        match self {
-            Switch::Stay => None,
-            Switch::ToSplice => Some(Via::Splice),
-            Switch::ToCopy => Some(Via::Copy),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RecvState {
-    Idle,
-    Armed,
-    Cancelling,
-}
-
-/// One direction's progress.
-#[derive(Clone, Copy, Debug)]
-struct Flow {
-    via: Via,
-    /// Received and not yet sent.
-    queued: u64,
-    recv: RecvState,
-    sending: bool,
-    eof: bool,
-    shut: bool,
-    forwarded: u64,
-    full_streak: u8,
-    switch: Switch,
-    /// Times this direction was refused a pipe (see [`MAX_REFUSAL_BACKOFF`]).
-    splice_refusals: u8,
-    /// Auto mode: whether bulk data may switch this direction to splice (not toward a peer
-    /// on the loopback with `loopback_copy`).
-    may_auto_splice: bool,
-}
-
-impl Flow {
-    fn new(via: Via) -> Self {
-        Flow {
-            via,
-            queued: 0,
-            recv: RecvState::Idle,
-            sending: false,
-            eof: false,
-            shut: false,
-            forwarded: 0,
-            full_streak: 0,
-            switch: Switch::Stay,
-            splice_refusals: 0,
-            may_auto_splice: true,
-        }
-    }
-
-    fn quiescent(&self) -> bool {
-        self.queued == 0 && !self.sending && self.recv == RecvState::Idle
-    }
-
-    fn done(&self) -> bool {
-        self.shut && !self.sending
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -408,61 +330,24 @@ impl Conn {
             }
             Event::Received { dir, bytes, armed } => {
                 self.last_activity = now;
-                let full_receipt = self.params.full_receipt;
                 // `auto`, or `splice` with a direction that fell back to copy.
                 let may_splice = self.params.mode != Mode::Copy;
-                let flow = &mut self.flows[dir.index()];
-                flow.queued += bytes;
-                flow.forwarded += bytes;
-                flow.recv = match (flow.recv, armed) {
-                    (_, false) => RecvState::Idle,
-                    (RecvState::Cancelling, true) => RecvState::Cancelling,
-                    (_, true) => RecvState::Armed,
-                };
-                if may_splice
-                    && flow.may_auto_splice
-                    && flow.via == Via::Copy
-                    && flow.switch == Switch::Stay
-                {
-                    flow.full_streak = if bytes >= full_receipt {
-                        flow.full_streak.saturating_add(1)
-                    } else {
-                        0
-                    };
-                    let backoff = flow.splice_refusals.min(MAX_REFUSAL_BACKOFF);
-                    if flow.full_streak >= AUTO_SPLICE_FULL_RECEIPTS << backoff {
-                        flow.switch = Switch::ToSplice;
-                    }
-                }
+                let full = bytes >= self.params.full_receipt;
+                self.flows[dir.index()].received(bytes, armed, may_splice, full);
             }
-            Event::SpliceUnavailable { dir } => {
-                let flow = &mut self.flows[dir.index()];
-                flow.recv = RecvState::Idle;
-                flow.full_streak = 0;
-                flow.splice_refusals = flow.splice_refusals.saturating_add(1);
-                flow.switch = match flow.via {
-                    Via::Splice => Switch::ToCopy,
-                    Via::Copy => Switch::Stay,
-                };
-            }
-            Event::RecvEnded { dir } => self.flows[dir.index()].recv = RecvState::Idle,
+            Event::SpliceUnavailable { dir } => self.flows[dir.index()].splice_refused(),
+            Event::RecvEnded { dir } => self.flows[dir.index()].recv_ended(),
             Event::Eof { dir } => {
                 self.last_activity = now;
                 if dir == Dir::Upstream && reading {
                     // The end of the inspect read: the client's side is over.
                     self.intake = Intake::Flows;
                 }
-                let flow = &mut self.flows[dir.index()];
-                flow.recv = RecvState::Idle;
-                flow.eof = true;
+                self.flows[dir.index()].ended();
             }
             Event::Sent { dir, bytes } => {
                 self.last_activity = now;
-                let flow = &mut self.flows[dir.index()];
-                // An engine never reports more than it was asked to send; saturate all the same
-                // so that a bug there cannot wrap the count.
-                flow.queued = flow.queued.saturating_sub(bytes);
-                flow.sending = false;
+                self.flows[dir.index()].sent(bytes);
             }
             Event::PreambleSent => {
                 if self.preamble == Preamble::Sending {
@@ -620,59 +505,10 @@ impl Conn {
     }
 
     fn poll_flow(&mut self, dir: Dir) -> Option<Action> {
-        let params = self.params;
         // The client is read by the inspect read still out, not by the flow, until it reports.
         let intake_busy = dir == Dir::Upstream && self.intake != Intake::Flows;
-        let flow = &mut self.flows[dir.index()];
-        if flow.queued > 0 && !flow.sending {
-            flow.sending = true;
-            return Some(Action::Send {
-                dir,
-                via: flow.via,
-                queued: flow.queued,
-            });
-        }
-        if let Some(target) = flow.switch.target() {
-            // Switch only when nothing is in flight, so bytes never overtake each other.
-            if flow.recv == RecvState::Armed {
-                flow.recv = RecvState::Cancelling;
-                return Some(Action::CancelRecv { dir });
-            }
-            if flow.quiescent() {
-                flow.via = target;
-                flow.switch = Switch::Stay;
-            }
-        }
-        let limit = match flow.via {
-            Via::Copy => params.copy_high_water,
-            Via::Splice => params.splice_capacity,
-        };
-        let switching = flow.switch != Switch::Stay;
-        if !flow.eof
-            && flow.recv == RecvState::Idle
-            && flow.queued < limit
-            && !switching
-            && !intake_busy
-        {
-            flow.recv = RecvState::Armed;
-            return Some(Action::Recv { dir, via: flow.via });
-        }
-        if flow.recv == RecvState::Armed && flow.queued >= limit {
-            // A multishot receive would keep filling buffers behind a slow sink: stop it.
-            flow.recv = RecvState::Cancelling;
-            return Some(Action::CancelRecv { dir });
-        }
-        if flow.eof && flow.queued == 0 && !flow.sending && !flow.shut {
-            flow.shut = true;
-            // The last direction to end needs no half-close of its own: the close that
-            // follows at once sends the same FIN (the sink's socket is the other direction's
-            // source, read to its end, so nothing unread turns the close into a reset).
-            if self.flows[1 - dir.index()].done() {
-                return None;
-            }
-            return Some(Action::ShutdownWrite { side: dir.sink() });
-        }
-        None
+        let other_done = self.flows[1 - dir.index()].done();
+        self.flows[dir.index()].poll(dir, &self.params, intake_busy, other_done)
     }
 
     /// When [`Conn::handle_timeout`] should next be called.
