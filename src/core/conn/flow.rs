@@ -11,7 +11,7 @@ const MAX_REFUSAL_BACKOFF: u8 = 5;
 /// A change of [`Via`] a direction waits to make until nothing of it is in flight, so that
 /// bytes never overtake each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Switch {
+enum Switch {
     /// None pending.
     Stay,
     /// Bulk data: splice (`auto` mode, or a direction that fell back to copy).
@@ -31,7 +31,7 @@ impl Switch {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum RecvState {
+enum RecvState {
     Idle,
     Armed,
     Cancelling,
@@ -42,16 +42,16 @@ pub(super) enum RecvState {
 pub(super) struct Flow {
     pub(super) via: Via,
     /// Received and not yet sent.
-    pub(super) queued: u64,
-    pub(super) recv: RecvState,
-    pub(super) sending: bool,
+    queued: u64,
+    recv: RecvState,
+    sending: bool,
     pub(super) eof: bool,
     pub(super) shut: bool,
     pub(super) forwarded: u64,
-    pub(super) full_streak: u8,
-    pub(super) switch: Switch,
+    full_streak: u8,
+    switch: Switch,
     /// Times this direction was refused a pipe (see [`MAX_REFUSAL_BACKOFF`]).
-    pub(super) splice_refusals: u8,
+    splice_refusals: u8,
     /// Auto mode: whether bulk data may switch this direction to splice (not toward a peer
     /// on the loopback with `loopback_copy`).
     pub(super) may_auto_splice: bool,
@@ -74,7 +74,7 @@ impl Flow {
         }
     }
 
-    pub(super) fn quiescent(&self) -> bool {
+    fn quiescent(&self) -> bool {
         self.queued == 0 && !self.sending && self.recv == RecvState::Idle
     }
 
